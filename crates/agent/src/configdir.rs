@@ -1,0 +1,771 @@
+//! The agent's config dir (SPEC §8): `config.json`, `key.pem`, `cert.pem`, `ca.pem`, and
+//! `pending-enrollment.json` while an enrollment is in flight (SPEC §5).
+//!
+//! Invariant: a reader never sees a half-written file, nor the key of one identity next to
+//! the config of another. Single files are replaced by temp file + fsync + rename; the
+//! four credential files are staged together in `.staging/` and only moved into place
+//! once `.staging/COMPLETE` exists, so a crash is either rolled forward or discarded by
+//! the next [`ConfigDir::load`]. Secrets are created with their final mode (0600) and
+//! the dir is kept at 0700.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const CONFIG_FILE: &str = "config.json";
+const KEY_FILE: &str = "key.pem";
+const CERT_FILE: &str = "cert.pem";
+const CA_FILE: &str = "ca.pem";
+const PENDING_FILE: &str = "pending-enrollment.json";
+const STAGING_DIR: &str = ".staging";
+const COMPLETE_MARKER: &str = "COMPLETE";
+/// Temp files are `.<name>.tmp-<random>`; the marker lets `remove_all` recognise them.
+const TEMP_INFIX: &str = ".tmp-";
+
+const DIR_MODE: u32 = 0o700;
+const SECRET_MODE: u32 = 0o600;
+const PUBLIC_MODE: u32 = 0o644;
+
+/// The credential set, in the order `store` commits it. `config.json` goes last so that a
+/// reader racing an (uninterrupted) commit sees the old config until the PEMs are in place.
+const CREDENTIAL_FILES: [(&str, u32); 4] = [
+    (KEY_FILE, SECRET_MODE),
+    (CERT_FILE, PUBLIC_MODE),
+    (CA_FILE, PUBLIC_MODE),
+    (CONFIG_FILE, SECRET_MODE),
+];
+
+/// Errors of the config dir. Every message is one line naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No `--config-dir`, no `MUSTER_CONFIG_DIR` and no `HOME`: the caller must ask the
+    /// operator to pass `--config-dir`.
+    #[error("cannot locate the config dir: pass --config-dir, or set MUSTER_CONFIG_DIR or HOME")]
+    NoConfigDir,
+    /// Something other than a directory sits where the config dir (or its staging dir)
+    /// must be; nothing was changed.
+    #[error("{} exists but is not a directory", path.display())]
+    NotADirectory {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// `config.json` exists but a credential file next to it does not: the dir is
+    /// incomplete and the agent must enroll again.
+    #[error("{} is missing: the config dir is incomplete, enroll again", path.display())]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A JSON file exists but does not parse (bad JSON, missing or unknown field).
+    #[error("{} is not valid: {source}", path.display())]
+    Invalid {
+        /// The file that failed to parse.
+        path: PathBuf,
+        /// What serde rejected.
+        source: serde_json::Error,
+    },
+    /// A value could not be serialized; nothing was written to `path`.
+    #[error("cannot encode {}: {source}", path.display())]
+    Encode {
+        /// The file that was about to be written.
+        path: PathBuf,
+        /// What serde rejected.
+        source: serde_json::Error,
+    },
+    /// An I/O operation failed; for writes, the previous content is intact unless the
+    /// failure happened while committing a complete staged set, which the next `load`
+    /// finishes.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "read", "create", "rename into place".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ConfigError {
+    move |source| ConfigError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Contents of `config.json` (SPEC §8).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub hub_url: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    /// The agent's bearer secret (`mag_…`); never printed by `Debug`.
+    pub agent_key: String,
+    /// Pin of the hub CA, checked on every connection.
+    pub ca_hash: String,
+    pub heartbeat_interval_s: u64,
+    /// RFC 3339 time of the enrollment that produced this identity.
+    pub enrolled_at: String,
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("hub_url", &self.hub_url)
+            .field("agent_id", &self.agent_id)
+            .field("agent_name", &self.agent_name)
+            .field("agent_key", &"<redacted>")
+            .field("ca_hash", &self.ca_hash)
+            .field("heartbeat_interval_s", &self.heartbeat_interval_s)
+            .field("enrolled_at", &self.enrolled_at)
+            .finish()
+    }
+}
+
+/// One complete agent identity: always loaded and stored as a unit.
+#[derive(Clone, PartialEq)]
+pub struct Credentials {
+    pub config: AgentConfig,
+    /// The agent's private key (PKCS#8 PEM); never printed by `Debug`.
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("config", &self.config)
+            .field("key_pem", &"<redacted>")
+            .field("cert_pem", &self.cert_pem)
+            .field("ca_pem", &self.ca_pem)
+            .finish()
+    }
+}
+
+/// An enrollment that was sent but not yet answered (SPEC §5). Kept so a retry reuses the
+/// same `enrollment_id` (the hub then returns the same agent without consuming another
+/// token use) and the same key, whose CSR the hub may already have signed.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PendingEnrollment {
+    pub enrollment_id: String,
+    /// The hub this enrollment was sent to; a retry against another hub starts afresh.
+    pub hub_url: String,
+    /// The key whose CSR was sent; never printed by `Debug`.
+    pub key_pem: String,
+    pub created_at: String,
+}
+
+impl fmt::Debug for PendingEnrollment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingEnrollment")
+            .field("enrollment_id", &self.enrollment_id)
+            .field("hub_url", &self.hub_url)
+            .field("key_pem", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Handle on the config dir; touches the disk only when a method is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDir {
+    path: PathBuf,
+}
+
+impl ConfigDir {
+    /// `--config-dir`, else `MUSTER_CONFIG_DIR`, else `~/.muster` (from `HOME`); error if
+    /// none is set. Empty values count as unset.
+    pub fn resolve(flag: Option<&Path>) -> Result<Self, ConfigError> {
+        resolve_with(
+            flag,
+            std::env::var_os("MUSTER_CONFIG_DIR"),
+            std::env::var_os("HOME"),
+        )
+    }
+
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `Ok(None)` when there is no `config.json` (not enrolled); an error when it is
+    /// present but unreadable or invalid, or when a PEM file next to it is missing.
+    /// Finishes or discards an interrupted `store` first.
+    pub fn load(&self) -> Result<Option<Credentials>, ConfigError> {
+        match fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("inspect", &self.path)(e)),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(ConfigError::NotADirectory {
+                    path: self.path.clone(),
+                });
+            }
+            Ok(_) => {}
+        }
+        self.recover_staging()?;
+
+        let config_path = self.path.join(CONFIG_FILE);
+        let Some(raw) = read_optional(&config_path)? else {
+            return Ok(None);
+        };
+        let config: AgentConfig =
+            serde_json::from_str(&raw).map_err(|source| ConfigError::Invalid {
+                path: config_path.clone(),
+                source,
+            })?;
+        Ok(Some(Credentials {
+            config,
+            key_pem: self.read_required(KEY_FILE)?,
+            cert_pem: self.read_required(CERT_FILE)?,
+            ca_pem: self.read_required(CA_FILE)?,
+        }))
+    }
+
+    /// Atomically replace the whole credential set. On error before the commit point the
+    /// previous files are untouched; an error during the commit leaves a complete staged
+    /// set that the next `load` moves into place.
+    pub fn store(&self, creds: &Credentials) -> Result<(), ConfigError> {
+        self.ensure_dir()?;
+        let config_json = encode(&creds.config, &self.path.join(CONFIG_FILE))?;
+        let staging = self.path.join(STAGING_DIR);
+        // A leftover staging dir belongs to an older store; this one supersedes it.
+        remove_dir_if_present(&staging)?;
+        create_private_dir(&staging)?;
+        if let Err(e) = self.stage(&staging, creds, &config_json) {
+            // Best effort: a leftover incomplete staging dir is discarded by `load` anyway.
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        self.commit_staging(&staging)
+    }
+
+    /// The enrollment in flight, if any (SPEC §5 idempotency).
+    pub fn load_pending(&self) -> Result<Option<PendingEnrollment>, ConfigError> {
+        let path = self.path.join(PENDING_FILE);
+        let Some(raw) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&raw)
+            .map(Some)
+            .map_err(|source| ConfigError::Invalid { path, source })
+    }
+
+    /// Record the enrollment in flight; kept until `clear_pending` after it completes.
+    pub fn store_pending(&self, p: &PendingEnrollment) -> Result<(), ConfigError> {
+        self.ensure_dir()?;
+        let path = self.path.join(PENDING_FILE);
+        let json = encode(p, &path)?;
+        write_atomic(&self.path, PENDING_FILE, json.as_bytes(), SECRET_MODE)
+    }
+
+    /// Forget the enrollment in flight; no error when there is none.
+    pub fn clear_pending(&self) -> Result<(), ConfigError> {
+        let path = self.path.join(PENDING_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
+    /// Delete the config dir (for unenroll). Only files this module writes are removed; if
+    /// anything else is in the dir (say `--config-dir` pointed at a shared directory), the
+    /// dir itself is left in place with those files, and a warning is logged.
+    pub fn remove_all(&self) -> Result<(), ConfigError> {
+        let entries = match fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("list", &self.path)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &self.path))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = entry.path();
+            if name == STAGING_DIR {
+                remove_dir_if_present(&path)?;
+            } else if is_owned_file(name) {
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        match fs::remove_dir(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "config dir holds files muster did not write; left them in place"
+                );
+                sync_dir(&self.path)
+            }
+            Err(e) => Err(io_err("remove", &self.path)(e)),
+        }
+    }
+
+    /// Create the dir (and parents) as 0700, or tighten an existing one to 0700.
+    fn ensure_dir(&self) -> Result<(), ConfigError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.path)
+            .map_err(io_err("create", &self.path))?;
+        let meta = fs::metadata(&self.path).map_err(io_err("inspect", &self.path))?;
+        if !meta.is_dir() {
+            return Err(ConfigError::NotADirectory {
+                path: self.path.clone(),
+            });
+        }
+        // Drop group and other bits only: an operator who made the dir read-only (0500)
+        // meant it, and a store must then fail rather than quietly re-open it.
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & !DIR_MODE != 0 {
+            fs::set_permissions(&self.path, fs::Permissions::from_mode(mode & DIR_MODE))
+                .map_err(io_err("restrict permissions of", &self.path))?;
+        }
+        Ok(())
+    }
+
+    fn stage(
+        &self,
+        staging: &Path,
+        creds: &Credentials,
+        config_json: &str,
+    ) -> Result<(), ConfigError> {
+        for (name, mode) in CREDENTIAL_FILES {
+            let contents = match name {
+                KEY_FILE => creds.key_pem.as_bytes(),
+                CERT_FILE => creds.cert_pem.as_bytes(),
+                CA_FILE => creds.ca_pem.as_bytes(),
+                _ => config_json.as_bytes(),
+            };
+            write_synced(&staging.join(name), contents, mode)?;
+        }
+        sync_dir(staging)?;
+        // The marker is written last: its presence alone says the set above is whole.
+        write_synced(&staging.join(COMPLETE_MARKER), b"", SECRET_MODE)?;
+        sync_dir(staging)?;
+        sync_dir(&self.path)
+    }
+
+    /// Move a complete staged set into place. Idempotent, so `load` can resume it after a
+    /// crash part-way: files already moved are simply absent from the staging dir.
+    fn commit_staging(&self, staging: &Path) -> Result<(), ConfigError> {
+        for (name, _) in CREDENTIAL_FILES {
+            let from = staging.join(name);
+            let to = self.path.join(name);
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("rename into place", &to)(e)),
+            }
+        }
+        sync_dir(&self.path)?;
+        remove_dir_if_present(staging)?;
+        sync_dir(&self.path)
+    }
+
+    fn recover_staging(&self) -> Result<(), ConfigError> {
+        let staging = self.path.join(STAGING_DIR);
+        match fs::symlink_metadata(staging.join(COMPLETE_MARKER)) {
+            Ok(_) => {
+                tracing::info!(path = %staging.display(), "finishing an interrupted credential update");
+                self.commit_staging(&staging)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Never committed: the live files are still the previous identity.
+                remove_dir_if_present(&staging)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                Err(ConfigError::NotADirectory { path: staging })
+            }
+            Err(e) => Err(io_err("inspect", &staging)(e)),
+        }
+    }
+
+    fn read_required(&self, name: &str) -> Result<String, ConfigError> {
+        let path = self.path.join(name);
+        read_optional(&path)?.ok_or(ConfigError::Missing { path })
+    }
+}
+
+/// [`ConfigDir::resolve`] with the environment passed in, so tests need not mutate it.
+fn resolve_with(
+    flag: Option<&Path>,
+    env_dir: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<ConfigDir, ConfigError> {
+    if let Some(flag) = flag.filter(|p| !p.as_os_str().is_empty()) {
+        return Ok(ConfigDir::new(flag));
+    }
+    if let Some(dir) = env_dir.filter(|v| !v.is_empty()) {
+        return Ok(ConfigDir::new(dir));
+    }
+    match home.filter(|v| !v.is_empty()) {
+        Some(home) => Ok(ConfigDir::new(PathBuf::from(home).join(".muster"))),
+        None => Err(ConfigError::NoConfigDir),
+    }
+}
+
+/// Files this module creates in the config dir, temp files included.
+fn is_owned_file(name: &str) -> bool {
+    matches!(
+        name,
+        CONFIG_FILE | KEY_FILE | CERT_FILE | CA_FILE | PENDING_FILE
+    ) || (name.starts_with('.') && name.contains(TEMP_INFIX))
+}
+
+fn encode<T: Serialize>(value: &T, path: &Path) -> Result<String, ConfigError> {
+    let mut json = serde_json::to_string_pretty(value).map_err(|source| ConfigError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    json.push('\n');
+    Ok(json)
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ConfigError> {
+    DirBuilder::new()
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(io_err("create", path))?;
+    // The umask can only narrow 0700, but be exact rather than rely on it.
+    fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(io_err("restrict permissions of", path))
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), ConfigError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("inspect", path)(e)),
+        Ok(meta) if !meta.is_dir() => Err(ConfigError::NotADirectory {
+            path: path.to_path_buf(),
+        }),
+        Ok(_) => fs::remove_dir_all(path).map_err(io_err("remove", path)),
+    }
+}
+
+/// Create `path` (which must not exist) with `mode` from the start, write and fsync it.
+fn write_synced(path: &Path, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    // Widen a public file past the umask before any byte is written; for a secret this
+    // only confirms what `mode` already set.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("set permissions of", path))?;
+    file.write_all(contents).map_err(io_err("write", path))?;
+    file.sync_all().map_err(io_err("sync", path))
+}
+
+/// Replace `dir/name` atomically: temp file in the same dir, fsync, rename, fsync dir.
+fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
+    let temp = dir.join(format!(
+        ".{name}{TEMP_INFIX}{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let target = dir.join(name);
+    let result = write_synced(&temp, contents, mode)
+        .and_then(|()| fs::rename(&temp, &target).map_err(io_err("rename into place", &target)));
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+/// Make renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), ConfigError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn creds(n: u32) -> Credentials {
+        Credentials {
+            config: AgentConfig {
+                hub_url: "https://hub.example:8443".into(),
+                agent_id: format!("agent-{n}"),
+                agent_name: format!("name-{n}"),
+                agent_key: format!("mag_secret{n}"),
+                ca_hash: "sha256:abc".into(),
+                heartbeat_interval_s: 30,
+                enrolled_at: "2025-01-01T00:00:00Z".into(),
+            },
+            key_pem: format!("-----BEGIN PRIVATE KEY-----\nkey{n}\n-----END PRIVATE KEY-----\n"),
+            cert_pem: format!("-----BEGIN CERTIFICATE-----\ncert{n}\n-----END CERTIFICATE-----\n"),
+            ca_pem: format!("-----BEGIN CERTIFICATE-----\nca{n}\n-----END CERTIFICATE-----\n"),
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Lay out a staging dir as an interrupted `store` of `c` would have left it.
+    fn fake_staging(dir: &Path, c: &Credentials, files: &[&str], complete: bool) {
+        let staging = dir.join(STAGING_DIR);
+        fs::create_dir(&staging).unwrap();
+        for name in files {
+            let body = match *name {
+                KEY_FILE => c.key_pem.clone(),
+                CERT_FILE => c.cert_pem.clone(),
+                CA_FILE => c.ca_pem.clone(),
+                _ => serde_json::to_string_pretty(&c.config).unwrap(),
+            };
+            fs::write(staging.join(name), body).unwrap();
+        }
+        if complete {
+            fs::write(staging.join(COMPLETE_MARKER), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn round_trip_with_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("a/b/muster"));
+        assert!(dir.load().unwrap().is_none());
+        dir.store(&creds(1)).unwrap();
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join(CONFIG_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(CERT_FILE)), 0o644);
+        assert_eq!(mode(&dir.path().join(CA_FILE)), 0o644);
+        assert!(!dir.path().join(STAGING_DIR).exists());
+        let json = fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+        assert!(
+            json.contains("\n  \"agent_id\": \"agent-1\""),
+            "pretty JSON: {json}"
+        );
+
+        dir.store(&creds(2)).unwrap();
+        assert_eq!(dir.load().unwrap(), Some(creds(2)));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 4, "no temp or staging leftovers: {names:?}");
+    }
+
+    #[test]
+    fn loose_dir_mode_is_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("muster");
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        ConfigDir::new(&path).store(&creds(1)).unwrap();
+        assert_eq!(mode(&path), 0o700);
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let c = creds(7);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("mag_secret7"), "{shown}");
+        assert!(!shown.contains("key7"), "{shown}");
+        assert!(shown.contains("agent-7"));
+        let p = PendingEnrollment {
+            enrollment_id: "e1".into(),
+            hub_url: "https://h".into(),
+            key_pem: "SECRETKEY".into(),
+            created_at: "now".into(),
+        };
+        assert!(!format!("{p:?}").contains("SECRETKEY"));
+    }
+
+    #[test]
+    fn complete_staging_is_rolled_forward() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        // Crash after two of the four renames: key and cert already moved.
+        fake_staging(tmp.path(), &creds(2), &[CA_FILE, CONFIG_FILE], true);
+        fs::write(tmp.path().join(KEY_FILE), &creds(2).key_pem).unwrap();
+        fs::write(tmp.path().join(CERT_FILE), &creds(2).cert_pem).unwrap();
+
+        assert_eq!(dir.load().unwrap(), Some(creds(2)));
+        assert!(!tmp.path().join(STAGING_DIR).exists());
+    }
+
+    #[test]
+    fn incomplete_staging_is_discarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        fake_staging(
+            tmp.path(),
+            &creds(2),
+            &[KEY_FILE, CERT_FILE, CA_FILE, CONFIG_FILE],
+            false,
+        );
+
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+        assert!(!tmp.path().join(STAGING_DIR).exists());
+    }
+
+    fn running_as_root() -> bool {
+        // Root ignores permission bits: probe rather than ask for the uid.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o500)).unwrap();
+        let writable = fs::write(tmp.path().join("probe"), "").is_ok();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        writable
+    }
+
+    #[test]
+    fn failed_store_into_read_only_dir_keeps_previous() {
+        if running_as_root() {
+            eprintln!("skipped: permission bits do not bind root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("muster");
+        let dir = ConfigDir::new(&path);
+        dir.store(&creds(1)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o500)).unwrap();
+        let err = dir.store(&creds(2)).unwrap_err();
+        assert!(err.to_string().contains("muster"), "{err}");
+        assert_eq!(mode(&path), 0o500, "a read-only dir is not re-opened");
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn failed_store_keeps_previous_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        // A file where the staging dir must go: staging cannot start.
+        fs::write(tmp.path().join(STAGING_DIR), "in the way").unwrap();
+        let err = dir.store(&creds(2)).unwrap_err();
+        assert!(err.to_string().contains(".staging"), "{err}");
+        fs::remove_file(tmp.path().join(STAGING_DIR)).unwrap();
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+    }
+
+    #[test]
+    fn store_into_a_file_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-dir");
+        fs::write(&file, "x").unwrap();
+        let err = ConfigDir::new(&file).store(&creds(1)).unwrap_err();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+        let err = ConfigDir::new(file.join("below"))
+            .store(&creds(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("below"), "{err}");
+    }
+
+    #[test]
+    fn load_reports_the_bad_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        fs::remove_file(tmp.path().join(CERT_FILE)).unwrap();
+        let err = dir.load().unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { .. }));
+        assert!(err.to_string().contains("cert.pem"), "{err}");
+
+        dir.store(&creds(1)).unwrap();
+        let json = fs::read_to_string(tmp.path().join(CONFIG_FILE)).unwrap();
+        let extra = json.replacen('{', "{\n  \"surprise\": 1,", 1);
+        fs::write(tmp.path().join(CONFIG_FILE), extra).unwrap();
+        let err = dir.load().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }));
+        assert!(err.to_string().contains("config.json"), "{err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn pending_lifecycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("m"));
+        assert_eq!(dir.load_pending().unwrap(), None);
+        dir.clear_pending().unwrap();
+        let p = PendingEnrollment {
+            enrollment_id: "e1".into(),
+            hub_url: "https://h".into(),
+            key_pem: "KEY".into(),
+            created_at: "2025-01-01T00:00:00Z".into(),
+        };
+        dir.store_pending(&p).unwrap();
+        assert_eq!(mode(&dir.path().join(PENDING_FILE)), 0o600);
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(dir.load_pending().unwrap(), Some(p));
+        // A pending enrollment alone is not an identity.
+        assert!(dir.load().unwrap().is_none());
+        dir.clear_pending().unwrap();
+        assert_eq!(dir.load_pending().unwrap(), None);
+    }
+
+    #[test]
+    fn remove_all_spares_foreign_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("m"));
+        dir.store(&creds(1)).unwrap();
+        dir.remove_all().unwrap();
+        assert!(!dir.path().exists());
+        dir.remove_all().unwrap();
+
+        dir.store(&creds(1)).unwrap();
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        dir.remove_all().unwrap();
+        assert!(dir.load().unwrap().is_none());
+        assert!(dir.path().join("notes.txt").exists());
+    }
+
+    #[test]
+    fn resolve_precedence() {
+        let flag = Path::new("/from/flag");
+        let env = || Some(OsString::from("/from/env"));
+        let home = || Some(OsString::from("/home/u"));
+        let resolved =
+            |f: Option<&Path>, e, h| resolve_with(f, e, h).map(|d| d.path().to_path_buf());
+        assert_eq!(resolved(Some(flag), env(), home()).unwrap(), flag);
+        assert_eq!(
+            resolved(None, env(), home()).unwrap(),
+            Path::new("/from/env")
+        );
+        assert_eq!(
+            resolved(None, Some(OsString::new()), home()).unwrap(),
+            Path::new("/home/u/.muster")
+        );
+        assert_eq!(
+            resolved(None, None, home()).unwrap(),
+            Path::new("/home/u/.muster")
+        );
+        assert!(matches!(
+            resolve_with(None, None, None),
+            Err(ConfigError::NoConfigDir)
+        ));
+    }
+}

@@ -1,0 +1,3 @@
+//! muster-agent
+pub mod configdir;
+pub mod facts;

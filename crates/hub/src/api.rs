@@ -1,0 +1,431 @@
+//! The HTTP surface: the route table (with the role each route needs, declared here
+//! and nowhere else) and thin handlers that parse, call the domain, and render.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router, middleware};
+use axum_server::tls::TlsInfo;
+use muster_proto::{
+    AgentInfo, AgentList, CaResponse, CreateTokenRequest, CreateTokenResponse, EnrollRequest,
+    Health, MAX_BODY_BYTES, TOKEN_PREFIX, TokenInfo, TokenList, codes,
+};
+use muster_store::{AgentEnd, AgentRecord, AgentState, AuditEntry, TokenRecord};
+
+use crate::auth::{Principal, Role, bearer, require};
+use crate::enroll::{self, check_label, check_text};
+use crate::error::{ApiFailure, ApiResult};
+use crate::rules::{parse_cidr, parse_pattern};
+use crate::secrets::{display_prefix, random_body};
+use crate::state::{AppState, Metrics, now_ms, rfc3339};
+
+/// Longest token lifetime: ten years, beyond which `--no-expiry` says it better.
+const MAX_TTL_S: u64 = 10 * 365 * 24 * 3600;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/ca", get(ca))
+        .route("/api/v1/enroll", post(enroll));
+    let agent = Router::new()
+        .route("/api/v1/agent/me", get(agent_me))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Agent),
+            require,
+        ));
+    let member = Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents/{id}", get(show_agent))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Member),
+            require,
+        ));
+    let admin = Router::new()
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
+        .route("/api/v1/agents/{id}", delete(remove_agent))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Admin),
+            require,
+        ));
+    public
+        .merge(agent)
+        .merge(member)
+        .merge(admin)
+        .fallback(|| async { ApiFailure::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    Metrics::inc(&state.metrics.http_requests);
+    next.run(request).await
+}
+
+/// `Json<T>` whose rejections are our JSON errors (400, or 413 past the body limit).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiFailure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+            )),
+            Err(rejection) => Err(ApiFailure::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            "database unreachable",
+        )
+    })?;
+    Ok(Json(Health {
+        status: "ready".to_owned(),
+    }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {
+    Json(CaResponse {
+        ca_pem: state.ca.cert_pem().to_owned(),
+        ca_hash: state.ca_hash.to_string(),
+    })
+}
+
+async fn enroll(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let (status, body) = enroll::enroll(&state, peer.ip(), bearer(&headers), req).await?;
+    Ok((status, Json(body)))
+}
+
+async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(match principal {
+        Principal::Admin(k) | Principal::Member(k) => {
+            serde_json::json!({"kind": "api_key", "id": k.id, "name": k.name, "role": k.role})
+        }
+        Principal::Agent(a) => serde_json::json!({"kind": "agent", "id": a.id}),
+    })
+}
+
+/// The agent's own record. When it presents its client certificate too, that
+/// certificate must be its current one: a replaced certificate is refused.
+async fn agent_me(
+    Extension(principal): Extension<Principal>,
+    tls: Option<Extension<Arc<TlsInfo>>>,
+) -> ApiResult<Json<AgentInfo>> {
+    let Principal::Agent(agent) = principal else {
+        return Err(ApiFailure::unauthorized(codes::UNAUTHORIZED, "not an agent"));
+    };
+    if let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) {
+        let matches = muster_ca::cert_info_der(cert)
+            .is_ok_and(|info| info.subject_cn == agent.id && info.serial_hex == agent.cert_serial);
+        if !matches {
+            return Err(ApiFailure::unauthorized(
+                codes::KEY_INVALID,
+                "the client certificate is not this agent's current certificate",
+            ));
+        }
+    }
+    Ok(Json(agent_info(&agent)))
+}
+
+pub fn agent_info(a: &AgentRecord) -> AgentInfo {
+    let status = match a.state {
+        // Sessions arrive with the next milestone; until then an active agent is
+        // known to exist but not to be connected.
+        AgentState::Active => "offline",
+        AgentState::Revoked => "revoked",
+        AgentState::Removed => "removed",
+    };
+    AgentInfo {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        hostname: a.facts.hostname.clone(),
+        status: status.to_owned(),
+        ip: a.facts.ip.clone(),
+        os_info: a.facts.os_info.clone(),
+        arch: a.facts.arch.clone(),
+        agent_version: a.facts.agent_version.clone(),
+        labels: a.facts.labels.clone(),
+        packs: a.facts.packs.clone(),
+        enrolled_at: rfc3339(a.enrolled_at),
+        last_seen_at: a.last_seen_at.map(rfc3339),
+        cert_expires_at: Some(rfc3339(a.cert_expires_at)),
+        interfaces: a.facts.interfaces.clone(),
+    }
+}
+
+async fn list_agents(State(state): State<Arc<AppState>>) -> ApiResult<Json<AgentList>> {
+    let agents = state.store.list_agents(false).await?;
+    Ok(Json(AgentList {
+        agents: agents.iter().map(agent_info).collect(),
+    }))
+}
+
+/// An agent by UUID, or by the name of a live agent.
+async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRecord> {
+    let by_id = if uuid::Uuid::parse_str(id_or_name).is_ok() {
+        state.store.get_agent(id_or_name).await?
+    } else {
+        None
+    };
+    let found = match by_id {
+        Some(a) => Some(a),
+        None => state.store.find_live_agent_by_name(id_or_name).await?,
+    };
+    found.ok_or_else(|| ApiFailure::not_found(format!("no agent {id_or_name:?}")))
+}
+
+async fn show_agent(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    let agent = find_agent(&state, &id).await?;
+    if agent.state == AgentState::Removed {
+        return Err(ApiFailure::not_found(format!("no agent {id:?}")));
+    }
+    Ok(Json(agent_info(&agent)))
+}
+
+async fn end_agent(
+    state: &AppState,
+    principal: &Principal,
+    peer: SocketAddr,
+    id: &str,
+    end: AgentEnd,
+) -> ApiResult<Json<AgentInfo>> {
+    let agent = find_agent(state, id).await?;
+    let now = now_ms();
+    let action = match end {
+        AgentEnd::Revoke => "agent.revoked",
+        AgentEnd::Remove => "agent.removed",
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: principal.actor(),
+        action: action.to_owned(),
+        target: format!("agent:{}", agent.id),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({"name": agent.name}).to_string(),
+    };
+    let ended = state
+        .store
+        .end_agent(&agent.id, end, now, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => ApiFailure::new(
+                StatusCode::CONFLICT,
+                codes::CONFLICT,
+                format!("agent {id:?} is already {}", agent.state.as_str()),
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(agent_id = %ended.id, action, "agent credentials ended");
+    Ok(Json(agent_info(&ended)))
+}
+
+async fn revoke_agent(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    end_agent(&state, &principal, peer, &id, AgentEnd::Revoke).await
+}
+
+async fn remove_agent(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    end_agent(&state, &principal, peer, &id, AgentEnd::Remove).await
+}
+
+fn token_info(t: &TokenRecord, now: i64) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        prefix: t.prefix.clone(),
+        description: t.description.clone(),
+        uses: t.uses.max(0) as u32,
+        max_uses: t.max_uses.map(|m| m.max(0) as u32),
+        expires_at: t.expires_at.map(rfc3339),
+        state: t.state(now).as_str().to_owned(),
+        pattern: t.pattern.clone(),
+        cidrs: t.cidrs.clone(),
+        labels: t.labels.clone(),
+        allow_replace: t.allow_replace,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
+    if req.max_uses == Some(0) {
+        return Err(ApiFailure::bad_request("max_uses must be at least 1"));
+    }
+    if let Some(ttl) = req.ttl_s {
+        if ttl == 0 || ttl > MAX_TTL_S {
+            return Err(ApiFailure::bad_request(
+                "ttl must be between 1 second and 10 years (or use no expiry)",
+            ));
+        }
+    }
+    if let Some(p) = &req.pattern {
+        check_text("pattern", p, false)?;
+        parse_pattern(p).map_err(ApiFailure::bad_request)?;
+    }
+    if req.cidrs.len() > 64 {
+        return Err(ApiFailure::bad_request("at most 64 CIDRs per token"));
+    }
+    let cidrs = req
+        .cidrs
+        .iter()
+        .map(|c| parse_cidr(c).map(|n| n.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiFailure::bad_request)?;
+    if req.labels.len() > 64 {
+        return Err(ApiFailure::bad_request("at most 64 labels per token"));
+    }
+    for (k, v) in &req.labels {
+        check_label(k, v)?;
+    }
+    if let Some(d) = &req.description {
+        if d.len() > 1024 || d.chars().any(char::is_control) {
+            return Err(ApiFailure::bad_request(
+                "description must be printable text of at most 1024 bytes",
+            ));
+        }
+    }
+
+    let now = now_ms();
+    let secret = format!("{TOKEN_PREFIX}{}", random_body());
+    let token = format!("{secret}.{}", state.ca_hash.pin());
+    let record = TokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: state.keys.hash_secret(&secret),
+        prefix: display_prefix(&secret),
+        description: req.description.clone(),
+        max_uses: req.max_uses.map(i64::from),
+        uses: 0,
+        expires_at: req.ttl_s.map(|ttl| now + (ttl as i64) * 1000),
+        revoked_at: None,
+        pattern: req.pattern.clone(),
+        cidrs,
+        labels: req.labels.clone(),
+        allow_replace: req.allow_replace,
+        created_at: now,
+        created_by: principal.actor(),
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: principal.actor(),
+        action: "token.created".to_owned(),
+        target: format!("token:{}", record.id),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({
+            "prefix": record.prefix, "max_uses": record.max_uses, "expires_at": record.expires_at,
+            "pattern": record.pattern, "cidrs": record.cidrs, "labels": record.labels,
+        })
+        .to_string(),
+    };
+    state.store.create_token(&record, &audit).await?;
+    tracing::info!(token_id = %record.id, prefix = %record.prefix, "enrollment token created");
+    let enroll_command = format!("muster enroll --hub {} --token {token}", state.hub_url);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTokenResponse {
+            id: record.id,
+            token,
+            expires_at: record.expires_at.map(rfc3339),
+            max_uses: req.max_uses,
+            enroll_command,
+        }),
+    ))
+}
+
+async fn list_tokens(State(state): State<Arc<AppState>>) -> ApiResult<Json<TokenList>> {
+    let now = now_ms();
+    let tokens = state.store.list_tokens().await?;
+    Ok(Json(TokenList {
+        tokens: tokens.iter().map(|t| token_info(t, now)).collect(),
+    }))
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    let now = now_ms();
+    let audit = AuditEntry {
+        at: now,
+        actor: principal.actor(),
+        action: "token.revoked".to_owned(),
+        target: String::new(),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: "{}".to_owned(),
+    };
+    let token = state
+        .store
+        .revoke_token(&id, now, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => ApiFailure::not_found(format!("no token {id:?}")),
+            other => other.into(),
+        })?;
+    Ok(Json(token_info(&token, now)))
+}

@@ -1,0 +1,141 @@
+//! Who is calling: bearer credentials resolved to a [`Principal`], and the role each
+//! group of routes requires.
+//!
+//! The role a route needs is declared once, where the router is built (`api.rs`),
+//! by the middleware layered on its group; handlers read the resulting `Principal`
+//! from the request extensions.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use muster_proto::{AGENT_KEY_PREFIX, API_KEY_PREFIX, codes};
+use muster_store::{AgentRecord, AgentState, ApiKeyRecord};
+
+use crate::error::{ApiFailure, ApiResult};
+use crate::state::{AppState, now_ms};
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Admin(ApiKeyRecord),
+    Member(ApiKeyRecord),
+    Agent(Box<AgentRecord>),
+}
+
+impl Principal {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Admin(k) | Principal::Member(k) => format!("key:{}", k.id),
+            Principal::Agent(a) => format!("agent:{}", a.id),
+        }
+    }
+}
+
+/// The roles routes can require, from least to most privileged for API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An enrolled, live agent presenting its agent key.
+    Agent,
+    /// A member or admin API key.
+    Member,
+    /// An admin API key.
+    Admin,
+}
+
+/// The bearer value of `Authorization`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Resolve an API key value to its live record.
+pub async fn api_key(state: &AppState, value: &str) -> ApiResult<ApiKeyRecord> {
+    let invalid = || ApiFailure::unauthorized(codes::KEY_INVALID, "invalid API key");
+    if !value.starts_with(API_KEY_PREFIX) {
+        return Err(invalid());
+    }
+    let key = state
+        .store
+        .find_api_key_by_hash(&state.keys.hash_secret(value))
+        .await?
+        .ok_or_else(invalid)?;
+    if key.revoked_at.is_some() {
+        return Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "this API key was revoked",
+        ));
+    }
+    if key.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "this API key has expired",
+        ));
+    }
+    Ok(key)
+}
+
+/// Resolve an agent key value to the agent holding it, whatever its state.
+pub async fn agent_by_key(state: &AppState, value: &str) -> ApiResult<Option<AgentRecord>> {
+    if !value.starts_with(AGENT_KEY_PREFIX) {
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .find_agent_by_key_hash(&state.keys.hash_secret(value))
+        .await?)
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap, role: Role) -> ApiResult<Principal> {
+    let Some(value) = bearer(headers) else {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "this endpoint needs a credential: Authorization: Bearer <key>",
+        ));
+    };
+    match role {
+        Role::Agent => {
+            let agent = agent_by_key(state, value).await?;
+            match agent {
+                Some(a) if a.state == AgentState::Active => Ok(Principal::Agent(Box::new(a))),
+                Some(_) => Err(ApiFailure::unauthorized(
+                    codes::AGENT_REVOKED,
+                    "this agent's credentials were revoked or replaced",
+                )),
+                None => Err(ApiFailure::unauthorized(
+                    codes::KEY_INVALID,
+                    "invalid agent key",
+                )),
+            }
+        }
+        Role::Member | Role::Admin => {
+            let key = api_key(state, value).await?;
+            match (key.role.as_str(), role) {
+                ("admin", _) => Ok(Principal::Admin(key)),
+                ("member", Role::Member) => Ok(Principal::Member(key)),
+                _ => Err(ApiFailure::forbidden(
+                    codes::FORBIDDEN,
+                    "this API key's role does not allow that",
+                )),
+            }
+        }
+    }
+}
+
+/// Middleware that admits only callers holding `role` and records who they are.
+pub async fn require(
+    State((state, role)): State<(Arc<AppState>, Role)>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiFailure> {
+    let principal = authenticate(&state, request.headers(), role).await?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}

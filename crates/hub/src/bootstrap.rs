@@ -1,0 +1,208 @@
+//! A hub's first start and every start after it (SPEC §2, §3).
+//!
+//! Order matters, so that a failed or refused start changes nothing: the secret is
+//! checked against the database before anything is written; a generated secret is
+//! written to disk before the database is bound to it; the CA and the secret check
+//! are inserted together or not at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use muster_ca::Authority;
+use muster_files::{PRIVATE, PUBLIC, create_private_dir_all, write_atomic_path};
+use muster_proto::API_KEY_PREFIX;
+use muster_store::{ApiKeyRecord, AuditEntry, SqlStore, Store};
+use serde::Serialize;
+
+use crate::secrets::{Keys, SECRET_CHECK_KEY, display_prefix, generate_hub_secret, random_body};
+use crate::state::{AppState, now_ms};
+use crate::{HubError, HubOptions, redact_url};
+
+pub const INITIAL_ADMIN_KEY_FILE: &str = "initial-admin-key";
+const SECRET_FILE: &str = "secret";
+const CA_CERT_KEY: &str = "ca_cert_pem";
+const CA_KEY_KEY: &str = "ca_key_encrypted";
+const ADMIN_KEY_META: &str = "initial_admin_key_id";
+/// Binds the CA key's ciphertext to its purpose, so it cannot be swapped for another
+/// encrypted value.
+const CA_KEY_AAD: &[u8] = b"muster ca private key";
+
+pub struct Prepared {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub ca: Authority,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubError {
+    let path = path.to_path_buf();
+    move |source| HubError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
+    let data_dir = &opts.data_dir;
+    create_private_dir_all(data_dir).map_err(io("create data dir", data_dir))?;
+
+    let secret_path = data_dir.join(SECRET_FILE);
+    let (secret, generated) = match &opts.secret {
+        Some(s) => (s.clone(), false),
+        None => match std::fs::read_to_string(&secret_path) {
+            Ok(s) => (s.trim().to_owned(), false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (generate_hub_secret(), true),
+            Err(e) => return Err(io("read", &secret_path)(e)),
+        },
+    };
+    let keys = Keys::derive(secret.as_bytes()).map_err(|e| HubError::Secret(e.to_string()))?;
+
+    let db_url = match &opts.db_url {
+        Some(url) => url.clone(),
+        None => {
+            let path = data_dir.join("muster.db");
+            precreate_private(&path)?;
+            format!("sqlite://{}", path.display())
+        }
+    };
+    tracing::info!(db = %redact_url(&db_url), "opening database");
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db_url).await?);
+
+    let ca = match store.get_meta(SECRET_CHECK_KEY).await? {
+        Some(check) => {
+            if !keys.matches_check(&check) {
+                return Err(HubError::WrongSecret);
+            }
+            load_ca(store.as_ref(), &keys).await?
+        }
+        None => {
+            if generated {
+                write_atomic_path(&secret_path, format!("{secret}\n").as_bytes(), PRIVATE)
+                    .map_err(io("write", &secret_path))?;
+                tracing::warn!(
+                    path = %secret_path.display(),
+                    "generated the hub secret; back this file up: without it the database cannot be opened"
+                );
+            }
+            let ca = Authority::generate("Muster CA")?;
+            let created = store
+                .init_meta(&[
+                    (SECRET_CHECK_KEY, keys.check_value()),
+                    (CA_CERT_KEY, ca.cert_pem().to_owned()),
+                    (CA_KEY_KEY, keys.encrypt(ca.key_pem().as_bytes(), CA_KEY_AAD)),
+                ])
+                .await?;
+            if created {
+                tracing::info!(ca_hash = %ca.hash(), "created the hub CA");
+                ca
+            } else {
+                // Another hub on the same database won the race: use its CA.
+                let check = store.get_meta(SECRET_CHECK_KEY).await?.unwrap_or_default();
+                if !keys.matches_check(&check) {
+                    return Err(HubError::WrongSecret);
+                }
+                load_ca(store.as_ref(), &keys).await?
+            }
+        }
+    };
+
+    let ca_path = data_dir.join("ca.pem");
+    write_atomic_path(&ca_path, ca.cert_pem().as_bytes(), PUBLIC).map_err(io("write", &ca_path))?;
+    ensure_initial_admin_key(store.as_ref(), &keys, data_dir).await?;
+    Ok(Prepared { store, keys, ca })
+}
+
+/// SQLite creates its file with the umask's mode; ours holds hashes and ciphertext,
+/// so it is created 0600 first (the WAL files inherit its mode).
+fn precreate_private(path: &Path) -> Result<(), HubError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("create", path)(e)),
+    }
+}
+
+async fn load_ca(store: &dyn Store, keys: &Keys) -> Result<Authority, HubError> {
+    let missing = || HubError::Invalid("the database has a hub secret check but no CA".to_owned());
+    let cert = store.get_meta(CA_CERT_KEY).await?.ok_or_else(missing)?;
+    let key_ct = store.get_meta(CA_KEY_KEY).await?.ok_or_else(missing)?;
+    let key = keys
+        .decrypt(&key_ct, CA_KEY_AAD)
+        .map_err(|_| HubError::WrongSecret)?;
+    let key = String::from_utf8(key).map_err(|_| HubError::WrongSecret)?;
+    Ok(Authority::from_pem(&cert, &key)?)
+}
+
+/// At first start, an admin API key written to `<data-dir>/initial-admin-key`, so
+/// the operator (and the CLI on this machine) can act at once. Its value is never
+/// logged; its path is.
+async fn ensure_initial_admin_key(store: &dyn Store, keys: &Keys, data_dir: &Path) -> Result<(), HubError> {
+    if store.get_meta(ADMIN_KEY_META).await?.is_some() {
+        return Ok(());
+    }
+    let value = format!("{API_KEY_PREFIX}{}", random_body());
+    let path = data_dir.join(INITIAL_ADMIN_KEY_FILE);
+    // The file first: a key in the database that nobody can read is useless.
+    write_atomic_path(&path, format!("{value}\n").as_bytes(), PRIVATE).map_err(io("write", &path))?;
+    let now = now_ms();
+    let record = ApiKeyRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: keys.hash_secret(&value),
+        prefix: display_prefix(&value),
+        name: "initial-admin".to_owned(),
+        role: "admin".to_owned(),
+        agents_glob: None,
+        expires_at: None,
+        revoked_at: None,
+        created_at: now,
+        last_used_at: None,
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: "hub".to_owned(),
+        action: "key.created".to_owned(),
+        target: format!("key:{}", record.id),
+        source: "local".to_owned(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({"name": record.name, "role": record.role}).to_string(),
+    };
+    store.create_api_key(&record, Some(&audit)).await?;
+    store.init_meta(&[(ADMIN_KEY_META, record.id.clone())]).await?;
+    tracing::info!(path = %path.display(), "wrote the initial admin API key");
+    Ok(())
+}
+
+/// Where a running hub tells local tools to find it (`<data-dir>/hub.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HubFiles {
+    pub url: String,
+    pub ca_file: PathBuf,
+    pub ca_hash: String,
+    pub pid: u32,
+    #[serde(skip)]
+    pub admin_key_file: PathBuf,
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+}
+
+pub fn write_hub_json(data_dir: &Path, url: &str, state: &AppState) -> Result<HubFiles, HubError> {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let files = HubFiles {
+        url: url.to_owned(),
+        ca_file: abs.join("ca.pem"),
+        ca_hash: state.ca_hash.to_string(),
+        pid: std::process::id(),
+        admin_key_file: abs.join(INITIAL_ADMIN_KEY_FILE),
+        data_dir: abs,
+    };
+    let path = data_dir.join("hub.json");
+    let body = serde_json::to_vec_pretty(&files).unwrap_or_default();
+    write_atomic_path(&path, &body, PRIVATE).map_err(io("write", &path))?;
+    Ok(files)
+}

@@ -1,0 +1,406 @@
+//! Enrollment (SPEC §5, §6): from a request with some credential to an agent with a
+//! certificate, an agent key and a row in the fleet.
+//!
+//! Each way of enrolling is a [`Method`] in its own file: it authorizes the request
+//! and says what the resulting identity may carry. This module holds the rules every
+//! method shares: validation, idempotent retries, name resolution, issuing, and the
+//! single store call that commits it all. Nothing is written before that call, so a
+//! refused or failed enrollment consumes no token use and leaves no trace but a log.
+
+mod api_key;
+mod existing;
+mod token;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use muster_proto::{
+    AGENT_KEY_PREFIX, API_KEY_PREFIX, EnrollRequest, EnrollResponse, MAX_NAME_LEN, TOKEN_PREFIX,
+    codes,
+};
+use muster_store::{
+    AgentFacts, AgentRecord, AgentState, AuditEntry, EnrollMode, EnrollWrite, EnrollmentRecord,
+    IssuedCredentials,
+};
+
+use crate::error::{ApiFailure, ApiResult};
+use crate::secrets::random_body;
+use crate::state::{AppState, Metrics, now_ms, rfc3339};
+
+/// How long a completed enrollment can be retried with the same id.
+const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// Facts about the request that methods may check.
+pub struct Context<'a> {
+    pub hostname: &'a str,
+    pub source: IpAddr,
+}
+
+/// What a method allows, once it has authorized a request.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// How enrollments and audit entries name the credential: `token:<id>`, ….
+    pub credential: String,
+    /// Token whose use the enrollment consumes when it succeeds.
+    pub consume_token: Option<String>,
+    /// Labels the credential gives every agent it enrolls; they win over the
+    /// agent's own claims, which an admin did not vouch for.
+    pub labels: BTreeMap<String, String>,
+    /// May replace an agent of the same name that is online right now.
+    pub may_replace_live: bool,
+    /// Set when the caller proved to be this agent: re-enroll it whatever the name.
+    pub existing_agent: Option<AgentRecord>,
+}
+
+/// One way of enrolling. Implementations look up their credential when built and
+/// decide in `authorize`; they write nothing.
+#[async_trait]
+pub trait Method: Send + Sync {
+    /// The credential as recorded in enrollments and audit entries.
+    fn credential(&self) -> String;
+
+    /// Whether a completed enrollment made by `credential` may be retried through
+    /// this method even though the credential may be used up by now.
+    fn may_retry(&self) -> bool;
+
+    async fn authorize(&self, cx: &Context<'_>) -> ApiResult<Grant>;
+}
+
+/// Pick the method from the bearer value's prefix and look its credential up.
+async fn method_for(state: &AppState, bearer: Option<&str>) -> ApiResult<Box<dyn Method>> {
+    match bearer {
+        Some(v) if v.starts_with(TOKEN_PREFIX) => Ok(Box::new(token::TokenMethod::lookup(state, v).await?)),
+        Some(v) if v.starts_with(API_KEY_PREFIX) => {
+            Ok(Box::new(api_key::ApiKeyMethod::lookup(state, v).await?))
+        }
+        Some(v) if v.starts_with(AGENT_KEY_PREFIX) => {
+            Ok(Box::new(existing::ExistingMethod::lookup(state, v).await?))
+        }
+        Some(_) => Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "unrecognised credential: expected an enrollment token (met_…), an API key (mak_…) or an agent key (mag_…)",
+        )),
+        None => Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "enrollment needs a credential: an enrollment token, an API key, or existing agent credentials",
+        )),
+    }
+}
+
+/// Handle one `POST /api/v1/enroll`.
+pub async fn enroll(
+    state: &AppState,
+    source: IpAddr,
+    bearer: Option<&str>,
+    req: EnrollRequest,
+) -> ApiResult<(StatusCode, EnrollResponse)> {
+    let result = enroll_inner(state, source, bearer, req).await;
+    match &result {
+        Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
+        Err(f) if f.status.is_client_error() => {
+            tracing::info!(%source, code = f.code, "enrollment refused");
+            Metrics::inc(&state.metrics.enrollments_refused)
+        }
+        Err(_) => Metrics::inc(&state.metrics.enrollments_failed),
+    }
+    result
+}
+
+async fn enroll_inner(
+    state: &AppState,
+    source: IpAddr,
+    bearer: Option<&str>,
+    req: EnrollRequest,
+) -> ApiResult<(StatusCode, EnrollResponse)> {
+    validate(&req)?;
+    let method = method_for(state, bearer).await?;
+    let name = req
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| req.hostname.clone());
+
+    if let Some(eid) = &req.enrollment_id {
+        if let Some(prior) = state.store.find_enrollment(eid).await? {
+            return retry(state, method.as_ref(), prior, &req, source).await;
+        }
+    }
+
+    let cx = Context {
+        hostname: &req.hostname,
+        source,
+    };
+    let grant = method.authorize(&cx).await?;
+
+    let (mode, agent_id, action) = match &grant.existing_agent {
+        Some(agent) => {
+            if agent.name != name {
+                if let Some(other) = state.store.find_live_agent_by_name(&name).await? {
+                    if other.id != agent.id {
+                        return Err(name_in_use(&name));
+                    }
+                }
+            }
+            (EnrollMode::Replace, agent.id.clone(), "agent.reenrolled")
+        }
+        None => match state.store.find_live_agent_by_name(&name).await? {
+            Some(live) => (EnrollMode::Replace, live.id, "agent.reenrolled"),
+            None => (EnrollMode::New, uuid::Uuid::new_v4().to_string(), "agent.enrolled"),
+        },
+    };
+
+    let issued = issue(state, &req.csr_pem, &agent_id)?;
+    let mut labels = req.labels.clone();
+    labels.extend(grant.labels.clone());
+    let now = now_ms();
+    let write = EnrollWrite {
+        agent_id: agent_id.clone(),
+        name: name.clone(),
+        facts: facts(&req, labels),
+        creds: issued.creds.clone(),
+        mode,
+        consume_token: grant.consume_token.clone(),
+        enrollment: req.enrollment_id.as_ref().map(|eid| EnrollmentRecord {
+            enrollment_id: eid.clone(),
+            agent_id: agent_id.clone(),
+            credential: grant.credential.clone(),
+            public_key: issued.creds.cert_pubkey.clone(),
+            created: mode == EnrollMode::New,
+            created_at: now,
+        }),
+        audit: AuditEntry {
+            at: now,
+            actor: grant.credential.clone(),
+            action: action.to_owned(),
+            target: format!("agent:{agent_id}"),
+            source: source.to_string(),
+            outcome: "ok".to_owned(),
+            details: serde_json::json!({"name": name, "hostname": req.hostname}).to_string(),
+        },
+        now,
+    };
+    let agent = state.store.enroll(&write).await?;
+    tracing::info!(agent_id = %agent.id, name = %agent.name, %source, action, "agent enrolled");
+    let status = if mode == EnrollMode::New {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, response(state, &agent, issued)))
+}
+
+/// A retry of an enrollment that completed: same agent, fresh agent key and
+/// certificate (the first answer was lost, so its key was never received), no second
+/// token use. Only the same credential with the same key pair may retry.
+async fn retry(
+    state: &AppState,
+    method: &dyn Method,
+    prior: EnrollmentRecord,
+    req: &EnrollRequest,
+    source: IpAddr,
+) -> ApiResult<(StatusCode, EnrollResponse)> {
+    let conflict = || {
+        ApiFailure::new(
+            StatusCode::CONFLICT,
+            codes::CONFLICT,
+            "this enrollment id belongs to another enrollment; start a fresh enrollment",
+        )
+    };
+    let now = now_ms();
+    if method.credential() != prior.credential
+        || !method.may_retry()
+        || now - prior.created_at > RETRY_WINDOW_MS
+    {
+        return Err(conflict());
+    }
+    let agent = state
+        .store
+        .get_agent(&prior.agent_id)
+        .await?
+        .filter(|a| a.state == AgentState::Active)
+        .ok_or_else(|| {
+            ApiFailure::forbidden(codes::AGENT_REVOKED, "the agent this enrollment created was revoked")
+        })?;
+    let issued = issue(state, &req.csr_pem, &agent.id)?;
+    if issued.creds.cert_pubkey != prior.public_key {
+        return Err(conflict());
+    }
+    let write = EnrollWrite {
+        agent_id: agent.id.clone(),
+        name: agent.name.clone(),
+        facts: facts(req, agent.facts.labels.clone()),
+        creds: issued.creds.clone(),
+        mode: EnrollMode::Replace,
+        consume_token: None,
+        enrollment: None,
+        audit: AuditEntry {
+            at: now,
+            actor: prior.credential.clone(),
+            action: "agent.enrollment_retried".to_owned(),
+            target: format!("agent:{}", agent.id),
+            source: source.to_string(),
+            outcome: "ok".to_owned(),
+            details: serde_json::json!({"enrollment_id": prior.enrollment_id}).to_string(),
+        },
+        now,
+    };
+    let agent = state.store.enroll(&write).await?;
+    let status = if prior.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, response(state, &agent, issued)))
+}
+
+struct Issued {
+    creds: IssuedCredentials,
+    agent_key: String,
+    cert_pem: String,
+}
+
+fn issue(state: &AppState, csr_pem: &str, agent_id: &str) -> ApiResult<Issued> {
+    let cert = state
+        .ca
+        .sign_agent_csr(csr_pem, agent_id, state.cert_validity)
+        .map_err(|e| match e {
+            muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
+                ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
+            }
+            other => ApiFailure::internal("signing a CSR failed", &other),
+        })?;
+    let agent_key = format!("{AGENT_KEY_PREFIX}{}", random_body());
+    Ok(Issued {
+        creds: IssuedCredentials {
+            key_hash: state.keys.hash_secret(&agent_key),
+            cert_serial: cert.serial_hex,
+            cert_pubkey: cert.public_key_sha256,
+            cert_expires_at: (cert.not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+        },
+        agent_key,
+        cert_pem: cert.cert_pem,
+    })
+}
+
+fn response(state: &AppState, agent: &AgentRecord, issued: Issued) -> EnrollResponse {
+    EnrollResponse {
+        agent_id: agent.id.clone(),
+        name: agent.name.clone(),
+        agent_key: issued.agent_key,
+        cert_pem: issued.cert_pem,
+        ca_pem: state.ca.cert_pem().to_owned(),
+        cert_expires_at: rfc3339(issued.creds.cert_expires_at),
+        hub_url: state.hub_url.clone(),
+        heartbeat_interval_s: state.heartbeat_interval.as_secs(),
+    }
+}
+
+fn facts(req: &EnrollRequest, labels: BTreeMap<String, String>) -> AgentFacts {
+    AgentFacts {
+        hostname: req.hostname.clone(),
+        ip: req.ip.clone(),
+        os_info: req.os_info.clone(),
+        arch: req.arch.clone(),
+        agent_version: req.agent_version.clone(),
+        labels,
+        packs: req.packs.clone(),
+        interfaces: req.interfaces.clone(),
+    }
+}
+
+fn name_in_use(name: &str) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::CONFLICT,
+        codes::NAME_IN_USE,
+        format!("another live agent is named {name:?}"),
+    )
+}
+
+/// Reject what no method could accept, before any lookup.
+fn validate(req: &EnrollRequest) -> ApiResult<()> {
+    if let Some(v) = req.protocol_version {
+        if v != muster_proto::PROTOCOL_VERSION {
+            return Err(ApiFailure::bad_request(format!(
+                "this hub speaks protocol {}, the agent {v}: upgrade the older side",
+                muster_proto::PROTOCOL_VERSION
+            )));
+        }
+    }
+    check_text("hostname", &req.hostname, false)?;
+    if let Some(name) = &req.name {
+        check_text("name", name, true)?;
+    }
+    for (field, value) in [
+        ("os_info", &req.os_info),
+        ("arch", &req.arch),
+        ("agent_version", &req.agent_version),
+        ("ip", &req.ip),
+    ] {
+        check_text(field, value, true)?;
+    }
+    if req.labels.len() > 64 || req.packs.len() > 64 || req.interfaces.len() > 256 {
+        return Err(ApiFailure::bad_request("too many labels, packs or interfaces"));
+    }
+    for (k, v) in &req.labels {
+        check_label(k, v)?;
+    }
+    for p in &req.packs {
+        check_text("pack", p, false)?;
+    }
+    if let Some(eid) = &req.enrollment_id {
+        let ok = (16..=64).contains(&eid.len())
+            && eid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ApiFailure::bad_request(
+                "enrollment_id must be 16 to 64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+    }
+    if req.csr_pem.len() > 16 * 1024 {
+        return Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_CSR,
+            "the CSR is larger than 16 KiB",
+        ));
+    }
+    Ok(())
+}
+
+/// Names, hostnames and facts: bounded, printable, no surrounding space.
+pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()> {
+    if value.is_empty() {
+        return if may_be_empty {
+            Ok(())
+        } else {
+            Err(ApiFailure::bad_request(format!("{field} must not be empty")))
+        };
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(ApiFailure::bad_request(format!(
+            "{field} is longer than {MAX_NAME_LEN} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) || value.trim() != value {
+        return Err(ApiFailure::bad_request(format!(
+            "{field} must be printable text without surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// Label keys are identifiers (`[A-Za-z0-9._/-]`, up to 63); values are short text.
+pub fn check_label(key: &str, value: &str) -> ApiResult<()> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if !key_ok {
+        return Err(ApiFailure::bad_request(format!(
+            "label key {key:?} must be 1 to 63 characters of [A-Za-z0-9._/-]"
+        )));
+    }
+    check_text("label value", value, true)
+}

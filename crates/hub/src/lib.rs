@@ -1,0 +1,299 @@
+//! The Muster hub: one HTTPS port serving the REST API (and, later, agent sessions
+//! and the dashboard).
+//!
+//! [`Hub::start`] prepares everything a hub needs — data dir, hub secret, database,
+//! CA, first admin key, TLS — binds the listener and writes `hub.json`;
+//! [`Hub::serve`] then runs until the shutdown future completes. Nothing is global,
+//! so tests run many hubs in one process.
+
+mod api;
+mod auth;
+mod bootstrap;
+mod enroll;
+mod error;
+mod rules;
+pub mod secrets;
+mod state;
+mod tls;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE};
+use muster_ca::CaHash;
+use state::AppState;
+
+/// How an operator configured this hub (`muster hub` flags and environment).
+#[derive(Clone)]
+pub struct HubOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default `sqlite://<data-dir>/muster.db`.
+    pub db_url: Option<String>,
+    pub advertise_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    pub cert_validity: Duration,
+    /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("db_url", &self.db_url.as_deref().map(redact_url))
+            .field("advertise_url", &self.advertise_url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL with any password replaced, safe to log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl HubOptions {
+    /// The defaults of SPEC §3 for a data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        HubOptions {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            data_dir: data_dir.into(),
+            db_url: None,
+            advertise_url: None,
+            tls_cert: None,
+            tls_key: None,
+            heartbeat_interval: Duration::from_secs(30),
+            cert_validity: Duration::from_secs(720 * 3600),
+            secret: None,
+        }
+    }
+}
+
+/// Why a hub could not start. Each message is one line an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The secret given does not open this database: nothing was changed.
+    #[error(
+        "the hub secret does not match the one this database was created with; set MUSTER_SECRET (or <data-dir>/secret) to the original secret. Nothing was changed"
+    )]
+    WrongSecret,
+    #[error("hub secret: {0}")]
+    Secret(String),
+    #[error("database: {0}")]
+    Store(#[from] muster_store::StoreError),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] muster_ca::CaError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A hub that is bound and ready to serve.
+pub struct Hub {
+    state: Arc<AppState>,
+    tls: Arc<rustls::ServerConfig>,
+    listener: std::net::TcpListener,
+    files: HubFiles,
+}
+
+impl Hub {
+    /// Prepare the data dir, secret, database, CA and TLS, bind, and write `hub.json`.
+    pub async fn start(opts: HubOptions) -> Result<Hub, HubError> {
+        let prepared = bootstrap::prepare(&opts).await?;
+        let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| HubError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| HubError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| HubError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+        let hub_url = opts
+            .advertise_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| default_advertise_url(local));
+        let names = server_names(&hub_url, local);
+        let tls = tls::server_config(&prepared.ca, &opts, &names)?;
+        let state = Arc::new(AppState {
+            store: prepared.store,
+            keys: prepared.keys,
+            ca_hash: prepared.ca.hash(),
+            ca: prepared.ca,
+            hub_url,
+            heartbeat_interval: opts.heartbeat_interval,
+            cert_validity: opts.cert_validity,
+            metrics: Default::default(),
+        });
+        let files = bootstrap::write_hub_json(&opts.data_dir, &local_url(local), &state)?;
+        tracing::info!(
+            url = %state.hub_url,
+            listen = %local,
+            ca_hash = %state.ca_hash,
+            backend = state.store.backend(),
+            "hub listening"
+        );
+        Ok(Hub {
+            state,
+            tls: Arc::new(tls),
+            listener,
+            files,
+        })
+    }
+
+    /// The URL a client on this machine reaches the hub by (what `hub.json` says).
+    pub fn local_url(&self) -> &str {
+        &self.files.url
+    }
+
+    /// The advertised URL, as printed in enrollment commands.
+    pub fn url(&self) -> &str {
+        &self.state.hub_url
+    }
+
+    pub fn ca_hash(&self) -> CaHash {
+        self.state.ca_hash
+    }
+
+    pub fn files(&self) -> &HubFiles {
+        &self.files
+    }
+
+    /// Serve until `shutdown` completes, then stop accepting and let requests in
+    /// flight finish (up to ten seconds).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HubError> {
+        let handle = axum_server::Handle::new();
+        let on_shutdown = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let app = api::router(self.state.clone());
+        let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+            // A peer that never finishes its handshake must not hold a slot forever.
+            .handshake_timeout(Duration::from_secs(10));
+        let local = self.listener.local_addr().ok();
+        let mut server = axum_server::from_tcp(self.listener)
+            .map_err(|source| HubError::Bind {
+                addr: local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                source,
+            })?
+            .acceptor(acceptor)
+            .handle(handle);
+        server.http_builder().http1().header_read_timeout(Duration::from_secs(15));
+        server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .map_err(|source| HubError::Io {
+                action: "serve on",
+                path: PathBuf::from(local.map(|l| l.to_string()).unwrap_or_default()),
+                source,
+            })?;
+        tracing::info!("hub stopped");
+        Ok(())
+    }
+}
+
+/// `https://<ip>:<port>` for a specific listen address, else the machine's hostname.
+fn default_advertise_url(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("https://{host}:{}", local.port())
+    } else {
+        format!("https://{}", local)
+    }
+}
+
+/// What this machine's own tools use: loopback when listening everywhere.
+fn local_url(local: SocketAddr) -> String {
+    match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => format!("https://127.0.0.1:{}", local.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("https://[::1]:{}", local.port()),
+        _ => format!("https://{local}"),
+    }
+}
+
+/// Names the hub's own server certificate carries (SPEC §3).
+fn server_names(hub_url: &str, local: SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(host) = url_host(hub_url) {
+        names.push(host);
+    }
+    if let Some(h) = hostname::get().ok().and_then(|h| h.into_string().ok()) {
+        names.push(h);
+    }
+    names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    if !local.ip().is_unspecified() {
+        names.push(local.ip().to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+    names
+}
+
+/// The host part of `https://host:port/...`, without IPv6 brackets.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_split() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:<redacted>@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(url_host("https://hub.example:8443/x").as_deref(), Some("hub.example"));
+        assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
+    }
+}

@@ -1,0 +1,73 @@
+//! The state every request handler shares, passed in (never global) so several hubs
+//! can run in one process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use muster_ca::{Authority, CaHash};
+use muster_store::Store;
+
+use crate::secrets::Keys;
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub ca: Authority,
+    pub ca_hash: CaHash,
+    /// The URL agents and admins are told to use (`--advertise-url`).
+    pub hub_url: String,
+    pub heartbeat_interval: Duration,
+    pub cert_validity: Duration,
+    pub metrics: Metrics,
+}
+
+/// Counters served on `/metrics`. Plain atomics, so a hub needs no global recorder.
+#[derive(Default)]
+pub struct Metrics {
+    pub enrollments_ok: AtomicU64,
+    pub enrollments_refused: AtomicU64,
+    pub enrollments_failed: AtomicU64,
+    pub http_requests: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "# HELP muster_enrollments_total Enrollment requests by result.\n\
+             # TYPE muster_enrollments_total counter\n\
+             muster_enrollments_total{{result=\"ok\"}} {}\n\
+             muster_enrollments_total{{result=\"refused\"}} {}\n\
+             muster_enrollments_total{{result=\"failed\"}} {}\n\
+             # HELP muster_http_requests_total HTTP requests handled.\n\
+             # TYPE muster_http_requests_total counter\n\
+             muster_http_requests_total {}\n",
+            get(&self.enrollments_ok),
+            get(&self.enrollments_refused),
+            get(&self.enrollments_failed),
+            get(&self.http_requests),
+        )
+    }
+}
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 rendering of unix milliseconds, for the wire.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

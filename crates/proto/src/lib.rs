@@ -1,0 +1,255 @@
+//! Wire types shared by the hub, the agent, the admin CLI and the tests.
+//!
+//! Everything that crosses the network is declared here and nowhere else, so the two
+//! sides cannot drift apart. This crate depends on serde only: no server or client
+//! machinery. Times on the wire are RFC 3339 strings in UTC.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the agent–hub protocol. An agent announces it in `hello` and at
+/// enrollment; the hub refuses versions it does not speak with a clear message.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request body the hub accepts, in bytes. Larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest agent name, hostname, label key or value the hub accepts.
+pub const MAX_NAME_LEN: usize = 253;
+
+/// Prefixes of the secrets of SPEC §2.
+pub const TOKEN_PREFIX: &str = "met_";
+pub const AGENT_KEY_PREFIX: &str = "mag_";
+pub const API_KEY_PREFIX: &str = "mak_";
+
+/// Stable error codes of `{"error":{"code","message"}}`. Clients match on these,
+/// never on the message.
+pub mod codes {
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const INVALID_CSR: &str = "invalid_csr";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const TOKEN_UNKNOWN: &str = "token_unknown";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const TOKEN_EXHAUSTED: &str = "token_exhausted";
+    pub const TOKEN_REVOKED: &str = "token_revoked";
+    pub const KEY_INVALID: &str = "key_invalid";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const HOSTNAME_NOT_ALLOWED: &str = "hostname_not_allowed";
+    pub const SOURCE_NOT_ALLOWED: &str = "source_not_allowed";
+    pub const AGENT_REVOKED: &str = "agent_revoked";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const NAME_IN_USE: &str = "name_in_use";
+    pub const CONFLICT: &str = "conflict";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const INTERNAL: &str = "internal";
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// One network interface of a host (SPEC §8).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub is_up: bool,
+    #[serde(default)]
+    pub is_loopback: bool,
+    #[serde(default)]
+    pub is_virtual: bool,
+    #[serde(default)]
+    pub is_wireless: bool,
+    /// Set on the interface that carries the agent's primary address.
+    #[serde(default)]
+    pub is_management: bool,
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub bytes_recv: u64,
+}
+
+/// What an agent reports about its host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os_info: String,
+    pub arch: String,
+    /// Local address of the route toward the hub.
+    pub ip: String,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+}
+
+/// `POST /api/v1/enroll` (SPEC §5). The credential travels in `Authorization`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// Requested agent name; the hub uses the hostname when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub hostname: String,
+    #[serde(default)]
+    pub os_info: String,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub agent_version: String,
+    #[serde(default)]
+    pub ip: String,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    #[serde(default)]
+    pub packs: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub csr_pem: String,
+    /// Random id the agent keeps until enrollment completes, so a retry after a
+    /// lost response returns the same agent and consumes no second token use.
+    #[serde(default)]
+    pub enrollment_id: Option<String>,
+    #[serde(default)]
+    pub protocol_version: Option<u32>,
+}
+
+/// 201 (new agent) or 200 (re-enrollment) answer to `POST /api/v1/enroll`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    pub name: String,
+    pub agent_key: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub cert_expires_at: String,
+    pub hub_url: String,
+    pub heartbeat_interval_s: u64,
+}
+
+/// 202 answer to `POST /api/v1/enroll` when the request waits for approval (§7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingResponse {
+    pub status: String,
+    pub request_id: String,
+    pub poll_after_s: u64,
+}
+
+/// `GET /api/v1/ca`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaResponse {
+    pub ca_pem: String,
+    /// `sha256:<hex of SHA-256 of the CA certificate DER>`.
+    pub ca_hash: String,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// `None` means unlimited uses.
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    /// Lifetime in seconds; `None` means the token never expires.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allow_replace: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Answer to `POST /api/v1/tokens`: the only time the token value is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    pub id: String,
+    pub token: String,
+    pub expires_at: Option<String>,
+    pub max_uses: Option<u32>,
+    pub enroll_command: String,
+}
+
+/// A token as listed: never its value, only its display prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub prefix: String,
+    pub description: Option<String>,
+    pub uses: u32,
+    pub max_uses: Option<u32>,
+    pub expires_at: Option<String>,
+    /// `active` | `exhausted` | `expired` | `revoked`.
+    pub state: String,
+    pub pattern: Option<String>,
+    pub cidrs: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub allow_replace: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// An agent as the hub sees it (SPEC §6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// `online` | `degraded` | `offline` | `revoked` | `removed` | `pending` | `cloned`.
+    pub status: String,
+    pub ip: String,
+    pub os_info: String,
+    pub arch: String,
+    pub agent_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub packs: Vec<String>,
+    pub enrolled_at: String,
+    pub last_seen_at: Option<String>,
+    pub cert_expires_at: Option<String>,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+}
+
+/// `GET /healthz`, `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,109 @@
+//! Muster's storage: the [`Store`] trait, shaped by the domain, and its one sqlx
+//! implementation ([`SqlStore`]) serving SQLite and PostgreSQL from the same SQL.
+//!
+//! Invariant: every operation that changes state carries its own transaction and
+//! writes its audit entry inside it, so a change is committed with its record or not
+//! at all. Database errors propagate typed; they are never turned into "not found".
+
+mod migrate;
+mod model;
+mod sql;
+
+pub use model::*;
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+
+/// What can go wrong in a store operation, by what it means for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The token exists but every use is consumed.
+    #[error("the enrollment token has no uses left")]
+    TokenExhausted,
+    /// The token exists but its TTL has passed.
+    #[error("the enrollment token has expired")]
+    TokenExpired,
+    /// The token was revoked by an admin.
+    #[error("the enrollment token was revoked")]
+    TokenRevoked,
+    /// No token with that hash (or id) exists.
+    #[error("unknown enrollment token")]
+    TokenUnknown,
+    /// Another live agent already holds the name.
+    #[error("the name is in use by another agent")]
+    NameInUse,
+    /// The record the operation targets does not exist or is no longer live.
+    #[error("not found")]
+    NotFound,
+    /// The operation raced with another one that changed the same record.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database holds a schema newer than this binary understands.
+    #[error("the database schema is version {found}, newer than this muster ({known}); upgrade muster")]
+    SchemaTooNew { found: i64, known: i64 },
+    /// A row could not be decoded (bad JSON in a column): the database was edited by hand.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (as opposed to refusing the change):
+    /// the caller should answer "retry later", not "internal error".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The hub's storage, one method per domain operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("sqlite" or "postgres"), for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip proving the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Hub-wide settings (CA, secret check). Absent keys are `None`.
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// Write hub-wide settings that must exist once: inserts every entry, or none
+    /// if any key exists already. Returns whether they were written, so two hubs
+    /// starting together on one database agree on a single CA.
+    async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool>;
+
+    async fn create_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Revoke a token by id or display prefix. `NotFound` when no such token.
+    async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord>;
+
+    async fn create_api_key(&self, key: &ApiKeyRecord, audit: Option<&AuditEntry>) -> Result<()>;
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
+
+    async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>>;
+    async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
+    /// The live (not revoked, not removed) agent holding `name`.
+    async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>>;
+    /// Agents in name order; removed agents only when asked.
+    async fn list_agents(&self, include_removed: bool) -> Result<Vec<AgentRecord>>;
+
+    async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>>;
+
+    /// The atomic enrollment: consume one token use (if any), create or update the
+    /// agent with its new credentials, remember the enrollment id, write the audit
+    /// entry. Commits all of it or nothing.
+    async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord>;
+
+    /// Revoke or remove a live agent: its key stops working at once.
+    async fn end_agent(&self, id: &str, end: AgentEnd, now: i64, audit: &AuditEntry) -> Result<AgentRecord>;
+}

@@ -1,0 +1,56 @@
+//! The one ordered set of migrations, embedded in the binary and applied at start.
+//!
+//! A `muster_schema` row holds the applied version. Newer code applies what is
+//! missing in one transaction; older code refuses a newer database rather than
+//! guessing at it. On PostgreSQL an advisory lock keeps two hubs starting together
+//! from racing.
+
+use sqlx::{Any, Transaction};
+
+use crate::{Result, StoreError};
+
+/// Migrations in order; the version of each is its position, from 1.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_foundation.sql")];
+
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub(crate) async fn run(tx: &mut Transaction<'static, Any>, postgres: bool) -> Result<()> {
+    if postgres {
+        // Any arbitrary constant: it only has to be the same in every Muster hub.
+        sqlx::query("SELECT pg_advisory_xact_lock(7361726)")
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS muster_schema (version BIGINT NOT NULL)")
+        .execute(&mut **tx)
+        .await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM muster_schema")
+        .fetch_one(&mut **tx)
+        .await?;
+    let current = current.unwrap_or(0);
+    if current > latest() {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: latest(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        sqlx::raw_sql(*sql).execute(&mut **tx).await?;
+        let version = i as i64 + 1;
+        if current == 0 && i == 0 {
+            sqlx::query("INSERT INTO muster_schema (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE muster_schema SET version = $1")
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+        }
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}

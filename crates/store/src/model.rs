@@ -1,0 +1,215 @@
+//! The records the store reads and writes. Times are unix milliseconds.
+
+use std::collections::BTreeMap;
+
+use muster_proto::Interface;
+
+/// An enrollment token. The value itself is never stored: only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    /// HMAC-SHA256 of the secret part, hex. Lookups go by this.
+    pub hash: String,
+    /// First characters of the value, kept so admins can tell tokens apart.
+    pub prefix: String,
+    pub description: Option<String>,
+    /// `None` is unlimited.
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub pattern: Option<String>,
+    pub cidrs: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub allow_replace: bool,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Active,
+    Exhausted,
+    Expired,
+    Revoked,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Exhausted => "exhausted",
+            TokenState::Expired => "expired",
+            TokenState::Revoked => "revoked",
+        }
+    }
+}
+
+impl TokenRecord {
+    /// Revocation wins over expiry, expiry over exhaustion: the answer an admin
+    /// needs first.
+    pub fn state(&self, now: i64) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenState::Expired
+        } else if self.max_uses.is_some_and(|m| self.uses >= m) {
+            TokenState::Exhausted
+        } else {
+            TokenState::Active
+        }
+    }
+}
+
+/// An API key (admin or member). Stored as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub hash: String,
+    pub prefix: String,
+    pub name: String,
+    /// `admin` or `member`.
+    pub role: String,
+    pub agents_glob: Option<String>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// Where an agent is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Active,
+    Revoked,
+    Removed,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Active => "active",
+            AgentState::Revoked => "revoked",
+            AgentState::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(AgentState::Active),
+            "revoked" => Some(AgentState::Revoked),
+            "removed" => Some(AgentState::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// How an agent's life ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentEnd {
+    /// Credentials dead, record kept and listed as `revoked`.
+    Revoke,
+    /// Credentials dead, record hidden from the fleet view.
+    Remove,
+}
+
+/// What an agent says about itself at enrollment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFacts {
+    pub hostname: String,
+    pub ip: String,
+    pub os_info: String,
+    pub arch: String,
+    pub agent_version: String,
+    pub labels: BTreeMap<String, String>,
+    pub packs: Vec<String>,
+    pub interfaces: Vec<Interface>,
+}
+
+/// The credentials the hub issued to an agent, as the hub keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCredentials {
+    /// Keyed hash of the agent key.
+    pub key_hash: String,
+    pub cert_serial: String,
+    /// SHA-256 of the certificate's public key (hex): identifies the agent's key pair.
+    pub cert_pubkey: String,
+    pub cert_expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: String,
+    pub name: String,
+    pub facts: AgentFacts,
+    pub state: AgentState,
+    /// Kept after revocation so a revoked agent's key is recognised and refused
+    /// as revoked rather than unknown; only `state` decides whether it works.
+    pub key_hash: Option<String>,
+    pub cert_serial: String,
+    pub cert_pubkey: String,
+    pub cert_expires_at: i64,
+    /// Advances with every credential change; the basis of clone detection.
+    pub generation: i64,
+    pub enrolled_at: i64,
+    pub updated_at: i64,
+    pub last_seen_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub removed_at: Option<i64>,
+}
+
+/// A completed enrollment, remembered so that a retry with the same id returns the
+/// same agent instead of consuming another token use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    pub enrollment_id: String,
+    pub agent_id: String,
+    /// Which credential enrolled: `token:<id>`, `key:<id>`, `agent:<id>`.
+    pub credential: String,
+    /// SHA-256 of the public key in the CSR: a retry must present the same key.
+    pub public_key: String,
+    /// Whether that enrollment created the agent (201) or re-enrolled it (200).
+    pub created: bool,
+    pub created_at: i64,
+}
+
+/// Whether an enrollment creates a new agent or re-enrolls an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollMode {
+    /// Insert a new agent; fails with `NameInUse` when a live agent holds the name.
+    New,
+    /// Replace the credentials and facts of the live agent `agent_id`.
+    Replace,
+}
+
+/// Everything one enrollment writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct EnrollWrite {
+    pub agent_id: String,
+    pub name: String,
+    pub facts: AgentFacts,
+    pub creds: IssuedCredentials,
+    pub mode: EnrollMode,
+    /// Token whose use this enrollment consumes.
+    pub consume_token: Option<String>,
+    /// Remembered for idempotent retries; `None` when this *is* a retry.
+    pub enrollment: Option<EnrollmentRecord>,
+    pub audit: AuditEntry,
+    pub now: i64,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    /// `user:<name>`, `key:<id>`, `token:<id>`, `agent:<id>`, `hub`.
+    pub actor: String,
+    /// Dotted verb, e.g. `agent.enrolled`.
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    /// `ok` or `denied`.
+    pub outcome: String,
+    /// JSON object with what else matters.
+    pub details: String,
+}

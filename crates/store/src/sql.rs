@@ -1,0 +1,594 @@
+//! [`Store`] over sqlx's `Any` driver: one set of portable SQL for SQLite and
+//! PostgreSQL, with a dialect switch only where the two truly differ (how a write
+//! transaction starts, connection pragmas).
+//!
+//! SQLite allows one writer at a time. Write transactions therefore start with
+//! `BEGIN IMMEDIATE` (so two writers never deadlock upgrading read locks) and queue on
+//! an in-process mutex first (so they wait in order instead of in SQLite's sleep
+//! loop). PostgreSQL needs neither: each write is a single guarded statement.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::Mutex;
+
+use crate::model::*;
+use crate::{Result, Store, StoreError, migrate};
+
+pub struct SqlStore {
+    pool: AnyPool,
+    postgres: bool,
+    /// Present on SQLite only: serializes write transactions in this process.
+    write_lock: Option<Mutex<()>>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `SELECT <every agent column> FROM agents <tail>`, as the `&'static str` sqlx wants.
+macro_rules! agent_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, hostname, ip, os_info, arch, agent_version, labels, packs, ",
+            "interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, ",
+            "enrolled_at, updated_at, last_seen_at, revoked_at, removed_at FROM agents ",
+            $tail
+        )
+    };
+}
+
+impl SqlStore {
+    /// Connect, apply migrations, and return a ready store. `url` is `sqlite://…`
+    /// (created when missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let pool = if postgres {
+            AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?
+        } else {
+            let url = sqlite_url(url);
+            AnyPoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer; FULL makes each
+                        // committed enrollment survive a power cut, which matters
+                        // more to us than the extra fsync.
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(conn)
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await?
+        };
+        let store = SqlStore {
+            pool,
+            postgres,
+            write_lock: (!postgres).then(|| Mutex::new(())),
+        };
+        let mut tx = store.begin_write().await?.1;
+        migrate::run(&mut tx, postgres).await?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// The underlying pool, for tests and tools that need raw SQL (backup, tamper tests).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn begin_write(
+        &self,
+    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Transaction<'static, Any>)> {
+        match &self.write_lock {
+            Some(lock) => {
+                let guard = lock.lock().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok((Some(guard), tx))
+            }
+            None => Ok((None, self.pool.begin().await?)),
+        }
+    }
+}
+
+/// sqlx wants `mode=rwc` to create a missing SQLite file.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing plain maps and vectors of strings cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        hash: row.try_get("hash")?,
+        prefix: row.try_get("prefix")?,
+        description: row.try_get("description")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        pattern: row.try_get("pattern")?,
+        cidrs: from_json("tokens.cidrs", &row.try_get::<String, _>("cidrs")?)?,
+        labels: from_json("tokens.labels", &row.try_get::<String, _>("labels")?)?,
+        allow_replace: row.try_get::<i64, _>("allow_replace")? != 0,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        hash: row.try_get("hash")?,
+        prefix: row.try_get("prefix")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        agents_glob: row.try_get("agents_glob")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        facts: AgentFacts {
+            hostname: row.try_get("hostname")?,
+            ip: row.try_get("ip")?,
+            os_info: row.try_get("os_info")?,
+            arch: row.try_get("arch")?,
+            agent_version: row.try_get("agent_version")?,
+            labels: from_json::<BTreeMap<String, String>>(
+                "agents.labels",
+                &row.try_get::<String, _>("labels")?,
+            )?,
+            packs: from_json("agents.packs", &row.try_get::<String, _>("packs")?)?,
+            interfaces: from_json("agents.interfaces", &row.try_get::<String, _>("interfaces")?)?,
+        },
+        state: AgentState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("agents.state: {state:?}")))?,
+        key_hash: row.try_get("key_hash")?,
+        cert_serial: row.try_get("cert_serial")?,
+        cert_pubkey: row.try_get("cert_pubkey")?,
+        cert_expires_at: row.try_get("cert_expires_at")?,
+        generation: row.try_get("generation")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        removed_at: row.try_get("removed_at")?,
+    })
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid_like())
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.source)
+    .bind(&e.outcome)
+    .bind(&e.details)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A unique row id for audit entries: time-ordered, then random.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:032x}-{:016x}-{:08x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::process::id()
+    )
+}
+
+async fn get_agent_tx(tx: &mut Transaction<'static, Any>, id: &str) -> Result<Option<AgentRecord>> {
+    let row = sqlx::query(agent_select!("WHERE id = $1")).bind(id).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(agent_from_row).transpose()
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        if self.postgres { "postgres" } else { "sqlite" }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7361727)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (key, _) in entries {
+            let exists: Option<String> = sqlx::query_scalar("SELECT key FROM hub_meta WHERE key = $1")
+                .bind(*key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                return Ok(false);
+            }
+        }
+        for (key, value) in entries {
+            sqlx::query("INSERT INTO hub_meta (key, value) VALUES ($1, $2)")
+                .bind(*key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, prefix, description, max_uses, uses, expires_at, \
+             revoked_at, pattern, cidrs, labels, allow_replace, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&t.id)
+        .bind(&t.hash)
+        .bind(&t.prefix)
+        .bind(&t.description)
+        .bind(t.max_uses)
+        .bind(t.uses)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(&t.pattern)
+        .bind(json(&t.cidrs))
+        .bind(json(&t.labels))
+        .bind(i64::from(t.allow_replace))
+        .bind(t.created_at)
+        .bind(&t.created_by)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let rows = sqlx::query("SELECT * FROM tokens WHERE id = $1 OR prefix = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let token = match rows.as_slice() {
+            [row] => token_from_row(row)?,
+            [] => return Err(StoreError::NotFound),
+            _ => return Err(StoreError::Conflict(format!("{id:?} matches several tokens; use the id"))),
+        };
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&token.id)
+            .execute(&mut *tx)
+            .await?;
+        let mut audit = audit.clone();
+        audit.target = format!("token:{}", token.id);
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(TokenRecord {
+            revoked_at: token.revoked_at.or(Some(now)),
+            ..token
+        })
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRecord, audit: Option<&AuditEntry>) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, prefix, name, role, agents_glob, expires_at, \
+             revoked_at, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&k.id)
+        .bind(&k.hash)
+        .bind(&k.prefix)
+        .bind(&k.name)
+        .bind(&k.role)
+        .bind(&k.agents_glob)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(k.created_at)
+        .bind(k.last_used_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(audit) = audit {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        let row = sqlx::query(agent_select!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
+        let row = sqlx::query(agent_select!("WHERE key_hash = $1"))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>> {
+        let row = sqlx::query(agent_select!("WHERE name = $1 AND state = 'active'"))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn list_agents(&self, include_removed: bool) -> Result<Vec<AgentRecord>> {
+        let rows = if include_removed {
+            sqlx::query(agent_select!("ORDER BY name, enrolled_at"))
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query(agent_select!("WHERE state <> 'removed' ORDER BY name, enrolled_at"))
+            .fetch_all(&self.pool)
+            .await?
+        };
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>> {
+        let row = sqlx::query("SELECT * FROM enrollments WHERE enrollment_id = $1")
+            .bind(enrollment_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| -> Result<EnrollmentRecord> {
+            Ok(EnrollmentRecord {
+                enrollment_id: row.try_get("enrollment_id")?,
+                agent_id: row.try_get("agent_id")?,
+                credential: row.try_get("credential")?,
+                public_key: row.try_get("public_key")?,
+                created: row.try_get::<i64, _>("created")? != 0,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn enroll(&self, w: &EnrollWrite) -> Result<AgentRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        if let Some(token_id) = &w.consume_token {
+            // One guarded statement: concurrent enrollments cannot both take the last use.
+            let done = sqlx::query(
+                "UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2) \
+                 AND (max_uses IS NULL OR uses < max_uses)",
+            )
+            .bind(token_id)
+            .bind(w.now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+                    .bind(token_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let token = row.as_ref().map(token_from_row).transpose()?;
+                return Err(match token.map(|t| t.state(w.now)) {
+                    None => StoreError::TokenUnknown,
+                    Some(TokenState::Revoked) => StoreError::TokenRevoked,
+                    Some(TokenState::Expired) => StoreError::TokenExpired,
+                    Some(_) => StoreError::TokenExhausted,
+                });
+            }
+        }
+        let f = &w.facts;
+        match w.mode {
+            EnrollMode::New => {
+                let inserted = sqlx::query(
+                    "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
+                     labels, packs, interfaces, state, key_hash, cert_serial, cert_pubkey, \
+                     cert_expires_at, generation, enrolled_at, updated_at) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15)",
+                )
+                .bind(&w.agent_id)
+                .bind(&w.name)
+                .bind(&f.hostname)
+                .bind(&f.ip)
+                .bind(&f.os_info)
+                .bind(&f.arch)
+                .bind(&f.agent_version)
+                .bind(json(&f.labels))
+                .bind(json(&f.packs))
+                .bind(json(&f.interfaces))
+                .bind(&w.creds.key_hash)
+                .bind(&w.creds.cert_serial)
+                .bind(&w.creds.cert_pubkey)
+                .bind(w.creds.cert_expires_at)
+                .bind(w.now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
+                    other => other?,
+                };
+            }
+            EnrollMode::Replace => {
+                let done = sqlx::query(
+                    "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
+                     agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
+                     cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
+                     generation = generation + 1, updated_at = $15 \
+                     WHERE id = $1 AND state = 'active'",
+                )
+                .bind(&w.agent_id)
+                .bind(&w.name)
+                .bind(&f.hostname)
+                .bind(&f.ip)
+                .bind(&f.os_info)
+                .bind(&f.arch)
+                .bind(&f.agent_version)
+                .bind(json(&f.labels))
+                .bind(json(&f.packs))
+                .bind(json(&f.interfaces))
+                .bind(&w.creds.key_hash)
+                .bind(&w.creds.cert_serial)
+                .bind(&w.creds.cert_pubkey)
+                .bind(w.creds.cert_expires_at)
+                .bind(w.now)
+                .execute(&mut *tx)
+                .await;
+                let done = match done {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
+                    other => other?.rows_affected(),
+                };
+                if done == 0 {
+                    return Err(StoreError::NotFound);
+                }
+            }
+        }
+        if let Some(e) = &w.enrollment {
+            let inserted = sqlx::query(
+                "INSERT INTO enrollments (enrollment_id, agent_id, credential, public_key, created, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&e.enrollment_id)
+            .bind(&e.agent_id)
+            .bind(&e.credential)
+            .bind(&e.public_key)
+            .bind(i64::from(e.created))
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(StoreError::Conflict(
+                        "this enrollment id is already being used".to_owned(),
+                    ));
+                }
+                other => other?,
+            };
+        }
+        insert_audit(&mut tx, &w.audit).await?;
+        let agent = get_agent_tx(&mut tx, &w.agent_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn end_agent(&self, id: &str, end: AgentEnd, now: i64, audit: &AuditEntry) -> Result<AgentRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let done = match end {
+            AgentEnd::Revoke => sqlx::query(
+                "UPDATE agents SET state = 'revoked', revoked_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND state = 'active'",
+            ),
+            AgentEnd::Remove => sqlx::query(
+                "UPDATE agents SET state = 'removed', removed_at = $2, \
+                 revoked_at = COALESCE(revoked_at, $2), updated_at = $2 \
+                 WHERE id = $1 AND state <> 'removed'",
+            ),
+        }
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        let agent = get_agent_tx(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+}
