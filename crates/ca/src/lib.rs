@@ -19,7 +19,7 @@ mod hash;
 mod info;
 mod pem;
 
-pub use agent::{key_public_sha256, new_key_and_csr};
+pub use agent::{csr_for_key, key_public_sha256, new_key_and_csr};
 pub use authority::{Authority, IssuedCert};
 pub use hash::CaHash;
 pub use info::{CertInfo, cert_info, cert_info_der};

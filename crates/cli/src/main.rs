@@ -1,1 +1,252 @@
-fn main() {}
+//! `muster`: the hub, the agent and the admin CLI in one binary. Thin: each command
+//! parses its flags, calls a library, prints. Errors are rendered here, once, as one
+//! line on stderr with a non-zero exit.
+
+mod admin;
+mod bench;
+mod duration;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::parse_duration;
+
+#[derive(Parser)]
+#[command(name = "muster", version, about = "Fleet enrollment and identity: hub, agent and admin CLI in one binary")]
+struct Cli {
+    #[command(flatten)]
+    conn: admin::ConnectionArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (default: SQLite under ./muster-data, HTTPS on 0.0.0.0:8443).
+    Hub(HubArgs),
+    /// Manage enrollment tokens.
+    Tokens {
+        #[command(subcommand)]
+        action: admin::TokensCommand,
+    },
+    /// Inspect and manage enrolled agents.
+    Agents {
+        #[command(subcommand)]
+        action: admin::AgentsCommand,
+    },
+    /// Enroll this machine with a hub.
+    Enroll(EnrollArgs),
+    /// Show this machine's identity and the hub's view of it.
+    Status {
+        #[arg(long, env = "MUSTER_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a hub URL, API key and CA hash for later admin commands.
+    Login(admin::LoginArgs),
+    /// Benchmarks against a running hub.
+    Bench {
+        #[command(subcommand)]
+        action: bench::BenchCommand,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct HubArgs {
+    #[command(subcommand)]
+    action: Option<HubAction>,
+    /// Address to listen on; port 0 picks a free one (see hub.json).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
+    #[arg(long, env = "MUSTER_DB")]
+    db: Option<String>,
+    /// URL agents are told to use, e.g. https://hub.example.com:8443.
+    #[arg(long, env = "MUSTER_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Serve this certificate chain (PEM) instead of one issued by the hub's CA.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Lifetime of agent certificates.
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    cert_validity: Duration,
+}
+
+#[derive(Subcommand)]
+enum HubAction {
+    /// Print the CA hash agents pin (sha256:…).
+    CaHash {
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EnrollArgs {
+    /// Enrollment token (met_…); it carries the hub's CA pin.
+    #[arg(long, env = "MUSTER_ENROLL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Admin API key (mak_…) instead of a token.
+    #[arg(long, hide_env_values = true)]
+    key: Option<String>,
+    /// Agent name (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, env = "MUSTER_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Label for this agent, k=v; repeatable.
+    #[arg(long = "label", value_parser = output::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Skip verifying the hub (labs only): anyone on the path can read the credential.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging(if matches!(cli.command, Command::Hub(_)) { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every command; errors come back as the one line to print.
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Hub(args) => run_hub(args).await,
+        Command::Tokens { action } => admin::tokens(&cli.conn, action).await,
+        Command::Agents { action } => admin::agents(&cli.conn, action).await,
+        Command::Login(args) => admin::login(&cli.conn, args).await,
+        Command::Enroll(args) => run_enroll(&cli.conn, args).await,
+        Command::Status { config_dir, json } => run_status(config_dir, json).await,
+        Command::Bench { action } => bench::run(&cli.conn, action).await,
+    }
+}
+
+async fn run_hub(args: HubArgs) -> Result<(), String> {
+    if let Some(HubAction::CaHash { data_dir }) = args.action {
+        let path = data_dir.join("ca.pem");
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e} (has the hub started once here?)", path.display()))?;
+        let hash = muster_ca::CaHash::of_pem(&pem).map_err(|e| e.to_string())?;
+        println!("{hash}");
+        return Ok(());
+    }
+    let opts = muster_hub::HubOptions {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        db_url: args.db,
+        advertise_url: args.advertise_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        heartbeat_interval: args.heartbeat_interval,
+        cert_validity: args.cert_validity,
+        secret: std::env::var("MUSTER_SECRET").ok().filter(|s| !s.is_empty()),
+    };
+    let hub = muster_hub::Hub::start(opts).await.map_err(|e| e.to_string())?;
+    hub.serve(shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<(), String> {
+    let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref()).map_err(|e| e.to_string())?;
+    let hub_url = match &conn.hub {
+        Some(h) => h.clone(),
+        None => match dir.load() {
+            Ok(Some(creds)) => creds.config.hub_url,
+            _ => return Err("--hub URL is required (e.g. --hub https://hub.example:8443)".to_owned()),
+        },
+    };
+    let opts = muster_agent::EnrollOptions {
+        hub_url,
+        token: args.token,
+        key: args.key,
+        name: args.name,
+        ca_hash: conn.ca_hash.clone(),
+        ca_file: conn.ca_file.clone(),
+        insecure_skip_verify: args.insecure_skip_verify,
+        labels: args.labels.into_iter().collect(),
+        fact_sources: None,
+    };
+    let report = muster_agent::enroll(&opts, &dir).await.map_err(|e| e.to_string())?;
+    println!(
+        "{} {} ({}) with {}",
+        if report.created { "Enrolled" } else { "Re-enrolled" },
+        report.name,
+        report.agent_id,
+        report.hub_url
+    );
+    println!("Credentials written to {}", report.config_dir.display());
+    println!("Certificate expires {}", report.cert_expires_at);
+    Ok(())
+}
+
+async fn run_status(config_dir: Option<PathBuf>, json: bool) -> Result<(), String> {
+    let dir = muster_agent::configdir::ConfigDir::resolve(config_dir.as_deref()).map_err(|e| e.to_string())?;
+    let status = muster_agent::status(&dir).await.map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("Name:         {}", status.name);
+    println!("Agent ID:     {}", status.agent_id);
+    println!("Hub:          {}", status.hub_url);
+    println!("Config:       {}", status.config_dir);
+    println!("Cert expires: {}", status.cert_expires_at);
+    match (&status.hub.agent, &status.hub.error) {
+        (Some(agent), _) => println!("Hub view:     {} (last seen {})", agent.status, agent.last_seen_at.as_deref().unwrap_or("never")),
+        (None, Some(e)) if status.hub.reachable => println!("Hub view:     refused: {e}"),
+        (None, Some(e)) => println!("Hub view:     unreachable: {e}"),
+        (None, None) => println!("Hub view:     unknown"),
+    }
+    Ok(())
+}

@@ -1,1 +1,320 @@
-//! muster-client
+//! A typed HTTPS client for the hub's API, used by the agent, the admin CLI, the
+//! bench and the tests alike, so all of them exercise the same code path.
+//!
+//! Errors come back typed: the hub's `{"error":{"code","message"}}` becomes
+//! [`ClientError::Api`] with its stable code, so callers can print one clear line.
+
+mod trust;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_proto::{
+    AgentInfo, AgentList, ApiError, CaResponse, CreateTokenRequest, CreateTokenResponse,
+    EnrollRequest, EnrollResponse, PendingResponse, TokenInfo, TokenList,
+};
+use reqwest::StatusCode;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::DeserializeOwned;
+
+pub use trust::Trust;
+
+/// What went wrong talking to the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The hub answered with an error; `code` is one of `muster_proto::codes`.
+    #[error("{message} ({code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The hub's CA is not the one pinned: possibly someone in the middle. Nothing
+    /// secret was sent.
+    #[error(
+        "the hub at {url} presented a CA that does not match the pinned hash; nothing was sent. Check the hash with `muster hub ca-hash` on the hub"
+    )]
+    CaMismatch { url: String },
+    /// No answer (DNS, refused, timeout, TLS failure).
+    #[error("cannot reach the hub at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("invalid hub URL {0:?}: expected https://host:port")]
+    InvalidUrl(String),
+    /// The hub answered something this client does not understand.
+    #[error("unexpected answer from the hub: {0}")]
+    Protocol(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl ClientError {
+    /// The hub's error code, when the hub answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A client certificate and its key, for calls an agent makes as itself.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The answer to an enrollment.
+#[derive(Debug)]
+pub enum EnrollOutcome {
+    /// 201: a new agent.
+    Created(EnrollResponse),
+    /// 200: an existing agent re-enrolled.
+    Reenrolled(EnrollResponse),
+    /// 202: waiting for an admin's approval.
+    Pending(PendingResponse),
+}
+
+#[derive(Clone)]
+pub struct HubClient {
+    http: reqwest::Client,
+    base: String,
+    bearer: Option<String>,
+    mismatch: Arc<trust::MismatchFlag>,
+}
+
+impl std::fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Options beyond the URL and trust.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    pub identity: Option<ClientIdentity>,
+    /// Whole-request timeout; default 30 s.
+    pub timeout: Option<Duration>,
+}
+
+impl HubClient {
+    pub fn new(url: &str, trust: Trust) -> Result<Self> {
+        Self::with_options(url, trust, ClientOptions::default())
+    }
+
+    pub fn with_options(url: &str, trust: Trust, opts: ClientOptions) -> Result<Self> {
+        let base = url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
+        if parsed.scheme() != "https" || parsed.host_str().is_none() {
+            return Err(ClientError::InvalidUrl(url.to_owned()));
+        }
+        let (verifier, mismatch) = trust::verifier(&trust).map_err(ClientError::Tls)?;
+        let builder = rustls::ClientConfig::builder_with_provider(trust::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut tls = match &opts.identity {
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                    .map_err(|e| ClientError::Tls(format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| ClientError::Tls(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(opts.timeout.unwrap_or(Duration::from_secs(30)))
+            .user_agent(concat!("muster/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(HubClient {
+            http,
+            base,
+            bearer: None,
+            mismatch,
+        })
+    }
+
+    /// The same client, authenticating with `bearer` (API key, agent key).
+    pub fn with_bearer(mut self, bearer: impl Into<String>) -> Self {
+        self.bearer = Some(bearer.into());
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, bearer: Option<&str>) -> Result<reqwest::Response> {
+        let req = match bearer.or(self.bearer.as_deref()) {
+            Some(b) => req.bearer_auth(b),
+            None => req,
+        };
+        req.send().await.map_err(|e| self.transport_error(&e))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ClientError {
+        if self.mismatch.is_set() {
+            return ClientError::CaMismatch {
+                url: self.base.clone(),
+            };
+        }
+        // The innermost cause says what happened ("connection refused", "certificate…").
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail = s.to_string();
+            source = s.source();
+        }
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            detail,
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
+        if status.is_success() {
+            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{e} (HTTP {status})")))
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Self::decode(self.send(self.http.get(self.url(path)), None).await?).await
+    }
+
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        Self::decode(self.send(self.http.post(self.url(path)).json(body), None).await?).await
+    }
+
+    pub async fn ca(&self) -> Result<CaResponse> {
+        self.get("/api/v1/ca").await
+    }
+
+    pub async fn healthz(&self) -> Result<serde_json::Value> {
+        self.get("/healthz").await
+    }
+
+    /// `POST /api/v1/enroll` with `credential` (token, API key or agent key) or none.
+    pub async fn enroll(&self, credential: Option<&str>, req: &EnrollRequest) -> Result<EnrollOutcome> {
+        let builder = self.http.post(self.url("/api/v1/enroll")).json(req);
+        let resp = match credential {
+            Some(c) => self.send(builder.bearer_auth(c), None).await?,
+            None => builder
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&e))?,
+        };
+        match resp.status() {
+            StatusCode::CREATED => Ok(EnrollOutcome::Created(Self::decode(resp).await?)),
+            StatusCode::OK => Ok(EnrollOutcome::Reenrolled(Self::decode(resp).await?)),
+            StatusCode::ACCEPTED => Ok(EnrollOutcome::Pending(Self::decode(resp).await?)),
+            _ => Err(Self::decode::<serde_json::Value>(resp)
+                .await
+                .err()
+                .unwrap_or_else(|| ClientError::Protocol("unexpected success status".to_owned()))),
+        }
+    }
+
+    pub async fn create_token(&self, req: &CreateTokenRequest) -> Result<CreateTokenResponse> {
+        self.post("/api/v1/tokens", req).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        Ok(self.get::<TokenList>("/api/v1/tokens").await?.tokens)
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        self.post(&format!("/api/v1/tokens/{}/revoke", path_segment(id)), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<AgentInfo>> {
+        Ok(self.get::<AgentList>("/api/v1/agents").await?.agents)
+    }
+
+    pub async fn agent(&self, id_or_name: &str) -> Result<AgentInfo> {
+        self.get(&format!("/api/v1/agents/{}", path_segment(id_or_name))).await
+    }
+
+    pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo> {
+        self.post(
+            &format!("/api/v1/agents/{}/revoke", path_segment(id_or_name)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn remove_agent(&self, id_or_name: &str) -> Result<AgentInfo> {
+        let req = self
+            .http
+            .delete(self.url(&format!("/api/v1/agents/{}", path_segment(id_or_name))));
+        Self::decode(self.send(req, None).await?).await
+    }
+
+    /// The calling agent's own record (`Authorization` must be its agent key).
+    pub async fn agent_me(&self) -> Result<AgentInfo> {
+        self.get("/api/v1/agent/me").await
+    }
+
+    pub async fn whoami(&self) -> Result<serde_json::Value> {
+        self.get("/api/v1/whoami").await
+    }
+}
+
+/// Percent-encode one path segment (ids are UUIDs, but names are free text).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: format!("http_{}", status.as_u16()),
+            message: format!(
+                "the hub answered HTTP {status}{}",
+                std::str::from_utf8(body)
+                    .ok()
+                    .map(|t| t.trim())
+                    .filter(|t| !t.is_empty() && t.len() < 200)
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default()
+            ),
+        },
+    }
+}

@@ -1,0 +1,368 @@
+//! Admin commands (`tokens`, `agents`, `login`) and how they find the hub (SPEC §11):
+//! flags or environment first, then `muster login`'s saved profile, then the
+//! `hub.json` and `initial-admin-key` a hub writes into `./muster-data` on its own
+//! machine. Each setting falls back independently.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use muster_ca::CaHash;
+use muster_client::{HubClient, Trust};
+use muster_proto::{AgentInfo, CreateTokenRequest, TokenInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::parse_duration;
+use crate::output::{parse_label, table};
+
+#[derive(Args, Clone, Default)]
+pub struct ConnectionArgs {
+    /// Hub URL, e.g. https://hub.example:8443.
+    #[arg(long, global = true, env = "MUSTER_HUB_URL")]
+    pub hub: Option<String>,
+    /// Admin or member API key (mak_…).
+    #[arg(long, global = true, env = "MUSTER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The hub CA's hash (sha256:…), as `muster hub ca-hash` prints it.
+    #[arg(long, global = true, env = "MUSTER_CA_HASH")]
+    pub ca_hash: Option<String>,
+    /// The hub's CA certificate (PEM).
+    #[arg(long, global = true, env = "MUSTER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Create an enrollment token (single use, 15 minutes, unless told otherwise).
+    Create(CreateTokenArgs),
+    /// List tokens (never their values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id or prefix.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
+pub struct CreateTokenArgs {
+    /// How many enrollments the token allows.
+    #[arg(long, conflicts_with = "unlimited")]
+    max_uses: Option<u32>,
+    #[arg(long)]
+    unlimited: bool,
+    /// Lifetime, e.g. 15m, 24h, 7d.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "no_expiry")]
+    ttl: Option<std::time::Duration>,
+    #[arg(long)]
+    no_expiry: bool,
+    /// Hostname glob the enrolling machine must match, e.g. 'web-*'.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Source network allowed to enroll; repeatable.
+    #[arg(long = "cidr")]
+    cidrs: Vec<String>,
+    /// Label given to every agent enrolled with the token, k=v; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// May replace a live agent of the same name.
+    #[arg(long)]
+    allow_replace: bool,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// List the fleet.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one agent by id or name.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent's credentials at once; its UUID never comes back.
+    Revoke { id: String },
+    /// Remove an agent from the fleet view (credentials revoked, history kept).
+    Remove { id: String },
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Where to save the profile (default: ~/.config/muster/profile.json).
+    #[arg(long, env = "MUSTER_PROFILE")]
+    profile: Option<PathBuf>,
+}
+
+/// What `muster login` saves.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    hub_url: String,
+    api_key: String,
+    ca_hash: String,
+}
+
+/// The subset of `hub.json` the CLI reads.
+#[derive(Deserialize)]
+struct HubJson {
+    url: String,
+    ca_hash: String,
+}
+
+fn profile_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("MUSTER_PROFILE").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("muster").join("profile.json"))
+}
+
+fn load_profile() -> Option<Profile> {
+    let text = std::fs::read_to_string(profile_path(None)?).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The hub on this machine, from the files it writes at start.
+fn local_hub() -> Option<(HubJson, Option<String>)> {
+    let dir = std::env::var_os("MUSTER_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./muster-data"));
+    let hub: HubJson = serde_json::from_str(&std::fs::read_to_string(dir.join("hub.json")).ok()?).ok()?;
+    let key = std::fs::read_to_string(dir.join(muster_hub::INITIAL_ADMIN_KEY_FILE))
+        .ok()
+        .map(|k| k.trim().to_owned());
+    Some((hub, key))
+}
+
+fn trust_from(conn: &ConnectionArgs, fallback_hash: Option<&str>) -> Result<Trust, String> {
+    if let Some(file) = &conn.ca_file {
+        let pem = std::fs::read_to_string(file).map_err(|e| format!("cannot read --ca-file {}: {e}", file.display()))?;
+        return Ok(Trust::CaPem(pem));
+    }
+    match conn.ca_hash.as_deref().or(fallback_hash) {
+        Some(h) => Ok(Trust::Hash(
+            CaHash::parse(h).map_err(|e| format!("invalid CA hash: {e}"))?,
+        )),
+        None => Err("cannot verify the hub: pass --ca-hash (print it with `muster hub ca-hash` on the hub) or --ca-file, or run `muster login`".to_owned()),
+    }
+}
+
+/// An authenticated client for admin commands.
+pub fn client(conn: &ConnectionArgs) -> Result<HubClient, String> {
+    let profile = load_profile();
+    let local = local_hub();
+    let hub = conn
+        .hub
+        .clone()
+        .or_else(|| profile.as_ref().map(|p| p.hub_url.clone()))
+        .or_else(|| local.as_ref().map(|(h, _)| h.url.clone()))
+        .ok_or("no hub given: use --hub URL (or MUSTER_HUB_URL), run `muster login`, or run this on the hub's machine")?;
+    let key = conn
+        .api_key
+        .clone()
+        .or_else(|| profile.as_ref().map(|p| p.api_key.clone()))
+        .or_else(|| local.as_ref().and_then(|(_, k)| k.clone()))
+        .ok_or("no API key given: use --api-key (or MUSTER_API_KEY), or run `muster login`")?;
+    let fallback_hash = profile
+        .as_ref()
+        .map(|p| p.ca_hash.clone())
+        .or_else(|| local.as_ref().map(|(h, _)| h.ca_hash.clone()));
+    let trust = trust_from(conn, fallback_hash.as_deref())?;
+    Ok(HubClient::new(&hub, trust).map_err(|e| e.to_string())?.with_bearer(key))
+}
+
+pub async fn login(conn: &ConnectionArgs, args: LoginArgs) -> Result<(), String> {
+    let hub = conn.hub.clone().ok_or("login needs --hub URL")?;
+    let key = conn.api_key.clone().ok_or("login needs --api-key")?;
+    let ca_hash = match (&conn.ca_file, &conn.ca_hash) {
+        (Some(file), _) => {
+            let pem = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            CaHash::of_pem(&pem).map_err(|e| e.to_string())?
+        }
+        (None, Some(h)) => CaHash::parse(h).map_err(|e| format!("invalid --ca-hash: {e}"))?,
+        (None, None) => return Err("login needs --ca-hash or --ca-file to verify the hub".to_owned()),
+    };
+    let client = HubClient::new(&hub, Trust::Hash(ca_hash))
+        .map_err(|e| e.to_string())?
+        .with_bearer(key.clone());
+    let who = client.whoami().await.map_err(|e| e.to_string())?;
+    let path = profile_path(args.profile.as_deref()).ok_or("cannot find a home directory; use --profile")?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    muster_files::create_private_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let profile = Profile {
+        hub_url: hub.clone(),
+        api_key: key,
+        ca_hash: ca_hash.to_string(),
+    };
+    let body = serde_json::to_vec_pretty(&profile).map_err(|e| e.to_string())?;
+    muster_files::write_atomic_path(&path, &body, muster_files::PRIVATE)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "Logged in to {hub} as {} ({}); profile saved to {}",
+        who["name"].as_str().unwrap_or("?"),
+        who["role"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
+}
+
+pub async fn tokens(conn: &ConnectionArgs, action: TokensCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        TokensCommand::Create(a) => {
+            let req = CreateTokenRequest {
+                max_uses: if a.unlimited { None } else { Some(a.max_uses.unwrap_or(1)) },
+                ttl_s: if a.no_expiry {
+                    None
+                } else {
+                    Some(a.ttl.map_or(15 * 60, |d| d.as_secs()))
+                },
+                pattern: a.pattern,
+                cidrs: a.cidrs,
+                labels: a.labels.into_iter().collect(),
+                allow_replace: a.allow_replace,
+                description: a.description,
+            };
+            let t = client.create_token(&req).await.map_err(|e| e.to_string())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?);
+            } else {
+                println!("Token:    {}", t.token);
+                println!("ID:       {}", t.id);
+                println!("Expires:  {}", t.expires_at.as_deref().unwrap_or("never"));
+                println!(
+                    "Uses:     {}",
+                    t.max_uses.map_or("unlimited".to_owned(), |m| m.to_string())
+                );
+                println!();
+                println!("Enroll a machine with (the token pins the hub's CA):");
+                println!("  {}", t.enroll_command);
+                println!();
+                println!("The token is shown only this once.");
+            }
+        }
+        TokensCommand::List { json } => {
+            let tokens = client.list_tokens().await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens).map_err(|e| e.to_string())?);
+            } else {
+                println!("{}", tokens_table(&tokens));
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let t = client.revoke_token(&id).await.map_err(|e| e.to_string())?;
+            println!("Revoked token {} ({})", t.id, t.prefix);
+        }
+    }
+    Ok(())
+}
+
+fn tokens_table(tokens: &[TokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.prefix.clone(),
+                format!(
+                    "{}/{}",
+                    t.uses,
+                    t.max_uses.map_or("∞".to_owned(), |m| m.to_string())
+                ),
+                t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                t.state.clone(),
+                t.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "PREFIX", "USES", "EXPIRES", "STATE", "DESCRIPTION"], &rows)
+}
+
+pub async fn agents(conn: &ConnectionArgs, action: AgentsCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        AgentsCommand::List { status, labels, json } => {
+            let mut agents = client.list_agents().await.map_err(|e| e.to_string())?;
+            agents.retain(|a| {
+                status.as_deref().is_none_or(|s| a.status == s)
+                    && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
+            } else {
+                let rows: Vec<Vec<String>> = agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            a.id.clone(),
+                            a.status.clone(),
+                            a.hostname.clone(),
+                            a.ip.clone(),
+                            a.last_seen_at.clone().unwrap_or_else(|| "never".to_owned()),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["NAME", "ID", "STATUS", "HOSTNAME", "IP", "LAST SEEN"], &rows));
+            }
+        }
+        AgentsCommand::Show { id, json } => {
+            let a = client.agent(&id).await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a).map_err(|e| e.to_string())?);
+            } else {
+                print_agent(&a);
+            }
+        }
+        AgentsCommand::Revoke { id } => {
+            let a = client.revoke_agent(&id).await.map_err(|e| e.to_string())?;
+            println!("Revoked agent {} ({})", a.name, a.id);
+        }
+        AgentsCommand::Remove { id } => {
+            let a = client.remove_agent(&id).await.map_err(|e| e.to_string())?;
+            println!("Removed agent {} ({})", a.name, a.id);
+        }
+    }
+    Ok(())
+}
+
+fn print_agent(a: &AgentInfo) {
+    println!("Name:          {}", a.name);
+    println!("ID:            {}", a.id);
+    println!("Status:        {}", a.status);
+    println!("Hostname:      {}", a.hostname);
+    println!("IP:            {}", a.ip);
+    println!("OS:            {}", a.os_info);
+    println!("Arch:          {}", a.arch);
+    println!("Agent version: {}", a.agent_version);
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("Labels:        {}", labels.join(", "));
+    println!("Enrolled:      {}", a.enrolled_at);
+    println!("Last seen:     {}", a.last_seen_at.as_deref().unwrap_or("never"));
+    println!("Cert expires:  {}", a.cert_expires_at.as_deref().unwrap_or("-"));
+    for i in &a.interfaces {
+        println!(
+            "Interface:     {} {} {}{}",
+            i.name,
+            i.mac.as_deref().unwrap_or("-"),
+            i.addresses.join(" "),
+            if i.is_management { " (management)" } else { "" }
+        );
+    }
+}
