@@ -61,14 +61,16 @@ pub struct EnrollReport {
 pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollReport, AgentError> {
     let hub_url = opts.hub_url.trim_end_matches('/').to_owned();
     if opts.token.is_some() && opts.key.is_some() {
-        return Err(AgentError::Usage("give --token or --key, not both".to_owned()));
+        return Err(AgentError::Usage(
+            "give --token or --key, not both".to_owned(),
+        ));
     }
-    if let Some(t) = &opts.token {
-        if !t.starts_with(TOKEN_PREFIX) {
-            return Err(AgentError::Usage(format!(
-                "that does not look like an enrollment token (they start with {TOKEN_PREFIX})"
-            )));
-        }
+    if let Some(t) = &opts.token
+        && !t.starts_with(TOKEN_PREFIX)
+    {
+        return Err(AgentError::Usage(format!(
+            "that does not look like an enrollment token (they start with {TOKEN_PREFIX})"
+        )));
     }
     let existing = dir.load()?;
     let credential = match (&opts.token, &opts.key, &existing) {
@@ -77,7 +79,8 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         (None, None, Some(creds)) => creds.config.agent_key.clone(),
         (None, None, None) => {
             return Err(AgentError::Usage(
-                "enrollment needs --token (or --key); this machine holds no earlier credentials".to_owned(),
+                "enrollment needs --token (or --key); this machine holds no earlier credentials"
+                    .to_owned(),
             ));
         }
     };
@@ -85,7 +88,10 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     let trust = trust(opts, existing.as_ref().filter(|_| reusing_existing))?;
 
     let name = opts.name.clone();
-    let sources = opts.fact_sources.clone().unwrap_or_else(FactSources::from_env);
+    let sources = opts
+        .fact_sources
+        .clone()
+        .unwrap_or_else(FactSources::from_env);
     let hub_addr = host_port(&hub_url);
     let facts = tokio::task::spawn_blocking(move || collect(&sources, hub_addr.as_deref()))
         .await
@@ -166,18 +172,25 @@ fn trust(opts: &EnrollOptions, existing: Option<&Credentials>) -> Result<Trust, 
         return Ok(Trust::CaPem(pem));
     }
     if let Some(h) = &opts.ca_hash {
-        let hash = CaHash::parse(h)
-            .map_err(|e| AgentError::Usage(format!("invalid --ca-hash: {e}")))?;
+        let hash =
+            CaHash::parse(h).map_err(|e| AgentError::Usage(format!("invalid --ca-hash: {e}")))?;
         return Ok(Trust::Hash(hash));
     }
-    if let Some(pin) = opts.token.as_deref().and_then(|t| t.split_once('.')).map(|(_, p)| p) {
+    if let Some(pin) = opts
+        .token
+        .as_deref()
+        .and_then(|t| t.split_once('.'))
+        .map(|(_, p)| p)
+    {
         return Ok(Trust::Pin(pin.to_owned()));
     }
     if let Some(creds) = existing {
         return Ok(Trust::CaPem(creds.ca_pem.clone()));
     }
     if opts.insecure_skip_verify {
-        tracing::warn!("--insecure-skip-verify: the hub's identity is NOT checked; anyone on the path can read the credential");
+        tracing::warn!(
+            "--insecure-skip-verify: the hub's identity is NOT checked; anyone on the path can read the credential"
+        );
         return Ok(Trust::Insecure);
     }
     Err(AgentError::Usage(
@@ -190,17 +203,24 @@ fn usable_pending(dir: &ConfigDir, hub_url: &str) -> Result<Option<PendingEnroll
     let Some(p) = dir.load_pending()? else {
         return Ok(None);
     };
-    let fresh = time::OffsetDateTime::parse(&p.created_at, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .is_some_and(|t| {
-            let age = time::OffsetDateTime::now_utc() - t;
-            age >= time::Duration::ZERO && age.unsigned_abs() < PENDING_MAX_AGE
-        });
+    let fresh = time::OffsetDateTime::parse(
+        &p.created_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()
+    .is_some_and(|t| {
+        let age = time::OffsetDateTime::now_utc() - t;
+        age >= time::Duration::ZERO && age.unsigned_abs() < PENDING_MAX_AGE
+    });
     Ok((fresh && p.hub_url == hub_url).then_some(p))
 }
 
 /// Check the hub's answer fits what we asked for before keeping it.
-fn check_answer(resp: &EnrollResponse, hub_url: &str, key_pem: String) -> Result<Credentials, AgentError> {
+fn check_answer(
+    resp: &EnrollResponse,
+    hub_url: &str,
+    key_pem: String,
+) -> Result<Credentials, AgentError> {
     let bad = |m: &str| AgentError::Client(ClientError::Protocol(m.to_owned()));
     let info = muster_ca::cert_info(&resp.cert_pem)?;
     if info.subject_cn != resp.agent_id {

@@ -143,7 +143,8 @@ fn local_hub() -> Option<(HubJson, Option<String>)> {
     let dir = std::env::var_os("MUSTER_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("./muster-data"));
-    let hub: HubJson = serde_json::from_str(&std::fs::read_to_string(dir.join("hub.json")).ok()?).ok()?;
+    let hub: HubJson =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("hub.json")).ok()?).ok()?;
     let key = std::fs::read_to_string(dir.join(muster_hub::INITIAL_ADMIN_KEY_FILE))
         .ok()
         .map(|k| k.trim().to_owned());
@@ -152,7 +153,8 @@ fn local_hub() -> Option<(HubJson, Option<String>)> {
 
 fn trust_from(conn: &ConnectionArgs, fallback_hash: Option<&str>) -> Result<Trust, String> {
     if let Some(file) = &conn.ca_file {
-        let pem = std::fs::read_to_string(file).map_err(|e| format!("cannot read --ca-file {}: {e}", file.display()))?;
+        let pem = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read --ca-file {}: {e}", file.display()))?;
         return Ok(Trust::CaPem(pem));
     }
     match conn.ca_hash.as_deref().or(fallback_hash) {
@@ -184,7 +186,9 @@ pub fn client(conn: &ConnectionArgs) -> Result<HubClient, String> {
         .map(|p| p.ca_hash.clone())
         .or_else(|| local.as_ref().map(|(h, _)| h.ca_hash.clone()));
     let trust = trust_from(conn, fallback_hash.as_deref())?;
-    Ok(HubClient::new(&hub, trust).map_err(|e| e.to_string())?.with_bearer(key))
+    Ok(HubClient::new(&hub, trust)
+        .map_err(|e| e.to_string())?
+        .with_bearer(key))
 }
 
 pub async fn login(conn: &ConnectionArgs, args: LoginArgs) -> Result<(), String> {
@@ -192,19 +196,24 @@ pub async fn login(conn: &ConnectionArgs, args: LoginArgs) -> Result<(), String>
     let key = conn.api_key.clone().ok_or("login needs --api-key")?;
     let ca_hash = match (&conn.ca_file, &conn.ca_hash) {
         (Some(file), _) => {
-            let pem = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let pem = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             CaHash::of_pem(&pem).map_err(|e| e.to_string())?
         }
         (None, Some(h)) => CaHash::parse(h).map_err(|e| format!("invalid --ca-hash: {e}"))?,
-        (None, None) => return Err("login needs --ca-hash or --ca-file to verify the hub".to_owned()),
+        (None, None) => {
+            return Err("login needs --ca-hash or --ca-file to verify the hub".to_owned());
+        }
     };
     let client = HubClient::new(&hub, Trust::Hash(ca_hash))
         .map_err(|e| e.to_string())?
         .with_bearer(key.clone());
     let who = client.whoami().await.map_err(|e| e.to_string())?;
-    let path = profile_path(args.profile.as_deref()).ok_or("cannot find a home directory; use --profile")?;
+    let path = profile_path(args.profile.as_deref())
+        .ok_or("cannot find a home directory; use --profile")?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    muster_files::create_private_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    muster_files::create_private_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let profile = Profile {
         hub_url: hub.clone(),
         api_key: key,
@@ -227,7 +236,11 @@ pub async fn tokens(conn: &ConnectionArgs, action: TokensCommand) -> Result<(), 
     match action {
         TokensCommand::Create(a) => {
             let req = CreateTokenRequest {
-                max_uses: if a.unlimited { None } else { Some(a.max_uses.unwrap_or(1)) },
+                max_uses: if a.unlimited {
+                    None
+                } else {
+                    Some(a.max_uses.unwrap_or(1))
+                },
                 ttl_s: if a.no_expiry {
                     None
                 } else {
@@ -241,7 +254,10 @@ pub async fn tokens(conn: &ConnectionArgs, action: TokensCommand) -> Result<(), 
             };
             let t = client.create_token(&req).await.map_err(|e| e.to_string())?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?
+                );
             } else {
                 println!("Token:    {}", t.token);
                 println!("ID:       {}", t.id);
@@ -260,7 +276,10 @@ pub async fn tokens(conn: &ConnectionArgs, action: TokensCommand) -> Result<(), 
         TokensCommand::List { json } => {
             let tokens = client.list_tokens().await.map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&tokens).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&tokens).map_err(|e| e.to_string())?
+                );
             } else {
                 println!("{}", tokens_table(&tokens));
             }
@@ -291,20 +310,30 @@ fn tokens_table(tokens: &[TokenInfo]) -> String {
             ]
         })
         .collect();
-    table(&["ID", "PREFIX", "USES", "EXPIRES", "STATE", "DESCRIPTION"], &rows)
+    table(
+        &["ID", "PREFIX", "USES", "EXPIRES", "STATE", "DESCRIPTION"],
+        &rows,
+    )
 }
 
 pub async fn agents(conn: &ConnectionArgs, action: AgentsCommand) -> Result<(), String> {
     let client = client(conn)?;
     match action {
-        AgentsCommand::List { status, labels, json } => {
+        AgentsCommand::List {
+            status,
+            labels,
+            json,
+        } => {
             let mut agents = client.list_agents().await.map_err(|e| e.to_string())?;
             agents.retain(|a| {
                 status.as_deref().is_none_or(|s| a.status == s)
                     && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
             });
             if json {
-                println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?
+                );
             } else {
                 let rows: Vec<Vec<String>> = agents
                     .iter()
@@ -319,13 +348,22 @@ pub async fn agents(conn: &ConnectionArgs, action: AgentsCommand) -> Result<(), 
                         ]
                     })
                     .collect();
-                println!("{}", table(&["NAME", "ID", "STATUS", "HOSTNAME", "IP", "LAST SEEN"], &rows));
+                println!(
+                    "{}",
+                    table(
+                        &["NAME", "ID", "STATUS", "HOSTNAME", "IP", "LAST SEEN"],
+                        &rows
+                    )
+                );
             }
         }
         AgentsCommand::Show { id, json } => {
             let a = client.agent(&id).await.map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&a).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&a).map_err(|e| e.to_string())?
+                );
             } else {
                 print_agent(&a);
             }
@@ -354,8 +392,14 @@ fn print_agent(a: &AgentInfo) {
     let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("Labels:        {}", labels.join(", "));
     println!("Enrolled:      {}", a.enrolled_at);
-    println!("Last seen:     {}", a.last_seen_at.as_deref().unwrap_or("never"));
-    println!("Cert expires:  {}", a.cert_expires_at.as_deref().unwrap_or("-"));
+    println!(
+        "Last seen:     {}",
+        a.last_seen_at.as_deref().unwrap_or("never")
+    );
+    println!(
+        "Cert expires:  {}",
+        a.cert_expires_at.as_deref().unwrap_or("-")
+    );
     for i in &a.interfaces {
         println!(
             "Interface:     {} {} {}{}",

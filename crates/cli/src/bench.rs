@@ -37,8 +37,16 @@ pub enum BenchCommand {
 pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String> {
     let admin = client(conn)?;
     let (label, count, concurrency, json) = match &cmd {
-        BenchCommand::Enroll { agents, concurrency, json } => ("enroll", *agents, *concurrency, *json),
-        BenchCommand::Handshakes { count, concurrency, json } => ("handshakes", *count, *concurrency, *json),
+        BenchCommand::Enroll {
+            agents,
+            concurrency,
+            json,
+        } => ("enroll", *agents, *concurrency, *json),
+        BenchCommand::Handshakes {
+            count,
+            concurrency,
+            json,
+        } => ("handshakes", *count, *concurrency, *json),
     };
     if count == 0 || concurrency == 0 {
         return Err("--agents/--count and --concurrency must be at least 1".to_owned());
@@ -65,13 +73,20 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
-        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (hub, ca_pem, token, run_id) = (hub.clone(), ca_pem.clone(), token.clone(), run_id.clone());
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (hub, ca_pem, token, run_id) =
+            (hub.clone(), ca_pem.clone(), token.clone(), run_id.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t0 = Instant::now();
             let result = match token {
-                Some(token) => enroll_one(&hub, &ca_pem, &token, &format!("bench-{run_id}-{i}")).await,
+                Some(token) => {
+                    enroll_one(&hub, &ca_pem, &token, &format!("bench-{run_id}-{i}")).await
+                }
                 None => handshake_one(&hub, &ca_pem).await,
             };
             result.map(|()| t0.elapsed())
@@ -129,7 +144,8 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
 
 async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<(), String> {
     let (_key, csr_pem) = muster_ca::new_key_and_csr(name).map_err(|e| e.to_string())?;
-    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned())).map_err(|e| e.to_string())?;
+    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))
+        .map_err(|e| e.to_string())?;
     let req = EnrollRequest {
         name: Some(name.to_owned()),
         hostname: name.to_owned(),
@@ -144,15 +160,24 @@ async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<
         enrollment_id: Some(format!("{:032x}", rand_u128())),
         protocol_version: Some(PROTOCOL_VERSION),
     };
-    match client.enroll(Some(token), &req).await.map_err(|e| e.to_string())? {
+    match client
+        .enroll(Some(token), &req)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         EnrollOutcome::Created(_) | EnrollOutcome::Reenrolled(_) => Ok(()),
         EnrollOutcome::Pending(_) => Err("enrollment went to the approval queue".to_owned()),
     }
 }
 
 async fn handshake_one(hub: &str, ca_pem: &str) -> Result<(), String> {
-    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned())).map_err(|e| e.to_string())?;
-    client.healthz().await.map(|_| ()).map_err(|e| e.to_string())
+    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))
+        .map_err(|e| e.to_string())?;
+    client
+        .healthz()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn rand_u128() -> u128 {

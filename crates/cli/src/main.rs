@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::duration::parse_duration;
 
 #[derive(Parser)]
-#[command(name = "muster", version, about = "Fleet enrollment and identity: hub, agent and admin CLI in one binary")]
+#[command(
+    name = "muster",
+    version,
+    about = "Fleet enrollment and identity: hub, agent and admin CLI in one binary"
+)]
 struct Cli {
     #[command(flatten)]
     conn: admin::ConnectionArgs,
@@ -126,8 +130,15 @@ fn init_logging(default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging(if matches!(cli.command, Command::Hub(_)) { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    init_logging(if matches!(cli.command, Command::Hub(_)) {
+        "info"
+    } else {
+        "warn"
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -159,8 +170,12 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn run_hub(args: HubArgs) -> Result<(), String> {
     if let Some(HubAction::CaHash { data_dir }) = args.action {
         let path = data_dir.join("ca.pem");
-        let pem = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e} (has the hub started once here?)", path.display()))?;
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (has the hub started once here?)",
+                path.display()
+            )
+        })?;
         let hash = muster_ca::CaHash::of_pem(&pem).map_err(|e| e.to_string())?;
         println!("{hash}");
         return Ok(());
@@ -174,10 +189,16 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         tls_key: args.tls_key,
         heartbeat_interval: args.heartbeat_interval,
         cert_validity: args.cert_validity,
-        secret: std::env::var("MUSTER_SECRET").ok().filter(|s| !s.is_empty()),
+        secret: std::env::var("MUSTER_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
-    let hub = muster_hub::Hub::start(opts).await.map_err(|e| e.to_string())?;
-    hub.serve(shutdown_signal()).await.map_err(|e| e.to_string())
+    let hub = muster_hub::Hub::start(opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    hub.serve(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -198,12 +219,17 @@ async fn shutdown_signal() {
 }
 
 async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<(), String> {
-    let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref()).map_err(|e| e.to_string())?;
+    let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref())
+        .map_err(|e| e.to_string())?;
     let hub_url = match &conn.hub {
         Some(h) => h.clone(),
         None => match dir.load() {
             Ok(Some(creds)) => creds.config.hub_url,
-            _ => return Err("--hub URL is required (e.g. --hub https://hub.example:8443)".to_owned()),
+            _ => {
+                return Err(
+                    "--hub URL is required (e.g. --hub https://hub.example:8443)".to_owned(),
+                );
+            }
         },
     };
     let opts = muster_agent::EnrollOptions {
@@ -217,10 +243,16 @@ async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<()
         labels: args.labels.into_iter().collect(),
         fact_sources: None,
     };
-    let report = muster_agent::enroll(&opts, &dir).await.map_err(|e| e.to_string())?;
+    let report = muster_agent::enroll(&opts, &dir)
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "{} {} ({}) with {}",
-        if report.created { "Enrolled" } else { "Re-enrolled" },
+        if report.created {
+            "Enrolled"
+        } else {
+            "Re-enrolled"
+        },
         report.name,
         report.agent_id,
         report.hub_url
@@ -231,10 +263,16 @@ async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<()
 }
 
 async fn run_status(config_dir: Option<PathBuf>, json: bool) -> Result<(), String> {
-    let dir = muster_agent::configdir::ConfigDir::resolve(config_dir.as_deref()).map_err(|e| e.to_string())?;
-    let status = muster_agent::status(&dir).await.map_err(|e| e.to_string())?;
+    let dir = muster_agent::configdir::ConfigDir::resolve(config_dir.as_deref())
+        .map_err(|e| e.to_string())?;
+    let status = muster_agent::status(&dir)
+        .await
+        .map_err(|e| e.to_string())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     println!("Name:         {}", status.name);
@@ -243,7 +281,11 @@ async fn run_status(config_dir: Option<PathBuf>, json: bool) -> Result<(), Strin
     println!("Config:       {}", status.config_dir);
     println!("Cert expires: {}", status.cert_expires_at);
     match (&status.hub.agent, &status.hub.error) {
-        (Some(agent), _) => println!("Hub view:     {} (last seen {})", agent.status, agent.last_seen_at.as_deref().unwrap_or("never")),
+        (Some(agent), _) => println!(
+            "Hub view:     {} (last seen {})",
+            agent.status,
+            agent.last_seen_at.as_deref().unwrap_or("never")
+        ),
         (None, Some(e)) if status.hub.reachable => println!("Hub view:     refused: {e}"),
         (None, Some(e)) => println!("Hub view:     unreachable: {e}"),
         (None, None) => println!("Hub view:     unknown"),

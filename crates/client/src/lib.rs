@@ -88,7 +88,9 @@ pub struct HubClient {
 
 impl std::fmt::Debug for HubClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("HubClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,8 @@ impl HubClient {
 
     pub fn with_options(url: &str, trust: Trust, opts: ClientOptions) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
+        let parsed =
+            reqwest::Url::parse(&base).map_err(|_| ClientError::InvalidUrl(url.to_owned()))?;
         if parsed.scheme() != "https" || parsed.host_str().is_none() {
             return Err(ClientError::InvalidUrl(url.to_owned()));
         }
@@ -160,7 +163,11 @@ impl HubClient {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, bearer: Option<&str>) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        bearer: Option<&str>,
+    ) -> Result<reqwest::Response> {
         let req = match bearer.or(self.bearer.as_deref()) {
             Some(b) => req.bearer_auth(b),
             None => req,
@@ -194,7 +201,8 @@ impl HubClient {
             .await
             .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
         if status.is_success() {
-            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{e} (HTTP {status})")))
+            serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Protocol(format!("{e} (HTTP {status})")))
         } else {
             Err(api_error(status, &body))
         }
@@ -204,8 +212,16 @@ impl HubClient {
         Self::decode(self.send(self.http.get(self.url(path)), None).await?).await
     }
 
-    async fn post<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        Self::decode(self.send(self.http.post(self.url(path)).json(body), None).await?).await
+    async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        Self::decode(
+            self.send(self.http.post(self.url(path)).json(body), None)
+                .await?,
+        )
+        .await
     }
 
     pub async fn ca(&self) -> Result<CaResponse> {
@@ -217,14 +233,15 @@ impl HubClient {
     }
 
     /// `POST /api/v1/enroll` with `credential` (token, API key or agent key) or none.
-    pub async fn enroll(&self, credential: Option<&str>, req: &EnrollRequest) -> Result<EnrollOutcome> {
+    pub async fn enroll(
+        &self,
+        credential: Option<&str>,
+        req: &EnrollRequest,
+    ) -> Result<EnrollOutcome> {
         let builder = self.http.post(self.url("/api/v1/enroll")).json(req);
         let resp = match credential {
             Some(c) => self.send(builder.bearer_auth(c), None).await?,
-            None => builder
-                .send()
-                .await
-                .map_err(|e| self.transport_error(&e))?,
+            None => builder.send().await.map_err(|e| self.transport_error(&e))?,
         };
         match resp.status() {
             StatusCode::CREATED => Ok(EnrollOutcome::Created(Self::decode(resp).await?)),
@@ -246,8 +263,11 @@ impl HubClient {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
-        self.post(&format!("/api/v1/tokens/{}/revoke", path_segment(id)), &serde_json::json!({}))
-            .await
+        self.post(
+            &format!("/api/v1/tokens/{}/revoke", path_segment(id)),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn list_agents(&self) -> Result<Vec<AgentInfo>> {
@@ -255,7 +275,8 @@ impl HubClient {
     }
 
     pub async fn agent(&self, id_or_name: &str) -> Result<AgentInfo> {
-        self.get(&format!("/api/v1/agents/{}", path_segment(id_or_name))).await
+        self.get(&format!("/api/v1/agents/{}", path_segment(id_or_name)))
+            .await
     }
 
     pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo> {
@@ -276,6 +297,28 @@ impl HubClient {
     /// The calling agent's own record (`Authorization` must be its agent key).
     pub async fn agent_me(&self) -> Result<AgentInfo> {
         self.get("/api/v1/agent/me").await
+    }
+
+    /// POST raw bytes and return the status and body as they came: for probing the
+    /// hub with malformed input (tests, diagnostics).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let resp = self.send(req, bearer).await?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
+        Ok((status, body.to_vec()))
     }
 
     pub async fn whoami(&self) -> Result<serde_json::Value> {

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use muster_ca::CaHash;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -81,17 +81,21 @@ impl PinnedCaVerifier {
         }
     }
 
-    fn verifier_for(&self, ca: &CertificateDer<'_>) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
-        if let Some((der, v)) = self.matched.get() {
-            if der.as_slice() == ca.as_ref() {
-                return Ok(v.clone());
-            }
+    fn verifier_for(
+        &self,
+        ca: &CertificateDer<'_>,
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        if let Some((der, v)) = self.matched.get()
+            && der.as_slice() == ca.as_ref()
+        {
+            return Ok(v.clone());
         }
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         let _ = self.matched.set((ca.to_vec(), verifier.clone()));
         Ok(verifier)
     }
@@ -122,7 +126,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -131,11 +140,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -164,7 +180,12 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -173,17 +194,26 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// The server-certificate verifier for a trust choice, and the flag it raises on a
 /// CA mismatch.
-pub(crate) fn verifier(trust: &Trust) -> Result<(Arc<dyn ServerCertVerifier>, Arc<MismatchFlag>), String> {
+pub(crate) fn verifier(
+    trust: &Trust,
+) -> Result<(Arc<dyn ServerCertVerifier>, Arc<MismatchFlag>), String> {
     let provider = provider();
     let flag = Arc::new(MismatchFlag::default());
     let v: Arc<dyn ServerCertVerifier> = match trust {
@@ -204,7 +234,9 @@ pub(crate) fn verifier(trust: &Trust) -> Result<(Arc<dyn ServerCertVerifier>, Ar
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|e| format!("reading the CA certificate: {e}"))?;
-                roots.add(cert).map_err(|e| format!("using the CA certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("using the CA certificate: {e}"))?;
             }
             if roots.is_empty() {
                 return Err("the CA file holds no certificate".to_owned());

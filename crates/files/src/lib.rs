@@ -33,9 +33,12 @@ pub fn write_new_synced(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
 
 /// Replace `dir/name` atomically: temp file in the same dir, fsync, rename, fsync dir.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> io::Result<()> {
-    let temp = dir.join(format!(".{name}{TEMP_INFIX}{}", uuid::Uuid::new_v4().simple()));
-    let result = write_new_synced(&temp, contents, mode)
-        .and_then(|()| fs::rename(&temp, dir.join(name)));
+    let temp = dir.join(format!(
+        ".{name}{TEMP_INFIX}{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result =
+        write_new_synced(&temp, contents, mode).and_then(|()| fs::rename(&temp, dir.join(name)));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
@@ -45,7 +48,10 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> io::R
 
 /// [`write_atomic`] for a full path.
 pub fn write_atomic_path(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -80,8 +86,15 @@ mod tests {
         write_atomic(dir.path(), "s", b"two", PRIVATE).unwrap();
         let p = dir.path().join("s");
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
@@ -89,6 +102,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("a/b");
         create_private_dir_all(&d).unwrap();
-        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 }

@@ -63,7 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin)
         .fallback(|| async { ApiFailure::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -89,11 +92,13 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiFailure::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                codes::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
-            )),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiFailure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+                ))
+            }
             Err(rejection) => Err(ApiFailure::bad_request(rejection.body_text())),
         }
     }
@@ -159,7 +164,10 @@ async fn agent_me(
     tls: Option<Extension<Arc<TlsInfo>>>,
 ) -> ApiResult<Json<AgentInfo>> {
     let Principal::Agent(agent) = principal else {
-        return Err(ApiFailure::unauthorized(codes::UNAUTHORIZED, "not an agent"));
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "not an agent",
+        ));
     };
     if let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) {
         let matches = muster_ca::cert_info_der(cert)
@@ -314,12 +322,12 @@ async fn create_token(
     if req.max_uses == Some(0) {
         return Err(ApiFailure::bad_request("max_uses must be at least 1"));
     }
-    if let Some(ttl) = req.ttl_s {
-        if ttl == 0 || ttl > MAX_TTL_S {
-            return Err(ApiFailure::bad_request(
-                "ttl must be between 1 second and 10 years (or use no expiry)",
-            ));
-        }
+    if let Some(ttl) = req.ttl_s
+        && (ttl == 0 || ttl > MAX_TTL_S)
+    {
+        return Err(ApiFailure::bad_request(
+            "ttl must be between 1 second and 10 years (or use no expiry)",
+        ));
     }
     if let Some(p) = &req.pattern {
         check_text("pattern", p, false)?;
@@ -340,12 +348,12 @@ async fn create_token(
     for (k, v) in &req.labels {
         check_label(k, v)?;
     }
-    if let Some(d) = &req.description {
-        if d.len() > 1024 || d.chars().any(char::is_control) {
-            return Err(ApiFailure::bad_request(
-                "description must be printable text of at most 1024 bytes",
-            ));
-        }
+    if let Some(d) = &req.description
+        && (d.len() > 1024 || d.chars().any(char::is_control))
+    {
+        return Err(ApiFailure::bad_request(
+            "description must be printable text of at most 1024 bytes",
+        ));
     }
 
     let now = now_ms();

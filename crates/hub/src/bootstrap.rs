@@ -89,7 +89,10 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
                 .init_meta(&[
                     (SECRET_CHECK_KEY, keys.check_value()),
                     (CA_CERT_KEY, ca.cert_pem().to_owned()),
-                    (CA_KEY_KEY, keys.encrypt(ca.key_pem().as_bytes(), CA_KEY_AAD)),
+                    (
+                        CA_KEY_KEY,
+                        keys.encrypt(ca.key_pem().as_bytes(), CA_KEY_AAD),
+                    ),
                 ])
                 .await?;
             if created {
@@ -142,14 +145,19 @@ async fn load_ca(store: &dyn Store, keys: &Keys) -> Result<Authority, HubError> 
 /// At first start, an admin API key written to `<data-dir>/initial-admin-key`, so
 /// the operator (and the CLI on this machine) can act at once. Its value is never
 /// logged; its path is.
-async fn ensure_initial_admin_key(store: &dyn Store, keys: &Keys, data_dir: &Path) -> Result<(), HubError> {
+async fn ensure_initial_admin_key(
+    store: &dyn Store,
+    keys: &Keys,
+    data_dir: &Path,
+) -> Result<(), HubError> {
     if store.get_meta(ADMIN_KEY_META).await?.is_some() {
         return Ok(());
     }
     let value = format!("{API_KEY_PREFIX}{}", random_body());
     let path = data_dir.join(INITIAL_ADMIN_KEY_FILE);
     // The file first: a key in the database that nobody can read is useless.
-    write_atomic_path(&path, format!("{value}\n").as_bytes(), PRIVATE).map_err(io("write", &path))?;
+    write_atomic_path(&path, format!("{value}\n").as_bytes(), PRIVATE)
+        .map_err(io("write", &path))?;
     let now = now_ms();
     let record = ApiKeyRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -173,7 +181,9 @@ async fn ensure_initial_admin_key(store: &dyn Store, keys: &Keys, data_dir: &Pat
         details: serde_json::json!({"name": record.name, "role": record.role}).to_string(),
     };
     store.create_api_key(&record, Some(&audit)).await?;
-    store.init_meta(&[(ADMIN_KEY_META, record.id.clone())]).await?;
+    store
+        .init_meta(&[(ADMIN_KEY_META, record.id.clone())])
+        .await?;
     tracing::info!(path = %path.display(), "wrote the initial admin API key");
     Ok(())
 }

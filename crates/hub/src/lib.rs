@@ -60,7 +60,9 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
+                Some((user, _)) => {
+                    format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..])
+                }
                 None => url.to_owned(),
             }
         }
@@ -128,10 +130,11 @@ impl Hub {
     /// Prepare the data dir, secret, database, CA and TLS, bind, and write `hub.json`.
     pub async fn start(opts: HubOptions) -> Result<Hub, HubError> {
         let prepared = bootstrap::prepare(&opts).await?;
-        let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| HubError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+        let listener =
+            std::net::TcpListener::bind(opts.listen).map_err(|source| HubError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
         listener
             .set_nonblocking(true)
             .map_err(|source| HubError::Bind {
@@ -195,7 +198,10 @@ impl Hub {
 
     /// Serve until `shutdown` completes, then stop accepting and let requests in
     /// flight finish (up to ten seconds).
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HubError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
         let handle = axum_server::Handle::new();
         let on_shutdown = handle.clone();
         tokio::spawn(async move {
@@ -215,7 +221,10 @@ impl Hub {
             })?
             .acceptor(acceptor)
             .handle(handle);
-        server.http_builder().http1().header_read_timeout(Duration::from_secs(15));
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(Duration::from_secs(15));
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
@@ -293,7 +302,10 @@ mod tests {
             "postgres://u:<redacted>@h:5432/db"
         );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-        assert_eq!(url_host("https://hub.example:8443/x").as_deref(), Some("hub.example"));
+        assert_eq!(
+            url_host("https://hub.example:8443/x").as_deref(),
+            Some("hub.example")
+        );
         assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
     }
 }

@@ -86,7 +86,10 @@ impl Keys {
     /// Whether `stored` was made by [`check_value`](Self::check_value) under this secret.
     pub fn matches_check(&self, stored: &str) -> bool {
         use subtle::ConstantTimeEq;
-        self.check_value().as_bytes().ct_eq(stored.as_bytes()).into()
+        self.check_value()
+            .as_bytes()
+            .ct_eq(stored.as_bytes())
+            .into()
     }
 
     /// AES-256-GCM with a random nonce; `v1:` + base64url(nonce ‖ ciphertext).
@@ -184,7 +187,10 @@ mod tests {
         let ct = a.encrypt(b"ca private key", b"ca");
         assert_eq!(a.decrypt(&ct, b"ca").unwrap(), b"ca private key");
         assert!(matches!(b.decrypt(&ct, b"ca"), Err(SecretError::Decrypt)));
-        assert!(matches!(a.decrypt(&ct, b"other"), Err(SecretError::Decrypt)));
+        assert!(matches!(
+            a.decrypt(&ct, b"other"),
+            Err(SecretError::Decrypt)
+        ));
         assert!(!ct.contains("ca private key"));
     }
 

@@ -38,7 +38,10 @@ pub fn server_config(
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| HubError::Tls(format!("reading {}: {e}", cert.display())))?;
             if chain.is_empty() {
-                return Err(HubError::Tls(format!("no certificate in {}", cert.display())));
+                return Err(HubError::Tls(format!(
+                    "no certificate in {}",
+                    cert.display()
+                )));
             }
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| HubError::Tls(format!("reading {}: {e}", key.display())))?;
@@ -46,7 +49,8 @@ pub fn server_config(
         }
         (None, None) => {
             let (cert_pem, key_pem) = ca.issue_server_cert(names, SERVER_CERT_VALIDITY)?;
-            let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| tls_err(&e))?;
+            let leaf =
+                CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| tls_err(&e))?;
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
             (vec![leaf, ca_der.clone()], key)
         }

@@ -39,7 +39,9 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// The database holds a schema newer than this binary understands.
-    #[error("the database schema is version {found}, newer than this muster ({known}); upgrade muster")]
+    #[error(
+        "the database schema is version {found}, newer than this muster ({known}); upgrade muster"
+    )]
     SchemaTooNew { found: i64, known: i64 },
     /// A row could not be decoded (bad JSON in a column): the database was edited by hand.
     #[error("corrupt row: {0}")]
@@ -105,5 +107,11 @@ pub trait Store: Send + Sync + 'static {
     async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord>;
 
     /// Revoke or remove a live agent: its key stops working at once.
-    async fn end_agent(&self, id: &str, end: AgentEnd, now: i64, audit: &AuditEntry) -> Result<AgentRecord>;
+    async fn end_agent(
+        &self,
+        id: &str,
+        end: AgentEnd,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
 }

@@ -98,7 +98,10 @@ impl SqlStore {
 
     async fn begin_write(
         &self,
-    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Transaction<'static, Any>)> {
+    ) -> Result<(
+        Option<tokio::sync::MutexGuard<'_, ()>>,
+        Transaction<'static, Any>,
+    )> {
         match &self.write_lock {
             Some(lock) => {
                 let guard = lock.lock().await;
@@ -185,7 +188,10 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
                 &row.try_get::<String, _>("labels")?,
             )?,
             packs: from_json("agents.packs", &row.try_get::<String, _>("packs")?)?,
-            interfaces: from_json("agents.interfaces", &row.try_get::<String, _>("interfaces")?)?,
+            interfaces: from_json(
+                "agents.interfaces",
+                &row.try_get::<String, _>("interfaces")?,
+            )?,
         },
         state: AgentState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("agents.state: {state:?}")))?,
@@ -236,7 +242,10 @@ fn uuid_like() -> String {
 }
 
 async fn get_agent_tx(tx: &mut Transaction<'static, Any>, id: &str) -> Result<Option<AgentRecord>> {
-    let row = sqlx::query(agent_select!("WHERE id = $1")).bind(id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(agent_select!("WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
     row.as_ref().map(agent_from_row).transpose()
 }
 
@@ -252,10 +261,12 @@ impl Store for SqlStore {
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool> {
@@ -266,10 +277,11 @@ impl Store for SqlStore {
                 .await?;
         }
         for (key, _) in entries {
-            let exists: Option<String> = sqlx::query_scalar("SELECT key FROM hub_meta WHERE key = $1")
-                .bind(*key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT key FROM hub_meta WHERE key = $1")
+                    .bind(*key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if exists.is_some() {
                 return Ok(false);
             }
@@ -337,7 +349,11 @@ impl Store for SqlStore {
         let token = match rows.as_slice() {
             [row] => token_from_row(row)?,
             [] => return Err(StoreError::NotFound),
-            _ => return Err(StoreError::Conflict(format!("{id:?} matches several tokens; use the id"))),
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "{id:?} matches several tokens; use the id"
+                )));
+            }
         };
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
@@ -397,27 +413,29 @@ impl Store for SqlStore {
 
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE key_hash = $1"))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
 
     async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE name = $1 AND state = 'active'"))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
 
     async fn list_agents(&self, include_removed: bool) -> Result<Vec<AgentRecord>> {
         let rows = if include_removed {
             sqlx::query(agent_select!("ORDER BY name, enrolled_at"))
-            .fetch_all(&self.pool)
-            .await?
+                .fetch_all(&self.pool)
+                .await?
         } else {
-            sqlx::query(agent_select!("WHERE state <> 'removed' ORDER BY name, enrolled_at"))
+            sqlx::query(agent_select!(
+                "WHERE state <> 'removed' ORDER BY name, enrolled_at"
+            ))
             .fetch_all(&self.pool)
             .await?
         };
@@ -565,7 +583,13 @@ impl Store for SqlStore {
         Ok(agent)
     }
 
-    async fn end_agent(&self, id: &str, end: AgentEnd, now: i64, audit: &AuditEntry) -> Result<AgentRecord> {
+    async fn end_agent(
+        &self,
+        id: &str,
+        end: AgentEnd,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord> {
         let (_guard, mut tx) = self.begin_write().await?;
         let done = match end {
             AgentEnd::Revoke => sqlx::query(
@@ -587,7 +611,9 @@ impl Store for SqlStore {
             return Err(StoreError::NotFound);
         }
         insert_audit(&mut tx, audit).await?;
-        let agent = get_agent_tx(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        let agent = get_agent_tx(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(agent)
     }

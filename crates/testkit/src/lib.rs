@@ -1,1 +1,320 @@
-//! muster-testkit
+//! Test support: a real hub on `127.0.0.1:0` with a temporary data dir, on SQLite
+//! or on a fresh PostgreSQL database, and helpers to drive it through the same
+//! client the CLI and agent use. Used by tests only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use muster_agent::configdir::ConfigDir;
+use muster_agent::facts::FactSources;
+use muster_client::{HubClient, Trust};
+use muster_hub::{Hub, HubOptions};
+use muster_proto::{CreateTokenRequest, CreateTokenResponse};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database a test hub runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// Admin URL of a PostgreSQL server; each hub gets its own fresh database.
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL too when `MUSTER_TEST_POSTGRES_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    install_crypto();
+    let mut v = vec![Backend::Sqlite];
+    if let Ok(url) = std::env::var("MUSTER_TEST_POSTGRES_URL")
+        && !url.is_empty()
+    {
+        v.push(Backend::Postgres(url));
+    }
+    v
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A hub running in this process.
+pub struct TestHub {
+    pub url: String,
+    pub ca_hash: muster_ca::CaHash,
+    pub admin_key: String,
+    pub data_dir: PathBuf,
+    pub backend: Backend,
+    pub options: HubOptions,
+    /// The database URL, for tests that must reach under the hub (tamper tests).
+    pub db_url: String,
+    pg_admin: Option<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestHub {
+    pub async fn start(backend: &Backend) -> TestHub {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Start with options adjusted by `tune` (heartbeat interval, validity, …).
+    pub async fn start_with(backend: &Backend, tune: impl FnOnce(&mut HubOptions)) -> TestHub {
+        install_crypto();
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("muster-data");
+        let (db_url, pg_admin) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", data_dir.join("muster.db").display()),
+                None,
+            ),
+            Backend::Postgres(admin) => {
+                let db = fresh_pg_database(admin).await;
+                (pg_url_with_db(admin, &db), Some((admin.clone(), db)))
+            }
+        };
+        let mut options = HubOptions::new(&data_dir);
+        options.listen = "127.0.0.1:0".parse().unwrap();
+        options.db_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(_) => Some(db_url.clone()),
+        };
+        tune(&mut options);
+        let mut hub = Self::launch(options.clone(), backend.clone(), db_url).await;
+        hub.pg_admin = pg_admin;
+        hub._tmp = Some(tmp);
+        hub
+    }
+
+    async fn launch(options: HubOptions, backend: Backend, db_url: String) -> TestHub {
+        let hub = Hub::start(options.clone()).await.expect("hub starts");
+        let url = hub.local_url().to_owned();
+        let ca_hash = hub.ca_hash();
+        let admin_key = std::fs::read_to_string(&hub.files().admin_key_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            hub.serve(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestHub {
+            url,
+            ca_hash,
+            admin_key,
+            data_dir: options.data_dir.clone(),
+            backend,
+            options,
+            db_url,
+            pg_admin: None,
+            shutdown: Some(tx),
+            task: Some(task),
+            _tmp: None,
+        }
+    }
+
+    /// Stop serving and start again on the same data dir and database (new port).
+    pub async fn restart(&mut self) {
+        self.halt().await;
+        let fresh = Self::launch(
+            self.options.clone(),
+            self.backend.clone(),
+            self.db_url.clone(),
+        )
+        .await;
+        self.url = fresh.url.clone();
+        self.ca_hash = fresh.ca_hash;
+        self.admin_key = fresh.admin_key.clone();
+        let mut fresh = fresh;
+        self.shutdown = fresh.shutdown.take();
+        self.task = fresh.task.take();
+    }
+
+    async fn halt(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    /// Stop the hub and drop its PostgreSQL database.
+    pub async fn stop(mut self) {
+        self.halt().await;
+        if let Some((admin, db)) = self.pg_admin.take()
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
+        {
+            let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
+    /// An admin client, trusting the hub by its CA hash.
+    pub fn admin(&self) -> HubClient {
+        HubClient::new(&self.url, Trust::Hash(self.ca_hash))
+            .unwrap()
+            .with_bearer(self.admin_key.clone())
+    }
+
+    /// A client with no credential.
+    pub fn anonymous(&self) -> HubClient {
+        HubClient::new(&self.url, Trust::Hash(self.ca_hash)).unwrap()
+    }
+
+    pub async fn token(&self, req: CreateTokenRequest) -> CreateTokenResponse {
+        self.admin().create_token(&req).await.unwrap()
+    }
+
+    /// A single-use, 15-minute token, as `muster tokens create` makes by default.
+    pub async fn default_token(&self) -> String {
+        self.token(CreateTokenRequest {
+            max_uses: Some(1),
+            ttl_s: Some(900),
+            ..Default::default()
+        })
+        .await
+        .token
+    }
+
+    /// Enrollment options for an agent on "host" `hostname`, with facts from fixtures.
+    pub fn enroll_options(
+        &self,
+        agent: &TestAgent,
+        token: Option<&str>,
+        name: Option<&str>,
+    ) -> muster_agent::EnrollOptions {
+        muster_agent::EnrollOptions {
+            hub_url: self.url.clone(),
+            token: token.map(str::to_owned),
+            name: name.map(str::to_owned),
+            fact_sources: Some(agent.fact_sources()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A simulated machine: its own config dir and hostname.
+pub struct TestAgent {
+    pub dir: ConfigDir,
+    pub hostname: String,
+    root: tempfile::TempDir,
+}
+
+impl TestAgent {
+    pub fn new(hostname: &str) -> TestAgent {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("hostname"), format!("{hostname}\n")).unwrap();
+        std::fs::write(
+            root.path().join("os-release"),
+            "NAME=\"Test OS\"\nPRETTY_NAME=\"Test OS 1.0\"\n",
+        )
+        .unwrap();
+        TestAgent {
+            dir: ConfigDir::new(root.path().join("config")),
+            hostname: hostname.to_owned(),
+            root,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn fact_sources(&self) -> FactSources {
+        FactSources {
+            hostname_file: Some(self.root.path().join("hostname")),
+            os_release_file: Some(self.root.path().join("os-release")),
+            sys_class_net: PathBuf::from("/sys/class/net"),
+        }
+    }
+
+    /// Change the hostname this machine reports.
+    pub fn rename_host(&mut self, hostname: &str) {
+        std::fs::write(self.root.path().join("hostname"), format!("{hostname}\n")).unwrap();
+        self.hostname = hostname.to_owned();
+    }
+
+    /// A client authenticating as this agent (agent key + client certificate).
+    pub fn client(&self) -> HubClient {
+        let creds = self.dir.load().unwrap().expect("agent enrolled");
+        HubClient::with_options(
+            &creds.config.hub_url,
+            Trust::CaPem(creds.ca_pem.clone()),
+            muster_client::ClientOptions {
+                identity: Some(muster_client::ClientIdentity {
+                    cert_pem: creds.cert_pem,
+                    key_pem: creds.key_pem,
+                }),
+                timeout: None,
+            },
+        )
+        .unwrap()
+        .with_bearer(creds.config.agent_key)
+    }
+}
+
+async fn fresh_pg_database(admin_url: &str) -> String {
+    let name = format!("muster_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to MUSTER_TEST_POSTGRES_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    name
+}
+
+/// The admin URL with its database replaced.
+fn pg_url_with_db(admin: &str, db: &str) -> String {
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host_part = path_start.map_or(base, |i| &base[..i]);
+    match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_urls() {
+        assert_eq!(
+            pg_url_with_db("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            pg_url_with_db("postgres://u@h/p?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}

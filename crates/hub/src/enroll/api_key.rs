@@ -39,7 +39,6 @@ impl Method for ApiKeyMethod {
         }
         Ok(Grant {
             credential: self.credential(),
-            may_replace_live: true,
             ..Grant::default()
         })
     }

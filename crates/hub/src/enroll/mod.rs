@@ -48,8 +48,6 @@ pub struct Grant {
     /// Labels the credential gives every agent it enrolls; they win over the
     /// agent's own claims, which an admin did not vouch for.
     pub labels: BTreeMap<String, String>,
-    /// May replace an agent of the same name that is online right now.
-    pub may_replace_live: bool,
     /// Set when the caller proved to be this agent: re-enroll it whatever the name.
     pub existing_agent: Option<AgentRecord>,
 }
@@ -71,7 +69,9 @@ pub trait Method: Send + Sync {
 /// Pick the method from the bearer value's prefix and look its credential up.
 async fn method_for(state: &AppState, bearer: Option<&str>) -> ApiResult<Box<dyn Method>> {
     match bearer {
-        Some(v) if v.starts_with(TOKEN_PREFIX) => Ok(Box::new(token::TokenMethod::lookup(state, v).await?)),
+        Some(v) if v.starts_with(TOKEN_PREFIX) => {
+            Ok(Box::new(token::TokenMethod::lookup(state, v).await?))
+        }
         Some(v) if v.starts_with(API_KEY_PREFIX) => {
             Ok(Box::new(api_key::ApiKeyMethod::lookup(state, v).await?))
         }
@@ -122,10 +122,10 @@ async fn enroll_inner(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| req.hostname.clone());
 
-    if let Some(eid) = &req.enrollment_id {
-        if let Some(prior) = state.store.find_enrollment(eid).await? {
-            return retry(state, method.as_ref(), prior, &req, source).await;
-        }
+    if let Some(eid) = &req.enrollment_id
+        && let Some(prior) = state.store.find_enrollment(eid).await?
+    {
+        return retry(state, method.as_ref(), prior, &req, source).await;
     }
 
     let cx = Context {
@@ -136,18 +136,21 @@ async fn enroll_inner(
 
     let (mode, agent_id, action) = match &grant.existing_agent {
         Some(agent) => {
-            if agent.name != name {
-                if let Some(other) = state.store.find_live_agent_by_name(&name).await? {
-                    if other.id != agent.id {
-                        return Err(name_in_use(&name));
-                    }
-                }
+            if agent.name != name
+                && let Some(other) = state.store.find_live_agent_by_name(&name).await?
+                && other.id != agent.id
+            {
+                return Err(name_in_use(&name));
             }
             (EnrollMode::Replace, agent.id.clone(), "agent.reenrolled")
         }
         None => match state.store.find_live_agent_by_name(&name).await? {
             Some(live) => (EnrollMode::Replace, live.id, "agent.reenrolled"),
-            None => (EnrollMode::New, uuid::Uuid::new_v4().to_string(), "agent.enrolled"),
+            None => (
+                EnrollMode::New,
+                uuid::Uuid::new_v4().to_string(),
+                "agent.enrolled",
+            ),
         },
     };
 
@@ -221,7 +224,10 @@ async fn retry(
         .await?
         .filter(|a| a.state == AgentState::Active)
         .ok_or_else(|| {
-            ApiFailure::forbidden(codes::AGENT_REVOKED, "the agent this enrollment created was revoked")
+            ApiFailure::forbidden(
+                codes::AGENT_REVOKED,
+                "the agent this enrollment created was revoked",
+            )
         })?;
     let issued = issue(state, &req.csr_pem, &agent.id)?;
     if issued.creds.cert_pubkey != prior.public_key {
@@ -320,13 +326,13 @@ fn name_in_use(name: &str) -> ApiFailure {
 
 /// Reject what no method could accept, before any lookup.
 fn validate(req: &EnrollRequest) -> ApiResult<()> {
-    if let Some(v) = req.protocol_version {
-        if v != muster_proto::PROTOCOL_VERSION {
-            return Err(ApiFailure::bad_request(format!(
-                "this hub speaks protocol {}, the agent {v}: upgrade the older side",
-                muster_proto::PROTOCOL_VERSION
-            )));
-        }
+    if let Some(v) = req.protocol_version
+        && v != muster_proto::PROTOCOL_VERSION
+    {
+        return Err(ApiFailure::bad_request(format!(
+            "this hub speaks protocol {}, the agent {v}: upgrade the older side",
+            muster_proto::PROTOCOL_VERSION
+        )));
     }
     check_text("hostname", &req.hostname, false)?;
     if let Some(name) = &req.name {
@@ -341,7 +347,9 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
         check_text(field, value, true)?;
     }
     if req.labels.len() > 64 || req.packs.len() > 64 || req.interfaces.len() > 256 {
-        return Err(ApiFailure::bad_request("too many labels, packs or interfaces"));
+        return Err(ApiFailure::bad_request(
+            "too many labels, packs or interfaces",
+        ));
     }
     for (k, v) in &req.labels {
         check_label(k, v)?;
@@ -351,7 +359,9 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
     }
     if let Some(eid) = &req.enrollment_id {
         let ok = (16..=64).contains(&eid.len())
-            && eid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && eid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(ApiFailure::bad_request(
                 "enrollment_id must be 16 to 64 characters of [A-Za-z0-9_-]",
@@ -374,7 +384,9 @@ pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()>
         return if may_be_empty {
             Ok(())
         } else {
-            Err(ApiFailure::bad_request(format!("{field} must not be empty")))
+            Err(ApiFailure::bad_request(format!(
+                "{field} must not be empty"
+            )))
         };
     }
     if value.len() > MAX_NAME_LEN {

@@ -63,13 +63,13 @@ impl Method for TokenMethod {
                 ));
             }
         }
-        if let Some(pattern) = &t.pattern {
-            if !hostname_matches(pattern, cx.hostname) {
-                return Err(ApiFailure::forbidden(
-                    codes::HOSTNAME_NOT_ALLOWED,
-                    format!("hostname {:?} is not allowed by this token", cx.hostname),
-                ));
-            }
+        if let Some(pattern) = &t.pattern
+            && !hostname_matches(pattern, cx.hostname)
+        {
+            return Err(ApiFailure::forbidden(
+                codes::HOSTNAME_NOT_ALLOWED,
+                format!("hostname {:?} is not allowed by this token", cx.hostname),
+            ));
         }
         if !t.cidrs.is_empty() && !cidrs_contain(&t.cidrs, cx.source) {
             return Err(ApiFailure::forbidden(
@@ -81,7 +81,6 @@ impl Method for TokenMethod {
             credential: self.credential(),
             consume_token: Some(t.id.clone()),
             labels: t.labels.clone(),
-            may_replace_live: t.allow_replace,
             existing_agent: None,
         })
     }

@@ -1,0 +1,133 @@
+//! Bad input gets a 4xx JSON error, never a panic, and changes nothing.
+
+use muster_proto::ApiError;
+use muster_testkit::{TestAgent, TestHub};
+
+use crate::{code, each_backend, request};
+
+fn error_code(status: u16, body: &[u8]) -> (u16, String) {
+    let e: ApiError = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
+    (status, e.error.code)
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors_and_consume_nothing() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let client = hub.anonymous();
+        let token = hub.default_token().await;
+
+        let (s, body) = client.post_raw("/api/v1/enroll", b"{not json".to_vec(), Some(&token)).await.unwrap();
+        assert_eq!(error_code(s, &body), (400, "invalid_request".to_owned()));
+
+        let big = vec![b' '; 70 * 1024];
+        let (s, body) = client.post_raw("/api/v1/enroll", big, Some(&token)).await.unwrap();
+        assert_eq!(error_code(s, &body), (413, "payload_too_large".to_owned()));
+
+        let (mut req, _) = request("bad-csr", None);
+        req.csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE REQUEST-----\n".to_owned();
+        assert_eq!(code(client.enroll(Some(&token), &req).await), "invalid_csr");
+
+        let (mut req, _) = request("tampered", None);
+        let mut pem: Vec<char> = req.csr_pem.chars().collect();
+        let i = pem.len() - 40;
+        pem[i] = if pem[i] == 'A' { 'B' } else { 'A' };
+        req.csr_pem = pem.into_iter().collect();
+        assert_eq!(code(client.enroll(Some(&token), &req).await), "invalid_csr");
+
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let csr = rcgen::CertificateParams::default().serialize_request(&p384).unwrap().pem().unwrap();
+        let (mut req, _) = request("p384", None);
+        req.csr_pem = csr;
+        assert_eq!(code(client.enroll(Some(&token), &req).await), "invalid_csr");
+
+        let (req, _) = request("long", Some(&"n".repeat(300)));
+        assert_eq!(code(client.enroll(Some(&token), &req).await), "invalid_request");
+        let (req, _) = request("ctl\u{7}", None);
+        assert_eq!(code(client.enroll(Some(&token), &req).await), "invalid_request");
+
+        let (s, body) = client
+            .post_raw("/api/v1/enroll", br#"{"hostname":"x","csr_pem":"y","surprise":1}"#.to_vec(), Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(error_code(s, &body).0, 400);
+
+        let t = &hub.admin().list_tokens().await.unwrap()[0];
+        assert_eq!((t.uses, t.state.as_str()), (0, "active"), "bad requests consumed the token");
+        assert!(hub.admin().list_agents().await.unwrap().is_empty());
+        // The hub still answers after all of it.
+        client.enroll(Some(&token), &request("good", None).0).await.unwrap();
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unauthenticated_and_wrong_role_calls_are_refused() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        assert_eq!(code(hub.anonymous().list_agents().await), "unauthorized");
+        let bogus = hub
+            .anonymous()
+            .with_bearer(format!("mak_{}", "x".repeat(43)));
+        assert_eq!(code(bogus.list_tokens().await), "key_invalid");
+        let machine = TestAgent::new("agent-role");
+        let t = hub.default_token().await;
+        muster_agent::enroll(&hub.enroll_options(&machine, Some(&t), None), &machine.dir)
+            .await
+            .unwrap();
+        // An agent key is not an API key.
+        assert_eq!(code(machine.client().list_agents().await), "key_invalid");
+        assert_eq!(code(hub.admin().agent_me().await), "key_invalid");
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_enrollment_leaves_the_earlier_config_dir_untouched() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let machine = TestAgent::new("keeper");
+        let t = hub.default_token().await;
+        muster_agent::enroll(&hub.enroll_options(&machine, Some(&t), None), &machine.dir)
+            .await
+            .unwrap();
+        let snapshot = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = snapshot(machine.dir.path());
+        // The same (now used) token again: refused, and nothing on disk changes.
+        let err = muster_agent::enroll(
+            &hub.enroll_options(&machine, Some(&t), Some("other")),
+            &machine.dir,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("token_exhausted"), "{err}");
+        assert_eq!(snapshot(machine.dir.path()), before);
+        // An unreachable hub: also nothing changes but the pending enrollment marker.
+        let mut opts = hub.enroll_options(&machine, None, None);
+        opts.hub_url = "https://127.0.0.1:1".to_owned();
+        assert!(muster_agent::enroll(&opts, &machine.dir).await.is_err());
+        let after: Vec<_> = snapshot(machine.dir.path())
+            .into_iter()
+            .filter(|(n, _)| n != "pending-enrollment.json")
+            .collect();
+        assert_eq!(after, before);
+        hub.stop().await;
+    })
+    .await;
+}
