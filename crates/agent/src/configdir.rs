@@ -10,9 +10,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ const PENDING_FILE: &str = "pending-enrollment.json";
 const STAGING_DIR: &str = ".staging";
 const COMPLETE_MARKER: &str = "COMPLETE";
 /// Temp files are `.<name>.tmp-<random>`; the marker lets `remove_all` recognise them.
-const TEMP_INFIX: &str = ".tmp-";
+use muster_files::TEMP_INFIX;
 
 const DIR_MODE: u32 = 0o700;
 const SECRET_MODE: u32 = 0o600;
@@ -465,41 +465,17 @@ fn remove_dir_if_present(path: &Path) -> Result<(), ConfigError> {
 
 /// Create `path` (which must not exist) with `mode` from the start, write and fsync it.
 fn write_synced(path: &Path, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err("create", path))?;
-    // Widen a public file past the umask before any byte is written; for a secret this
-    // only confirms what `mode` already set.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("set permissions of", path))?;
-    file.write_all(contents).map_err(io_err("write", path))?;
-    file.sync_all().map_err(io_err("sync", path))
+    muster_files::write_new_synced(path, contents, mode).map_err(io_err("write", path))
 }
 
 /// Replace `dir/name` atomically: temp file in the same dir, fsync, rename, fsync dir.
 fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), ConfigError> {
-    let temp = dir.join(format!(
-        ".{name}{TEMP_INFIX}{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let target = dir.join(name);
-    let result = write_synced(&temp, contents, mode)
-        .and_then(|()| fs::rename(&temp, &target).map_err(io_err("rename into place", &target)));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    sync_dir(dir)
+    muster_files::write_atomic(dir, name, contents, mode).map_err(io_err("write", &dir.join(name)))
 }
 
 /// Make renames and removals in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), ConfigError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync", dir))
+    muster_files::sync_dir(dir).map_err(io_err("sync", dir))
 }
 
 #[cfg(test)]

@@ -1,0 +1,292 @@
+//! The Store contract: every operation behaves the same on SQLite and PostgreSQL
+//! (the latter when `MUSTER_TEST_POSTGRES_URL` is set; each run gets a fresh database).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use muster_store::*;
+use sqlx::Connection;
+
+/// What to remove after a test: the SQLite temp dir, or the PostgreSQL database.
+enum Scratch {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Database { admin: String, name: String },
+}
+
+impl Scratch {
+    async fn remove(self) {
+        if let Scratch::Database { admin, name } = self {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn stores() -> Vec<(SqlStore, Scratch)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut v = vec![(SqlStore::connect(&url).await.unwrap(), Scratch::Dir(dir))];
+    if let Ok(admin) = std::env::var("MUSTER_TEST_POSTGRES_URL") {
+        let name = format!("muster_s_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+        let store = SqlStore::connect(&format!("{base}/{name}")).await.unwrap();
+        v.push((store, Scratch::Database { admin, name }));
+    }
+    v
+}
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        at: 1,
+        actor: "test".into(),
+        action: action.into(),
+        target: "t".into(),
+        source: "127.0.0.1".into(),
+        outcome: "ok".into(),
+        details: "{}".into(),
+    }
+}
+
+fn token(id: &str, max_uses: Option<i64>, expires_at: Option<i64>) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        prefix: format!("met_{id}"),
+        description: None,
+        max_uses,
+        uses: 0,
+        expires_at,
+        revoked_at: None,
+        pattern: None,
+        cidrs: vec![],
+        labels: Default::default(),
+        allow_replace: false,
+        created_at: 0,
+        created_by: "test".into(),
+    }
+}
+
+fn write(
+    agent_id: &str,
+    name: &str,
+    mode: EnrollMode,
+    consume: Option<&str>,
+    now: i64,
+) -> EnrollWrite {
+    EnrollWrite {
+        agent_id: agent_id.into(),
+        name: name.into(),
+        facts: AgentFacts {
+            hostname: name.into(),
+            ..Default::default()
+        },
+        creds: IssuedCredentials {
+            key_hash: format!("key-{agent_id}-{now}"),
+            cert_serial: format!("serial-{now}"),
+            cert_pubkey: "pk".into(),
+            cert_expires_at: now + 1000,
+        },
+        mode,
+        consume_token: consume.map(str::to_owned),
+        enrollment: None,
+        audit: audit("agent.enrolled"),
+        now,
+    }
+}
+
+#[tokio::test]
+async fn token_uses_are_consumed_atomically_and_refusals_say_why() {
+    for (store, scratch) in stores().await {
+        store
+            .create_token(&token("one", Some(1), None), &audit("token.created"))
+            .await
+            .unwrap();
+        store
+            .create_token(&token("old", Some(5), Some(10)), &audit("token.created"))
+            .await
+            .unwrap();
+        store
+            .enroll(&write("a1", "n1", EnrollMode::New, Some("one"), 100))
+            .await
+            .unwrap();
+        let again = store
+            .enroll(&write("a2", "n2", EnrollMode::New, Some("one"), 101))
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::TokenExhausted)),
+            "{again:?}"
+        );
+        let expired = store
+            .enroll(&write("a3", "n3", EnrollMode::New, Some("old"), 100))
+            .await;
+        assert!(
+            matches!(expired, Err(StoreError::TokenExpired)),
+            "{expired:?}"
+        );
+        let unknown = store
+            .enroll(&write("a4", "n4", EnrollMode::New, Some("nope"), 100))
+            .await;
+        assert!(
+            matches!(unknown, Err(StoreError::TokenUnknown)),
+            "{unknown:?}"
+        );
+        // Failed enrollments wrote nothing.
+        assert!(store.get_agent("a2").await.unwrap().is_none());
+        let t = store.find_token_by_hash("hash-one").await.unwrap().unwrap();
+        assert_eq!((t.uses, t.state(200)), (1, TokenState::Exhausted));
+        store
+            .revoke_token("old", 300, &audit("token.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_token_by_hash("hash-old")
+                .await
+                .unwrap()
+                .unwrap()
+                .state(5),
+            TokenState::Revoked
+        );
+        assert!(matches!(
+            store.revoke_token("missing", 1, &audit("x")).await,
+            Err(StoreError::NotFound)
+        ));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn live_names_are_unique_and_ended_agents_free_them() {
+    for (store, scratch) in stores().await {
+        store
+            .enroll(&write("a1", "web", EnrollMode::New, None, 1))
+            .await
+            .unwrap();
+        let dup = store
+            .enroll(&write("a2", "web", EnrollMode::New, None, 2))
+            .await;
+        assert!(matches!(dup, Err(StoreError::NameInUse)), "{dup:?}");
+        let replaced = store
+            .enroll(&write("a1", "web", EnrollMode::Replace, None, 3))
+            .await
+            .unwrap();
+        assert_eq!(replaced.generation, 2);
+        assert_eq!(replaced.key_hash.as_deref(), Some("key-a1-3"));
+        assert!(
+            store
+                .find_agent_by_key_hash("key-a1-1")
+                .await
+                .unwrap()
+                .is_none(),
+            "old key gone"
+        );
+
+        let revoked = store
+            .end_agent("a1", AgentEnd::Revoke, 4, &audit("agent.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(revoked.state, AgentState::Revoked);
+        assert!(matches!(
+            store
+                .end_agent("a1", AgentEnd::Revoke, 5, &audit("x"))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        let gone = store
+            .enroll(&write("a1", "web", EnrollMode::Replace, None, 6))
+            .await;
+        assert!(
+            matches!(gone, Err(StoreError::NotFound)),
+            "a revoked agent cannot be replaced"
+        );
+        store
+            .enroll(&write("a2", "web", EnrollMode::New, None, 7))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .find_live_agent_by_name("web")
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                == "a2"
+        );
+        store
+            .end_agent("a2", AgentEnd::Remove, 8, &audit("agent.removed"))
+            .await
+            .unwrap();
+        let visible: Vec<String> = store
+            .list_agents(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(visible, vec!["a1".to_owned()]);
+        assert_eq!(store.list_agents(true).await.unwrap().len(), 2);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn meta_is_written_once_and_enrollment_ids_are_unique() {
+    for (store, scratch) in stores().await {
+        assert!(store.init_meta(&[("k", "v1".into())]).await.unwrap());
+        assert!(!store.init_meta(&[("k", "v2".into())]).await.unwrap());
+        assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v1"));
+
+        let mut w = write("a1", "n1", EnrollMode::New, None, 1);
+        w.enrollment = Some(EnrollmentRecord {
+            enrollment_id: "e1".into(),
+            agent_id: "a1".into(),
+            credential: "token:x".into(),
+            public_key: "pk".into(),
+            created: true,
+            created_at: 1,
+        });
+        store.enroll(&w).await.unwrap();
+        let found = store.find_enrollment("e1").await.unwrap().unwrap();
+        assert!(found.created && found.agent_id == "a1");
+        let mut w2 = write("a2", "n2", EnrollMode::New, None, 2);
+        w2.enrollment = w.enrollment.clone();
+        assert!(matches!(
+            store.enroll(&w2).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(
+            store.get_agent("a2").await.unwrap().is_none(),
+            "rolled back"
+        );
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    sqlx::query("UPDATE muster_schema SET version = 999")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+    let err = SqlStore::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
+}
