@@ -220,7 +220,9 @@ impl Hub {
                 source,
             })?
             .acceptor(acceptor)
-            .handle(handle);
+            .handle(handle)
+            // A connection that never sends a request must not hold a slot.
+            .first_request_timeout(Duration::from_secs(30));
         server
             .http_builder()
             .http1()

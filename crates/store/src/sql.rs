@@ -488,70 +488,48 @@ impl Store for SqlStore {
                 });
             }
         }
-        let f = &w.facts;
-        match w.mode {
+        // Both statements take the same fifteen parameters in the same order.
+        let sql = match w.mode {
             EnrollMode::New => {
-                let inserted = sqlx::query(
-                    "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
-                     labels, packs, interfaces, state, key_hash, cert_serial, cert_pubkey, \
-                     cert_expires_at, generation, enrolled_at, updated_at) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15)",
-                )
-                .bind(&w.agent_id)
-                .bind(&w.name)
-                .bind(&f.hostname)
-                .bind(&f.ip)
-                .bind(&f.os_info)
-                .bind(&f.arch)
-                .bind(&f.agent_version)
-                .bind(json(&f.labels))
-                .bind(json(&f.packs))
-                .bind(json(&f.interfaces))
-                .bind(&w.creds.key_hash)
-                .bind(&w.creds.cert_serial)
-                .bind(&w.creds.cert_pubkey)
-                .bind(w.creds.cert_expires_at)
-                .bind(w.now)
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
-                    other => other?,
-                };
+                "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
+                 labels, packs, interfaces, state, key_hash, cert_serial, cert_pubkey, \
+                 cert_expires_at, generation, enrolled_at, updated_at) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15)"
             }
             EnrollMode::Replace => {
-                let done = sqlx::query(
-                    "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
-                     agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
-                     cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
-                     generation = generation + 1, updated_at = $15 \
-                     WHERE id = $1 AND state = 'active'",
-                )
-                .bind(&w.agent_id)
-                .bind(&w.name)
-                .bind(&f.hostname)
-                .bind(&f.ip)
-                .bind(&f.os_info)
-                .bind(&f.arch)
-                .bind(&f.agent_version)
-                .bind(json(&f.labels))
-                .bind(json(&f.packs))
-                .bind(json(&f.interfaces))
-                .bind(&w.creds.key_hash)
-                .bind(&w.creds.cert_serial)
-                .bind(&w.creds.cert_pubkey)
-                .bind(w.creds.cert_expires_at)
-                .bind(w.now)
-                .execute(&mut *tx)
-                .await;
-                let done = match done {
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
-                    other => other?.rows_affected(),
-                };
-                if done == 0 {
-                    return Err(StoreError::NotFound);
-                }
+                "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
+                 agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
+                 cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
+                 generation = generation + 1, updated_at = $15 \
+                 WHERE id = $1 AND state = 'active'"
             }
+        };
+        let f = &w.facts;
+        let written = sqlx::query(sql)
+            .bind(&w.agent_id)
+            .bind(&w.name)
+            .bind(&f.hostname)
+            .bind(&f.ip)
+            .bind(&f.os_info)
+            .bind(&f.arch)
+            .bind(&f.agent_version)
+            .bind(json(&f.labels))
+            .bind(json(&f.packs))
+            .bind(json(&f.interfaces))
+            .bind(&w.creds.key_hash)
+            .bind(&w.creds.cert_serial)
+            .bind(&w.creds.cert_pubkey)
+            .bind(w.creds.cert_expires_at)
+            .bind(w.now)
+            .execute(&mut *tx)
+            .await;
+        let rows = match written {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
+            other => other?.rows_affected(),
+        };
+        if rows == 0 {
+            // Replace found no live agent with that id (revoked or removed meanwhile).
+            return Err(StoreError::NotFound);
         }
         if let Some(e) = &w.enrollment {
             let inserted = sqlx::query(

@@ -3,7 +3,7 @@
 use muster_proto::ApiError;
 use muster_testkit::{TestAgent, TestHub};
 
-use crate::{code, each_backend, request};
+use crate::{code, each_backend, request, snapshot};
 
 fn error_code(status: u16, body: &[u8]) -> (u16, String) {
     let e: ApiError = serde_json::from_slice(body)
@@ -94,20 +94,6 @@ async fn a_failed_enrollment_leaves_the_earlier_config_dir_untouched() {
         muster_agent::enroll(&hub.enroll_options(&machine, Some(&t), None), &machine.dir)
             .await
             .unwrap();
-        let snapshot = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
-            let mut v: Vec<_> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap(),
-                    )
-                })
-                .collect();
-            v.sort();
-            v
-        };
         let before = snapshot(machine.dir.path());
         // The same (now used) token again: refused, and nothing on disk changes.
         let err = muster_agent::enroll(

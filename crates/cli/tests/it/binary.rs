@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::snapshot;
+
 const BIN: &str = env!("CARGO_BIN_EXE_muster");
 
 /// A `muster` command with no MUSTER_* settings leaking in from the environment.
@@ -89,21 +91,6 @@ impl HubProcess {
         let _ = self.child.wait();
         panic!("hub did not stop on SIGTERM");
     }
-}
-
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

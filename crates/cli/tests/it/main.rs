@@ -70,3 +70,19 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
         Ok(v) => panic!("expected an error, got {v:?}"),
     }
 }
+
+/// Every file in `dir` with its bytes, sorted: to prove a step changed nothing.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
