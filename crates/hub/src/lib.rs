@@ -210,9 +210,20 @@ impl Hub {
         });
         let app = api::router(self.state.clone());
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
+        // NODELAY: a TLS handshake is several small writes; without it Nagle and
+        // delayed ACKs add ~40 ms to every new connection. Keepalive finds peers
+        // that vanished without a FIN.
+        let tcp = axum_server::accept::TcpConfigAcceptor::new(
+            axum_server::accept::TcpSocketConfig::new()
+                .nodelay(true)
+                .keepalive(
+                    axum_server::accept::TcpKeepaliveConfig::new().time(Duration::from_secs(60)),
+                ),
+        );
         let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
             // A peer that never finishes its handshake must not hold a slot forever.
-            .handshake_timeout(Duration::from_secs(10));
+            .handshake_timeout(Duration::from_secs(10))
+            .acceptor(tcp);
         let local = self.listener.local_addr().ok();
         let mut server = axum_server::from_tcp(self.listener)
             .map_err(|source| HubError::Bind {

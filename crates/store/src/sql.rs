@@ -33,15 +33,19 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
+/// Every agent column, in the order `agent_from_row` reads them.
+macro_rules! agent_columns {
+    () => {
+        "id, name, hostname, ip, os_info, arch, agent_version, labels, packs, \
+         interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, \
+         enrolled_at, updated_at, last_seen_at, revoked_at, removed_at"
+    };
+}
+
 /// `SELECT <every agent column> FROM agents <tail>`, as the `&'static str` sqlx wants.
 macro_rules! agent_select {
     ($tail:literal) => {
-        concat!(
-            "SELECT id, name, hostname, ip, os_info, arch, agent_version, labels, packs, ",
-            "interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, ",
-            "enrolled_at, updated_at, last_seen_at, revoked_at, removed_at FROM agents ",
-            $tail
-        )
+        concat!("SELECT ", agent_columns!(), " FROM agents ", $tail)
     };
 }
 
@@ -60,7 +64,7 @@ impl SqlStore {
         } else {
             let url = sqlite_url(url);
             AnyPoolOptions::new()
-                .max_connections(8)
+                .max_connections(4)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn, _meta| {
@@ -491,17 +495,24 @@ impl Store for SqlStore {
         // Both statements take the same fifteen parameters in the same order.
         let sql = match w.mode {
             EnrollMode::New => {
-                "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
+                concat!(
+                    "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
                  labels, packs, interfaces, state, key_hash, cert_serial, cert_pubkey, \
                  cert_expires_at, generation, enrolled_at, updated_at) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15) \
+                 RETURNING ",
+                    agent_columns!()
+                )
             }
             EnrollMode::Replace => {
-                "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
+                concat!(
+                    "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
                  agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
                  cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
                  generation = generation + 1, updated_at = $15 \
-                 WHERE id = $1 AND state = 'active'"
+                 WHERE id = $1 AND state = 'active' RETURNING ",
+                    agent_columns!()
+                )
             }
         };
         let f = &w.facts;
@@ -521,16 +532,13 @@ impl Store for SqlStore {
             .bind(&w.creds.cert_pubkey)
             .bind(w.creds.cert_expires_at)
             .bind(w.now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await;
-        let rows = match written {
+        let agent = match written {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
-            other => other?.rows_affected(),
+            // No row back: Replace found no live agent (revoked or removed meanwhile).
+            other => agent_from_row(&other?.ok_or(StoreError::NotFound)?)?,
         };
-        if rows == 0 {
-            // Replace found no live agent with that id (revoked or removed meanwhile).
-            return Err(StoreError::NotFound);
-        }
         if let Some(e) = &w.enrollment {
             let inserted = sqlx::query(
                 "INSERT INTO enrollments (enrollment_id, agent_id, credential, public_key, created, \
@@ -554,9 +562,6 @@ impl Store for SqlStore {
             };
         }
         insert_audit(&mut tx, &w.audit).await?;
-        let agent = get_agent_tx(&mut tx, &w.agent_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(agent)
     }

@@ -22,7 +22,7 @@ use muster_proto::{
 };
 use muster_store::{
     AgentFacts, AgentRecord, AgentState, AuditEntry, EnrollMode, EnrollWrite, EnrollmentRecord,
-    IssuedCredentials,
+    IssuedCredentials, StoreError,
 };
 
 use crate::error::{ApiFailure, ApiResult};
@@ -122,17 +122,17 @@ async fn enroll_inner(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| req.hostname.clone());
 
-    if let Some(eid) = &req.enrollment_id
-        && let Some(prior) = state.store.find_enrollment(eid).await?
-    {
-        return retry(state, method.as_ref(), prior, &req, source).await;
-    }
-
+    // A retry of a completed enrollment is rare, so it is looked for only when the
+    // normal path fails: its credential is used up, or its id is already recorded.
+    // Nothing is written before then, so falling back is always safe.
     let cx = Context {
         hostname: &req.hostname,
         source,
     };
-    let grant = method.authorize(&cx).await?;
+    let grant = match method.authorize(&cx).await {
+        Ok(grant) => grant,
+        Err(refusal) => return retry_or(state, method.as_ref(), &req, source, refusal).await,
+    };
 
     let (mode, agent_id, action) = match &grant.existing_agent {
         Some(agent) => {
@@ -184,7 +184,16 @@ async fn enroll_inner(
         },
         now,
     };
-    let agent = state.store.enroll(&write).await?;
+    let agent = match state.store.enroll(&write).await {
+        Ok(agent) => agent,
+        Err(
+            e @ (StoreError::Conflict(_)
+            | StoreError::TokenExhausted
+            | StoreError::TokenExpired
+            | StoreError::NameInUse),
+        ) => return retry_or(state, method.as_ref(), &req, source, e.into()).await,
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(agent_id = %agent.id, name = %agent.name, %source, action, "agent enrolled");
     let status = if mode == EnrollMode::New {
         StatusCode::CREATED
@@ -192,6 +201,25 @@ async fn enroll_inner(
         StatusCode::OK
     };
     Ok((status, response(state, &agent, issued)))
+}
+
+/// Continue as a retry when `req` carries the id of a completed enrollment, else
+/// give the original refusal.
+async fn retry_or(
+    state: &AppState,
+    method: &dyn Method,
+    req: &EnrollRequest,
+    source: IpAddr,
+    refusal: ApiFailure,
+) -> ApiResult<(StatusCode, EnrollResponse)> {
+    let prior = match &req.enrollment_id {
+        Some(eid) => state.store.find_enrollment(eid).await?,
+        None => None,
+    };
+    match prior {
+        Some(prior) => retry(state, method, prior, req, source).await,
+        None => Err(refusal),
+    }
 }
 
 /// A retry of an enrollment that completed: same agent, fresh agent key and
