@@ -113,6 +113,10 @@ pub struct AgentConfig {
     pub heartbeat_interval_s: u64,
     /// RFC 3339 time of the enrollment that produced this identity.
     pub enrolled_at: String,
+    /// Credential generation, advanced by every renewal; a copy of this dir on
+    /// another machine falls behind and is detected as a clone.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -125,6 +129,7 @@ impl fmt::Debug for AgentConfig {
             .field("ca_hash", &self.ca_hash)
             .field("heartbeat_interval_s", &self.heartbeat_interval_s)
             .field("enrolled_at", &self.enrolled_at)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -278,6 +283,17 @@ impl ConfigDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &path)(e)),
         }
+    }
+
+    /// Whether the agent could write its credentials here now (a renewal must be
+    /// able to): creates and removes a probe file.
+    pub fn check_writable(&self) -> Result<(), ConfigError> {
+        let probe = self
+            .path
+            .join(format!(".probe{TEMP_INFIX}{}", std::process::id()));
+        muster_files::write_new_synced(&probe, b"", SECRET_MODE)
+            .map_err(io_err("write into", &self.path))?;
+        fs::remove_file(&probe).map_err(io_err("remove", &probe))
     }
 
     /// Delete the config dir (for unenroll). Only files this module writes are removed; if
@@ -493,6 +509,7 @@ mod tests {
                 ca_hash: "sha256:abc".into(),
                 heartbeat_interval_s: 30,
                 enrolled_at: "2025-01-01T00:00:00Z".into(),
+                generation: 1,
             },
             key_pem: format!("-----BEGIN PRIVATE KEY-----\nkey{n}\n-----END PRIVATE KEY-----\n"),
             cert_pem: format!("-----BEGIN CERTIFICATE-----\ncert{n}\n-----END CERTIFICATE-----\n"),

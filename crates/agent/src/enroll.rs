@@ -239,6 +239,7 @@ fn check_answer(
             ca_hash: ca_hash.to_string(),
             heartbeat_interval_s: resp.heartbeat_interval_s,
             enrolled_at: now_rfc3339(),
+            generation: resp.generation,
         },
         key_pem,
         cert_pem: resp.cert_pem.clone(),
@@ -247,7 +248,7 @@ fn check_answer(
 }
 
 /// `host:port` of an `https://host:port/…` URL, for the primary-address probe.
-fn host_port(url: &str) -> Option<String> {
+pub(crate) fn host_port(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
     if authority.is_empty() {

@@ -4,6 +4,8 @@
 pub mod configdir;
 pub mod enroll;
 pub mod facts;
+pub mod service;
+pub mod session;
 pub mod status;
 
 pub use enroll::{EnrollOptions, EnrollReport, enroll};
@@ -27,6 +29,14 @@ pub enum AgentError {
     /// The hub queued the enrollment for an admin's approval.
     #[error("enrollment {request_id} is waiting for an admin's approval")]
     Pending { request_id: String },
+    /// The hub revoked this agent's credentials: stop, do not retry.
+    #[error("the hub revoked this agent: {0}")]
+    Revoked(String),
+    /// The hub refused the session for good.
+    #[error("the hub refused the session: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Session(#[from] muster_client::SessionError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -51,6 +51,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the agent: keep the live session with the hub (the service entry point).
+    Agent(AgentArgs),
     /// Save a hub URL, API key and CA hash for later admin commands.
     Login(admin::LoginArgs),
     /// Benchmarks against a running hub.
@@ -94,6 +96,32 @@ enum HubAction {
     CaHash {
         #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    #[arg(long, env = "MUSTER_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Write and enable a systemd unit that runs `muster agent`.
+    InstallService {
+        #[arg(long, env = "MUSTER_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        /// Install under this directory and do not call systemctl.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Stop, disable and remove the systemd unit.
+    UninstallService {
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
 }
 
@@ -147,16 +175,81 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Message(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Revoked(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(muster_agent::service::EXIT_REVOKED as u8)
         }
     }
 }
 
+/// How a command failed: the line to print, and whether it is the final
+/// "revoked" exit that service managers must not restart.
+enum Failure {
+    Message(String),
+    Revoked(String),
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Message(m)
+    }
+}
+
 /// Every command; errors come back as the one line to print.
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Agent(args) => run_agent(args).await,
+        other => Ok(run_other(cli.conn, other).await?),
+    }
+}
+
+async fn run_agent(args: AgentArgs) -> Result<(), Failure> {
+    use muster_agent::AgentError;
+    use muster_agent::configdir::ConfigDir;
+    match args.action {
+        Some(AgentAction::InstallService { config_dir, root }) => {
+            let dir = ConfigDir::resolve(config_dir.as_deref()).map_err(|e| e.to_string())?;
+            let binary =
+                std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+            let opts = muster_agent::service::ServiceOptions {
+                binary,
+                config_dir: std::path::absolute(dir.path())
+                    .unwrap_or_else(|_| dir.path().to_path_buf()),
+                root,
+            };
+            let path = muster_agent::service::install(&opts).map_err(|e| e.to_string())?;
+            println!("Installed and enabled {}", path.display());
+            Ok(())
+        }
+        Some(AgentAction::UninstallService { root }) => {
+            let path =
+                muster_agent::service::uninstall(root.as_deref()).map_err(|e| e.to_string())?;
+            println!("Removed {}", path.display());
+            Ok(())
+        }
+        None => {
+            let dir = ConfigDir::resolve(args.config_dir.as_deref()).map_err(|e| e.to_string())?;
+            let sources = muster_agent::facts::FactSources::from_env();
+            match muster_agent::session::run(&dir, sources, shutdown_signal()).await {
+                Ok(()) => Ok(()),
+                Err(e @ (AgentError::Revoked(_) | AgentError::Refused(_))) => {
+                    Err(Failure::Revoked(e.to_string()))
+                }
+                Err(AgentError::Session(e)) if e.is_final() => Err(Failure::Revoked(e.to_string())),
+                Err(e) => Err(Failure::Message(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), String> {
+    let cli = Cli { conn, command };
+    match cli.command {
+        Command::Agent(_) => Ok(()),
         Command::Hub(args) => run_hub(args).await,
         Command::Tokens { action } => admin::tokens(&cli.conn, action).await,
         Command::Agents { action } => admin::agents(&cli.conn, action).await,

@@ -4,6 +4,7 @@
 //! Errors come back typed: the hub's `{"error":{"code","message"}}` becomes
 //! [`ClientError::Api`] with its stable code, so callers can print one clear line.
 
+mod session;
 mod trust;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 
+pub use session::{Session, SessionError, connect_session};
 pub use trust::Trust;
 
 /// What went wrong talking to the hub.
@@ -114,26 +116,7 @@ impl HubClient {
         if parsed.scheme() != "https" || parsed.host_str().is_none() {
             return Err(ClientError::InvalidUrl(url.to_owned()));
         }
-        let (verifier, mismatch) = trust::verifier(&trust).map_err(ClientError::Tls)?;
-        let builder = rustls::ClientConfig::builder_with_provider(trust::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        let mut tls = match &opts.identity {
-            Some(id) => {
-                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
-                let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
-                    .map_err(|e| ClientError::Tls(format!("client key: {e}")))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| ClientError::Tls(e.to_string()))?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let (tls, mismatch) = tls_config(&trust, opts.identity.as_ref())?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -321,9 +304,46 @@ impl HubClient {
         Ok((status, body.to_vec()))
     }
 
+    /// Renew the calling agent's certificate (`Authorization`: its agent key).
+    pub async fn renew(
+        &self,
+        req: &muster_proto::RenewRequest,
+    ) -> Result<muster_proto::RenewResponse> {
+        self.post("/api/v1/agent/renew", req).await
+    }
+
     pub async fn whoami(&self) -> Result<serde_json::Value> {
         self.get("/api/v1/whoami").await
     }
+}
+
+/// The rustls client configuration for a trust choice and optional client identity,
+/// with the flag that reports a CA mismatch. Shared by HTTPS calls and sessions.
+pub(crate) fn tls_config(
+    trust: &Trust,
+    identity: Option<&ClientIdentity>,
+) -> Result<(rustls::ClientConfig, Arc<trust::MismatchFlag>)> {
+    let (verifier, mismatch) = trust::verifier(trust).map_err(ClientError::Tls)?;
+    let builder = rustls::ClientConfig::builder_with_provider(trust::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut tls = match identity {
+        Some(id) => {
+            let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .map_err(|e| ClientError::Tls(format!("client key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Tls(e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((tls, mismatch))
 }
 
 /// Percent-encode one path segment (ids are UUIDs, but names are free text).

@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/enroll", post(enroll));
     let agent = Router::new()
         .route("/api/v1/agent/me", get(agent_me))
+        .route("/api/v1/agent/session", get(agent_session))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Agent),
             require,
@@ -127,7 +128,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render(&state.sessions),
     )
 }
 
@@ -160,33 +161,77 @@ async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::
 /// The agent's own record. When it presents its client certificate too, that
 /// certificate must be its current one: a replaced certificate is refused.
 async fn agent_me(
+    State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     tls: Option<Extension<Arc<TlsInfo>>>,
 ) -> ApiResult<Json<AgentInfo>> {
-    let Principal::Agent(agent) = principal else {
-        return Err(ApiFailure::unauthorized(
-            codes::UNAUTHORIZED,
-            "not an agent",
-        ));
-    };
+    let agent = calling_agent(principal)?;
     if let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) {
-        let matches = muster_ca::cert_info_der(cert)
-            .is_ok_and(|info| info.subject_cn == agent.id && info.serial_hex == agent.cert_serial);
-        if !matches {
-            return Err(ApiFailure::unauthorized(
-                codes::KEY_INVALID,
-                "the client certificate is not this agent's current certificate",
-            ));
-        }
+        check_agent_cert(&agent, cert)?;
     }
-    Ok(Json(agent_info(&agent)))
+    Ok(Json(agent_info(&agent, &state)))
 }
 
-pub fn agent_info(a: &AgentRecord) -> AgentInfo {
+fn calling_agent(principal: Principal) -> ApiResult<AgentRecord> {
+    match principal {
+        Principal::Agent(agent) => Ok(*agent),
+        _ => Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "not an agent",
+        )),
+    }
+}
+
+/// The client certificate must be this agent's current one: the key and the
+/// certificate name the same agent, and a replaced certificate is refused. (TLS
+/// already checked that it chains to our CA and is within its validity.)
+fn check_agent_cert(agent: &AgentRecord, der: &[u8]) -> ApiResult<()> {
+    let matches = muster_ca::cert_info_der(der)
+        .is_ok_and(|info| info.subject_cn == agent.id && info.serial_hex == agent.cert_serial);
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "the client certificate is not this agent's current certificate",
+        ))
+    }
+}
+
+/// `GET /api/v1/agent/session`: the agent's live WebSocket (SPEC §9). Needs both the
+/// agent key (checked by the route's role) and the agent's client certificate.
+async fn agent_session(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    tls: Option<Extension<Arc<TlsInfo>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: axum::extract::WebSocketUpgrade,
+) -> ApiResult<axum::response::Response> {
+    let agent = calling_agent(principal)?;
+    let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) else {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "a session needs the agent's client certificate",
+        ));
+    };
+    check_agent_cert(&agent, cert)?;
+    let frame = 64 * 1024;
+    Ok(ws
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_write_buffer_size(2 * frame)
+        .max_message_size(frame)
+        .max_frame_size(frame)
+        .on_upgrade(move |socket| crate::sessions::run(state, agent, peer.ip(), socket)))
+}
+
+pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     let status = match a.state {
-        // Sessions arrive with the next milestone; until then an active agent is
-        // known to exist but not to be connected.
-        AgentState::Active => "offline",
+        AgentState::Active => match state.sessions.health(&a.id) {
+            Some((muster_proto::AgentHealth::Ok, _)) => "online",
+            Some((muster_proto::AgentHealth::Degraded, _)) => "degraded",
+            None => "offline",
+        },
         AgentState::Revoked => "revoked",
         AgentState::Removed => "removed",
     };
@@ -211,7 +256,7 @@ pub fn agent_info(a: &AgentRecord) -> AgentInfo {
 async fn list_agents(State(state): State<Arc<AppState>>) -> ApiResult<Json<AgentList>> {
     let agents = state.store.list_agents(false).await?;
     Ok(Json(AgentList {
-        agents: agents.iter().map(agent_info).collect(),
+        agents: agents.iter().map(|a| agent_info(a, &state)).collect(),
     }))
 }
 
@@ -237,7 +282,7 @@ async fn show_agent(
     if agent.state == AgentState::Removed {
         return Err(ApiFailure::not_found(format!("no agent {id:?}")));
     }
-    Ok(Json(agent_info(&agent)))
+    Ok(Json(agent_info(&agent, &state)))
 }
 
 async fn end_agent(
@@ -275,7 +320,14 @@ async fn end_agent(
             other => other.into(),
         })?;
     tracing::info!(agent_id = %ended.id, action, "agent credentials ended");
-    Ok(Json(agent_info(&ended)))
+    state.sessions.kick(
+        &ended.id,
+        match end {
+            AgentEnd::Revoke => "the agent was revoked by an admin",
+            AgentEnd::Remove => "the agent was removed by an admin",
+        },
+    );
+    Ok(Json(agent_info(&ended, state)))
 }
 
 async fn revoke_agent(

@@ -13,6 +13,7 @@ mod enroll;
 mod error;
 mod rules;
 pub mod secrets;
+mod sessions;
 mod state;
 mod tls;
 
@@ -118,6 +119,9 @@ pub enum HubError {
     },
 }
 
+/// Agents told of a shutdown reconnect at a random moment within this window.
+const SHUTDOWN_RECONNECT_SPREAD: Duration = Duration::from_secs(10);
+
 /// A hub that is bound and ready to serve.
 pub struct Hub {
     state: Arc<AppState>,
@@ -161,6 +165,7 @@ impl Hub {
             heartbeat_interval: opts.heartbeat_interval,
             cert_validity: opts.cert_validity,
             metrics: Default::default(),
+            sessions: Default::default(),
         });
         let files = bootstrap::write_hub_json(&opts.data_dir, &local_url(local), &state)?;
         tracing::info!(
@@ -204,8 +209,26 @@ impl Hub {
     ) -> Result<(), HubError> {
         let handle = axum_server::Handle::new();
         let on_shutdown = handle.clone();
+        let (stop_flush, flush_stopped) = tokio::sync::watch::channel(false);
+        let flush_every = self
+            .state
+            .heartbeat_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let flusher = tokio::spawn(sessions::flush_loop(
+            self.state.clone(),
+            flush_every,
+            flush_stopped,
+        ));
+        let state = self.state.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Tell agents first, so they come back spread over the next seconds
+            // instead of waiting out a full backoff, then stop accepting.
+            state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while state.sessions.count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
         });
         let app = api::router(self.state.clone());
@@ -246,6 +269,8 @@ impl Hub {
                 path: PathBuf::from(local.map(|l| l.to_string()).unwrap_or_default()),
                 source,
             })?;
+        let _ = stop_flush.send(true);
+        let _ = flusher.await;
         tracing::info!("hub stopped");
         Ok(())
     }

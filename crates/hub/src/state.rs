@@ -20,6 +20,7 @@ pub struct AppState {
     pub heartbeat_interval: Duration,
     pub cert_validity: Duration,
     pub metrics: Metrics,
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// Counters served on `/metrics`. Plain atomics, so a hub needs no global recorder.
@@ -37,7 +38,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub fn render(&self, sessions: &crate::sessions::Sessions) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "# HELP muster_enrollments_total Enrollment requests by result.\n\
@@ -47,11 +48,27 @@ impl Metrics {
              muster_enrollments_total{{result=\"failed\"}} {}\n\
              # HELP muster_http_requests_total HTTP requests handled.\n\
              # TYPE muster_http_requests_total counter\n\
-             muster_http_requests_total {}\n",
+             muster_http_requests_total {}\n\
+             # HELP muster_sessions_live Agent sessions open now.\n\
+             # TYPE muster_sessions_live gauge\n\
+             muster_sessions_live {}\n\
+             # HELP muster_heartbeats_total Heartbeats received.\n\
+             # TYPE muster_heartbeats_total counter\n\
+             muster_heartbeats_total {}\n\
+             # HELP muster_last_seen_flushes_total Batched writes of last_seen_at.\n\
+             # TYPE muster_last_seen_flushes_total counter\n\
+             muster_last_seen_flushes_total {}\n\
+             # HELP muster_last_seen_rows_total Agent rows written by those batches.\n\
+             # TYPE muster_last_seen_rows_total counter\n\
+             muster_last_seen_rows_total {}\n",
             get(&self.enrollments_ok),
             get(&self.enrollments_refused),
             get(&self.enrollments_failed),
             get(&self.http_requests),
+            sessions.count(),
+            get(&sessions.heartbeats),
+            get(&sessions.flushes),
+            get(&sessions.flushed_rows),
         )
     }
 }

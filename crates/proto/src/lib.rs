@@ -149,6 +149,9 @@ pub struct EnrollResponse {
     pub cert_expires_at: String,
     pub hub_url: String,
     pub heartbeat_interval_s: u64,
+    /// Credential generation of the issued identity (clone detection, SPEC §9).
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// 202 answer to `POST /api/v1/enroll` when the request waits for approval (§7).
@@ -252,4 +255,78 @@ pub struct AgentList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
+}
+
+/// How an agent feels, as it reports in every heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentHealth {
+    #[default]
+    Ok,
+    /// The agent detected a problem it cannot fix itself (see `problems`).
+    Degraded,
+}
+
+/// Session frames from agent to hub (SPEC §9): JSON text frames tagged by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First frame of every session.
+    Hello {
+        protocol_version: u32,
+        agent_version: String,
+        #[serde(default)]
+        packs: Vec<String>,
+        /// SHA-256 of the facts, so the hub can tell when they changed.
+        #[serde(default)]
+        facts_digest: String,
+        /// The facts themselves, refreshed at every session start.
+        #[serde(default)]
+        facts: Option<HostFacts>,
+        /// The credential generation this agent holds (clone detection).
+        #[serde(default)]
+        generation: i64,
+    },
+    Heartbeat {
+        status: AgentHealth,
+        #[serde(default)]
+        problems: Vec<String>,
+    },
+}
+
+/// Session frames from hub to agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMessage {
+    /// The session is accepted; heartbeat at this interval.
+    Welcome {
+        agent_id: String,
+        heartbeat_interval_s: u64,
+        /// The hub's clock (unix ms), so the agent can detect skew.
+        hub_time_ms: i64,
+    },
+    /// Answer to a heartbeat, carrying the hub's clock again.
+    Ack { hub_time_ms: i64 },
+    /// The agent's credentials were revoked or replaced: stop, do not retry.
+    Revoked { reason: String },
+    /// The session is refused (old protocol, cloned identity…): `code` says why.
+    Refused { code: String, message: String },
+    /// The hub is shutting down: reconnect after a random delay up to this.
+    Shutdown { reconnect_within_ms: u64 },
+}
+
+/// `POST /api/v1/agent/renew`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+    /// The generation the agent holds; the hub advances it.
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+    pub cert_expires_at: String,
+    pub generation: i64,
 }

@@ -106,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
     /// entry. Commits all of it or nothing.
     async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord>;
 
+    /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
+    async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
+
     /// Revoke or remove a live agent: its key stops working at once.
     async fn end_agent(
         &self,

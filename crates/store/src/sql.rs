@@ -566,6 +566,35 @@ impl Store for SqlStore {
         Ok(agent)
     }
 
+    async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {
+        // One statement per chunk: `CASE id WHEN $1 THEN $2 …` keeps it portable, and
+        // the chunk bounds the parameter count (SQLite allows 32766).
+        const CHUNK: usize = 500;
+        let (_guard, mut tx) = self.begin_write().await?;
+        for chunk in seen.chunks(CHUNK) {
+            let mut sql = String::from("UPDATE agents SET last_seen_at = CASE id");
+            for i in 0..chunk.len() {
+                sql.push_str(&format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2));
+            }
+            sql.push_str(" ELSE last_seen_at END WHERE id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", 2 * i + 1));
+            }
+            sql.push(')');
+            // Only generated placeholders are spliced in; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, at) in chunk {
+                query = query.bind(id.as_str()).bind(*at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn end_agent(
         &self,
         id: &str,

@@ -195,6 +195,12 @@ async fn enroll_inner(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(agent_id = %agent.id, name = %agent.name, %source, action, "agent enrolled");
+    if mode == EnrollMode::Replace {
+        state.sessions.kick(
+            &agent.id,
+            "the agent's credentials were replaced by a new enrollment",
+        );
+    }
     let status = if mode == EnrollMode::New {
         StatusCode::CREATED
     } else {
@@ -328,6 +334,7 @@ fn response(state: &AppState, agent: &AgentRecord, issued: Issued) -> EnrollResp
         cert_expires_at: rfc3339(issued.creds.cert_expires_at),
         hub_url: state.hub_url.clone(),
         heartbeat_interval_s: state.heartbeat_interval.as_secs(),
+        generation: agent.generation,
     }
 }
 

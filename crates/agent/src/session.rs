@@ -1,0 +1,261 @@
+//! `muster agent` (SPEC §9): keep one live session with the hub, heartbeat at the
+//! interval the hub sets, report problems the agent really detects, and reconnect
+//! with exponential backoff and full jitter when the link drops.
+//!
+//! Invariants: a revoked or unknown agent stops at once and for good (non-zero exit,
+//! no retry loop hammering the hub); credentials are re-read from the config dir
+//! before every connection, so a renewal or re-enrollment is picked up.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use muster_client::{ClientIdentity, Session, connect_session};
+use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
+
+use crate::AgentError;
+use crate::configdir::{ConfigDir, Credentials};
+use crate::facts::{FactSources, collect};
+
+/// Clock difference with the hub beyond which the agent reports itself degraded.
+const MAX_SKEW: Duration = Duration::from_secs(60);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with full jitter between 1 s and 60 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// The next delay: uniform in [1 s, min(60 s, 2^(n+1) s)], so even the first
+    /// retries of a whole fleet spread over a second rather than landing together.
+    pub fn next_delay(&mut self) -> Duration {
+        let cap_ms = 1000u64
+            .saturating_mul(1 << (self.attempt + 1).min(6))
+            .min(60_000);
+        self.attempt = self.attempt.saturating_add(1);
+        Duration::from_millis(rand::random_range(1000..=cap_ms))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    /// Our own shutdown signal.
+    Stopped,
+    /// The hub revoked these credentials.
+    Revoked(String),
+    /// The hub refused the session for good (old protocol, cloned identity…).
+    Refused(String),
+    /// The hub is restarting: come back within this.
+    HubShutdown(Duration),
+    /// The link broke or the hub went silent.
+    Lost(String),
+}
+
+pub async fn run(
+    dir: &ConfigDir,
+    sources: FactSources,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::default();
+    loop {
+        let creds = dir
+            .load()?
+            .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
+        let identity = ClientIdentity {
+            cert_pem: creds.cert_pem.clone(),
+            key_pem: creds.key_pem.clone(),
+        };
+        let connected = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = connect_session(&creds.config.hub_url, &creds.ca_pem, &identity, &creds.config.agent_key) => r,
+        };
+        let wait = match connected {
+            Ok(session) => {
+                let started = Instant::now();
+                match drive(session, &creds, dir, &sources, &mut shutdown).await {
+                    Ended::Stopped => return Ok(()),
+                    Ended::Revoked(reason) => {
+                        // A re-enrollment on this machine replaced the credentials:
+                        // carry on with the new ones instead of stopping.
+                        if let Ok(Some(now)) = dir.load()
+                            && now.config.agent_key != creds.config.agent_key
+                        {
+                            tracing::info!(
+                                "credentials were replaced in the config dir; reconnecting with them"
+                            );
+                            backoff.reset();
+                            continue;
+                        }
+                        return Err(AgentError::Revoked(reason));
+                    }
+                    Ended::Refused(message) => return Err(AgentError::Refused(message)),
+                    Ended::HubShutdown(within) => {
+                        backoff.reset();
+                        let ms = within.as_millis().max(1) as u64;
+                        let delay = Duration::from_millis(rand::random_range(250..=ms.max(250)));
+                        tracing::info!(
+                            ?delay,
+                            "hub is restarting; reconnecting after a random delay"
+                        );
+                        delay
+                    }
+                    Ended::Lost(why) => {
+                        if started.elapsed() >= STABLE_SESSION {
+                            backoff.reset();
+                        }
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%why, ?delay, "session lost; reconnecting");
+                        delay
+                    }
+                }
+            }
+            Err(e) if e.is_final() => return Err(AgentError::Session(e)),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, ?delay, "cannot reach the hub; retrying");
+                delay
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn drive(
+    mut session: Session,
+    creds: &Credentials,
+    dir: &ConfigDir,
+    sources: &FactSources,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Ended {
+    let hub_addr = crate::enroll::host_port(&creds.config.hub_url);
+    let src = sources.clone();
+    let facts = tokio::task::spawn_blocking(move || collect(&src, hub_addr.as_deref()))
+        .await
+        .unwrap_or_default();
+    let digest = serde_json::to_vec(&facts)
+        .map(|b| {
+            Sha256::digest(&b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let hello = AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        packs: Vec::new(),
+        facts_digest: digest,
+        facts: Some(facts),
+        generation: creds.config.generation,
+    };
+    if let Err(e) = session.send(&hello).await {
+        return Ended::Lost(e.to_string());
+    }
+    let interval = match tokio::time::timeout(Duration::from_secs(10), session.recv()).await {
+        Ok(Ok(Some(HubMessage::Welcome {
+            heartbeat_interval_s,
+            hub_time_ms,
+            ..
+        }))) => {
+            tracing::info!(agent_id = %creds.config.agent_id, heartbeat_interval_s, "session open");
+            let _ = skew_problem(hub_time_ms);
+            Duration::from_secs(heartbeat_interval_s.max(1))
+        }
+        Ok(Ok(Some(HubMessage::Refused { code, message }))) => {
+            return Ended::Refused(format!("{message} ({code})"));
+        }
+        Ok(Ok(Some(HubMessage::Revoked { reason }))) => return Ended::Revoked(reason),
+        Ok(Ok(other)) => return Ended::Lost(format!("expected welcome, got {other:?}")),
+        Ok(Err(e)) => return Ended::Lost(e.to_string()),
+        Err(_) => return Ended::Lost("no welcome from the hub".to_owned()),
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut skew: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = &mut *shutdown => {
+                session.close().await;
+                return Ended::Stopped;
+            }
+            _ = tick.tick() => {
+                let problems = problems(dir, skew.as_deref());
+                let status = if problems.is_empty() { AgentHealth::Ok } else { AgentHealth::Degraded };
+                if let Err(e) = session.send(&AgentMessage::Heartbeat { status, problems }).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            frame = session.recv() => match frame {
+                Ok(Some(HubMessage::Ack { hub_time_ms })) => skew = skew_problem(hub_time_ms),
+                Ok(Some(HubMessage::Revoked { reason })) => return Ended::Revoked(reason),
+                Ok(Some(HubMessage::Refused { code, message })) => return Ended::Refused(format!("{message} ({code})")),
+                Ok(Some(HubMessage::Shutdown { reconnect_within_ms })) => {
+                    return Ended::HubShutdown(Duration::from_millis(reconnect_within_ms));
+                }
+                Ok(Some(HubMessage::Welcome { .. })) => {}
+                Ok(None) => return Ended::Lost("the hub closed the session".to_owned()),
+                Err(e) => return Ended::Lost(e.to_string()),
+            },
+        }
+    }
+}
+
+/// A problem line when our clock and the hub's differ by more than [`MAX_SKEW`].
+fn skew_problem(hub_time_ms: i64) -> Option<String> {
+    let ours = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let diff = (ours as i64 - hub_time_ms).unsigned_abs() / 1000;
+    (diff > MAX_SKEW.as_secs()).then(|| format!("clock skew of {diff} s against the hub"))
+}
+
+/// What the agent can detect about itself right now.
+fn problems(dir: &ConfigDir, skew: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = skew {
+        out.push(s.to_owned());
+    }
+    if let Err(e) = dir.check_writable() {
+        out.push(format!("config dir not writable: {e}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_between_one_and_sixty_seconds() {
+        let mut b = Backoff::default();
+        let first: Vec<Duration> = (0..200).map(|_| Backoff::default().next_delay()).collect();
+        assert!(
+            first
+                .iter()
+                .all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(2))
+        );
+        assert!(first.iter().any(|d| *d != first[0]), "jittered");
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(60));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn skew_is_reported_past_a_minute() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        assert!(skew_problem(now).is_none());
+        assert!(skew_problem(now - 120_000).is_some());
+    }
+}

@@ -1,0 +1,288 @@
+//! Live agent sessions (SPEC §9): the registry of who is connected, and the task
+//! that runs one WebSocket.
+//!
+//! Invariants: an agent is `online`/`degraded` exactly while its entry is in the
+//! registry; the entry is removed by a guard when the session task ends, however it
+//! ends. Heartbeats touch memory only; `last_seen_at` reaches the database in batches
+//! from [`Sessions::take_seen`], flushed by a background task.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
+use muster_store::AgentRecord;
+use tokio::sync::mpsc;
+
+use crate::state::{AppState, now_ms};
+
+/// What the rest of the hub can tell a session task.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Credentials revoked or replaced: send `revoked`, close.
+    Revoke(String),
+    /// Hub shutting down: send `shutdown`, close.
+    Shutdown { reconnect_within_ms: u64 },
+    /// A newer session of the same agent took over: close quietly.
+    Superseded,
+}
+
+struct Live {
+    conn: u64,
+    control: mpsc::Sender<Control>,
+    health: AgentHealth,
+    problems: Vec<String>,
+}
+
+/// Who is connected right now.
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Live>>,
+    /// `last_seen` times not yet written to the database.
+    seen: Mutex<HashMap<String, i64>>,
+    next_conn: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flushed_rows: AtomicU64,
+}
+
+/// Removes the registry entry when the session task ends.
+pub struct Registration {
+    sessions: Arc<AppState>,
+    agent_id: String,
+    conn: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let s = &self.sessions.sessions;
+        let mut live = s.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live
+            .get(&self.agent_id)
+            .is_some_and(|l| l.conn == self.conn)
+        {
+            live.remove(&self.agent_id);
+        }
+        drop(live);
+        s.mark_seen(&self.agent_id, now_ms());
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_seen(&self, agent_id: &str, at: i64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_owned(), at);
+    }
+
+    /// `Some(health)` while the agent has a live session.
+    pub fn health(&self, agent_id: &str) -> Option<(AgentHealth, Vec<String>)> {
+        self.lock()
+            .get(agent_id)
+            .map(|l| (l.health, l.problems.clone()))
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Tell the agent's live session (if any) to end; returns whether there was one.
+    pub fn kick(&self, agent_id: &str, reason: &str) -> bool {
+        let control = self.lock().get(agent_id).map(|l| l.control.clone());
+        match control {
+            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ask every session to close, telling agents to come back within `spread`.
+    pub fn shutdown_all(&self, spread: Duration) {
+        let controls: Vec<_> = self.lock().values().map(|l| l.control.clone()).collect();
+        for tx in controls {
+            let _ = tx.try_send(Control::Shutdown {
+                reconnect_within_ms: spread.as_millis() as u64,
+            });
+        }
+    }
+
+    /// The `last_seen` times gathered since the last call.
+    pub fn take_seen(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Put back times a failed flush could not write, unless newer ones arrived.
+    pub fn restore_seen(&self, batch: Vec<(String, i64)>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, at) in batch {
+            seen.entry(id).or_insert(at);
+        }
+    }
+
+    fn heartbeat(&self, agent_id: &str, conn: u64, health: AgentHealth, problems: Vec<String>) {
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.lock().get_mut(agent_id).filter(|l| l.conn == conn) {
+            l.health = health;
+            l.problems = problems;
+        }
+        self.mark_seen(agent_id, now_ms());
+    }
+}
+
+fn register(state: &Arc<AppState>, agent_id: &str, control: mpsc::Sender<Control>) -> Registration {
+    let s = &state.sessions;
+    let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
+    let previous = s.lock().insert(
+        agent_id.to_owned(),
+        Live {
+            conn,
+            control,
+            health: AgentHealth::Ok,
+            problems: Vec::new(),
+        },
+    );
+    if let Some(old) = previous {
+        let _ = old.control.try_send(Control::Superseded);
+    }
+    s.mark_seen(agent_id, now_ms());
+    Registration {
+        sessions: state.clone(),
+        agent_id: agent_id.to_owned(),
+        conn,
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: &HubMessage) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Run one accepted session until it ends.
+pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut socket: WebSocket) {
+    let interval = state.heartbeat_interval;
+    let hello = match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMessage>(t.as_str()).ok(),
+        _ => None,
+    };
+    let Some(AgentMessage::Hello {
+        protocol_version, ..
+    }) = hello
+    else {
+        tracing::info!(agent_id = %agent.id, %peer, "session closed: no hello");
+        return;
+    };
+    if protocol_version != PROTOCOL_VERSION {
+        let _ = send(
+            &mut socket,
+            &HubMessage::Refused {
+                code: "protocol_version".to_owned(),
+                message: format!(
+                    "this hub speaks protocol {PROTOCOL_VERSION}, the agent {protocol_version}: upgrade the agent"
+                ),
+            },
+        )
+        .await;
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+
+    let (tx, mut rx) = mpsc::channel(4);
+    let registration = register(&state, &agent.id, tx);
+    tracing::info!(agent_id = %agent.id, %peer, "session open");
+    let welcome = HubMessage::Welcome {
+        agent_id: agent.id.clone(),
+        heartbeat_interval_s: interval.as_secs().max(1),
+        hub_time_ms: now_ms(),
+    };
+    if !send(&mut socket, &welcome).await {
+        return;
+    }
+    // Heartbeats may stop without a close (a frozen or cut-off agent): 2.5 intervals
+    // of silence end the session.
+    let silence = interval.mul_f64(2.5);
+    let reason = loop {
+        tokio::select! {
+            frame = tokio::time::timeout(silence, socket.recv()) => match frame {
+                Err(_) => break "heartbeats stopped",
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break "closed by the agent",
+                Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
+                    Ok(AgentMessage::Heartbeat { status, problems }) => {
+                        let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
+                        state.sessions.heartbeat(&agent.id, registration.conn, status, problems);
+                        if !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await {
+                            break "send failed";
+                        }
+                    }
+                    Ok(AgentMessage::Hello { .. }) => {}
+                    Err(_) => break "unreadable frame",
+                },
+                Ok(Some(Ok(_))) => {}
+            },
+            control = rx.recv() => match control {
+                Some(Control::Revoke(reason)) => {
+                    let _ = send(&mut socket, &HubMessage::Revoked { reason }).await;
+                    break "revoked";
+                }
+                Some(Control::Shutdown { reconnect_within_ms }) => {
+                    let _ = send(&mut socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
+                    break "hub shutting down";
+                }
+                Some(Control::Superseded) | None => break "superseded by a newer session",
+            },
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+    drop(registration);
+    tracing::info!(agent_id = %agent.id, %peer, reason, "session closed");
+}
+
+/// Write gathered `last_seen` times every `every` until `stop`; once more at the end.
+pub async fn flush_loop(
+    state: Arc<AppState>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                flush(&state).await;
+                return;
+            }
+        }
+        flush(&state).await;
+    }
+}
+
+pub async fn flush(state: &AppState) {
+    let batch = state.sessions.take_seen();
+    if batch.is_empty() {
+        return;
+    }
+    match state.store.record_last_seen(&batch).await {
+        Ok(()) => {
+            state.sessions.flushes.fetch_add(1, Ordering::Relaxed);
+            state
+                .sessions
+                .flushed_rows
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, rows = batch.len(), "could not write last_seen; will retry");
+            state.sessions.restore_seen(batch);
+        }
+    }
+}
