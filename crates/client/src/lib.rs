@@ -282,6 +282,17 @@ impl HubClient {
         self.get("/api/v1/agent/me").await
     }
 
+    /// GET a path and return the status and raw body (metrics, diagnostics).
+    pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let resp = self.send(self.http.get(self.url(path)), None).await?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
+        Ok((status, body.to_vec()))
+    }
+
     /// POST raw bytes and return the status and body as they came: for probing the
     /// hub with malformed input (tests, diagnostics).
     pub async fn post_raw(

@@ -155,6 +155,43 @@ impl TestHub {
         }
     }
 
+    /// Stop and start again on the same address, as an operator's restart would.
+    pub async fn restart_same_port(&mut self) {
+        let addr: std::net::SocketAddr = self.url.trim_start_matches("https://").parse().unwrap();
+        self.halt().await;
+        let mut options = self.options.clone();
+        options.listen = addr;
+        let mut fresh = Self::launch(options, self.backend.clone(), self.db_url.clone()).await;
+        self.url = fresh.url.clone();
+        self.shutdown = fresh.shutdown.take();
+        self.task = fresh.task.take();
+    }
+
+    /// Stop serving (agents are told to come back), keeping the data.
+    pub async fn stop_serving(&mut self) {
+        self.halt().await;
+    }
+
+    /// Poll `agents show` until the agent has `status`; how long it took.
+    pub async fn wait_status(&self, agent: &str, status: &str, within: Duration) -> Duration {
+        let start = std::time::Instant::now();
+        let admin = self.admin();
+        loop {
+            let now = admin
+                .agent(agent)
+                .await
+                .map(|a| a.status)
+                .unwrap_or_default();
+            if now == status {
+                return start.elapsed();
+            }
+            if start.elapsed() > within {
+                panic!("agent {agent} is {now:?}, not {status:?}, after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Stop the hub and drop its PostgreSQL database.
     pub async fn stop(mut self) {
         self.halt().await;
@@ -253,6 +290,23 @@ impl TestAgent {
         self.hostname = hostname.to_owned();
     }
 
+    /// Run `muster agent` for this machine in the background.
+    pub fn run(&self) -> RunningAgent {
+        let dir = self.dir.clone();
+        let sources = self.fact_sources();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            muster_agent::session::run(&dir, sources, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        RunningAgent {
+            stop: Some(tx),
+            task,
+        }
+    }
+
     /// A client authenticating as this agent (agent key + client certificate).
     pub fn client(&self) -> HubClient {
         let creds = self.dir.load().unwrap().expect("agent enrolled");
@@ -269,6 +323,33 @@ impl TestAgent {
         )
         .unwrap()
         .with_bearer(creds.config.agent_key)
+    }
+}
+
+/// An agent session loop running in this process.
+pub struct RunningAgent {
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<(), muster_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    /// Ask it to stop and wait for it.
+    pub async fn stop(mut self) -> Result<(), muster_agent::AgentError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("agent stops")
+            .expect("agent task")
+    }
+
+    /// Wait for it to end by itself (revoked, refused…), at most `within`.
+    pub async fn ended(self, within: Duration) -> Result<(), muster_agent::AgentError> {
+        tokio::time::timeout(within, self.task)
+            .await
+            .expect("agent ended in time")
+            .expect("agent task")
     }
 }
 
