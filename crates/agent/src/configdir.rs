@@ -22,6 +22,7 @@ const KEY_FILE: &str = "key.pem";
 const CERT_FILE: &str = "cert.pem";
 const CA_FILE: &str = "ca.pem";
 const PENDING_FILE: &str = "pending-enrollment.json";
+const PENDING_RENEWAL_FILE: &str = "pending-renewal.json";
 const STAGING_DIR: &str = ".staging";
 const COMPLETE_MARKER: &str = "COMPLETE";
 /// Temp files are `.<name>.tmp-<random>`; the marker lets `remove_all` recognise them.
@@ -169,6 +170,24 @@ pub struct PendingEnrollment {
     pub created_at: String,
 }
 
+/// A certificate renewal in flight (its new private key: a secret).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRenewal {
+    /// The generation the renewal was asked for.
+    pub generation: i64,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for PendingRenewal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingRenewal")
+            .field("generation", &self.generation)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 impl fmt::Debug for PendingEnrollment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingEnrollment")
@@ -258,7 +277,45 @@ impl ConfigDir {
 
     /// The enrollment in flight, if any (SPEC §5 idempotency).
     pub fn load_pending(&self) -> Result<Option<PendingEnrollment>, ConfigError> {
-        let path = self.path.join(PENDING_FILE);
+        self.load_json(PENDING_FILE)
+    }
+
+    /// Record the enrollment in flight; kept until `clear_pending` after it completes.
+    pub fn store_pending(&self, p: &PendingEnrollment) -> Result<(), ConfigError> {
+        self.store_secret_json(PENDING_FILE, p)
+    }
+
+    /// Forget the enrollment in flight; no error when there is none.
+    pub fn clear_pending(&self) -> Result<(), ConfigError> {
+        self.remove_file(PENDING_FILE)
+    }
+
+    /// The renewal in flight: its new key is kept until the new certificate is stored,
+    /// so a renewal whose answer was lost is retried with the same key.
+    pub fn load_pending_renewal(&self) -> Result<Option<PendingRenewal>, ConfigError> {
+        self.load_json(PENDING_RENEWAL_FILE)
+    }
+
+    pub fn store_pending_renewal(&self, p: &PendingRenewal) -> Result<(), ConfigError> {
+        self.store_secret_json(PENDING_RENEWAL_FILE, p)
+    }
+
+    pub fn clear_pending_renewal(&self) -> Result<(), ConfigError> {
+        self.remove_file(PENDING_RENEWAL_FILE)
+    }
+
+    /// When the current `cert.pem` was written: the start of its useful life here.
+    pub fn cert_written_at(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path.join(CERT_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn load_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let path = self.path.join(name);
         let Some(raw) = read_optional(&path)? else {
             return Ok(None);
         };
@@ -267,17 +324,14 @@ impl ConfigDir {
             .map_err(|source| ConfigError::Invalid { path, source })
     }
 
-    /// Record the enrollment in flight; kept until `clear_pending` after it completes.
-    pub fn store_pending(&self, p: &PendingEnrollment) -> Result<(), ConfigError> {
+    fn store_secret_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ConfigError> {
         self.ensure_dir()?;
-        let path = self.path.join(PENDING_FILE);
-        let json = encode(p, &path)?;
-        write_atomic(&self.path, PENDING_FILE, json.as_bytes(), SECRET_MODE)
+        let json = encode(value, &self.path.join(name))?;
+        write_atomic(&self.path, name, json.as_bytes(), SECRET_MODE)
     }
 
-    /// Forget the enrollment in flight; no error when there is none.
-    pub fn clear_pending(&self) -> Result<(), ConfigError> {
-        let path = self.path.join(PENDING_FILE);
+    fn remove_file(&self, name: &str) -> Result<(), ConfigError> {
+        let path = self.path.join(name);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -437,7 +491,7 @@ fn resolve_with(
 fn is_owned_file(name: &str) -> bool {
     matches!(
         name,
-        CONFIG_FILE | KEY_FILE | CERT_FILE | CA_FILE | PENDING_FILE
+        CONFIG_FILE | KEY_FILE | CERT_FILE | CA_FILE | PENDING_FILE | PENDING_RENEWAL_FILE
     ) || (name.starts_with('.') && name.contains(TEMP_INFIX))
 }
 

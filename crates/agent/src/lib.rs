@@ -4,6 +4,7 @@
 pub mod configdir;
 pub mod enroll;
 pub mod facts;
+pub mod renew;
 pub mod service;
 pub mod session;
 pub mod status;

@@ -19,6 +19,8 @@ use crate::facts::{FactSources, collect};
 
 /// Clock difference with the hub beyond which the agent reports itself degraded.
 const MAX_SKEW: Duration = Duration::from_secs(60);
+/// Wait before retrying a failed renewal.
+const RENEW_RETRY: Duration = Duration::from_secs(15);
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
@@ -66,9 +68,24 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
     loop {
-        let creds = dir
+        let mut creds = dir
             .load()?
             .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
+        // Finish a renewal whose answer was lost before saying hello: the hub has
+        // already moved to the next generation.
+        if crate::renew::pending(dir, &creds)? {
+            match crate::renew::renew(dir, &creds).await {
+                Ok(renewed) => creds = renewed,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, ?delay, "cannot finish the pending certificate renewal; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            }
+        }
         let identity = ClientIdentity {
             cert_pem: creds.cert_pem.clone(),
             key_pem: creds.key_pem.clone(),
@@ -133,11 +150,12 @@ pub async fn run(
 
 async fn drive(
     mut session: Session,
-    creds: &Credentials,
+    start_creds: &Credentials,
     dir: &ConfigDir,
     sources: &FactSources,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
+    let mut creds = start_creds.clone();
     let hub_addr = crate::enroll::host_port(&creds.config.hub_url);
     let src = sources.clone();
     let facts = tokio::task::spawn_blocking(move || collect(&src, hub_addr.as_deref()))
@@ -183,14 +201,38 @@ async fn drive(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut skew: Option<String> = None;
+    let mut renew_problem: Option<String> = None;
+    let first_due = crate::renew::due_in(dir, &creds).unwrap_or(RENEW_RETRY);
+    let renewal = tokio::time::sleep(first_due);
+    tokio::pin!(renewal);
     loop {
         tokio::select! {
+            _ = &mut renewal => {
+                // The session carries on over its connection while the certificate
+                // is replaced; the hub accepts the previous one until it expires.
+                let next = match crate::renew::renew(dir, &creds).await {
+                    Ok(renewed) => {
+                        creds = renewed;
+                        renew_problem = None;
+                        crate::renew::due_in(dir, &creds).unwrap_or(RENEW_RETRY)
+                    }
+                    Err(AgentError::Client(e)) if e.code() == Some(muster_proto::codes::AGENT_CLONED) => {
+                        return Ended::Refused(e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "certificate renewal failed");
+                        renew_problem = Some(format!("certificate renewal failing: {e}"));
+                        RENEW_RETRY
+                    }
+                };
+                renewal.as_mut().reset(tokio::time::Instant::now() + next.max(Duration::from_millis(500)));
+            }
             _ = &mut *shutdown => {
                 session.close().await;
                 return Ended::Stopped;
             }
             _ = tick.tick() => {
-                let problems = problems(dir, skew.as_deref());
+                let problems = problems(dir, skew.as_deref(), renew_problem.as_deref());
                 let status = if problems.is_empty() { AgentHealth::Ok } else { AgentHealth::Degraded };
                 if let Err(e) = session.send(&AgentMessage::Heartbeat { status, problems }).await {
                     return Ended::Lost(e.to_string());
@@ -219,11 +261,8 @@ fn skew_problem(hub_time_ms: i64) -> Option<String> {
 }
 
 /// What the agent can detect about itself right now.
-fn problems(dir: &ConfigDir, skew: Option<&str>) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(s) = skew {
-        out.push(s.to_owned());
-    }
+fn problems(dir: &ConfigDir, skew: Option<&str>, renewal: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = skew.into_iter().chain(renewal).map(str::to_owned).collect();
     if let Err(e) = dir.check_writable() {
         out.push(format!("config dir not writable: {e}"));
     }

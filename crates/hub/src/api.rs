@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let agent = Router::new()
         .route("/api/v1/agent/me", get(agent_me))
         .route("/api/v1/agent/session", get(agent_session))
+        .route("/api/v1/agent/renew", post(crate::renew::renew))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Agent),
             require,
@@ -172,7 +173,7 @@ async fn agent_me(
     Ok(Json(agent_info(&agent, &state)))
 }
 
-fn calling_agent(principal: Principal) -> ApiResult<AgentRecord> {
+pub(crate) fn calling_agent(principal: Principal) -> ApiResult<AgentRecord> {
     match principal {
         Principal::Agent(agent) => Ok(*agent),
         _ => Err(ApiFailure::unauthorized(
@@ -185,9 +186,16 @@ fn calling_agent(principal: Principal) -> ApiResult<AgentRecord> {
 /// The client certificate must be this agent's current one: the key and the
 /// certificate name the same agent, and a replaced certificate is refused. (TLS
 /// already checked that it chains to our CA and is within its validity.)
-fn check_agent_cert(agent: &AgentRecord, der: &[u8]) -> ApiResult<()> {
-    let matches = muster_ca::cert_info_der(der)
-        .is_ok_and(|info| info.subject_cn == agent.id && info.serial_hex == agent.cert_serial);
+pub(crate) fn check_agent_cert(agent: &AgentRecord, der: &[u8]) -> ApiResult<()> {
+    // After a renewal the previous certificate keeps working until it expires (the
+    // agent may still hold a session opened with it).
+    let previous_ok = agent.prev_cert_expires_at.is_some_and(|e| e > now_ms());
+    let matches = muster_ca::cert_info_der(der).is_ok_and(|info| {
+        info.subject_cn == agent.id
+            && (info.serial_hex == agent.cert_serial
+                || (previous_ok
+                    && agent.prev_cert_serial.as_deref() == Some(info.serial_hex.as_str())))
+    });
     if matches {
         Ok(())
     } else {
@@ -215,6 +223,9 @@ async fn agent_session(
         ));
     };
     check_agent_cert(&agent, cert)?;
+    if agent.cloned_at.is_some() {
+        return Err(crate::renew::cloned_refusal());
+    }
     let frame = 64 * 1024;
     Ok(ws
         .read_buffer_size(4096)
@@ -227,6 +238,7 @@ async fn agent_session(
 
 pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     let status = match a.state {
+        AgentState::Active if a.cloned_at.is_some() => "cloned",
         AgentState::Active => match state.sessions.health(&a.id) {
             Some((muster_proto::AgentHealth::Ok, _)) => "online",
             Some((muster_proto::AgentHealth::Degraded, _)) => "degraded",
@@ -250,6 +262,8 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
         last_seen_at: a.last_seen_at.map(rfc3339),
         cert_expires_at: Some(rfc3339(a.cert_expires_at)),
         interfaces: a.facts.interfaces.clone(),
+        generation: a.generation,
+        clone_events: Vec::new(),
     }
 }
 
@@ -282,7 +296,23 @@ async fn show_agent(
     if agent.state == AgentState::Removed {
         return Err(ApiFailure::not_found(format!("no agent {id:?}")));
     }
-    Ok(Json(agent_info(&agent, &state)))
+    let mut info = agent_info(&agent, &state);
+    if agent.cloned_at.is_some() {
+        info.clone_events = state
+            .store
+            .clone_events(&agent.id)
+            .await?
+            .into_iter()
+            .map(|e| muster_proto::CloneEventInfo {
+                at: rfc3339(e.at),
+                source: e.source,
+                presented_generation: e.presented,
+                expected_generation: e.expected,
+                via: e.via,
+            })
+            .collect();
+    }
+    Ok(Json(info))
 }
 
 async fn end_agent(

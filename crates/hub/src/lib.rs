@@ -11,6 +11,7 @@ mod auth;
 mod bootstrap;
 mod enroll;
 mod error;
+mod renew;
 mod rules;
 pub mod secrets;
 mod sessions;

@@ -176,7 +176,9 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         _ => None,
     };
     let Some(AgentMessage::Hello {
-        protocol_version, ..
+        protocol_version,
+        generation,
+        ..
     }) = hello
     else {
         tracing::info!(agent_id = %agent.id, %peer, "session closed: no hello");
@@ -190,6 +192,20 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                 message: format!(
                     "this hub speaks protocol {PROTOCOL_VERSION}, the agent {protocol_version}: upgrade the agent"
                 ),
+            },
+        )
+        .await;
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+
+    if generation != agent.generation {
+        let refusal = crate::renew::mark_cloned(&state, &agent, peer, generation, "session").await;
+        let _ = send(
+            &mut socket,
+            &HubMessage::Refused {
+                code: refusal.code.to_owned(),
+                message: refusal.message,
             },
         )
         .await;

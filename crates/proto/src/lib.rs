@@ -38,6 +38,8 @@ pub mod codes {
     pub const HOSTNAME_NOT_ALLOWED: &str = "hostname_not_allowed";
     pub const SOURCE_NOT_ALLOWED: &str = "source_not_allowed";
     pub const AGENT_REVOKED: &str = "agent_revoked";
+    /// Two machines were caught sharing this identity; an admin must resolve it.
+    pub const AGENT_CLONED: &str = "agent_cloned";
     pub const NOT_FOUND: &str = "not_found";
     pub const NAME_IN_USE: &str = "name_in_use";
     pub const CONFLICT: &str = "conflict";
@@ -244,6 +246,22 @@ pub struct AgentInfo {
     pub cert_expires_at: Option<String>,
     #[serde(default)]
     pub interfaces: Vec<Interface>,
+    /// Credential generation (advances with every renewal).
+    #[serde(default)]
+    pub generation: i64,
+    /// When the agent was caught cloned: which addresses presented which generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clone_events: Vec<CloneEventInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneEventInfo {
+    pub at: String,
+    pub source: String,
+    pub presented_generation: i64,
+    pub expected_generation: i64,
+    /// `session` or `renewal`.
+    pub via: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -106,6 +106,15 @@ pub trait Store: Send + Sync + 'static {
     /// entry. Commits all of it or nothing.
     async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord>;
 
+    /// Record a certificate renewal if the agent still holds `expected_generation`;
+    /// `Conflict` when it does not (another copy renewed first).
+    async fn renew(&self, write: &RenewWrite) -> Result<AgentRecord>;
+
+    /// Lock an agent as cloned and keep the evidence, with its audit entry.
+    async fn mark_cloned(&self, event: &CloneEvent, audit: &AuditEntry) -> Result<AgentRecord>;
+
+    async fn clone_events(&self, agent_id: &str) -> Result<Vec<CloneEvent>>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

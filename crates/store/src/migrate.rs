@@ -10,7 +10,10 @@ use sqlx::{Any, Transaction};
 use crate::{Result, StoreError};
 
 /// Migrations in order; the version of each is its position, from 1.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_foundation.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_foundation.sql"),
+    include_str!("../migrations/0002_renewal_and_clones.sql"),
+];
 
 pub(crate) fn latest() -> i64 {
     MIGRATIONS.len() as i64

@@ -156,6 +156,11 @@ pub struct AgentRecord {
     pub last_seen_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub removed_at: Option<i64>,
+    /// The certificate the last renewal replaced; it works until it expires.
+    pub prev_cert_serial: Option<String>,
+    pub prev_cert_expires_at: Option<i64>,
+    /// When two machines were caught sharing this identity; sessions are refused.
+    pub cloned_at: Option<i64>,
 }
 
 /// A completed enrollment, remembered so that a retry with the same id returns the
@@ -212,4 +217,34 @@ pub struct AuditEntry {
     pub outcome: String,
     /// JSON object with what else matters.
     pub details: String,
+}
+
+/// A certificate renewal, in one transaction.
+#[derive(Debug, Clone)]
+pub struct RenewWrite {
+    pub agent_id: String,
+    /// The generation the agent presented; the write happens only if it is current.
+    pub expected_generation: i64,
+    pub cert_serial: String,
+    pub cert_pubkey: String,
+    pub cert_expires_at: i64,
+    /// `true` for a renewal (the old certificate becomes the previous one and the
+    /// generation advances); `false` for a retry whose answer was lost (the same key
+    /// gets its certificate again, nothing advances).
+    pub advance: bool,
+    pub audit: AuditEntry,
+    pub now: i64,
+}
+
+/// Evidence that two machines share one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneEvent {
+    pub agent_id: String,
+    pub at: i64,
+    /// Source address that presented the stale generation.
+    pub source: String,
+    pub presented: i64,
+    pub expected: i64,
+    /// `session` or `renewal`.
+    pub via: String,
 }

@@ -38,7 +38,8 @@ macro_rules! agent_columns {
     () => {
         "id, name, hostname, ip, os_info, arch, agent_version, labels, packs, \
          interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, \
-         enrolled_at, updated_at, last_seen_at, revoked_at, removed_at"
+         enrolled_at, updated_at, last_seen_at, revoked_at, removed_at, prev_cert_serial, \
+         prev_cert_expires_at, cloned_at"
     };
 }
 
@@ -209,6 +210,9 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
         last_seen_at: row.try_get("last_seen_at")?,
         revoked_at: row.try_get("revoked_at")?,
         removed_at: row.try_get("removed_at")?,
+        prev_cert_serial: row.try_get("prev_cert_serial")?,
+        prev_cert_expires_at: row.try_get("prev_cert_expires_at")?,
+        cloned_at: row.try_get("cloned_at")?,
     })
 }
 
@@ -564,6 +568,95 @@ impl Store for SqlStore {
         insert_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
+    }
+
+    async fn renew(&self, w: &RenewWrite) -> Result<AgentRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let sql = if w.advance {
+            concat!(
+                "UPDATE agents SET prev_cert_serial = cert_serial, \
+                 prev_cert_expires_at = cert_expires_at, cert_serial = $3, cert_pubkey = $4, \
+                 cert_expires_at = $5, generation = generation + 1, updated_at = $6 \
+                 WHERE id = $1 AND generation = $2 AND state = 'active' AND cloned_at IS NULL \
+                 RETURNING ",
+                agent_columns!()
+            )
+        } else {
+            concat!(
+                "UPDATE agents SET cert_serial = $3, cert_pubkey = $4, cert_expires_at = $5, \
+                 updated_at = $6 \
+                 WHERE id = $1 AND generation = $2 AND state = 'active' AND cloned_at IS NULL \
+                 RETURNING ",
+                agent_columns!()
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(&w.agent_id)
+            .bind(w.expected_generation)
+            .bind(&w.cert_serial)
+            .bind(&w.cert_pubkey)
+            .bind(w.cert_expires_at)
+            .bind(w.now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(
+                "the agent's generation changed: another copy renewed first".to_owned(),
+            ));
+        };
+        let agent = agent_from_row(&row)?;
+        insert_audit(&mut tx, &w.audit).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn mark_cloned(&self, e: &CloneEvent, audit: &AuditEntry) -> Result<AgentRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET cloned_at = COALESCE(cloned_at, $2), updated_at = $2 \
+             WHERE id = $1 RETURNING ",
+            agent_columns!()
+        ))
+        .bind(&e.agent_id)
+        .bind(e.at)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO clone_events (id, agent_id, at, source, presented, expected, via) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid_like())
+        .bind(&e.agent_id)
+        .bind(e.at)
+        .bind(&e.source)
+        .bind(e.presented)
+        .bind(e.expected)
+        .bind(&e.via)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        agent_from_row(&row)
+    }
+
+    async fn clone_events(&self, agent_id: &str) -> Result<Vec<CloneEvent>> {
+        let rows = sqlx::query("SELECT * FROM clone_events WHERE agent_id = $1 ORDER BY at, id")
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CloneEvent {
+                    agent_id: r.try_get("agent_id")?,
+                    at: r.try_get("at")?,
+                    source: r.try_get("source")?,
+                    presented: r.try_get("presented")?,
+                    expected: r.try_get("expected")?,
+                    via: r.try_get("via")?,
+                })
+            })
+            .collect()
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {

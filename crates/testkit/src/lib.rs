@@ -192,6 +192,17 @@ impl TestHub {
         }
     }
 
+    /// The audit log's actions, oldest first, read straight from the database.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        let store = muster_store::SqlStore::connect(&self.db_url).await.unwrap();
+        let rows: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY at, id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        store.pool().close().await;
+        rows
+    }
+
     /// Stop the hub and drop its PostgreSQL database.
     pub async fn stop(mut self) {
         self.halt().await;

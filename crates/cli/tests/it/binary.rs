@@ -236,7 +236,14 @@ fn hub_ca_hash_prints_the_pin_source() {
 }
 
 fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 #[tokio::test]
@@ -260,16 +267,24 @@ async fn a_frozen_agent_goes_offline_within_two_and_a_half_intervals() {
         .unwrap();
     hub.wait_status(&id, "online", Duration::from_secs(5)).await;
     signal(child.id(), "STOP");
-    let took = hub.wait_status(&id, "offline", Duration::from_secs(6)).await;
+    let took = hub
+        .wait_status(&id, "offline", Duration::from_secs(6))
+        .await;
     // The last heartbeat came at most one interval before the freeze; the hub waits
     // 2.5 intervals of silence after it.
-    assert!(took <= Duration::from_millis(3000), "offline {took:?} after the freeze");
+    assert!(
+        took <= Duration::from_millis(3000),
+        "offline {took:?} after the freeze"
+    );
     signal(child.id(), "CONT");
     hub.wait_status(&id, "online", Duration::from_secs(8)).await;
     signal(child.id(), "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "agent exit on SIGTERM: {status}");
-    hub.wait_status(&id, "offline", Duration::from_secs(2)).await;
+    hub.wait_status(&id, "offline", Duration::from_secs(2))
+        .await;
     hub.stop().await;
 }
 
@@ -278,16 +293,34 @@ fn install_service_writes_an_enabled_unit_into_a_root() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let out = ok(muster(tmp.path())
-        .args(["agent", "install-service", "--config-dir", "/var/lib/muster", "--root"])
+        .args([
+            "agent",
+            "install-service",
+            "--config-dir",
+            "/var/lib/muster",
+            "--root",
+        ])
         .arg(&root)
         .output()
         .unwrap());
     assert!(out.contains("Installed"), "{out}");
     let unit = root.join("etc/systemd/system/muster-agent.service");
     let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(text.contains(&format!("ExecStart={BIN} agent --config-dir /var/lib/muster")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ExecStart={BIN} agent --config-dir /var/lib/muster"
+        )),
+        "{text}"
+    );
     assert!(text.contains("Restart=on-failure") && text.contains("After=network-online.target"));
-    assert!(root.join("etc/systemd/system/multi-user.target.wants/muster-agent.service").exists());
-    ok(muster(tmp.path()).args(["agent", "uninstall-service", "--root"]).arg(&root).output().unwrap());
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/muster-agent.service")
+            .exists()
+    );
+    ok(muster(tmp.path())
+        .args(["agent", "uninstall-service", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap());
     assert!(!unit.exists());
 }

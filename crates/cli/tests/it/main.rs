@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod enroll;
 mod identity;
+mod renewal;
 mod sessions;
 mod tokens;
 

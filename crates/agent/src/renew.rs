@@ -1,0 +1,99 @@
+//! Certificate renewal (SPEC §9): at two thirds of its certificate's lifetime the
+//! agent makes a new key pair and asks the hub to certify it.
+//!
+//! The new key is written (as a pending renewal) before the request leaves, and the
+//! new credentials replace the old in one atomic step after the answer: a lost
+//! answer is retried with the same key, which the hub recognises.
+
+use std::time::{Duration, SystemTime};
+
+use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
+use muster_proto::RenewRequest;
+
+use crate::AgentError;
+use crate::configdir::{ConfigDir, Credentials, PendingRenewal};
+
+/// How long from now until `creds` should be renewed (zero when overdue).
+pub fn due_in(dir: &ConfigDir, creds: &Credentials) -> Result<Duration, AgentError> {
+    let info = muster_ca::cert_info(&creds.cert_pem)?;
+    let not_after = to_system(info.not_after);
+    let not_before = to_system(info.not_before);
+    // The CA backdates `not_before` for clock skew; the useful life here starts
+    // when the certificate arrived (its file's time), within the validity window.
+    let start = dir
+        .cert_written_at()
+        .unwrap_or(not_before)
+        .clamp(not_before, not_after);
+    let life = not_after.duration_since(start).unwrap_or_default();
+    let renew_at = start + life.mul_f64(2.0 / 3.0);
+    Ok(renew_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default())
+}
+
+fn to_system(t: time::OffsetDateTime) -> SystemTime {
+    let nanos = t.unix_timestamp_nanos();
+    if nanos <= 0 {
+        SystemTime::UNIX_EPOCH
+    } else {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    }
+}
+
+/// Whether a renewal started earlier for these credentials still awaits its answer.
+pub fn pending(dir: &ConfigDir, creds: &Credentials) -> Result<bool, AgentError> {
+    Ok(dir
+        .load_pending_renewal()?
+        .is_some_and(|p| p.generation == creds.config.generation))
+}
+
+/// Renew now; on success the config dir holds the new key, certificate and
+/// generation, and they are returned.
+pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, AgentError> {
+    let key_pem = match dir.load_pending_renewal()? {
+        Some(p) if p.generation == creds.config.generation => p.key_pem,
+        _ => {
+            let (key_pem, _) = muster_ca::new_key_and_csr(&creds.config.agent_id)?;
+            dir.store_pending_renewal(&PendingRenewal {
+                generation: creds.config.generation,
+                key_pem: key_pem.clone(),
+            })?;
+            key_pem
+        }
+    };
+    let csr_pem = muster_ca::csr_for_key(&key_pem, &creds.config.agent_id)?;
+    let client = HubClient::with_options(
+        &creds.config.hub_url,
+        Trust::CaPem(creds.ca_pem.clone()),
+        ClientOptions {
+            identity: Some(ClientIdentity {
+                cert_pem: creds.cert_pem.clone(),
+                key_pem: creds.key_pem.clone(),
+            }),
+            timeout: Some(Duration::from_secs(30)),
+        },
+    )?
+    .with_bearer(creds.config.agent_key.clone());
+    let resp = client
+        .renew(&RenewRequest {
+            csr_pem,
+            generation: creds.config.generation,
+        })
+        .await?;
+    let info = muster_ca::cert_info(&resp.cert_pem)?;
+    if info.subject_cn != creds.config.agent_id
+        || info.public_key_sha256 != muster_ca::key_public_sha256(&key_pem)?
+    {
+        return Err(AgentError::Client(muster_client::ClientError::Protocol(
+            "the renewed certificate is not for this agent's new key".to_owned(),
+        )));
+    }
+    let mut renewed = creds.clone();
+    renewed.key_pem = key_pem;
+    renewed.cert_pem = resp.cert_pem;
+    renewed.config.generation = resp.generation;
+    dir.store(&renewed)?;
+    dir.clear_pending_renewal()?;
+    tracing::info!(generation = resp.generation, expires = %resp.cert_expires_at, "certificate renewed");
+    Ok(renewed)
+}

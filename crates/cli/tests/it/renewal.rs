@@ -1,0 +1,184 @@
+//! Certificate renewal and clone detection (SPEC §9), with certificates that live
+//! a few seconds.
+
+use std::time::{Duration, Instant};
+
+use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
+use muster_proto::RenewRequest;
+use muster_testkit::{TestAgent, TestHub};
+
+use crate::each_backend;
+
+fn short_lived(o: &mut muster_hub::HubOptions) {
+    o.heartbeat_interval = Duration::from_secs(1);
+    o.cert_validity = Duration::from_secs(6);
+}
+
+async fn enrolled(hub: &TestHub, hostname: &str) -> (TestAgent, String) {
+    let agent = TestAgent::new(hostname);
+    let token = hub.default_token().await;
+    let r = muster_agent::enroll(&hub.enroll_options(&agent, Some(&token), None), &agent.dir)
+        .await
+        .unwrap();
+    (agent, r.agent_id)
+}
+
+#[tokio::test]
+async fn certificates_renew_at_two_thirds_of_their_life_without_a_drop_in_status() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, short_lived).await;
+        let (agent, id) = enrolled(&hub, "renewer").await;
+        let first = agent.dir.load().unwrap().unwrap();
+        assert_eq!(first.config.generation, 1);
+        let running = agent.run();
+        hub.wait_status(&id, "online", Duration::from_secs(5)).await;
+        let admin = hub.admin();
+        let start = Instant::now();
+        // Over 9 s a 6 s certificate is renewed at ~4 s and again at ~8 s.
+        while start.elapsed() < Duration::from_secs(9) {
+            assert_eq!(
+                admin.agent(&id).await.unwrap().status,
+                "online",
+                "status dropped at {:?}",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let now = agent.dir.load().unwrap().unwrap();
+        assert!(
+            now.config.generation >= 3,
+            "generation {}",
+            now.config.generation
+        );
+        assert_ne!(now.cert_pem, first.cert_pem);
+        assert_ne!(now.key_pem, first.key_pem, "a new key pair each time");
+        assert_eq!(
+            admin.agent(&id).await.unwrap().generation,
+            now.config.generation
+        );
+        assert!(
+            hub.audit_actions()
+                .await
+                .iter()
+                .filter(|a| *a == "agent.renewed")
+                .count()
+                >= 2
+        );
+        // The renewed credentials work for REST as well.
+        assert_eq!(agent.client().agent_me().await.unwrap().id, id);
+        running.stop().await.unwrap();
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_copied_config_dir_is_caught_as_a_clone() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, short_lived).await;
+        let (original, id) = enrolled(&hub, "original").await;
+        // Someone copies the config dir to another machine.
+        let copy = TestAgent::new("copy");
+        let creds = original.dir.load().unwrap().unwrap();
+        copy.dir.store(&creds).unwrap();
+
+        let running = original.run();
+        hub.wait_status(&id, "online", Duration::from_secs(5)).await;
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while original.dir.load().unwrap().unwrap().config.generation < 2 {
+            assert!(Instant::now() < deadline, "no renewal");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The copy still holds generation 1: its first session gives it away.
+        let err = copy.run().ended(Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("agent_cloned"), "{err}");
+        // The identity is locked: the original's session is closed too.
+        let err = running.ended(Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, muster_agent::AgentError::Revoked(_)), "{err}");
+
+        let shown = hub.admin().agent(&id).await.unwrap();
+        assert_eq!(shown.status, "cloned");
+        let event = &shown.clone_events[0];
+        assert_eq!(
+            (event.presented_generation, event.expected_generation),
+            (1, 2)
+        );
+        assert_eq!(
+            (event.source.as_str(), event.via.as_str()),
+            ("127.0.0.1", "session")
+        );
+        assert!(
+            hub.audit_actions()
+                .await
+                .contains(&"agent.cloned".to_owned())
+        );
+        // Sessions stay refused until an admin acts; revoking resolves it.
+        let err = original
+            .run()
+            .ended(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("agent_cloned"), "{err}");
+        hub.admin().revoke_agent(&id).await.unwrap();
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, short_lived).await;
+        let (agent, id) = enrolled(&hub, "flaky-link").await;
+        let creds = agent.dir.load().unwrap().unwrap();
+        let client = HubClient::with_options(
+            &hub.url,
+            Trust::CaPem(creds.ca_pem.clone()),
+            ClientOptions {
+                identity: Some(ClientIdentity {
+                    cert_pem: creds.cert_pem.clone(),
+                    key_pem: creds.key_pem.clone(),
+                }),
+                timeout: None,
+            },
+        )
+        .unwrap()
+        .with_bearer(creds.config.agent_key.clone());
+        let (key, csr) = muster_ca::new_key_and_csr(&id).unwrap();
+        let first = client
+            .renew(&RenewRequest {
+                csr_pem: csr,
+                generation: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.generation, 2);
+        // The answer was lost: the same key asks again, with the old generation.
+        let csr = muster_ca::csr_for_key(&key, &id).unwrap();
+        let again = client
+            .renew(&RenewRequest {
+                csr_pem: csr,
+                generation: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.generation, 2);
+        assert_ne!(hub.admin().agent(&id).await.unwrap().status, "cloned");
+        // A different key with the old generation is a copy.
+        let (_, other) = muster_ca::new_key_and_csr(&id).unwrap();
+        let err = client
+            .renew(&RenewRequest {
+                csr_pem: other,
+                generation: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("agent_cloned"));
+        assert_eq!(
+            hub.admin().agent(&id).await.unwrap().clone_events[0].via,
+            "renewal"
+        );
+        hub.stop().await;
+    })
+    .await;
+}

@@ -1,0 +1,149 @@
+//! Certificate renewal and clone detection (SPEC §9).
+//!
+//! Every renewal advances the agent's generation; the agent stores it and presents
+//! it in `hello` and at the next renewal. A copy of a config dir on a second machine
+//! falls behind at the first renewal of either, and whichever presents a stale
+//! generation gets the identity locked as `cloned` (sessions refused, audit entry,
+//! evidence kept for `agents show`) until an admin revokes it.
+//!
+//! A renewal whose answer was lost is recognised, not punished: the agent retries
+//! with the key pair it generated for it, which no copy can hold, and gets its
+//! certificate again without the generation advancing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use axum_server::tls::TlsInfo;
+use muster_proto::{RenewRequest, RenewResponse, codes};
+use muster_store::{AgentRecord, AuditEntry, CloneEvent, RenewWrite, StoreError};
+
+use crate::api::{ApiJson, calling_agent, check_agent_cert};
+use crate::auth::Principal;
+use crate::error::{ApiFailure, ApiResult};
+use crate::state::{AppState, now_ms, rfc3339};
+
+pub fn cloned_refusal() -> ApiFailure {
+    ApiFailure::forbidden(
+        codes::AGENT_CLONED,
+        "two machines were caught using this identity; an admin must revoke it and re-enroll the machines",
+    )
+}
+
+/// Lock `agent` as cloned: evidence, audit, and the live session closed.
+pub async fn mark_cloned(
+    state: &AppState,
+    agent: &AgentRecord,
+    source: IpAddr,
+    presented: i64,
+    via: &str,
+) -> ApiFailure {
+    let now = now_ms();
+    let event = CloneEvent {
+        agent_id: agent.id.clone(),
+        at: now,
+        source: source.to_string(),
+        presented,
+        expected: agent.generation,
+        via: via.to_owned(),
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: format!("agent:{}", agent.id),
+        action: "agent.cloned".to_owned(),
+        target: format!("agent:{}", agent.id),
+        source: source.to_string(),
+        outcome: "denied".to_owned(),
+        details: serde_json::json!({
+            "presented_generation": presented, "expected_generation": agent.generation, "via": via,
+        })
+        .to_string(),
+    };
+    match state.store.mark_cloned(&event, &audit).await {
+        Ok(_) => {
+            tracing::warn!(
+                agent_id = %agent.id, %source, presented, expected = agent.generation, via,
+                "CLONED IDENTITY: a stale credential generation was presented; the agent is locked"
+            );
+            state.sessions.kick(
+                &agent.id,
+                "this identity is in use on two machines; an admin must resolve it",
+            );
+            cloned_refusal()
+        }
+        Err(e) => e.into(),
+    }
+}
+
+/// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
+pub async fn renew(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    tls: Option<Extension<Arc<TlsInfo>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> ApiResult<Json<RenewResponse>> {
+    let agent = calling_agent(principal)?;
+    let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) else {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "renewal needs the agent's client certificate",
+        ));
+    };
+    check_agent_cert(&agent, cert)?;
+    if agent.cloned_at.is_some() {
+        return Err(cloned_refusal());
+    }
+    let issued = state
+        .ca
+        .sign_agent_csr(&req.csr_pem, &agent.id, state.cert_validity)
+        .map_err(|e| match e {
+            muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
+                ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
+            }
+            other => ApiFailure::internal("signing a renewal CSR failed", &other),
+        })?;
+    // A retry of the renewal that made the current certificate: same new key.
+    let retry =
+        req.generation + 1 == agent.generation && issued.public_key_sha256 == agent.cert_pubkey;
+    if req.generation != agent.generation && !retry {
+        return Err(mark_cloned(&state, &agent, peer.ip(), req.generation, "renewal").await);
+    }
+    let now = now_ms();
+    let expires = (issued.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
+    let write = RenewWrite {
+        agent_id: agent.id.clone(),
+        expected_generation: agent.generation,
+        cert_serial: issued.serial_hex.clone(),
+        cert_pubkey: issued.public_key_sha256.clone(),
+        cert_expires_at: expires,
+        advance: !retry,
+        audit: AuditEntry {
+            at: now,
+            actor: format!("agent:{}", agent.id),
+            action: "agent.renewed".to_owned(),
+            target: format!("agent:{}", agent.id),
+            source: peer.ip().to_string(),
+            outcome: "ok".to_owned(),
+            details: serde_json::json!({"generation": agent.generation + i64::from(!retry), "retry": retry})
+                .to_string(),
+        },
+        now,
+    };
+    let renewed = match state.store.renew(&write).await {
+        Ok(a) => a,
+        // Another copy renewed between our read and our write: this one is stale.
+        Err(StoreError::Conflict(_)) => {
+            return Err(mark_cloned(&state, &agent, peer.ip(), req.generation, "renewal").await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(agent_id = %agent.id, generation = renewed.generation, retry, "certificate renewed");
+    Ok(Json(RenewResponse {
+        cert_pem: issued.cert_pem,
+        cert_expires_at: rfc3339(expires),
+        generation: renewed.generation,
+    }))
+}
