@@ -196,3 +196,49 @@ async fn sessions_need_the_certificate_and_key_of_one_live_agent() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_token_cannot_take_over_a_live_machine_unless_it_allows_replacing() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, fast).await;
+        let (agent, id) = enrolled(&hub, "busy").await;
+        let running = agent.run();
+        hub.wait_status(&id, "online", Duration::from_secs(5)).await;
+        let intruder = TestAgent::new("busy");
+        let plain = hub.default_token().await;
+        let err = muster_agent::enroll(
+            &hub.enroll_options(&intruder, Some(&plain), None),
+            &intruder.dir,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("name_in_use"), "{err}");
+        assert_eq!(
+            hub.admin().agent(&id).await.unwrap().status,
+            "online",
+            "the live machine is untouched"
+        );
+        let replacing = hub
+            .token(muster_proto::CreateTokenRequest {
+                max_uses: Some(1),
+                ttl_s: Some(600),
+                allow_replace: true,
+                ..Default::default()
+            })
+            .await
+            .token;
+        let r = muster_agent::enroll(
+            &hub.enroll_options(&intruder, Some(&replacing), None),
+            &intruder.dir,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.agent_id, id);
+        assert!(
+            running.ended(Duration::from_secs(1)).await.is_err(),
+            "the old session was closed"
+        );
+        hub.stop().await;
+    })
+    .await;
+}

@@ -39,6 +39,7 @@ impl Method for ApiKeyMethod {
         }
         Ok(Grant {
             credential: self.credential(),
+            may_replace_live: true,
             ..Grant::default()
         })
     }

@@ -48,6 +48,9 @@ pub struct Grant {
     /// Labels the credential gives every agent it enrolls; they win over the
     /// agent's own claims, which an admin did not vouch for.
     pub labels: BTreeMap<String, String>,
+    /// May replace an agent of the same name while it is online (admin keys, tokens
+    /// created with `--allow-replace`); others could silently take over a machine.
+    pub may_replace_live: bool,
     /// Set when the caller proved to be this agent: re-enroll it whatever the name.
     pub existing_agent: Option<AgentRecord>,
 }
@@ -145,7 +148,18 @@ async fn enroll_inner(
             (EnrollMode::Replace, agent.id.clone(), "agent.reenrolled")
         }
         None => match state.store.find_live_agent_by_name(&name).await? {
-            Some(live) => (EnrollMode::Replace, live.id, "agent.reenrolled"),
+            Some(live) => {
+                if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
+                    return Err(ApiFailure::new(
+                        StatusCode::CONFLICT,
+                        codes::NAME_IN_USE,
+                        format!(
+                            "agent {name:?} is online; replacing it needs an admin key or a token created with --allow-replace"
+                        ),
+                    ));
+                }
+                (EnrollMode::Replace, live.id, "agent.reenrolled")
+            }
             None => (
                 EnrollMode::New,
                 uuid::Uuid::new_v4().to_string(),

@@ -81,6 +81,7 @@ impl Method for TokenMethod {
             credential: self.credential(),
             consume_token: Some(t.id.clone()),
             labels: t.labels.clone(),
+            may_replace_live: t.allow_replace,
             existing_agent: None,
         })
     }
