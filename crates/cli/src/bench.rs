@@ -23,6 +23,8 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hold N live sessions against a hub this command starts, and measure them.
+    Sessions(crate::bench_sessions::SessionsArgs),
     /// The ceiling: fresh TLS connections, each doing only a handshake and GET /healthz.
     Handshakes {
         #[arg(long, default_value_t = 2000)]
@@ -35,6 +37,9 @@ pub enum BenchCommand {
 }
 
 pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String> {
+    if let BenchCommand::Sessions(args) = cmd {
+        return crate::bench_sessions::run(args).await;
+    }
     let admin = client(conn)?;
     let (label, count, concurrency, json) = match &cmd {
         BenchCommand::Enroll {
@@ -42,6 +47,7 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
             concurrency,
             json,
         } => ("enroll", *agents, *concurrency, *json),
+        BenchCommand::Sessions(_) => return Ok(()),
         BenchCommand::Handshakes {
             count,
             concurrency,
@@ -64,7 +70,7 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
                 .map_err(|e| e.to_string())?
                 .token,
         ),
-        BenchCommand::Handshakes { .. } => None,
+        BenchCommand::Handshakes { .. } | BenchCommand::Sessions(_) => None,
     };
     let hub = admin.base_url().to_owned();
     let ca_pem = admin.ca().await.map_err(|e| e.to_string())?.ca_pem;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod bench_sessions;
 mod duration;
 mod output;
 

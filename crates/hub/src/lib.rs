@@ -223,14 +223,11 @@ impl Hub {
         let state = self.state.clone();
         tokio::spawn(async move {
             shutdown.await;
-            // Tell agents first, so they come back spread over the next seconds
-            // instead of waiting out a full backoff, then stop accepting.
-            state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while state.sessions.count() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // Stop accepting first (so nobody reconnects to a hub on its way out),
+            // then tell agents to come back spread over the next seconds instead
+            // of waiting out a full backoff; connections in flight get 10 s.
             on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+            state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
         });
         let app = api::router(self.state.clone());
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
@@ -270,6 +267,12 @@ impl Hub {
                 path: PathBuf::from(local.map(|l| l.to_string()).unwrap_or_default()),
                 source,
             })?;
+        // Upgraded WebSocket connections outlive the HTTP server: give the session
+        // tasks a moment to deliver their `shutdown` frames before the final flush.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.state.sessions.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = stop_flush.send(true);
         let _ = flusher.await;
         tracing::info!("hub stopped");

@@ -35,6 +35,10 @@ struct Live {
     control: mpsc::Sender<Control>,
     health: AgentHealth,
     problems: Vec<String>,
+    /// Last heartbeat (unix ms) and whether it is not yet in the database: kept in
+    /// the entry so a heartbeat is one lock and no allocation.
+    last_seen: i64,
+    dirty: bool,
 }
 
 /// Who is connected right now.
@@ -113,11 +117,18 @@ impl Sessions {
         }
     }
 
-    /// The `last_seen` times gathered since the last call.
+    /// The `last_seen` times gathered since the last call: live sessions that
+    /// heartbeated, and sessions that ended.
     pub fn take_seen(&self) -> Vec<(String, i64)> {
-        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .collect()
+        let mut out: Vec<(String, i64)> =
+            std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for (id, live) in self.lock().iter_mut().filter(|(_, l)| l.dirty) {
+            live.dirty = false;
+            out.push((id.clone(), live.last_seen));
+        }
+        out
     }
 
     /// Put back times a failed flush could not write, unless newer ones arrived.
@@ -133,8 +144,9 @@ impl Sessions {
         if let Some(l) = self.lock().get_mut(agent_id).filter(|l| l.conn == conn) {
             l.health = health;
             l.problems = problems;
+            l.last_seen = now_ms();
+            l.dirty = true;
         }
-        self.mark_seen(agent_id, now_ms());
     }
 }
 
@@ -148,12 +160,13 @@ fn register(state: &Arc<AppState>, agent_id: &str, control: mpsc::Sender<Control
             control,
             health: AgentHealth::Ok,
             problems: Vec::new(),
+            last_seen: now_ms(),
+            dirty: true,
         },
     );
     if let Some(old) = previous {
         let _ = old.control.try_send(Control::Superseded);
     }
-    s.mark_seen(agent_id, now_ms());
     Registration {
         sessions: state.clone(),
         agent_id: agent_id.to_owned(),
@@ -227,13 +240,16 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     // Heartbeats may stop without a close (a frozen or cut-off agent): 2.5 intervals
     // of silence end the session.
     let silence = interval.mul_f64(2.5);
+    let deadline = tokio::time::sleep(silence);
+    tokio::pin!(deadline);
     let reason = loop {
         tokio::select! {
-            frame = tokio::time::timeout(silence, socket.recv()) => match frame {
-                Err(_) => break "heartbeats stopped",
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break "closed by the agent",
-                Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
+            _ = &mut deadline => break "heartbeats stopped",
+            frame = socket.recv() => match frame {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "closed by the agent",
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
                     Ok(AgentMessage::Heartbeat { status, problems }) => {
+                        deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
                         state.sessions.heartbeat(&agent.id, registration.conn, status, problems);
                         if !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await {
@@ -243,7 +259,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                     Ok(AgentMessage::Hello { .. }) => {}
                     Err(_) => break "unreadable frame",
                 },
-                Ok(Some(Ok(_))) => {}
+                Some(Ok(_)) => {}
             },
             control = rx.recv() => match control {
                 Some(Control::Revoke(reason)) => {

@@ -661,8 +661,9 @@ impl Store for SqlStore {
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {
         // One statement per chunk: `CASE id WHEN $1 THEN $2 …` keeps it portable, and
-        // the chunk bounds the parameter count (SQLite allows 32766).
-        const CHUNK: usize = 500;
+        // small chunks keep it cheap: SQLite resolves each `$n` by name and walks
+        // the CASE per row, both quadratic in the chunk size.
+        const CHUNK: usize = 100;
         let (_guard, mut tx) = self.begin_write().await?;
         for chunk in seen.chunks(CHUNK) {
             let mut sql = String::from("UPDATE agents SET last_seen_at = CASE id");
