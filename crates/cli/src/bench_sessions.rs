@@ -478,10 +478,10 @@ async fn simulate(
         };
         drop(permit);
         backoff.reset();
-        if shared.restarted.load(Ordering::Relaxed) {
-            if let Ok(mut r) = shared.reconnects.lock() {
-                r.entry(sim.agent_id.clone()).or_insert_with(Instant::now);
-            }
+        if shared.restarted.load(Ordering::Relaxed)
+            && let Ok(mut r) = shared.reconnects.lock()
+        {
+            r.entry(sim.agent_id.clone()).or_insert_with(Instant::now);
         }
         shared.connected.fetch_add(1, Ordering::Relaxed);
         // Spread heartbeats over the interval instead of all at once.
