@@ -40,6 +40,12 @@ fn to_system(t: time::OffsetDateTime) -> SystemTime {
     }
 }
 
+/// Whether the certificate has expired (it can no longer open a TLS session).
+pub fn expired(creds: &Credentials) -> Result<bool, AgentError> {
+    let info = muster_ca::cert_info(&creds.cert_pem)?;
+    Ok(to_system(info.not_after) <= SystemTime::now())
+}
+
 /// Whether a renewal started earlier for these credentials still awaits its answer.
 pub fn pending(dir: &ConfigDir, creds: &Credentials) -> Result<bool, AgentError> {
     Ok(dir
@@ -62,14 +68,26 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
         }
     };
     let csr_pem = muster_ca::csr_for_key(&key_pem, &creds.config.agent_id)?;
+    // An expired certificate cannot be presented in TLS: prove possession of its
+    // key in the request instead (the hub allows this within its grace window).
+    let (identity, expired_cert_pem, proof) = if expired(creds)? {
+        use base64::Engine as _;
+        let message = muster_ca::proof_message(&creds.config.agent_id, &csr_pem);
+        let signature = muster_ca::sign_proof(&creds.key_pem, &message)?;
+        let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
+        (None, Some(creds.cert_pem.clone()), Some(proof))
+    } else {
+        let identity = ClientIdentity {
+            cert_pem: creds.cert_pem.clone(),
+            key_pem: creds.key_pem.clone(),
+        };
+        (Some(identity), None, None)
+    };
     let client = HubClient::with_options(
         &creds.config.hub_url,
         Trust::CaPem(creds.ca_pem.clone()),
         ClientOptions {
-            identity: Some(ClientIdentity {
-                cert_pem: creds.cert_pem.clone(),
-                key_pem: creds.key_pem.clone(),
-            }),
+            identity,
             timeout: Some(Duration::from_secs(30)),
         },
     )?
@@ -78,6 +96,8 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
         .renew(&RenewRequest {
             csr_pem,
             generation: creds.config.generation,
+            expired_cert_pem,
+            proof,
         })
         .await?;
     let info = muster_ca::cert_info(&resp.cert_pem)?;

@@ -71,11 +71,20 @@ pub async fn run(
         let mut creds = dir
             .load()?
             .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
-        // Finish a renewal whose answer was lost before saying hello: the hub has
-        // already moved to the next generation.
-        if crate::renew::pending(dir, &creds)? {
+        // Finish a renewal whose answer was lost before saying hello (the hub has
+        // already moved to the next generation), and renew a certificate that
+        // expired while we were offline (it cannot open a session any more).
+        if crate::renew::pending(dir, &creds)? || crate::renew::expired(&creds)? {
             match crate::renew::renew(dir, &creds).await {
                 Ok(renewed) => creds = renewed,
+                Err(AgentError::Client(e))
+                    if matches!(e.code(), Some(c) if c == muster_proto::codes::RENEWAL_GRACE_EXPIRED
+                        || c == muster_proto::codes::AGENT_CLONED
+                        || c == muster_proto::codes::AGENT_REVOKED
+                        || c == muster_proto::codes::KEY_INVALID) =>
+                {
+                    return Err(AgentError::Refused(e.to_string()));
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, ?delay, "cannot finish the pending certificate renewal; retrying");

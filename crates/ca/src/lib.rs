@@ -18,11 +18,13 @@ mod csr;
 mod hash;
 mod info;
 mod pem;
+mod proof;
 
 pub use agent::{csr_for_key, key_public_sha256, new_key_and_csr};
 pub use authority::{Authority, IssuedCert};
 pub use hash::CaHash;
 pub use info::{CertInfo, cert_info, cert_info_der};
+pub use proof::{proof_message, sign_proof};
 
 /// Everything that can go wrong in the CA. Each variant says whose fault it is, so the
 /// hub can decide what to tell a client and what to log.

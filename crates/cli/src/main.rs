@@ -89,6 +89,9 @@ struct HubArgs {
     /// Lifetime of agent certificates.
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     cert_validity: Duration,
+    /// How long after expiry an offline agent may still renew with proof of its key.
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    renewal_grace: Duration,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +286,7 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         tls_key: args.tls_key,
         heartbeat_interval: args.heartbeat_interval,
         cert_validity: args.cert_validity,
+        renewal_grace: args.renewal_grace,
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),

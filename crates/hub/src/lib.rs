@@ -40,6 +40,9 @@ pub struct HubOptions {
     pub tls_key: Option<PathBuf>,
     pub heartbeat_interval: Duration,
     pub cert_validity: Duration,
+    /// How long after expiry an agent may still renew with its agent key and proof
+    /// of its old key (`--renewal-grace`).
+    pub renewal_grace: Duration,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
 }
@@ -84,6 +87,7 @@ impl HubOptions {
             tls_key: None,
             heartbeat_interval: Duration::from_secs(30),
             cert_validity: Duration::from_secs(720 * 3600),
+            renewal_grace: Duration::from_secs(90 * 24 * 3600),
             secret: None,
         }
     }
@@ -165,6 +169,7 @@ impl Hub {
             hub_url,
             heartbeat_interval: opts.heartbeat_interval,
             cert_validity: opts.cert_validity,
+            renewal_grace: opts.renewal_grace,
             metrics: Default::default(),
             sessions: Default::default(),
         });

@@ -77,6 +77,44 @@ pub async fn mark_cloned(
     }
 }
 
+/// Without a client certificate, a renewal must carry the agent's expired current
+/// certificate and a signature by its key, within the grace window after expiry.
+fn check_expired_proof(state: &AppState, agent: &AgentRecord, req: &RenewRequest) -> ApiResult<()> {
+    use base64::Engine as _;
+    let (Some(cert_pem), Some(proof)) = (&req.expired_cert_pem, &req.proof) else {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "renewal needs the agent's client certificate (or, once it expired, the certificate and a proof)",
+        ));
+    };
+    let refused = |m: &str| ApiFailure::unauthorized(codes::KEY_INVALID, m);
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(proof)
+        .map_err(|_| refused("the proof is not base64url"))?;
+    let message = muster_ca::proof_message(&agent.id, &req.csr_pem);
+    let info = state
+        .ca
+        .verify_proof(cert_pem, &message, &signature)
+        .map_err(|_| refused("the proof does not verify against the expired certificate"))?;
+    if info.subject_cn != agent.id || info.serial_hex != agent.cert_serial {
+        return Err(refused("that certificate is not this agent's current one"));
+    }
+    let expired_ms = (info.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
+    let now = now_ms();
+    if expired_ms > now {
+        return Err(ApiFailure::bad_request(
+            "the certificate has not expired: renew over TLS with it",
+        ));
+    }
+    if now - expired_ms > state.renewal_grace.as_millis() as i64 {
+        return Err(ApiFailure::forbidden(
+            codes::RENEWAL_GRACE_EXPIRED,
+            "the certificate expired longer ago than the hub's renewal grace; enroll this machine again",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
 pub async fn renew(
     State(state): State<Arc<AppState>>,
@@ -86,13 +124,10 @@ pub async fn renew(
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> ApiResult<Json<RenewResponse>> {
     let agent = calling_agent(principal)?;
-    let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) else {
-        return Err(ApiFailure::unauthorized(
-            codes::UNAUTHORIZED,
-            "renewal needs the agent's client certificate",
-        ));
-    };
-    check_agent_cert(&agent, cert)?;
+    match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
+        Some(cert) => check_agent_cert(&agent, cert)?,
+        None => check_expired_proof(&state, &agent, &req)?,
+    }
     if agent.cloned_at.is_some() {
         return Err(cloned_refusal());
     }

@@ -19,6 +19,7 @@ pub struct AppState {
     pub hub_url: String,
     pub heartbeat_interval: Duration,
     pub cert_validity: Duration,
+    pub renewal_grace: Duration,
     pub metrics: Metrics,
     pub sessions: crate::sessions::Sessions,
 }

@@ -40,6 +40,8 @@ pub mod codes {
     pub const AGENT_REVOKED: &str = "agent_revoked";
     /// Two machines were caught sharing this identity; an admin must resolve it.
     pub const AGENT_CLONED: &str = "agent_cloned";
+    /// The certificate expired longer ago than the hub's renewal grace window.
+    pub const RENEWAL_GRACE_EXPIRED: &str = "renewal_grace_expired";
     pub const NOT_FOUND: &str = "not_found";
     pub const NAME_IN_USE: &str = "name_in_use";
     pub const CONFLICT: &str = "conflict";
@@ -340,6 +342,13 @@ pub struct RenewRequest {
     pub csr_pem: String,
     /// The generation the agent holds; the hub advances it.
     pub generation: i64,
+    /// For a certificate that expired while the agent was offline (it cannot be
+    /// presented in TLS any more): the expired certificate…
+    #[serde(default)]
+    pub expired_cert_pem: Option<String>,
+    /// …and a signature by its key over `muster_ca::proof_message`, base64url.
+    #[serde(default)]
+    pub proof: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -149,6 +149,8 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             .renew(&RenewRequest {
                 csr_pem: csr,
                 generation: 1,
+                expired_cert_pem: None,
+                proof: None,
             })
             .await
             .unwrap();
@@ -159,6 +161,8 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             .renew(&RenewRequest {
                 csr_pem: csr,
                 generation: 1,
+                expired_cert_pem: None,
+                proof: None,
             })
             .await
             .unwrap();
@@ -170,6 +174,8 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             .renew(&RenewRequest {
                 csr_pem: other,
                 generation: 1,
+                expired_cert_pem: None,
+                proof: None,
             })
             .await
             .unwrap_err();
@@ -178,6 +184,66 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             hub.admin().agent(&id).await.unwrap().clone_events[0].via,
             "renewal"
         );
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_whose_certificate_expired_offline_renews_with_proof_of_its_key() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, |o| {
+            o.heartbeat_interval = Duration::from_secs(1);
+            o.cert_validity = Duration::from_secs(2);
+            o.renewal_grace = Duration::from_secs(3600);
+        })
+        .await;
+        let (agent, id) = enrolled(&hub, "sleeper").await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let before = agent.dir.load().unwrap().unwrap();
+        assert!(muster_agent::renew::expired(&before).unwrap());
+        let running = agent.run();
+        hub.wait_status(&id, "online", Duration::from_secs(5)).await;
+        let after = agent.dir.load().unwrap().unwrap();
+        assert!(after.config.generation > before.config.generation);
+        running.stop().await.unwrap();
+
+        // A stranger with the agent key but not the certificate's key gets nothing.
+        let (_, csr) = muster_ca::new_key_and_csr(&id).unwrap();
+        let (other_key, _) = muster_ca::new_key_and_csr("x").unwrap();
+        let proof =
+            muster_ca::sign_proof(&other_key, &muster_ca::proof_message(&id, &csr)).unwrap();
+        let client = HubClient::new(&hub.url, Trust::CaPem(after.ca_pem.clone()))
+            .unwrap()
+            .with_bearer(after.config.agent_key.clone());
+        use base64::Engine as _;
+        let err = client
+            .renew(&RenewRequest {
+                csr_pem: csr,
+                generation: after.config.generation,
+                expired_cert_pem: Some(before.cert_pem.clone()),
+                proof: Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(proof)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("key_invalid"));
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn past_the_renewal_grace_an_expired_agent_is_told_to_enroll_again() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, |o| {
+            o.cert_validity = Duration::from_secs(1);
+            o.renewal_grace = Duration::from_secs(1);
+        })
+        .await;
+        let (agent, _) = enrolled(&hub, "rip-van-winkle").await;
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let err = agent.run().ended(Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("renewal_grace_expired"), "{err}");
         hub.stop().await;
     })
     .await;
