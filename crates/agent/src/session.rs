@@ -214,8 +214,14 @@ async fn drive(
     let first_due = crate::renew::due_in(dir, &creds).unwrap_or(RENEW_RETRY);
     let renewal = tokio::time::sleep(first_due);
     tokio::pin!(renewal);
+    // The hub writes at least every ACK_EVERY heartbeats; silence well past that
+    // means the hub (or the path to it) is gone even if TCP has not noticed.
+    let silence = interval * (2 * muster_proto::ACK_EVERY as u32 + 1);
+    let hub_silent = tokio::time::sleep(silence);
+    tokio::pin!(hub_silent);
     loop {
         tokio::select! {
+            _ = &mut hub_silent => return Ended::Lost("nothing heard from the hub".to_owned()),
             _ = &mut renewal => {
                 // The session carries on over its connection while the certificate
                 // is replaced; the hub accepts the previous one until it expires.
@@ -248,7 +254,10 @@ async fn drive(
                 }
             }
             frame = session.recv() => match frame {
-                Ok(Some(HubMessage::Ack { hub_time_ms })) => skew = skew_problem(hub_time_ms),
+                Ok(Some(HubMessage::Ack { hub_time_ms })) => {
+                    hub_silent.as_mut().reset(tokio::time::Instant::now() + silence);
+                    skew = skew_problem(hub_time_ms);
+                }
                 Ok(Some(HubMessage::Revoked { reason })) => return Ended::Revoked(reason),
                 Ok(Some(HubMessage::Refused { code, message })) => return Ended::Refused(format!("{message} ({code})")),
                 Ok(Some(HubMessage::Shutdown { reconnect_within_ms })) => {

@@ -242,6 +242,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     let silence = interval.mul_f64(2.5);
     let deadline = tokio::time::sleep(silence);
     tokio::pin!(deadline);
+    let mut beats: u64 = 0;
     let reason = loop {
         tokio::select! {
             _ = &mut deadline => break "heartbeats stopped",
@@ -252,9 +253,12 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
                         state.sessions.heartbeat(&agent.id, registration.conn, status, problems);
-                        if !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await {
+                        if beats % muster_proto::ACK_EVERY == 0
+                            && !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await
+                        {
                             break "send failed";
                         }
+                        beats += 1;
                     }
                     Ok(AgentMessage::Hello { .. }) => {}
                     Err(_) => break "unreadable frame",

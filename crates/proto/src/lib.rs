@@ -277,6 +277,13 @@ pub struct Health {
     pub status: String,
 }
 
+/// The hub answers the first heartbeat of a session and every `ACK_EVERY`-th after
+/// it with an `ack` carrying its clock: enough for the agent to measure skew and
+/// to know the hub is alive, without a write per heartbeat on a hub holding tens of
+/// thousands of sessions. An agent that hears nothing for `2 * ACK_EVERY + 1`
+/// intervals treats the session as lost.
+pub const ACK_EVERY: u64 = 6;
+
 /// How an agent feels, as it reports in every heartbeat.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -325,7 +332,7 @@ pub enum HubMessage {
         /// The hub's clock (unix ms), so the agent can detect skew.
         hub_time_ms: i64,
     },
-    /// Answer to a heartbeat, carrying the hub's clock again.
+    /// Answer to a heartbeat (see [`ACK_EVERY`]), carrying the hub's clock again.
     Ack { hub_time_ms: i64 },
     /// The agent's credentials were revoked or replaced: stop, do not retry.
     Revoked { reason: String },
