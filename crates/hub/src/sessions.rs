@@ -253,7 +253,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
                         state.sessions.heartbeat(&agent.id, registration.conn, status, problems);
-                        if beats % muster_proto::ACK_EVERY == 0
+                        if beats.is_multiple_of(muster_proto::ACK_EVERY)
                             && !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await
                         {
                             break "send failed";
