@@ -94,33 +94,6 @@ fn start_hub(data: &Path, listen: &str, args: &SessionsArgs) -> Result<HubProc, 
 }
 
 impl HubProc {
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| {
-                        l.strip_prefix("VmRSS:")
-                            .map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    })
-                    .flatten()
-            })
-            .unwrap_or(0)
-    }
-
-    /// User + system CPU seconds so far.
-    fn cpu_secs(&self) -> f64 {
-        let ticks = 100.0; // USER_HZ on Linux
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
-            })
-            .unwrap_or(0.0)
-    }
-
     fn stop(mut self) -> Result<(), String> {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -158,7 +131,7 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
 
     eprintln!("enrolling {n} agents…");
     let sims = enroll_all(&admin, &hub.url, &ca_pem, n).await?;
-    let rss_before = hub.rss_kib();
+    let rss_before = rss_kib(&admin).await?;
 
     eprintln!("opening {n} sessions…");
     let shared = Arc::new(Shared::default());
@@ -191,17 +164,19 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
     )
     .await?;
     let open_secs = opened.elapsed().as_secs_f64();
+    // Round trips are sampled from here on: the hub acks every sixth heartbeat,
+    // starting with each session's first.
+    shared.measuring.store(true, Ordering::Relaxed);
     // Let every session send a heartbeat or two before measuring memory.
     tokio::time::sleep(args.heartbeat_interval + Duration::from_secs(2)).await;
-    let rss_after = hub.rss_kib();
+    let rss_after = rss_kib(&admin).await?;
 
     eprintln!("measuring steady heartbeats for {:?}…", args.window);
     let beats0 = heartbeats(&admin).await?;
-    let cpu0 = hub.cpu_secs();
-    shared.measuring.store(true, Ordering::Relaxed);
+    let cpu0 = cpu_secs(&admin).await?;
     tokio::time::sleep(args.window).await;
     shared.measuring.store(false, Ordering::Relaxed);
-    let cpu1 = hub.cpu_secs();
+    let cpu1 = cpu_secs(&admin).await?;
     let beats1 = heartbeats(&admin).await?;
     let beats = beats1.saturating_sub(beats0).max(1);
     let cpu_per_beat_us = (cpu1 - cpu0) * 1e6 / beats as f64;
@@ -310,15 +285,29 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn heartbeats(admin: &HubClient) -> Result<u64, String> {
+/// One value from the hub's `/metrics` (the hub reports its own RSS and CPU there).
+async fn metric(admin: &HubClient, name: &str) -> Result<f64, String> {
     let (_, body) = admin.get_raw("/metrics").await.map_err(|e| e.to_string())?;
-    Ok(String::from_utf8_lossy(&body)
+    String::from_utf8_lossy(&body)
         .lines()
         .find_map(|l| {
-            l.strip_prefix("muster_heartbeats_total ")
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(' '))
                 .and_then(|v| v.trim().parse().ok())
         })
-        .unwrap_or(0))
+        .ok_or_else(|| format!("the hub's /metrics has no {name}"))
+}
+
+async fn heartbeats(admin: &HubClient) -> Result<u64, String> {
+    Ok(metric(admin, "muster_heartbeats_total").await? as u64)
+}
+
+async fn rss_kib(admin: &HubClient) -> Result<u64, String> {
+    Ok((metric(admin, "process_resident_memory_bytes").await? / 1024.0) as u64)
+}
+
+async fn cpu_secs(admin: &HubClient) -> Result<f64, String> {
+    metric(admin, "process_cpu_seconds_total").await
 }
 
 async fn wait_for(done: impl Fn() -> bool, within: Duration) -> Result<(), String> {

@@ -70,8 +70,47 @@ impl Metrics {
             get(&sessions.heartbeats),
             get(&sessions.flushes),
             get(&sessions.flushed_rows),
-        )
+        ) + &process_metrics()
     }
+}
+
+/// The standard Prometheus process metrics (Linux: read from /proc/self), so an
+/// operator or `muster bench sessions` can see the hub's memory and CPU remotely.
+fn process_metrics() -> String {
+    let rss_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        });
+    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks
+    // (USER_HZ, 100 on Linux).
+    let cpu_secs = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        });
+    let mut out = String::new();
+    if let Some(kib) = rss_bytes {
+        out.push_str(&format!(
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {}\n",
+            kib * 1024
+        ));
+    }
+    if let Some(secs) = cpu_secs {
+        out.push_str(&format!(
+            "# HELP process_cpu_seconds_total Total user and system CPU time in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {secs}\n"
+        ));
+    }
+    out
 }
 
 /// Current time in unix milliseconds.
