@@ -33,6 +33,9 @@ pub struct EnrollOptions {
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
     pub labels: BTreeMap<String, String>,
+    /// With no credential the request waits for an admin: poll this long for the
+    /// answer (`--wait`); `None` returns at once with the request id.
+    pub wait: Option<Duration>,
     /// Where host facts come from (tests point these at fixtures).
     pub fact_sources: Option<FactSources>,
 }
@@ -73,16 +76,12 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         )));
     }
     let existing = dir.load()?;
+    // With no credential at all, the request goes to the hub's approval queue.
     let credential = match (&opts.token, &opts.key, &existing) {
-        (Some(t), _, _) => t.clone(),
-        (None, Some(k), _) => k.clone(),
-        (None, None, Some(creds)) => creds.config.agent_key.clone(),
-        (None, None, None) => {
-            return Err(AgentError::Usage(
-                "enrollment needs --token (or --key); this machine holds no earlier credentials"
-                    .to_owned(),
-            ));
-        }
+        (Some(t), _, _) => Some(t.clone()),
+        (None, Some(k), _) => Some(k.clone()),
+        (None, None, Some(creds)) => Some(creds.config.agent_key.clone()),
+        (None, None, None) => None,
     };
     let reusing_existing = opts.token.is_none() && opts.key.is_none();
     let trust = trust(opts, existing.as_ref().filter(|_| reusing_existing))?;
@@ -116,7 +115,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         }
     };
 
-    let req = EnrollRequest {
+    let mut req = EnrollRequest {
         name,
         hostname: facts.hostname.clone(),
         os_info: facts.os_info.clone(),
@@ -131,7 +130,33 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         protocol_version: Some(PROTOCOL_VERSION),
     };
     let client = HubClient::new(&hub_url, trust)?;
-    let outcome = match client.enroll(Some(&credential), &req).await {
+    let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
+    let outcome = loop {
+        match client.enroll(credential.as_deref(), &req).await {
+            Ok(EnrollOutcome::Pending(p)) => {
+                let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                match left {
+                    Some(left) if !left.is_zero() => {
+                        tracing::info!(request_id = %p.request_id, "waiting for an admin to approve the enrollment");
+                        tokio::time::sleep(
+                            Duration::from_secs(p.poll_after_s.clamp(1, 60)).min(left),
+                        )
+                        .await;
+                        // A fresh CSR from the same key: the request is bound to it.
+                        req.csr_pem = muster_ca::csr_for_key(&key_pem, &facts.hostname)?;
+                        continue;
+                    }
+                    _ => {
+                        return Err(AgentError::Pending {
+                            request_id: p.request_id,
+                        });
+                    }
+                }
+            }
+            other => break other,
+        }
+    };
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e @ ClientError::Api { .. }) => {
             // A refusal is final for this attempt: the next one starts afresh.

@@ -92,14 +92,22 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
         },
     )?
     .with_bearer(creds.config.agent_key.clone());
-    let resp = client
+    let resp = match client
         .renew(&RenewRequest {
             csr_pem,
             generation: creds.config.generation,
             expired_cert_pem,
             proof,
         })
-        .await?;
+        .await?
+    {
+        muster_client::RenewOutcome::Renewed(r) => r,
+        muster_client::RenewOutcome::Pending(p) => {
+            return Err(AgentError::Pending {
+                request_id: p.request_id,
+            });
+        }
+    };
     let info = muster_ca::cert_info(&resp.cert_pem)?;
     if info.subject_cn != creds.config.agent_id
         || info.public_key_sha256 != muster_ca::key_public_sha256(&key_pem)?

@@ -19,6 +19,8 @@ use crate::facts::{FactSources, collect};
 
 /// Clock difference with the hub beyond which the agent reports itself degraded.
 const MAX_SKEW: Duration = Duration::from_secs(60);
+/// How often a renewal waiting for approval asks again.
+const PENDING_POLL: Duration = Duration::from_secs(5);
 /// Wait before retrying a failed renewal.
 const RENEW_RETRY: Duration = Duration::from_secs(15);
 /// A session that lasted this long resets the backoff.
@@ -84,6 +86,13 @@ pub async fn run(
                         || c == muster_proto::codes::KEY_INVALID) =>
                 {
                     return Err(AgentError::Refused(e.to_string()));
+                }
+                Err(AgentError::Pending { request_id }) => {
+                    tracing::warn!(%request_id, "the certificate expired past the renewal grace; the renewal waits for an admin's approval");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(PENDING_POLL) => continue,
+                    }
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();

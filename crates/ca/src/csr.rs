@@ -127,3 +127,10 @@ fn check_p256(spki: &SubjectPublicKeyInfo<'_>) -> Result<(), CaError> {
 fn unsupported(got: &str) -> CaError {
     CaError::UnsupportedKey(format!("only ECDSA P-256 keys are accepted, got {got}"))
 }
+
+/// SHA-256 (lowercase hex) of the public key of a CSR whose self-signature verifies
+/// and whose key is P-256: the same value [`crate::IssuedCert::public_key_sha256`]
+/// would carry. Lets the hub bind a queued request to the requester's key.
+pub fn csr_public_key_sha256(csr_pem: &str) -> Result<String, CaError> {
+    Ok(crate::hex(&crate::sha256(&verified_p256_spki(csr_pem)?)))
+}

@@ -96,6 +96,28 @@ pub enum AgentsCommand {
     Remove { id: String },
 }
 
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// Requests waiting for a decision: hostname, source, facts, age.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve one request, or every waiting one whose hostname matches --pattern.
+    Approve {
+        #[arg(required_unless_present = "pattern")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        pattern: Option<String>,
+    },
+    /// Deny a request; the agent is told the reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 #[derive(Args)]
 pub struct LoginArgs {
     /// Where to save the profile (default: ~/.config/muster/profile.json).
@@ -409,4 +431,64 @@ fn print_agent(a: &AgentInfo) {
             if i.is_management { " (management)" } else { "" }
         );
     }
+}
+
+pub async fn approvals(conn: &ConnectionArgs, action: ApprovalsCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        ApprovalsCommand::List { json } => {
+            let list = client.list_approvals().await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|r| {
+                        let facts = r
+                            .facts
+                            .as_ref()
+                            .map(|f| format!("{} {} {}", f.os_info, f.arch, f.ip))
+                            .unwrap_or_default();
+                        vec![
+                            r.id.clone(),
+                            r.kind.clone(),
+                            r.hostname.clone(),
+                            r.source.clone(),
+                            facts,
+                            format!("{}s", r.age_s),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["ID", "KIND", "HOSTNAME", "SOURCE", "FACTS", "AGE"], &rows)
+                );
+            }
+        }
+        ApprovalsCommand::Approve { id, pattern } => match (id, pattern) {
+            (_, Some(p)) => {
+                let approved = client
+                    .approve_matching(&p)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("Approved {} request(s) matching {p:?}", approved.len());
+            }
+            (Some(id), None) => {
+                let r = client.approve(&id).await.map_err(|e| e.to_string())?;
+                println!("Approved {} ({} from {})", r.id, r.hostname, r.source);
+            }
+            (None, None) => return Err("give a request id or --pattern".to_owned()),
+        },
+        ApprovalsCommand::Deny { id, reason } => {
+            let r = client
+                .deny(&id, reason.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Denied {} ({} from {})", r.id, r.hostname, r.source);
+        }
+    }
+    Ok(())
 }

@@ -54,6 +54,11 @@ enum Command {
     },
     /// Run the agent: keep the live session with the hub (the service entry point).
     Agent(AgentArgs),
+    /// The approval queue: enrollments without a credential, renewals past the grace.
+    Approvals {
+        #[command(subcommand)]
+        action: admin::ApprovalsCommand,
+    },
     /// Save a hub URL, API key and CA hash for later admin commands.
     Login(admin::LoginArgs),
     /// Benchmarks against a running hub.
@@ -92,6 +97,12 @@ struct HubArgs {
     /// How long after expiry an offline agent may still renew with proof of its key.
     #[arg(long, default_value = "90d", value_parser = parse_duration)]
     renewal_grace: Duration,
+    /// Enrollments with no credential wait for an admin (on) or are refused (off).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    approval_queue: String,
+    /// How long a queued request waits for a decision before it expires.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pending_ttl: Duration,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +159,9 @@ struct EnrollArgs {
     /// Skip verifying the hub (labs only): anyone on the path can read the credential.
     #[arg(long)]
     insecure_skip_verify: bool,
+    /// With no credential the request waits for an admin: wait this long for it.
+    #[arg(long, value_parser = parse_duration)]
+    wait: Option<Duration>,
 }
 
 fn init_logging(default: &str) {
@@ -187,14 +201,23 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(muster_agent::service::EXIT_REVOKED as u8)
         }
+        Err(Failure::Pending(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(EXIT_PENDING)
+        }
     }
 }
+
+/// Exit status of `muster enroll` when the request waits for approval.
+const EXIT_PENDING: u8 = 4;
 
 /// How a command failed: the line to print, and whether it is the final
 /// "revoked" exit that service managers must not restart.
 enum Failure {
     Message(String),
     Revoked(String),
+    /// The request is queued for approval: not an error, not done either.
+    Pending(String),
 }
 
 impl From<String> for Failure {
@@ -207,6 +230,7 @@ impl From<String> for Failure {
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Agent(args) => run_agent(args).await,
+        Command::Enroll(args) => run_enroll(&cli.conn, args).await,
         other => Ok(run_other(cli.conn, other).await?),
     }
 }
@@ -258,7 +282,8 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Tokens { action } => admin::tokens(&cli.conn, action).await,
         Command::Agents { action } => admin::agents(&cli.conn, action).await,
         Command::Login(args) => admin::login(&cli.conn, args).await,
-        Command::Enroll(args) => run_enroll(&cli.conn, args).await,
+        Command::Approvals { action } => admin::approvals(&cli.conn, action).await,
+        Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
         Command::Bench { action } => bench::run(&cli.conn, action).await,
     }
@@ -287,6 +312,8 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         heartbeat_interval: args.heartbeat_interval,
         cert_validity: args.cert_validity,
         renewal_grace: args.renewal_grace,
+        approval_queue: args.approval_queue == "on",
+        pending_ttl: args.pending_ttl,
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
@@ -316,7 +343,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<(), String> {
+async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<(), Failure> {
     let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref())
         .map_err(|e| e.to_string())?;
     let hub_url = match &conn.hub {
@@ -324,9 +351,9 @@ async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<()
         None => match dir.load() {
             Ok(Some(creds)) => creds.config.hub_url,
             _ => {
-                return Err(
+                return Err(Failure::Message(
                     "--hub URL is required (e.g. --hub https://hub.example:8443)".to_owned(),
-                );
+                ));
             }
         },
     };
@@ -339,11 +366,21 @@ async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<()
         ca_file: conn.ca_file.clone(),
         insecure_skip_verify: args.insecure_skip_verify,
         labels: args.labels.into_iter().collect(),
+        wait: args.wait,
         fact_sources: None,
     };
-    let report = muster_agent::enroll(&opts, &dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = match muster_agent::enroll(&opts, &dir).await {
+        Ok(r) => r,
+        Err(muster_agent::AgentError::Pending { request_id }) => {
+            return Err(Failure::Pending(format!(
+                "enrollment request {request_id} is waiting for an admin's approval \
+                 (muster approvals approve {request_id}); run `muster enroll --hub {} --wait 10m` \
+                 here to wait for it",
+                opts.hub_url
+            )));
+        }
+        Err(e) => return Err(Failure::Message(e.to_string())),
+    };
     println!(
         "{} {} ({}) with {}",
         if report.created {

@@ -69,6 +69,14 @@ pub struct ClientIdentity {
     pub key_pem: String,
 }
 
+/// The answer to a renewal.
+#[derive(Debug)]
+pub enum RenewOutcome {
+    Renewed(muster_proto::RenewResponse),
+    /// 202: past the grace window, waiting for an admin.
+    Pending(PendingResponse),
+}
+
 /// The answer to an enrollment.
 #[derive(Debug)]
 pub enum EnrollOutcome {
@@ -315,12 +323,58 @@ impl HubClient {
         Ok((status, body.to_vec()))
     }
 
-    /// Renew the calling agent's certificate (`Authorization`: its agent key).
-    pub async fn renew(
-        &self,
-        req: &muster_proto::RenewRequest,
-    ) -> Result<muster_proto::RenewResponse> {
-        self.post("/api/v1/agent/renew", req).await
+    /// Renew the calling agent's certificate (`Authorization`: its agent key). A
+    /// renewal past the hub's grace window may come back pending an admin.
+    pub async fn renew(&self, req: &muster_proto::RenewRequest) -> Result<RenewOutcome> {
+        let resp = self
+            .send(
+                self.http.post(self.url("/api/v1/agent/renew")).json(req),
+                None,
+            )
+            .await?;
+        if resp.status() == StatusCode::ACCEPTED {
+            Ok(RenewOutcome::Pending(Self::decode(resp).await?))
+        } else {
+            Ok(RenewOutcome::Renewed(Self::decode(resp).await?))
+        }
+    }
+
+    pub async fn list_approvals(&self) -> Result<Vec<muster_proto::ApprovalInfo>> {
+        Ok(self
+            .get::<muster_proto::ApprovalList>("/api/v1/approvals")
+            .await?
+            .requests)
+    }
+
+    pub async fn approve(&self, id: &str) -> Result<muster_proto::ApprovalInfo> {
+        self.post(
+            &format!("/api/v1/approvals/{}/approve", path_segment(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn approve_matching(&self, pattern: &str) -> Result<Vec<muster_proto::ApprovalInfo>> {
+        let body = muster_proto::DecideRequest {
+            pattern: Some(pattern.to_owned()),
+            reason: None,
+        };
+        Ok(self
+            .post::<_, muster_proto::ApprovalList>("/api/v1/approvals/approve", &body)
+            .await?
+            .requests)
+    }
+
+    pub async fn deny(&self, id: &str, reason: Option<&str>) -> Result<muster_proto::ApprovalInfo> {
+        let body = muster_proto::DecideRequest {
+            pattern: None,
+            reason: reason.map(str::to_owned),
+        };
+        self.post(
+            &format!("/api/v1/approvals/{}/deny", path_segment(id)),
+            &body,
+        )
+        .await
     }
 
     pub async fn whoami(&self) -> Result<serde_json::Value> {

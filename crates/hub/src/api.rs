@@ -53,6 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/approvals", get(list_approvals))
+        .route("/api/v1/approvals/approve", post(approve_matching))
+        .route("/api/v1/approvals/{id}/approve", post(approve_request))
+        .route("/api/v1/approvals/{id}/deny", post(deny_request))
         .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
         .route("/api/v1/agents/{id}", delete(remove_agent))
         .route_layer(middleware::from_fn_with_state(
@@ -146,8 +150,14 @@ async fn enroll(
     headers: HeaderMap,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let (status, body) = enroll::enroll(&state, peer.ip(), bearer(&headers), req).await?;
-    Ok((status, Json(body)))
+    Ok(
+        match enroll::enroll(&state, peer.ip(), bearer(&headers), req).await? {
+            enroll::Answer::Issued(status, body) => (status, Json(body)).into_response(),
+            enroll::Answer::Pending(pending) => {
+                (StatusCode::ACCEPTED, Json(pending)).into_response()
+            }
+        },
+    )
 }
 
 async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
@@ -518,4 +528,115 @@ async fn revoke_token(
             other => other.into(),
         })?;
     Ok(Json(token_info(&token, now)))
+}
+
+fn approval_info(r: &muster_store::PendingRecord, now: i64) -> muster_proto::ApprovalInfo {
+    muster_proto::ApprovalInfo {
+        id: r.id.clone(),
+        kind: r.kind.clone(),
+        agent_id: r.agent_id.clone(),
+        name: r.name.clone(),
+        hostname: r.hostname.clone(),
+        source: r.source.clone(),
+        facts: serde_json::from_str(&r.facts).ok(),
+        status: r.status.clone(),
+        reason: r.reason.clone(),
+        created_at: rfc3339(r.created_at),
+        expires_at: rfc3339(r.expires_at),
+        age_s: ((now - r.created_at).max(0) / 1000) as u64,
+    }
+}
+
+async fn list_approvals(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<muster_proto::ApprovalList>> {
+    let now = now_ms();
+    let pending = state.store.list_pending(now).await?;
+    Ok(Json(muster_proto::ApprovalList {
+        requests: pending.iter().map(|r| approval_info(r, now)).collect(),
+    }))
+}
+
+async fn decide(
+    state: &AppState,
+    principal: &Principal,
+    peer: SocketAddr,
+    id: &str,
+    approve: bool,
+    reason: Option<&str>,
+) -> ApiResult<muster_proto::ApprovalInfo> {
+    if let Some(r) = reason {
+        check_text("reason", r, true)?;
+    }
+    let now = now_ms();
+    let audit = AuditEntry {
+        at: now,
+        actor: principal.actor(),
+        action: if approve {
+            "request.approved"
+        } else {
+            "request.denied"
+        }
+        .to_owned(),
+        target: format!("request:{id}"),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({ "reason": reason }).to_string(),
+    };
+    let decided = state
+        .store
+        .decide_request(id, approve, reason, &principal.actor(), now, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => ApiFailure::not_found(format!(
+                "no waiting request {id:?} (decided or expired already?)"
+            )),
+            other => other.into(),
+        })?;
+    tracing::info!(request_id = %id, approve, "queued request decided");
+    Ok(approval_info(&decided, now))
+}
+
+async fn approve_request(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<muster_proto::ApprovalInfo>> {
+    Ok(Json(
+        decide(&state, &principal, peer, &id, true, None).await?,
+    ))
+}
+
+async fn deny_request(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<muster_proto::DecideRequest>,
+) -> ApiResult<Json<muster_proto::ApprovalInfo>> {
+    Ok(Json(
+        decide(&state, &principal, peer, &id, false, body.reason.as_deref()).await?,
+    ))
+}
+
+/// Approve every waiting request whose hostname matches the pattern.
+async fn approve_matching(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<muster_proto::DecideRequest>,
+) -> ApiResult<Json<muster_proto::ApprovalList>> {
+    let pattern = body
+        .pattern
+        .as_deref()
+        .ok_or_else(|| ApiFailure::bad_request("give a hostname pattern to approve"))?;
+    let matcher = parse_pattern(pattern).map_err(ApiFailure::bad_request)?;
+    let mut approved = Vec::new();
+    for r in state.store.list_pending(now_ms()).await? {
+        if matcher.is_match(&r.hostname) {
+            approved.push(decide(&state, &principal, peer, &r.id, true, None).await?);
+        }
+    }
+    Ok(Json(muster_proto::ApprovalList { requests: approved }))
 }

@@ -43,6 +43,10 @@ pub struct HubOptions {
     /// How long after expiry an agent may still renew with its agent key and proof
     /// of its old key (`--renewal-grace`).
     pub renewal_grace: Duration,
+    /// `--approval-queue on|off`: whether credential-less enrollments wait for an admin.
+    pub approval_queue: bool,
+    /// `--pending-ttl`: how long a queued request waits before it expires.
+    pub pending_ttl: Duration,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
 }
@@ -88,6 +92,8 @@ impl HubOptions {
             heartbeat_interval: Duration::from_secs(30),
             cert_validity: Duration::from_secs(720 * 3600),
             renewal_grace: Duration::from_secs(90 * 24 * 3600),
+            approval_queue: true,
+            pending_ttl: Duration::from_secs(24 * 3600),
             secret: None,
         }
     }
@@ -170,6 +176,8 @@ impl Hub {
             heartbeat_interval: opts.heartbeat_interval,
             cert_validity: opts.cert_validity,
             renewal_grace: opts.renewal_grace,
+            approval_queue: opts.approval_queue,
+            pending_ttl: opts.pending_ttl,
             metrics: Default::default(),
             sessions: Default::default(),
         });

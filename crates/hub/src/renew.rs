@@ -15,13 +15,15 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use axum_server::tls::TlsInfo;
-use muster_proto::{RenewRequest, RenewResponse, codes};
+use muster_proto::{HostFacts, RenewRequest, RenewResponse, codes};
 use muster_store::{AgentRecord, AuditEntry, CloneEvent, RenewWrite, StoreError};
 
 use crate::api::{ApiJson, calling_agent, check_agent_cert};
 use crate::auth::Principal;
+use crate::enroll::approval;
 use crate::error::{ApiFailure, ApiResult};
 use crate::state::{AppState, now_ms, rfc3339};
 
@@ -79,7 +81,17 @@ pub async fn mark_cloned(
 
 /// Without a client certificate, a renewal must carry the agent's expired current
 /// certificate and a signature by its key, within the grace window after expiry.
-fn check_expired_proof(state: &AppState, agent: &AgentRecord, req: &RenewRequest) -> ApiResult<()> {
+/// Whether an expired certificate's renewal may go ahead or must wait for an admin.
+enum Expired {
+    WithinGrace,
+    PastGrace,
+}
+
+fn check_expired_proof(
+    state: &AppState,
+    agent: &AgentRecord,
+    req: &RenewRequest,
+) -> ApiResult<Expired> {
     use base64::Engine as _;
     let (Some(cert_pem), Some(proof)) = (&req.expired_cert_pem, &req.proof) else {
         return Err(ApiFailure::unauthorized(
@@ -107,12 +119,15 @@ fn check_expired_proof(state: &AppState, agent: &AgentRecord, req: &RenewRequest
         ));
     }
     if now - expired_ms > state.renewal_grace.as_millis() as i64 {
-        return Err(ApiFailure::forbidden(
-            codes::RENEWAL_GRACE_EXPIRED,
-            "the certificate expired longer ago than the hub's renewal grace; enroll this machine again",
-        ));
+        if !state.approval_queue {
+            return Err(ApiFailure::forbidden(
+                codes::RENEWAL_GRACE_EXPIRED,
+                "the certificate expired longer ago than the hub's renewal grace; enroll this machine again",
+            ));
+        }
+        return Ok(Expired::PastGrace);
     }
-    Ok(())
+    Ok(Expired::WithinGrace)
 }
 
 /// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
@@ -122,14 +137,49 @@ pub async fn renew(
     tls: Option<Extension<Arc<TlsInfo>>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<RenewRequest>,
-) -> ApiResult<Json<RenewResponse>> {
+) -> ApiResult<Response> {
     let agent = calling_agent(principal)?;
-    match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
-        Some(cert) => check_agent_cert(&agent, cert)?,
-        None => check_expired_proof(&state, &agent, &req)?,
-    }
+    let past_grace = match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
+        Some(cert) => {
+            check_agent_cert(&agent, cert)?;
+            false
+        }
+        None => matches!(
+            check_expired_proof(&state, &agent, &req)?,
+            Expired::PastGrace
+        ),
+    };
     if agent.cloned_at.is_some() {
         return Err(cloned_refusal());
+    }
+    // Past the grace window the renewal waits for an admin, like any queued
+    // request, bound to the new key the agent proved it holds.
+    let mut complete_request = None;
+    if past_grace {
+        let key = crate::enroll::csr_key(&req.csr_pem)?;
+        let facts = HostFacts {
+            hostname: agent.facts.hostname.clone(),
+            os_info: agent.facts.os_info.clone(),
+            arch: agent.facts.arch.clone(),
+            ip: agent.facts.ip.clone(),
+            interfaces: Vec::new(),
+        };
+        let secret = format!("renew:{}:{key}", agent.id);
+        let record = approval::queue(
+            &state,
+            "renew",
+            Some(&agent.id),
+            &agent.name,
+            &facts,
+            peer.ip(),
+            &secret,
+            &key,
+        )
+        .await?;
+        match approval::decide(record, &key)? {
+            Ok(approved) => complete_request = Some(approved.id),
+            Err(waiting) => return Ok((StatusCode::ACCEPTED, Json(waiting)).into_response()),
+        }
     }
     let issued = state
         .ca
@@ -155,6 +205,7 @@ pub async fn renew(
         cert_pubkey: issued.public_key_sha256.clone(),
         cert_expires_at: expires,
         advance: !retry,
+        complete_request,
         audit: AuditEntry {
             at: now,
             actor: format!("agent:{}", agent.id),
@@ -180,5 +231,6 @@ pub async fn renew(
         cert_pem: issued.cert_pem,
         cert_expires_at: rfc3339(expires),
         generation: renewed.generation,
-    }))
+    })
+    .into_response())
 }

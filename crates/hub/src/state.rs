@@ -20,6 +20,10 @@ pub struct AppState {
     pub heartbeat_interval: Duration,
     pub cert_validity: Duration,
     pub renewal_grace: Duration,
+    /// Enrollments with no credential wait for an admin (true) or get 401 (false).
+    pub approval_queue: bool,
+    /// How long a queued request waits before it expires.
+    pub pending_ttl: Duration,
     pub metrics: Metrics,
     pub sessions: crate::sessions::Sessions,
 }

@@ -40,6 +40,10 @@ pub mod codes {
     pub const AGENT_REVOKED: &str = "agent_revoked";
     /// Two machines were caught sharing this identity; an admin must resolve it.
     pub const AGENT_CLONED: &str = "agent_cloned";
+    /// An admin denied the queued request.
+    pub const REQUEST_DENIED: &str = "request_denied";
+    /// The queued request waited longer than the hub keeps requests.
+    pub const REQUEST_EXPIRED: &str = "request_expired";
     /// The certificate expired longer ago than the hub's renewal grace window.
     pub const RENEWAL_GRACE_EXPIRED: &str = "renewal_grace_expired";
     pub const NOT_FOUND: &str = "not_found";
@@ -363,4 +367,39 @@ pub struct RenewResponse {
     pub cert_pem: String,
     pub cert_expires_at: String,
     pub generation: i64,
+}
+
+/// A request in the approval queue (SPEC §7), as admins see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalInfo {
+    pub id: String,
+    /// `enroll` or `renew`.
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub name: String,
+    pub hostname: String,
+    /// Source address the request came from.
+    pub source: String,
+    pub facts: Option<HostFacts>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub age_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalList {
+    pub requests: Vec<ApprovalInfo>,
+}
+
+/// `POST /api/v1/approvals/{id}/approve|deny`, `POST /api/v1/approvals/approve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    /// Approve every waiting request whose hostname matches (bulk form only).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }

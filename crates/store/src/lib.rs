@@ -115,6 +115,27 @@ pub trait Store: Send + Sync + 'static {
 
     async fn clone_events(&self, agent_id: &str) -> Result<Vec<CloneEvent>>;
 
+    /// Queue a request for approval; returns the stored request, or the existing one
+    /// with the same secret (a poll).
+    async fn queue_request(
+        &self,
+        request: &PendingRecord,
+        audit: &AuditEntry,
+    ) -> Result<PendingRecord>;
+    async fn find_request_by_secret(&self, secret_hash: &str) -> Result<Option<PendingRecord>>;
+    /// Requests still waiting (not expired at `now`), oldest first.
+    async fn list_pending(&self, now: i64) -> Result<Vec<PendingRecord>>;
+    /// Approve or deny a waiting request; `NotFound` when it is not waiting.
+    async fn decide_request(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<&str>,
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<PendingRecord>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

@@ -13,6 +13,7 @@ use crate::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_foundation.sql"),
     include_str!("../migrations/0002_renewal_and_clones.sql"),
+    include_str!("../migrations/0003_pending_requests.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

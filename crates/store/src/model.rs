@@ -199,6 +199,8 @@ pub struct EnrollWrite {
     pub consume_token: Option<String>,
     /// Remembered for idempotent retries; `None` when this *is* a retry.
     pub enrollment: Option<EnrollmentRecord>,
+    /// An approved request this enrollment collects (once: it becomes `completed`).
+    pub complete_request: Option<String>,
     pub audit: AuditEntry,
     pub now: i64,
 }
@@ -232,6 +234,8 @@ pub struct RenewWrite {
     /// generation advances); `false` for a retry whose answer was lost (the same key
     /// gets its certificate again, nothing advances).
     pub advance: bool,
+    /// An approved renewal request this renewal collects.
+    pub complete_request: Option<String>,
     pub audit: AuditEntry,
     pub now: i64,
 }
@@ -247,4 +251,31 @@ pub struct CloneEvent {
     pub expected: i64,
     /// `session` or `renewal`.
     pub via: String,
+}
+
+/// A request waiting in the approval queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// Public id, shown to admins.
+    pub id: String,
+    /// Keyed hash of the requester's secret (its enrollment id).
+    pub secret_hash: String,
+    /// `enroll` or `renew`.
+    pub kind: String,
+    /// For renewals: the agent to renew.
+    pub agent_id: Option<String>,
+    pub name: String,
+    pub hostname: String,
+    pub source: String,
+    /// The host facts as JSON, for the admin deciding.
+    pub facts: String,
+    /// SHA-256 of the public key the request is bound to.
+    pub public_key: String,
+    /// `pending`, `approved`, `denied`, `completed`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
 }

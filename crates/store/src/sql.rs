@@ -216,6 +216,45 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
     })
 }
 
+/// Collect an approved request inside the caller's transaction: exactly once.
+async fn complete_request_tx(tx: &mut Transaction<'static, Any>, id: &str, now: i64) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE pending_requests SET status = 'completed', decided_at = COALESCE(decided_at, $2) \
+         WHERE id = $1 AND status = 'approved'",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(StoreError::Conflict(
+            "the approved request was already used".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn pending_from_row(row: &AnyRow) -> Result<PendingRecord> {
+    Ok(PendingRecord {
+        id: row.try_get("id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        kind: row.try_get("kind")?,
+        agent_id: row.try_get("agent_id")?,
+        name: row.try_get("name")?,
+        hostname: row.try_get("hostname")?,
+        source: row.try_get("source")?,
+        facts: row.try_get("facts")?,
+        public_key: row.try_get("public_key")?,
+        status: row.try_get("status")?,
+        reason: row.try_get("reason")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+    })
+}
+
 async fn insert_audit(tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details) \
@@ -565,6 +604,9 @@ impl Store for SqlStore {
                 other => other?,
             };
         }
+        if let Some(id) = &w.complete_request {
+            complete_request_tx(&mut tx, id, w.now).await?;
+        }
         insert_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
@@ -605,6 +647,9 @@ impl Store for SqlStore {
             ));
         };
         let agent = agent_from_row(&row)?;
+        if let Some(id) = &w.complete_request {
+            complete_request_tx(&mut tx, id, w.now).await?;
+        }
         insert_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
@@ -657,6 +702,88 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn queue_request(&self, r: &PendingRecord, audit: &AuditEntry) -> Result<PendingRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let existing = sqlx::query("SELECT * FROM pending_requests WHERE secret_hash = $1")
+            .bind(&r.secret_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return pending_from_row(&row);
+        }
+        sqlx::query(
+            "INSERT INTO pending_requests (id, secret_hash, kind, agent_id, name, hostname, source, \
+             facts, public_key, status, reason, created_at, expires_at, decided_at, decided_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&r.id)
+        .bind(&r.secret_hash)
+        .bind(&r.kind)
+        .bind(&r.agent_id)
+        .bind(&r.name)
+        .bind(&r.hostname)
+        .bind(&r.source)
+        .bind(&r.facts)
+        .bind(&r.public_key)
+        .bind(&r.status)
+        .bind(&r.reason)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .bind(r.decided_at)
+        .bind(&r.decided_by)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(r.clone())
+    }
+
+    async fn find_request_by_secret(&self, secret_hash: &str) -> Result<Option<PendingRecord>> {
+        let row = sqlx::query("SELECT * FROM pending_requests WHERE secret_hash = $1")
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(pending_from_row).transpose()
+    }
+
+    async fn list_pending(&self, now: i64) -> Result<Vec<PendingRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM pending_requests WHERE status = 'pending' AND expires_at > $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    async fn decide_request(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<&str>,
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<PendingRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE pending_requests SET status = $2, reason = $3, decided_at = $4, decided_by = $5 \
+             WHERE id = $1 AND status = 'pending' AND expires_at > $4 RETURNING *",
+        )
+        .bind(id)
+        .bind(if approve { "approved" } else { "denied" })
+        .bind(reason)
+        .bind(now)
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        pending_from_row(&row)
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {

@@ -98,6 +98,7 @@ fn write(
         mode,
         consume_token: consume.map(str::to_owned),
         enrollment: None,
+        complete_request: None,
         audit: audit("agent.enrolled"),
         now,
     }

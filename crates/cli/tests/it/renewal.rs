@@ -154,6 +154,9 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             })
             .await
             .unwrap();
+        let muster_client::RenewOutcome::Renewed(first) = first else {
+            panic!("{first:?}")
+        };
         assert_eq!(first.generation, 2);
         // The answer was lost: the same key asks again, with the old generation.
         let csr = muster_ca::csr_for_key(&key, &id).unwrap();
@@ -166,6 +169,9 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
             })
             .await
             .unwrap();
+        let muster_client::RenewOutcome::Renewed(again) = again else {
+            panic!("{again:?}")
+        };
         assert_eq!(again.generation, 2);
         assert_ne!(hub.admin().agent(&id).await.unwrap().status, "cloned");
         // A different key with the old generation is a copy.
@@ -233,11 +239,48 @@ async fn an_agent_whose_certificate_expired_offline_renews_with_proof_of_its_key
 }
 
 #[tokio::test]
-async fn past_the_renewal_grace_an_expired_agent_is_told_to_enroll_again() {
+async fn past_the_renewal_grace_a_renewal_waits_for_an_admin() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, |o| {
+            o.heartbeat_interval = Duration::from_secs(1);
+            o.cert_validity = Duration::from_secs(1);
+            o.renewal_grace = Duration::from_secs(1);
+        })
+        .await;
+        let (agent, id) = enrolled(&hub, "rip-van-winkle").await;
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let running = agent.run();
+        // The renewal is queued, bound to the agent and its new key.
+        let admin = hub.admin();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let request = loop {
+            if let Some(r) = admin.list_approvals().await.unwrap().into_iter().next() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no queued renewal");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            (request.kind.as_str(), request.agent_id.as_deref()),
+            ("renew", Some(id.as_str()))
+        );
+        assert_eq!(admin.agent(&id).await.unwrap().status, "offline");
+        admin.approve(&request.id).await.unwrap();
+        hub.wait_status(&id, "online", Duration::from_secs(15))
+            .await;
+        running.stop().await.unwrap();
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_queue_off_a_renewal_past_the_grace_is_refused() {
     each_backend(|b| async move {
         let hub = TestHub::start_with(&b, |o| {
             o.cert_validity = Duration::from_secs(1);
             o.renewal_grace = Duration::from_secs(1);
+            o.approval_queue = false;
         })
         .await;
         let (agent, _) = enrolled(&hub, "rip-van-winkle").await;

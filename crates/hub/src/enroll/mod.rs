@@ -8,6 +8,7 @@
 //! refused or failed enrollment consumes no token use and leaves no trace but a log.
 
 mod api_key;
+pub mod approval;
 mod existing;
 mod token;
 
@@ -17,8 +18,8 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use muster_proto::{
-    AGENT_KEY_PREFIX, API_KEY_PREFIX, EnrollRequest, EnrollResponse, MAX_NAME_LEN, TOKEN_PREFIX,
-    codes,
+    AGENT_KEY_PREFIX, API_KEY_PREFIX, EnrollRequest, EnrollResponse, MAX_NAME_LEN, PendingResponse,
+    TOKEN_PREFIX, codes,
 };
 use muster_store::{
     AgentFacts, AgentRecord, AgentState, AuditEntry, EnrollMode, EnrollWrite, EnrollmentRecord,
@@ -51,6 +52,8 @@ pub struct Grant {
     /// May replace an agent of the same name while it is online (admin keys, tokens
     /// created with `--allow-replace`); others could silently take over a machine.
     pub may_replace_live: bool,
+    /// An approved queued request this enrollment collects.
+    pub complete_request: Option<String>,
     /// Set when the caller proved to be this agent: re-enroll it whatever the name.
     pub existing_agent: Option<AgentRecord>,
 }
@@ -92,13 +95,31 @@ async fn method_for(state: &AppState, bearer: Option<&str>) -> ApiResult<Box<dyn
     }
 }
 
+/// What an enrollment request gets back.
+pub enum Answer {
+    /// 201 (new agent) or 200 (re-enrollment).
+    Issued(StatusCode, EnrollResponse),
+    /// 202: waiting in the approval queue.
+    Pending(PendingResponse),
+}
+
+/// SHA-256 of a CSR's public key, after checking the CSR (400 `invalid_csr`).
+pub fn csr_key(csr_pem: &str) -> ApiResult<String> {
+    muster_ca::csr_public_key_sha256(csr_pem).map_err(|e| match e {
+        muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
+            ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
+        }
+        other => ApiFailure::internal("reading a CSR failed", &other),
+    })
+}
+
 /// Handle one `POST /api/v1/enroll`.
 pub async fn enroll(
     state: &AppState,
     source: IpAddr,
     bearer: Option<&str>,
     req: EnrollRequest,
-) -> ApiResult<(StatusCode, EnrollResponse)> {
+) -> ApiResult<Answer> {
     let result = enroll_inner(state, source, bearer, req).await;
     match &result {
         Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
@@ -116,9 +137,15 @@ async fn enroll_inner(
     source: IpAddr,
     bearer: Option<&str>,
     req: EnrollRequest,
-) -> ApiResult<(StatusCode, EnrollResponse)> {
+) -> ApiResult<Answer> {
     validate(&req)?;
-    let method = method_for(state, bearer).await?;
+    let method: Box<dyn Method> = match bearer {
+        None => match approval::lookup(state, source, &req).await? {
+            approval::Lookup::Approved(m) => m,
+            approval::Lookup::Waiting(pending) => return Ok(Answer::Pending(pending)),
+        },
+        Some(_) => method_for(state, bearer).await?,
+    };
     let name = req
         .name
         .clone()
@@ -179,6 +206,7 @@ async fn enroll_inner(
         creds: issued.creds.clone(),
         mode,
         consume_token: grant.consume_token.clone(),
+        complete_request: grant.complete_request.clone(),
         enrollment: req.enrollment_id.as_ref().map(|eid| EnrollmentRecord {
             enrollment_id: eid.clone(),
             agent_id: agent_id.clone(),
@@ -220,7 +248,7 @@ async fn enroll_inner(
     } else {
         StatusCode::OK
     };
-    Ok((status, response(state, &agent, issued)))
+    Ok(Answer::Issued(status, response(state, &agent, issued)))
 }
 
 /// Continue as a retry when `req` carries the id of a completed enrollment, else
@@ -231,7 +259,7 @@ async fn retry_or(
     req: &EnrollRequest,
     source: IpAddr,
     refusal: ApiFailure,
-) -> ApiResult<(StatusCode, EnrollResponse)> {
+) -> ApiResult<Answer> {
     let prior = match &req.enrollment_id {
         Some(eid) => state.store.find_enrollment(eid).await?,
         None => None,
@@ -251,7 +279,7 @@ async fn retry(
     prior: EnrollmentRecord,
     req: &EnrollRequest,
     source: IpAddr,
-) -> ApiResult<(StatusCode, EnrollResponse)> {
+) -> ApiResult<Answer> {
     let conflict = || {
         ApiFailure::new(
             StatusCode::CONFLICT,
@@ -288,6 +316,7 @@ async fn retry(
         creds: issued.creds.clone(),
         mode: EnrollMode::Replace,
         consume_token: None,
+        complete_request: None,
         enrollment: None,
         audit: AuditEntry {
             at: now,
@@ -306,7 +335,7 @@ async fn retry(
     } else {
         StatusCode::OK
     };
-    Ok((status, response(state, &agent, issued)))
+    Ok(Answer::Issued(status, response(state, &agent, issued)))
 }
 
 struct Issued {

@@ -1,0 +1,179 @@
+//! Enrollment with no credential (SPEC §7): the request waits in the approval
+//! queue until an admin approves or denies it.
+//!
+//! The request is bound to two things only the requester holds: its enrollment id
+//! (a random secret it keeps until enrollment completes; the hub stores its keyed
+//! hash) and the key pair of its CSR. Polling repeats the enrollment with both;
+//! nobody else can collect the credentials an approval releases.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use muster_proto::{EnrollRequest, HostFacts, PendingResponse, codes};
+use muster_store::{AuditEntry, PendingRecord};
+
+use super::{Context, Grant, Method};
+use crate::error::{ApiFailure, ApiResult};
+use crate::state::{AppState, now_ms};
+
+/// How often a waiting agent is told to ask again.
+pub const POLL_AFTER_S: u64 = 5;
+
+/// The outcome of looking up (or creating) a queued request.
+pub enum Lookup {
+    /// An admin approved it: enroll now, collecting the approval.
+    Approved(Box<ApprovalMethod>),
+    /// Still waiting: answer 202.
+    Waiting(PendingResponse),
+}
+
+pub struct ApprovalMethod {
+    request: PendingRecord,
+}
+
+#[async_trait]
+impl Method for ApprovalMethod {
+    fn credential(&self) -> String {
+        format!("approval:{}", self.request.id)
+    }
+
+    fn may_retry(&self) -> bool {
+        true
+    }
+
+    async fn authorize(&self, _cx: &Context<'_>) -> ApiResult<Grant> {
+        Ok(Grant {
+            credential: self.credential(),
+            complete_request: Some(self.request.id.clone()),
+            ..Grant::default()
+        })
+    }
+}
+
+/// Find the caller's queued request, or queue a new one.
+pub async fn lookup(state: &AppState, source: IpAddr, req: &EnrollRequest) -> ApiResult<Lookup> {
+    if !state.approval_queue {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "enrollment needs a credential (an enrollment token or an API key); this hub's approval queue is off",
+        ));
+    }
+    let Some(eid) = &req.enrollment_id else {
+        return Err(ApiFailure::bad_request(
+            "an enrollment without a credential needs an enrollment_id (muster enroll sends one)",
+        ));
+    };
+    let key = super::csr_key(&req.csr_pem)?;
+    let facts = HostFacts {
+        hostname: req.hostname.clone(),
+        os_info: req.os_info.clone(),
+        arch: req.arch.clone(),
+        ip: req.ip.clone(),
+        interfaces: req.interfaces.clone(),
+    };
+    let name = req
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| req.hostname.clone());
+    let record = queue(
+        state,
+        "enroll",
+        None,
+        &name,
+        &facts,
+        source,
+        &format!("enroll:{eid}"),
+        &key,
+    )
+    .await?;
+    decide(record, &key).map(|r| match r {
+        Ok(request) => Lookup::Approved(Box::new(ApprovalMethod { request })),
+        Err(waiting) => Lookup::Waiting(waiting),
+    })
+}
+
+/// Queue a request under `secret` unless one exists; return what is stored.
+#[allow(clippy::too_many_arguments)]
+pub async fn queue(
+    state: &AppState,
+    kind: &str,
+    agent_id: Option<&str>,
+    name: &str,
+    facts: &HostFacts,
+    source: IpAddr,
+    secret: &str,
+    key: &str,
+) -> ApiResult<PendingRecord> {
+    let secret_hash = state.keys.hash_secret(secret);
+    if let Some(existing) = state.store.find_request_by_secret(&secret_hash).await? {
+        return Ok(existing);
+    }
+    let now = now_ms();
+    let record = PendingRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        secret_hash,
+        kind: kind.to_owned(),
+        agent_id: agent_id.map(str::to_owned),
+        name: name.to_owned(),
+        hostname: facts.hostname.clone(),
+        source: source.to_string(),
+        facts: serde_json::to_string(facts).unwrap_or_default(),
+        public_key: key.to_owned(),
+        status: "pending".to_owned(),
+        reason: None,
+        created_at: now,
+        expires_at: now + state.pending_ttl.as_millis() as i64,
+        decided_at: None,
+        decided_by: None,
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: agent_id.map_or_else(|| "anonymous".to_owned(), |a| format!("agent:{a}")),
+        action: format!("{kind}.queued"),
+        target: format!("request:{}", record.id),
+        source: source.to_string(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({"name": name, "hostname": facts.hostname}).to_string(),
+    };
+    let stored = state.store.queue_request(&record, &audit).await?;
+    if stored.id == record.id {
+        tracing::info!(request_id = %record.id, kind, hostname = %facts.hostname, %source, "request queued for approval");
+    }
+    Ok(stored)
+}
+
+/// What a stored request means for the caller holding `key`: approved (go on),
+/// waiting (202), or a refusal.
+pub fn decide(
+    record: PendingRecord,
+    key: &str,
+) -> ApiResult<Result<PendingRecord, PendingResponse>> {
+    if record.public_key != key {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            codes::CONFLICT,
+            "this request is bound to another key pair; start a fresh enrollment",
+        ));
+    }
+    match record.status.as_str() {
+        "approved" | "completed" => Ok(Ok(record)),
+        "denied" => Err(ApiFailure::forbidden(
+            codes::REQUEST_DENIED,
+            format!(
+                "an admin denied the request{}",
+                record.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        )),
+        _ if record.expires_at <= now_ms() => Err(ApiFailure::forbidden(
+            codes::REQUEST_EXPIRED,
+            "the request waited too long for approval; ask again",
+        )),
+        _ => Ok(Err(PendingResponse {
+            status: "pending".to_owned(),
+            request_id: record.id,
+            poll_after_s: POLL_AFTER_S,
+        })),
+    }
+}
