@@ -131,3 +131,36 @@ async fn revoked_agents_are_refused_and_never_come_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_lost_answer_to_a_reenrollment_with_existing_credentials_can_be_retried() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let machine = TestAgent::new("flaky");
+        let t = hub.default_token().await;
+        let first =
+            muster_agent::enroll(&hub.enroll_options(&machine, Some(&t), None), &machine.dir)
+                .await
+                .unwrap();
+        let old_key = machine.dir.load().unwrap().unwrap().config.agent_key;
+        let client = hub.anonymous();
+        let (mut req, key) = crate::request("flaky", None);
+        req.enrollment_id = Some("aaaabbbbccccddddeeeeffff00001111".to_owned());
+        // The answer to this re-enrollment is "lost": the old key is dead now.
+        client.enroll(Some(&old_key), &req).await.unwrap();
+        req.csr_pem = muster_ca::csr_for_key(&key, "flaky").unwrap();
+        match client.enroll(Some(&old_key), &req).await.unwrap() {
+            muster_client::EnrollOutcome::Reenrolled(r) => assert_eq!(r.agent_id, first.agent_id),
+            other => panic!("{other:?}"),
+        }
+        // The id alone, with another key pair, gets nothing.
+        let (mut other, _) = crate::request("flaky", None);
+        other.enrollment_id = req.enrollment_id.clone();
+        assert_eq!(
+            crate::code(client.enroll(Some(&old_key), &other).await),
+            "conflict"
+        );
+        hub.stop().await;
+    })
+    .await;
+}

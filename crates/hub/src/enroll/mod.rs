@@ -144,7 +144,29 @@ async fn enroll_inner(
             approval::Lookup::Approved(m) => m,
             approval::Lookup::Waiting(pending) => return Ok(Answer::Pending(pending)),
         },
-        Some(_) => method_for(state, bearer).await?,
+        Some(b) => match method_for(state, bearer).await {
+            Ok(m) => m,
+            // The answer to a re-enrollment with existing credentials was lost, and
+            // the key it used is dead now. The enrollment id (a secret the machine
+            // kept) and the key pair the first attempt was bound to still identify
+            // the machine; `retry` checks both.
+            Err(refusal)
+                if b.starts_with(AGENT_KEY_PREFIX) && refusal.code == codes::KEY_INVALID =>
+            {
+                let prior = match &req.enrollment_id {
+                    Some(eid) => state.store.find_enrollment(eid).await?,
+                    None => None,
+                };
+                return match prior {
+                    Some(p) if p.credential.starts_with("agent:") => {
+                        let method = PriorCredential(p.credential.clone());
+                        retry(state, &method, p, &req, source).await
+                    }
+                    _ => Err(refusal),
+                };
+            }
+            Err(refusal) => return Err(refusal),
+        },
     };
     let name = req
         .name
@@ -249,6 +271,28 @@ async fn enroll_inner(
         StatusCode::OK
     };
     Ok(Answer::Issued(status, response(state, &agent, issued)))
+}
+
+/// The credential of a completed enrollment, standing in for one that no longer
+/// resolves (see `enroll_inner`): it only ever drives `retry`.
+struct PriorCredential(String);
+
+#[async_trait]
+impl Method for PriorCredential {
+    fn credential(&self) -> String {
+        self.0.clone()
+    }
+
+    fn may_retry(&self) -> bool {
+        true
+    }
+
+    async fn authorize(&self, _cx: &Context<'_>) -> ApiResult<Grant> {
+        Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "the agent key is not valid",
+        ))
+    }
 }
 
 /// Continue as a retry when `req` carries the id of a completed enrollment, else
