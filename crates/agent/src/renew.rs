@@ -89,6 +89,7 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
         ClientOptions {
             identity,
             timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
         },
     )?
     .with_bearer(creds.config.agent_key.clone());

@@ -97,6 +97,33 @@ pub enum AgentsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum TrustCommand {
+    /// Let machines whose hostname matches and whose source is inside a CIDR enroll
+    /// without a credential.
+    Add {
+        #[arg(long)]
+        pattern: String,
+        /// Source network; repeatable. Without one, any source matches (warned).
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Enrollments per hour through this rule; beyond it they wait for approval.
+        #[arg(long, default_value_t = 100)]
+        max_per_hour: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ApprovalsCommand {
     /// Requests waiting for a decision: hostname, source, facts, age.
     List {
@@ -488,6 +515,82 @@ pub async fn approvals(conn: &ConnectionArgs, action: ApprovalsCommand) -> Resul
                 .await
                 .map_err(|e| e.to_string())?;
             println!("Denied {} ({} from {})", r.id, r.hostname, r.source);
+        }
+    }
+    Ok(())
+}
+
+pub async fn trust(conn: &ConnectionArgs, action: TrustCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        TrustCommand::Add {
+            pattern,
+            cidrs,
+            labels,
+            max_per_hour,
+            json,
+        } => {
+            if cidrs.is_empty() {
+                eprintln!(
+                    "warning: a rule without --cidr admits any source; the hostname is only the machine's own claim"
+                );
+            }
+            let rule = client
+                .create_trust_rule(&muster_proto::CreateTrustRule {
+                    pattern,
+                    cidrs,
+                    labels: labels.into_iter().collect(),
+                    max_per_hour: Some(max_per_hour),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rule).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("Added trust rule {} for {}", rule.id, rule.pattern);
+            }
+        }
+        TrustCommand::List { json } => {
+            let rules = client.list_trust_rules().await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rules).map_err(|e| e.to_string())?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = rules
+                    .iter()
+                    .map(|r| {
+                        let labels: Vec<String> =
+                            r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        vec![
+                            r.id.clone(),
+                            r.pattern.clone(),
+                            if r.cidrs.is_empty() {
+                                "any".to_owned()
+                            } else {
+                                r.cidrs.join(",")
+                            },
+                            labels.join(","),
+                            r.max_per_hour.to_string(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["ID", "PATTERN", "CIDRS", "LABELS", "PER HOUR"], &rows)
+                );
+            }
+        }
+        TrustCommand::Remove { id } => {
+            client
+                .remove_trust_rule(&id)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Removed trust rule {id}");
         }
     }
     Ok(())

@@ -54,6 +54,11 @@ enum Command {
     },
     /// Run the agent: keep the live session with the hub (the service entry point).
     Agent(AgentArgs),
+    /// Trust rules: hostname globs and source networks that may enroll without a credential.
+    Trust {
+        #[command(subcommand)]
+        action: admin::TrustCommand,
+    },
     /// The approval queue: enrollments without a credential, renewals past the grace.
     Approvals {
         #[command(subcommand)]
@@ -103,6 +108,9 @@ struct HubArgs {
     /// How long a queued request waits for a decision before it expires.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pending_ttl: Duration,
+    /// Believe X-Forwarded-For / Forwarded only from proxies in this CIDR; repeatable.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +291,7 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Agents { action } => admin::agents(&cli.conn, action).await,
         Command::Login(args) => admin::login(&cli.conn, args).await,
         Command::Approvals { action } => admin::approvals(&cli.conn, action).await,
+        Command::Trust { action } => admin::trust(&cli.conn, action).await,
         Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
         Command::Bench { action } => bench::run(&cli.conn, action).await,
@@ -314,6 +323,7 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         renewal_grace: args.renewal_grace,
         approval_queue: args.approval_queue == "on",
         pending_ttl: args.pending_ttl,
+        trusted_proxies: args.trusted_proxies,
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),

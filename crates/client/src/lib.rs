@@ -110,6 +110,10 @@ pub struct ClientOptions {
     pub identity: Option<ClientIdentity>,
     /// Whole-request timeout; default 30 s.
     pub timeout: Option<Duration>,
+    /// Local address to connect from (machines with several; tests use 127.0.0.x).
+    pub local_address: Option<std::net::IpAddr>,
+    /// Extra headers on every request (e.g. what a proxy in front would add).
+    pub headers: Vec<(String, String)>,
 }
 
 impl HubClient {
@@ -125,8 +129,18 @@ impl HubClient {
             return Err(ClientError::InvalidUrl(url.to_owned()));
         }
         let (tls, mismatch) = tls_config(&trust, opts.identity.as_ref())?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &opts.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| ClientError::Protocol(format!("invalid header name {k:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| ClientError::Protocol(format!("invalid value for header {k}")))?;
+            headers.insert(name, value);
+        }
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .local_address(opts.local_address)
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .timeout(opts.timeout.unwrap_or(Duration::from_secs(30)))
             .user_agent(concat!("muster/", env!("CARGO_PKG_VERSION")))
@@ -336,6 +350,34 @@ impl HubClient {
             Ok(RenewOutcome::Pending(Self::decode(resp).await?))
         } else {
             Ok(RenewOutcome::Renewed(Self::decode(resp).await?))
+        }
+    }
+
+    pub async fn create_trust_rule(
+        &self,
+        req: &muster_proto::CreateTrustRule,
+    ) -> Result<muster_proto::TrustRuleInfo> {
+        self.post("/api/v1/trust-rules", req).await
+    }
+
+    pub async fn list_trust_rules(&self) -> Result<Vec<muster_proto::TrustRuleInfo>> {
+        Ok(self
+            .get::<muster_proto::TrustRuleList>("/api/v1/trust-rules")
+            .await?
+            .rules)
+    }
+
+    pub async fn remove_trust_rule(&self, id: &str) -> Result<()> {
+        let req = self
+            .http
+            .delete(self.url(&format!("/api/v1/trust-rules/{}", path_segment(id))));
+        let resp = self.send(req, None).await?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = resp.bytes().await.unwrap_or_default();
+            Err(api_error(status, &body))
         }
     }
 

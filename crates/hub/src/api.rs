@@ -54,6 +54,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/approvals", get(list_approvals))
+        .route(
+            "/api/v1/trust-rules",
+            post(create_trust_rule).get(list_trust_rules),
+        )
+        .route("/api/v1/trust-rules/{id}", delete(remove_trust_rule))
         .route("/api/v1/approvals/approve", post(approve_matching))
         .route("/api/v1/approvals/{id}/approve", post(approve_request))
         .route("/api/v1/approvals/{id}/deny", post(deny_request))
@@ -151,7 +156,14 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(
-        match enroll::enroll(&state, peer.ip(), bearer(&headers), req).await? {
+        match enroll::enroll(
+            &state,
+            crate::rules::client_source(peer.ip(), &headers, &state.trusted_proxies),
+            bearer(&headers),
+            req,
+        )
+        .await?
+        {
             enroll::Answer::Issued(status, body) => (status, Json(body)).into_response(),
             enroll::Answer::Pending(pending) => {
                 (StatusCode::ACCEPTED, Json(pending)).into_response()
@@ -639,4 +651,104 @@ async fn approve_matching(
         }
     }
     Ok(Json(muster_proto::ApprovalList { requests: approved }))
+}
+
+fn rule_info(r: &muster_store::TrustRuleRecord) -> muster_proto::TrustRuleInfo {
+    muster_proto::TrustRuleInfo {
+        id: r.id.clone(),
+        pattern: r.pattern.clone(),
+        cidrs: r.cidrs.clone(),
+        labels: r.labels.clone(),
+        max_per_hour: r.max_per_hour.max(0) as u32,
+        created_at: rfc3339(r.created_at),
+    }
+}
+
+async fn create_trust_rule(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<muster_proto::CreateTrustRule>,
+) -> ApiResult<(StatusCode, Json<muster_proto::TrustRuleInfo>)> {
+    check_text("pattern", &req.pattern, false)?;
+    parse_pattern(&req.pattern).map_err(ApiFailure::bad_request)?;
+    if req.cidrs.len() > 64 || req.labels.len() > 64 {
+        return Err(ApiFailure::bad_request(
+            "at most 64 CIDRs and 64 labels per rule",
+        ));
+    }
+    let cidrs = req
+        .cidrs
+        .iter()
+        .map(|c| parse_cidr(c).map(|n| n.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiFailure::bad_request)?;
+    for (k, v) in &req.labels {
+        check_label(k, v)?;
+    }
+    let max_per_hour = req.max_per_hour.unwrap_or(100);
+    if max_per_hour == 0 {
+        return Err(ApiFailure::bad_request("max_per_hour must be at least 1"));
+    }
+    let now = now_ms();
+    let rule = muster_store::TrustRuleRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        pattern: req.pattern.clone(),
+        cidrs,
+        labels: req.labels.clone(),
+        max_per_hour: i64::from(max_per_hour),
+        created_at: now,
+        created_by: principal.actor(),
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: principal.actor(),
+        action: "trust_rule.created".to_owned(),
+        target: format!("rule:{}", rule.id),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: serde_json::json!({"pattern": rule.pattern, "cidrs": rule.cidrs, "labels": rule.labels, "max_per_hour": rule.max_per_hour}).to_string(),
+    };
+    state.store.create_trust_rule(&rule, &audit).await?;
+    if rule.cidrs.is_empty() {
+        tracing::warn!(rule_id = %rule.id, pattern = %rule.pattern, "trust rule without CIDR: any source may enroll a matching hostname");
+    }
+    Ok((StatusCode::CREATED, Json(rule_info(&rule))))
+}
+
+async fn list_trust_rules(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<muster_proto::TrustRuleList>> {
+    let rules = state.store.list_trust_rules().await?;
+    Ok(Json(muster_proto::TrustRuleList {
+        rules: rules.iter().map(rule_info).collect(),
+    }))
+}
+
+async fn remove_trust_rule(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let audit = AuditEntry {
+        at: now_ms(),
+        actor: principal.actor(),
+        action: "trust_rule.removed".to_owned(),
+        target: format!("rule:{id}"),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: "{}".to_owned(),
+    };
+    state
+        .store
+        .remove_trust_rule(&id, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => {
+                ApiFailure::not_found(format!("no trust rule {id:?}"))
+            }
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
 }

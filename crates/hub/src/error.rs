@@ -79,6 +79,15 @@ impl From<StoreError> for ApiFailure {
                 "another live agent holds that name",
             ),
             StoreError::NotFound => ApiFailure::not_found("no such record"),
+            StoreError::RuleRateLimited => {
+                let mut f = ApiFailure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    codes::RATE_LIMITED,
+                    "too many enrollments through this trust rule this hour",
+                );
+                f.retry_after = Some(60);
+                f
+            }
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             ref err if err.is_unavailable() => {
                 tracing::error!(error = %err, "database unavailable");

@@ -47,6 +47,8 @@ pub struct HubOptions {
     pub approval_queue: bool,
     /// `--pending-ttl`: how long a queued request waits before it expires.
     pub pending_ttl: Duration,
+    /// `--trusted-proxy`: CIDRs of proxies whose `X-Forwarded-For`/`Forwarded` we believe.
+    pub trusted_proxies: Vec<String>,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
 }
@@ -94,6 +96,7 @@ impl HubOptions {
             renewal_grace: Duration::from_secs(90 * 24 * 3600),
             approval_queue: true,
             pending_ttl: Duration::from_secs(24 * 3600),
+            trusted_proxies: Vec::new(),
             secret: None,
         }
     }
@@ -166,6 +169,11 @@ impl Hub {
             .map(|u| u.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| default_advertise_url(local));
         let names = server_names(&hub_url, local);
+        let trusted_proxies = opts
+            .trusted_proxies
+            .iter()
+            .map(|c| rules::parse_cidr(c).map_err(HubError::Invalid))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = tls::server_config(&prepared.ca, &opts, &names)?;
         let state = Arc::new(AppState {
             store: prepared.store,
@@ -178,6 +186,7 @@ impl Hub {
             renewal_grace: opts.renewal_grace,
             approval_queue: opts.approval_queue,
             pending_ttl: opts.pending_ttl,
+            trusted_proxies,
             metrics: Default::default(),
             sessions: Default::default(),
         });

@@ -37,6 +37,63 @@ pub fn cidrs_contain(cidrs: &[String], source: IpAddr) -> bool {
         .any(|net| net.contains(&source))
 }
 
+/// The client's address: the TCP peer, or, when the peer is a proxy we trust, the
+/// address it forwarded (`Forwarded: for=` or the right-most `X-Forwarded-For` entry
+/// that is not itself a trusted proxy). From anyone else the headers are ignored:
+/// they are the client's own claim.
+pub fn client_source(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for element in value.split(',') {
+            for pair in element.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=')
+                    && k.trim().eq_ignore_ascii_case("for")
+                {
+                    let v = v.trim().trim_matches('"');
+                    let v = v
+                        .strip_prefix('[')
+                        .map_or(v, |r| r.split(']').next().unwrap_or(r));
+                    let v = if v.matches(':').count() == 1 {
+                        v.split(':').next().unwrap_or(v)
+                    } else {
+                        v
+                    };
+                    if let Ok(ip) = v.parse() {
+                        hops.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        for value in headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            hops.extend(
+                value
+                    .split(',')
+                    .filter_map(|h| h.trim().parse::<IpAddr>().ok()),
+            );
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .map(|ip| ip.to_canonical())
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -48,6 +105,33 @@ mod tests {
         assert!(hostname_matches("web-*", "WEB-02"));
         assert!(!hostname_matches("web-*", "db-01"));
         assert!(hostname_matches("*.lab.example", "a.b.lab.example"));
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted = vec![parse_cidr("10.0.0.0/8").unwrap()];
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            client_source(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_source(stranger, &h, &trusted), stranger);
+        let mut f = axum::http::HeaderMap::new();
+        f.insert(
+            "forwarded",
+            "for=\"[2001:db8::1]:4711\";proto=https".parse().unwrap(),
+        );
+        assert_eq!(
+            client_source(proxy, &f, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_source(proxy, &axum::http::HeaderMap::new(), &trusted),
+            proxy
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct AppState {
     pub approval_queue: bool,
     /// How long a queued request waits before it expires.
     pub pending_ttl: Duration,
+    /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: Metrics,
     pub sessions: crate::sessions::Sessions,
 }

@@ -403,3 +403,32 @@ pub struct DecideRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// `POST /api/v1/trust-rules`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrustRule {
+    pub pattern: String,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Default 100; beyond it matching machines wait in the approval queue.
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustRuleInfo {
+    pub id: String,
+    pub pattern: String,
+    pub cidrs: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_per_hour: u32,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustRuleList {
+    pub rules: Vec<TrustRuleInfo>,
+}

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// No token with that hash (or id) exists.
     #[error("unknown enrollment token")]
     TokenUnknown,
+    /// The trust rule's hourly allowance is used up.
+    #[error("the trust rule's hourly allowance is used up")]
+    RuleRateLimited,
     /// Another live agent already holds the name.
     #[error("the name is in use by another agent")]
     NameInUse,
@@ -135,6 +138,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<PendingRecord>;
+
+    async fn create_trust_rule(&self, rule: &TrustRuleRecord, audit: &AuditEntry) -> Result<()>;
+    async fn list_trust_rules(&self) -> Result<Vec<TrustRuleRecord>>;
+    /// `NotFound` when no such rule.
+    async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()>;
 
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;

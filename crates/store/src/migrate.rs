@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_foundation.sql"),
     include_str!("../migrations/0002_renewal_and_clones.sql"),
     include_str!("../migrations/0003_pending_requests.sql"),
+    include_str!("../migrations/0004_trust_rules.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -197,6 +197,8 @@ pub struct EnrollWrite {
     pub mode: EnrollMode,
     /// Token whose use this enrollment consumes.
     pub consume_token: Option<String>,
+    /// Trust rule whose hourly allowance this enrollment consumes.
+    pub consume_rule: Option<String>,
     /// Remembered for idempotent retries; `None` when this *is* a retry.
     pub enrollment: Option<EnrollmentRecord>,
     /// An approved request this enrollment collects (once: it becomes `completed`).
@@ -278,4 +280,18 @@ pub struct PendingRecord {
     pub expires_at: i64,
     pub decided_at: Option<i64>,
     pub decided_by: Option<String>,
+}
+
+/// A trust rule: machines whose hostname matches and whose source is inside one of
+/// the CIDRs may enroll without a credential, up to `max_per_hour`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustRuleRecord {
+    pub id: String,
+    pub pattern: String,
+    /// Empty means any source (the CLI warns when such a rule is created).
+    pub cidrs: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_per_hour: i64,
+    pub created_at: i64,
+    pub created_by: String,
 }

@@ -535,6 +535,23 @@ impl Store for SqlStore {
                 });
             }
         }
+        if let Some(rule_id) = &w.consume_rule {
+            // A fixed one-hour window: the first use after it ends opens a new one.
+            let done = sqlx::query(
+                "UPDATE trust_rules SET \
+                 window_uses = CASE WHEN window_start <= $2 - 3600000 THEN 1 ELSE window_uses + 1 END, \
+                 window_start = CASE WHEN window_start <= $2 - 3600000 THEN $2 ELSE window_start END \
+                 WHERE id = $1 AND (window_start <= $2 - 3600000 OR window_uses < max_per_hour)",
+            )
+            .bind(rule_id)
+            .bind(w.now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::RuleRateLimited);
+            }
+        }
         // Both statements take the same fifteen parameters in the same order.
         let sql = match w.mode {
             EnrollMode::New => {
@@ -784,6 +801,63 @@ impl Store for SqlStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         pending_from_row(&row)
+    }
+
+    async fn create_trust_rule(&self, r: &TrustRuleRecord, audit: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO trust_rules (id, pattern, cidrs, labels, max_per_hour, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.id)
+        .bind(&r.pattern)
+        .bind(json(&r.cidrs))
+        .bind(json(&r.labels))
+        .bind(r.max_per_hour)
+        .bind(r.created_at)
+        .bind(&r.created_by)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_trust_rules(&self) -> Result<Vec<TrustRuleRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, pattern, cidrs, labels, max_per_hour, created_at, created_by \
+             FROM trust_rules ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TrustRuleRecord {
+                    id: r.try_get("id")?,
+                    pattern: r.try_get("pattern")?,
+                    cidrs: from_json("trust_rules.cidrs", &r.try_get::<String, _>("cidrs")?)?,
+                    labels: from_json("trust_rules.labels", &r.try_get::<String, _>("labels")?)?,
+                    max_per_hour: r.try_get("max_per_hour")?,
+                    created_at: r.try_get("created_at")?,
+                    created_by: r.try_get("created_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM trust_rules WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {

@@ -97,6 +97,7 @@ fn write(
         },
         mode,
         consume_token: consume.map(str::to_owned),
+        consume_rule: None,
         enrollment: None,
         complete_request: None,
         audit: audit("agent.enrolled"),

@@ -330,6 +330,7 @@ impl TestAgent {
                     key_pem: creds.key_pem,
                 }),
                 timeout: None,
+                ..Default::default()
             },
         )
         .unwrap()

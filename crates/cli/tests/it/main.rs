@@ -13,6 +13,7 @@ mod identity;
 mod renewal;
 mod sessions;
 mod tokens;
+mod trust;
 
 use std::future::Future;
 

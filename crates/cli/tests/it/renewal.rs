@@ -140,6 +140,7 @@ async fn a_renewal_retried_with_the_same_key_is_not_a_clone() {
                     key_pem: creds.key_pem.clone(),
                 }),
                 timeout: None,
+                ..Default::default()
             },
         )
         .unwrap()

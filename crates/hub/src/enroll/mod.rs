@@ -11,6 +11,7 @@ mod api_key;
 pub mod approval;
 mod existing;
 mod token;
+mod trust_rule;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -52,6 +53,8 @@ pub struct Grant {
     /// May replace an agent of the same name while it is online (admin keys, tokens
     /// created with `--allow-replace`); others could silently take over a machine.
     pub may_replace_live: bool,
+    /// Trust rule whose hourly allowance the enrollment consumes.
+    pub consume_rule: Option<String>,
     /// An approved queued request this enrollment collects.
     pub complete_request: Option<String>,
     /// Set when the caller proved to be this agent: re-enroll it whatever the name.
@@ -120,7 +123,7 @@ pub async fn enroll(
     bearer: Option<&str>,
     req: EnrollRequest,
 ) -> ApiResult<Answer> {
-    let result = enroll_inner(state, source, bearer, req).await;
+    let result = enroll_inner(state, source, bearer, req, true).await;
     match &result {
         Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
         Err(f) if f.status.is_client_error() => {
@@ -137,14 +140,20 @@ async fn enroll_inner(
     source: IpAddr,
     bearer: Option<&str>,
     req: EnrollRequest,
+    use_rules: bool,
 ) -> ApiResult<Answer> {
     validate(&req)?;
-    let method: Box<dyn Method> = match bearer {
-        None => match approval::lookup(state, source, &req).await? {
+    let rule = match bearer {
+        None if use_rules => trust_rule::matching(state, &req.hostname, source).await?,
+        _ => None,
+    };
+    let method: Box<dyn Method> = match (bearer, rule) {
+        (None, Some(rule)) => Box::new(rule),
+        (None, None) => match approval::lookup(state, source, &req).await? {
             approval::Lookup::Approved(m) => m,
             approval::Lookup::Waiting(pending) => return Ok(Answer::Pending(pending)),
         },
-        Some(b) => match method_for(state, bearer).await {
+        (Some(b), _) => match method_for(state, bearer).await {
             Ok(m) => m,
             // The answer to a re-enrollment with existing credentials was lost, and
             // the key it used is dead now. The enrollment id (a secret the machine
@@ -228,6 +237,7 @@ async fn enroll_inner(
         creds: issued.creds.clone(),
         mode,
         consume_token: grant.consume_token.clone(),
+        consume_rule: grant.consume_rule.clone(),
         complete_request: grant.complete_request.clone(),
         enrollment: req.enrollment_id.as_ref().map(|eid| EnrollmentRecord {
             enrollment_id: eid.clone(),
@@ -250,6 +260,10 @@ async fn enroll_inner(
     };
     let agent = match state.store.enroll(&write).await {
         Ok(agent) => agent,
+        // The rule admitted its hourly share already: this machine waits in the queue.
+        Err(StoreError::RuleRateLimited) => {
+            return Box::pin(enroll_inner(state, source, None, req, false)).await;
+        }
         Err(
             e @ (StoreError::Conflict(_)
             | StoreError::TokenExhausted
@@ -360,6 +374,7 @@ async fn retry(
         creds: issued.creds.clone(),
         mode: EnrollMode::Replace,
         consume_token: None,
+        consume_rule: None,
         complete_request: None,
         enrollment: None,
         audit: AuditEntry {

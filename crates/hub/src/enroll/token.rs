@@ -82,6 +82,7 @@ impl Method for TokenMethod {
             consume_token: Some(t.id.clone()),
             labels: t.labels.clone(),
             may_replace_live: t.allow_replace,
+            consume_rule: None,
             complete_request: None,
             existing_agent: None,
         })
