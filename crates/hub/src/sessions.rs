@@ -191,6 +191,9 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     let Some(AgentMessage::Hello {
         protocol_version,
         generation,
+        agent_version,
+        packs,
+        facts,
         ..
     }) = hello
     else {
@@ -224,6 +227,29 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         .await;
         let _ = socket.send(Message::Close(None)).await;
         return;
+    }
+
+    // Facts are refreshed at every session start (SPEC §8), when they changed.
+    if let Some(f) = facts {
+        let fresh = muster_store::AgentFacts {
+            hostname: f.hostname,
+            ip: f.ip,
+            os_info: f.os_info,
+            arch: f.arch,
+            agent_version,
+            labels: agent.facts.labels.clone(),
+            packs: packs.into_iter().take(64).collect(),
+            interfaces: f.interfaces.into_iter().take(256).collect(),
+        };
+        let valid = crate::enroll::check_text("hostname", &fresh.hostname, false).is_ok()
+            && [&fresh.ip, &fresh.os_info, &fresh.arch, &fresh.agent_version]
+                .iter()
+                .all(|v| crate::enroll::check_text("fact", v, true).is_ok());
+        if valid && fresh != agent.facts {
+            if let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await {
+                tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
+            }
+        }
     }
 
     let (tx, mut rx) = mpsc::channel(4);

@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when no such rule.
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()>;
 
+    /// Replace the host facts an agent reported at the start of a session.
+    async fn update_facts(&self, agent_id: &str, facts: &AgentFacts, now: i64) -> Result<()>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

@@ -860,6 +860,27 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn update_facts(&self, agent_id: &str, f: &AgentFacts, now: i64) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE agents SET hostname = $2, ip = $3, os_info = $4, arch = $5, agent_version = $6, \
+             packs = $7, interfaces = $8, updated_at = $9 WHERE id = $1",
+        )
+        .bind(agent_id)
+        .bind(&f.hostname)
+        .bind(&f.ip)
+        .bind(&f.os_info)
+        .bind(&f.arch)
+        .bind(&f.agent_version)
+        .bind(json(&f.packs))
+        .bind(json(&f.interfaces))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {
         // One statement per chunk: `CASE id WHEN $1 THEN $2 …` keeps it portable, and
         // small chunks keep it cheap: SQLite resolves each `$n` by name and walks

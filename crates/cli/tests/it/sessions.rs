@@ -242,3 +242,22 @@ async fn a_token_cannot_take_over_a_live_machine_unless_it_allows_replacing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn facts_are_refreshed_at_every_session_start() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, fast).await;
+        let (mut agent, id) = enrolled(&hub, "before").await;
+        agent.rename_host("after");
+        let running = agent.run();
+        hub.wait_status(&id, "online", Duration::from_secs(5)).await;
+        let shown = hub.admin().agent(&id).await.unwrap();
+        assert_eq!(shown.hostname, "after", "hello carried the new hostname");
+        assert_eq!(shown.name, "before", "the name is the admin's, not a fact");
+        assert!(!shown.interfaces.is_empty(), "interfaces are reported");
+        assert!(shown.interfaces.iter().any(|i| i.is_loopback));
+        running.stop().await.unwrap();
+        hub.stop().await;
+    })
+    .await;
+}
