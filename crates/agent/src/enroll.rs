@@ -36,6 +36,9 @@ pub struct EnrollOptions {
     /// With no credential the request waits for an admin: poll this long for the
     /// answer (`--wait`); `None` returns at once with the request id.
     pub wait: Option<Duration>,
+    /// Re-enrolling with an agent key: keep it, only fetch a certificate (env-file
+    /// mode, where the key is the durable identity).
+    pub keep_agent_key: bool,
     /// Where host facts come from (tests point these at fixtures).
     pub fact_sources: Option<FactSources>,
 }
@@ -128,6 +131,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         csr_pem,
         enrollment_id: Some(enrollment_id),
         protocol_version: Some(PROTOCOL_VERSION),
+        keep_agent_key: opts.keep_agent_key,
     };
     let client = HubClient::new(&hub_url, trust)?;
     let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
@@ -175,7 +179,12 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
             });
         }
     };
-    let creds = check_answer(&resp, &hub_url, key_pem)?;
+    let creds = check_answer(
+        &resp,
+        &hub_url,
+        key_pem,
+        credential.as_deref().unwrap_or_default(),
+    )?;
     dir.store(&creds)?;
     dir.clear_pending()?;
     Ok(EnrollReport {
@@ -245,6 +254,7 @@ fn check_answer(
     resp: &EnrollResponse,
     hub_url: &str,
     key_pem: String,
+    fallback_key: &str,
 ) -> Result<Credentials, AgentError> {
     let bad = |m: &str| AgentError::Client(ClientError::Protocol(m.to_owned()));
     let info = muster_ca::cert_info(&resp.cert_pem)?;
@@ -260,7 +270,11 @@ fn check_answer(
             hub_url: hub_url.to_owned(),
             agent_id: resp.agent_id.clone(),
             agent_name: resp.name.clone(),
-            agent_key: resp.agent_key.clone(),
+            agent_key: if resp.agent_key.is_empty() {
+                fallback_key.to_owned()
+            } else {
+                resp.agent_key.clone()
+            },
             ca_hash: ca_hash.to_string(),
             heartbeat_interval_s: resp.heartbeat_interval_s,
             enrolled_at: now_rfc3339(),

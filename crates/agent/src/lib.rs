@@ -3,6 +3,7 @@
 
 pub mod configdir;
 pub mod enroll;
+pub mod envfile;
 pub mod facts;
 pub mod renew;
 pub mod service;

@@ -165,6 +165,7 @@ async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<
         csr_pem,
         enrollment_id: Some(format!("{:032x}", rand_u128())),
         protocol_version: Some(PROTOCOL_VERSION),
+        keep_agent_key: false,
     };
     match client
         .enroll(Some(token), &req)

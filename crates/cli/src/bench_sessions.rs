@@ -392,6 +392,7 @@ async fn enroll_all(
                 csr_pem,
                 enrollment_id: None,
                 protocol_version: Some(PROTOCOL_VERSION),
+                keep_agent_key: false,
             };
             match client
                 .enroll(Some(&token), &req)

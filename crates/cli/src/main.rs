@@ -129,6 +129,10 @@ struct AgentArgs {
     action: Option<AgentAction>,
     #[arg(long, env = "MUSTER_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
+    /// Container mode: identity in this env file (MUSTER_HUB_URL, MUSTER_CA_HASH,
+    /// MUSTER_ENROLL_TOKEN, MUSTER_AGENT_NAME, MUSTER_AGENT_ID, MUSTER_AGENT_KEY).
+    #[arg(long)]
+    env_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -268,9 +272,23 @@ async fn run_agent(args: AgentArgs) -> Result<(), Failure> {
             Ok(())
         }
         None => {
-            let dir = ConfigDir::resolve(args.config_dir.as_deref()).map_err(|e| e.to_string())?;
             let sources = muster_agent::facts::FactSources::from_env();
-            match muster_agent::session::run(&dir, sources, shutdown_signal()).await {
+            let result = match args.env_file {
+                Some(path) => {
+                    let opts = muster_agent::envfile::EnvFileOptions {
+                        path,
+                        work_dir: args.config_dir,
+                        fact_sources: sources,
+                    };
+                    muster_agent::envfile::run(opts, shutdown_signal()).await
+                }
+                None => {
+                    let dir = ConfigDir::resolve(args.config_dir.as_deref())
+                        .map_err(|e| e.to_string())?;
+                    muster_agent::session::run(&dir, sources, shutdown_signal()).await
+                }
+            };
+            match result {
                 Ok(()) => Ok(()),
                 Err(e @ (AgentError::Revoked(_) | AgentError::Refused(_))) => {
                     Err(Failure::Revoked(e.to_string()))
@@ -377,6 +395,7 @@ async fn run_enroll(conn: &admin::ConnectionArgs, args: EnrollArgs) -> Result<()
         insecure_skip_verify: args.insecure_skip_verify,
         labels: args.labels.into_iter().collect(),
         wait: args.wait,
+        keep_agent_key: false,
         fact_sources: None,
     };
     let report = match muster_agent::enroll(&opts, &dir).await {

@@ -245,10 +245,11 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
             && [&fresh.ip, &fresh.os_info, &fresh.arch, &fresh.agent_version]
                 .iter()
                 .all(|v| crate::enroll::check_text("fact", v, true).is_ok());
-        if valid && fresh != agent.facts {
-            if let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await {
-                tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
-            }
+        if valid
+            && fresh != agent.facts
+            && let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await
+        {
+            tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
         }
     }
 

@@ -144,6 +144,11 @@ pub struct EnrollRequest {
     pub enrollment_id: Option<String>,
     #[serde(default)]
     pub protocol_version: Option<u32>,
+    /// With existing agent credentials only: issue a certificate for the new key
+    /// but keep the agent key (env-file mode, where the key is the durable
+    /// identity). The answer's `agent_key` is then empty.
+    #[serde(default)]
+    pub keep_agent_key: bool,
 }
 
 /// 201 (new agent) or 200 (re-enrollment) answer to `POST /api/v1/enroll`.

@@ -9,6 +9,7 @@ mod approvals;
 mod bad_input;
 mod binary;
 mod enroll;
+mod envfile;
 mod identity;
 mod renewal;
 mod sessions;
@@ -50,6 +51,7 @@ pub fn request(hostname: &str, name: Option<&str>) -> (EnrollRequest, String) {
             csr_pem: csr,
             enrollment_id: None,
             protocol_version: Some(PROTOCOL_VERSION),
+            keep_agent_key: false,
         },
         key,
     )

@@ -226,7 +226,14 @@ async fn enroll_inner(
         },
     };
 
-    let issued = issue(state, &req.csr_pem, &agent_id)?;
+    let mut issued = issue(state, &req.csr_pem, &agent_id)?;
+    if req.keep_agent_key
+        && let Some(existing) = &grant.existing_agent
+        && let Some(hash) = &existing.key_hash
+    {
+        issued.creds.key_hash = hash.clone();
+        issued.agent_key = String::new();
+    }
     let mut labels = req.labels.clone();
     labels.extend(grant.labels.clone());
     let now = now_ms();
