@@ -97,6 +97,44 @@ pub enum AgentsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Entries, newest first.
+    List {
+        /// Agent id or name.
+        #[arg(long)]
+        agent: Option<String>,
+        /// e.g. key:<id>, agent:<id>, token:<id>, hub.
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. agent.enrolled, token.created.
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time, or a duration meaning that long ago (e.g. 24h).
+        #[arg(long, value_parser = parse_when)]
+        since: Option<i64>,
+        #[arg(long, value_parser = parse_when)]
+        until: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk the whole chain: OK with the count, or the first entry changed, deleted or inserted.
+    Verify,
+}
+
+/// An RFC 3339 time, or a duration ago, as unix milliseconds.
+fn parse_when(s: &str) -> Result<i64, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let ago = parse_duration(s)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 24h"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    Ok(now as i64 - ago.as_millis() as i64)
+}
+
+#[derive(Subcommand)]
 pub enum TrustCommand {
     /// Let machines whose hostname matches and whose source is inside a CIDR enroll
     /// without a credential.
@@ -594,4 +632,74 @@ pub async fn trust(conn: &ConnectionArgs, action: TrustCommand) -> Result<(), St
         }
     }
     Ok(())
+}
+
+pub async fn audit(conn: &ConnectionArgs, action: AuditCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        AuditCommand::List {
+            agent,
+            actor,
+            action,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let q = muster_client::AuditQuery {
+                agent,
+                actor,
+                action,
+                since_ms: since,
+                until_ms: until,
+                limit: Some(limit),
+            };
+            let entries = client.audit(&q).await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.seq.to_string(),
+                            e.at.clone(),
+                            e.actor.clone(),
+                            e.action.clone(),
+                            e.target.clone(),
+                            e.source.clone(),
+                            e.outcome.clone(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "SEQ", "AT", "ACTOR", "ACTION", "TARGET", "SOURCE", "OUTCOME"
+                        ],
+                        &rows
+                    )
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Verify => {
+            let v = client.verify_audit().await.map_err(|e| e.to_string())?;
+            if v.ok {
+                println!("OK: {} entries verify", v.count);
+                Ok(())
+            } else {
+                Err(format!(
+                    "the audit chain is broken at entry {}: {} ({} entries)",
+                    v.broken_seq.unwrap_or(0),
+                    v.problem.unwrap_or_default(),
+                    v.count
+                ))
+            }
+        }
+    }
 }

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         action: admin::TrustCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: admin::AuditCommand,
+    },
     /// The approval queue: enrollments without a credential, renewals past the grace.
     Approvals {
         #[command(subcommand)]
@@ -310,6 +315,7 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Login(args) => admin::login(&cli.conn, args).await,
         Command::Approvals { action } => admin::approvals(&cli.conn, action).await,
         Command::Trust { action } => admin::trust(&cli.conn, action).await,
+        Command::Audit { action } => admin::audit(&cli.conn, action).await,
         Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
         Command::Bench { action } => bench::run(&cli.conn, action).await,

@@ -69,6 +69,18 @@ pub struct ClientIdentity {
     pub key_pem: String,
 }
 
+/// Filters for [`HubClient::audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Agent id or name.
+    pub agent: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: Option<i64>,
+}
+
 /// The answer to a renewal.
 #[derive(Debug)]
 pub enum RenewOutcome {
@@ -379,6 +391,37 @@ impl HubClient {
             let body = resp.bytes().await.unwrap_or_default();
             Err(api_error(status, &body))
         }
+    }
+
+    /// Audit entries, newest first, filtered.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<muster_proto::AuditEntryInfo>> {
+        let mut params = Vec::new();
+        for (k, v) in [
+            ("agent", &q.agent),
+            ("actor", &q.actor),
+            ("action", &q.action),
+        ] {
+            if let Some(v) = v {
+                params.push(format!("{k}={}", path_segment(v)));
+            }
+        }
+        for (k, v) in [
+            ("since", q.since_ms),
+            ("until", q.until_ms),
+            ("limit", q.limit),
+        ] {
+            if let Some(v) = v {
+                params.push(format!("{k}={v}"));
+            }
+        }
+        Ok(self
+            .get::<muster_proto::AuditList>(&format!("/api/v1/audit?{}", params.join("&")))
+            .await?
+            .entries)
+    }
+
+    pub async fn verify_audit(&self) -> Result<muster_proto::AuditVerifyResult> {
+        self.get("/api/v1/audit/verify").await
     }
 
     pub async fn list_approvals(&self) -> Result<Vec<muster_proto::ApprovalInfo>> {

@@ -53,6 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/audit/verify", get(verify_audit))
         .route("/api/v1/approvals", get(list_approvals))
         .route(
             "/api/v1/trust-rules",
@@ -751,4 +753,64 @@ async fn remove_trust_rule(
             other => other.into(),
         })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    agent: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    /// Unix milliseconds.
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_audit(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<muster_proto::AuditList>> {
+    let target = match q.agent {
+        Some(a) => Some(format!(
+            "agent:{}",
+            find_agent(&state, &a).await.map(|r| r.id).unwrap_or(a)
+        )),
+        None => None,
+    };
+    let filter = muster_store::AuditFilter {
+        target,
+        actor: q.actor,
+        action: q.action,
+        since: q.since,
+        until: q.until,
+        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+    };
+    let entries = state.store.audit_entries(&filter).await?;
+    Ok(Json(muster_proto::AuditList {
+        entries: entries
+            .into_iter()
+            .map(|r| muster_proto::AuditEntryInfo {
+                seq: r.seq,
+                at: rfc3339(r.entry.at),
+                actor: r.entry.actor,
+                action: r.entry.action,
+                target: r.entry.target,
+                source: r.entry.source,
+                outcome: r.entry.outcome,
+                details: serde_json::from_str(&r.entry.details).unwrap_or(serde_json::Value::Null),
+            })
+            .collect(),
+    }))
+}
+
+async fn verify_audit(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<muster_proto::AuditVerifyResult>> {
+    let v = state.store.verify_audit().await?;
+    Ok(Json(muster_proto::AuditVerifyResult {
+        ok: v.broken.is_none(),
+        count: v.count,
+        broken_seq: v.broken.as_ref().map(|b| b.0),
+        problem: v.broken.map(|b| b.1),
+    }))
 }

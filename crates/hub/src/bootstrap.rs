@@ -66,7 +66,7 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
         }
     };
     tracing::info!(db = %redact_url(&db_url), "opening database");
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db_url).await?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db_url, keys.audit_key()).await?);
 
     let ca = match store.get_meta(SECRET_CHECK_KEY).await? {
         Some(check) => {

@@ -25,6 +25,7 @@ pub struct Keys {
     hash: [u8; 32],
     encryption: [u8; 32],
     check: [u8; 32],
+    audit: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -65,12 +66,19 @@ impl Keys {
             hash: [0; 32],
             encryption: [0; 32],
             check: [0; 32],
+            audit: [0; 32],
         };
         // 32-byte outputs are far below HKDF-SHA256's limit: expand cannot fail.
         let _ = hk.expand(b"muster hash v1", &mut keys.hash);
         let _ = hk.expand(b"muster encryption v1", &mut keys.encryption);
         let _ = hk.expand(b"muster secret check v1", &mut keys.check);
+        let _ = hk.expand(b"muster audit v1", &mut keys.audit);
         Ok(keys)
+    }
+
+    /// Key of the audit chain's HMAC (SPEC §11).
+    pub fn audit_key(&self) -> [u8; 32] {
+        self.audit
     }
 
     /// Keyed hash of a token or key value, hex: what the database stores and looks up.

@@ -437,3 +437,32 @@ pub struct TrustRuleInfo {
 pub struct TrustRuleList {
     pub rules: Vec<TrustRuleInfo>,
 }
+
+/// One audit log entry (SPEC §11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntryInfo {
+    /// Position in the chain.
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    pub outcome: String,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntryInfo>,
+}
+
+/// `GET /api/v1/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyResult {
+    pub ok: bool,
+    pub count: usize,
+    /// The first entry that does not verify.
+    pub broken_seq: Option<i64>,
+    pub problem: Option<String>,
+}

@@ -5,6 +5,7 @@
 //! writes its audit entry inside it, so a change is committed with its record or not
 //! at all. Database errors propagate typed; they are never turned into "not found".
 
+mod audit;
 mod migrate;
 mod model;
 mod sql;
@@ -146,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replace the host facts an agent reported at the start of a session.
     async fn update_facts(&self, agent_id: &str, facts: &AgentFacts, now: i64) -> Result<()>;
+
+    /// Audit entries, newest first, filtered.
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// Walk the whole audit chain and report the first entry that does not verify.
+    async fn verify_audit(&self) -> Result<AuditVerdict>;
 
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;

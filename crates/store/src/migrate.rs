@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_renewal_and_clones.sql"),
     include_str!("../migrations/0003_pending_requests.sql"),
     include_str!("../migrations/0004_trust_rules.sql"),
+    include_str!("../migrations/0005_audit_chain.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -295,3 +295,39 @@ pub struct TrustRuleRecord {
     pub created_at: i64,
     pub created_by: String,
 }
+
+/// Which audit entries to list. `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Exact target, e.g. `agent:<uuid>`.
+    pub target: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: i64,
+}
+
+/// An audit entry with its position in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub entry: AuditEntry,
+}
+
+/// The result of walking the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerdict {
+    pub count: usize,
+    /// The first entry that does not verify, and why.
+    pub broken: Option<(i64, String)>,
+}
+
+impl AuditVerdict {
+    pub(crate) fn broken(count: usize, seq: i64, why: &str) -> Self {
+        AuditVerdict {
+            count,
+            broken: Some((seq, why.to_owned())),
+        }
+    }
+}

@@ -21,6 +21,8 @@ use crate::{Result, Store, StoreError, migrate};
 pub struct SqlStore {
     pool: AnyPool,
     postgres: bool,
+    /// Key of the audit chain's HMAC, derived from the hub secret by the caller.
+    audit_key: [u8; 32],
     /// Present on SQLite only: serializes write transactions in this process.
     write_lock: Option<Mutex<()>>,
 }
@@ -53,7 +55,7 @@ macro_rules! agent_select {
 impl SqlStore {
     /// Connect, apply migrations, and return a ready store. `url` is `sqlite://…`
     /// (created when missing) or `postgres://…`.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, audit_key: [u8; 32]) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         let pool = if postgres {
@@ -88,12 +90,56 @@ impl SqlStore {
         let store = SqlStore {
             pool,
             postgres,
+            audit_key,
             write_lock: (!postgres).then(|| Mutex::new(())),
         };
         let mut tx = store.begin_write().await?.1;
         migrate::run(&mut tx, postgres).await?;
         tx.commit().await?;
         Ok(store)
+    }
+
+    /// Append an entry to the audit chain inside the caller's transaction: the next
+    /// position, and the HMAC over the previous entry's hash and this entry.
+    async fn append_audit(&self, tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
+        if self.postgres {
+            // Hubs sharing a database append one at a time (SQLite writers are
+            // already serialized).
+            sqlx::query("SELECT pg_advisory_xact_lock(7361728)")
+                .execute(&mut **tx)
+                .await?;
+        }
+        let tail = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (prev_seq, prev_hash) = match tail {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (0, String::new()),
+        };
+        let seq = prev_seq + 1;
+        let hash = crate::audit::chain_hash(&self.audit_key, &prev_hash, seq, e);
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details, seq, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(uuid_like())
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.source)
+        .bind(&e.outcome)
+        .bind(&e.details)
+        .bind(seq)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// The underlying pool, for tests and tools that need raw SQL (backup, tamper tests).
@@ -255,24 +301,6 @@ fn pending_from_row(row: &AnyRow) -> Result<PendingRecord> {
     })
 }
 
-async fn insert_audit(tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(uuid_like())
-    .bind(e.at)
-    .bind(&e.actor)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.source)
-    .bind(&e.outcome)
-    .bind(&e.details)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// A unique row id for audit entries: time-ordered, then random.
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -367,7 +395,7 @@ impl Store for SqlStore {
         .bind(&t.created_by)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -409,7 +437,7 @@ impl Store for SqlStore {
             .await?;
         let mut audit = audit.clone();
         audit.target = format!("token:{}", token.id);
-        insert_audit(&mut tx, &audit).await?;
+        self.append_audit(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(TokenRecord {
             revoked_at: token.revoked_at.or(Some(now)),
@@ -436,7 +464,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         if let Some(audit) = audit {
-            insert_audit(&mut tx, audit).await?;
+            self.append_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -624,7 +652,7 @@ impl Store for SqlStore {
         if let Some(id) = &w.complete_request {
             complete_request_tx(&mut tx, id, w.now).await?;
         }
-        insert_audit(&mut tx, &w.audit).await?;
+        self.append_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
     }
@@ -667,7 +695,7 @@ impl Store for SqlStore {
         if let Some(id) = &w.complete_request {
             complete_request_tx(&mut tx, id, w.now).await?;
         }
-        insert_audit(&mut tx, &w.audit).await?;
+        self.append_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
     }
@@ -697,7 +725,7 @@ impl Store for SqlStore {
         .bind(&e.via)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         agent_from_row(&row)
     }
@@ -752,7 +780,7 @@ impl Store for SqlStore {
         .bind(&r.decided_by)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(r.clone())
     }
@@ -798,7 +826,7 @@ impl Store for SqlStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         pending_from_row(&row)
     }
@@ -818,7 +846,7 @@ impl Store for SqlStore {
         .bind(&r.created_by)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -855,7 +883,7 @@ impl Store for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -879,6 +907,97 @@ impl Store for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn audit_entries(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        // Filters are optional: `$n IS NULL OR column = $n` keeps one static query.
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, target, source, outcome, details FROM audit_log \
+             WHERE ($1 IS NULL OR target = $1) AND ($2 IS NULL OR actor = $2) \
+             AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) \
+             ORDER BY seq DESC LIMIT $6",
+        )
+        .bind(f.target.as_deref())
+        .bind(f.actor.as_deref())
+        .bind(f.action.as_deref())
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.try_get::<Option<i64>, _>("seq")?.unwrap_or(0),
+                    entry: AuditEntry {
+                        at: r.try_get("at")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        source: r.try_get("source")?,
+                        outcome: r.try_get("outcome")?,
+                        details: r.try_get("details")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn verify_audit(&self) -> Result<AuditVerdict> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, at, actor, action, target, source, outcome, details FROM audit_log \
+             ORDER BY seq IS NULL, seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prev_hash = String::new();
+        for (expected, r) in (1i64..).zip(rows.iter()) {
+            let seq: Option<i64> = r.try_get("seq")?;
+            let Some(seq) = seq else {
+                return Ok(AuditVerdict::broken(
+                    rows.len(),
+                    expected,
+                    "an entry outside the chain was inserted",
+                ));
+            };
+            if seq > expected {
+                return Ok(AuditVerdict::broken(
+                    rows.len(),
+                    expected,
+                    "the entry is missing (deleted)",
+                ));
+            }
+            if seq < expected {
+                return Ok(AuditVerdict::broken(
+                    rows.len(),
+                    seq,
+                    "the position repeats (inserted)",
+                ));
+            }
+            let entry = AuditEntry {
+                at: r.try_get("at")?,
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                source: r.try_get("source")?,
+                outcome: r.try_get("outcome")?,
+                details: r.try_get("details")?,
+            };
+            let stored: Option<String> = r.try_get("hash")?;
+            let want = crate::audit::chain_hash(&self.audit_key, &prev_hash, seq, &entry);
+            if !crate::audit::same(stored.as_deref().unwrap_or(""), &want) {
+                return Ok(AuditVerdict::broken(
+                    rows.len(),
+                    seq,
+                    "the entry was changed or inserted",
+                ));
+            }
+            prev_hash = want;
+        }
+        Ok(AuditVerdict {
+            count: rows.len(),
+            broken: None,
+        })
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {
@@ -938,7 +1057,7 @@ impl Store for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
-        insert_audit(&mut tx, audit).await?;
+        self.append_audit(&mut tx, audit).await?;
         let agent = get_agent_tx(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;

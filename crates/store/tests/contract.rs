@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use muster_store::*;
+
+const KEY: [u8; 32] = [7; 32];
 use sqlx::Connection;
 
 /// What to remove after a test: the SQLite temp dir, or the PostgreSQL database.
@@ -29,7 +31,10 @@ impl Scratch {
 async fn stores() -> Vec<(SqlStore, Scratch)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let mut v = vec![(SqlStore::connect(&url).await.unwrap(), Scratch::Dir(dir))];
+    let mut v = vec![(
+        SqlStore::connect(&url, KEY).await.unwrap(),
+        Scratch::Dir(dir),
+    )];
     if let Ok(admin) = std::env::var("MUSTER_TEST_POSTGRES_URL") {
         let name = format!("muster_s_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
@@ -38,7 +43,9 @@ async fn stores() -> Vec<(SqlStore, Scratch)> {
             .await
             .unwrap();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-        let store = SqlStore::connect(&format!("{base}/{name}")).await.unwrap();
+        let store = SqlStore::connect(&format!("{base}/{name}"), KEY)
+            .await
+            .unwrap();
         v.push((store, Scratch::Database { admin, name }));
     }
     v
@@ -280,15 +287,103 @@ async fn meta_is_written_once_and_enrollment_ids_are_unique() {
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = SqlStore::connect(&url).await.unwrap();
+    let store = SqlStore::connect(&url, KEY).await.unwrap();
     sqlx::query("UPDATE muster_schema SET version = 999")
         .execute(store.pool())
         .await
         .unwrap();
     drop(store);
-    let err = SqlStore::connect(&url).await.unwrap_err();
+    let err = SqlStore::connect(&url, KEY).await.unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
         "{err}"
     );
+}
+
+async fn raw(store: &SqlStore, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_audit_chain_catches_edits_deletions_and_insertions() {
+    for (store, scratch) in stores().await {
+        for i in 0..5 {
+            let mut t = token(&format!("t{i}"), Some(1), None);
+            t.hash = format!("h{i}");
+            store
+                .create_token(&t, &audit(&format!("token.created.{i}")))
+                .await
+                .unwrap();
+        }
+        let ok = store.verify_audit().await.unwrap();
+        assert_eq!((ok.count, ok.broken.clone()), (5, None));
+        let listed = store
+            .audit_entries(&AuditFilter {
+                action: Some("token.created.3".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].seq, 4);
+
+        // Changed: a field rewritten in place.
+        raw(
+            &store,
+            "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3",
+        )
+        .await;
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!(v.broken.as_ref().map(|b| b.0), Some(3), "{v:?}");
+        assert!(v.broken.unwrap().1.contains("changed"));
+        raw(&store, "UPDATE audit_log SET actor = 'test' WHERE seq = 3").await;
+        assert_eq!(
+            store.verify_audit().await.unwrap().broken,
+            None,
+            "restoring the field restores the chain"
+        );
+
+        // Deleted: a gap in the positions.
+        raw(&store, "DELETE FROM audit_log WHERE seq = 2").await;
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!(v.broken.as_ref().map(|b| b.0), Some(2), "{v:?}");
+        assert!(v.broken.unwrap().1.contains("missing"));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+    for (store, scratch) in stores().await {
+        for i in 0..3 {
+            let mut t = token(&format!("t{i}"), Some(1), None);
+            t.hash = format!("h{i}");
+            store
+                .create_token(&t, &audit("token.created"))
+                .await
+                .unwrap();
+        }
+        // Inserted: a forged entry at the end, with a made-up hash.
+        raw(
+            &store,
+            "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details, seq, hash) \
+             VALUES ('forged', 9, 'admin', 'agent.removed', 'agent:x', '1.2.3.4', 'ok', '{}', 4, 'deadbeef')",
+        )
+        .await;
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!(v.broken.as_ref().map(|b| b.0), Some(4), "{v:?}");
+        // And one outside the chain altogether.
+        raw(&store, "DELETE FROM audit_log WHERE seq = 4").await;
+        raw(
+            &store,
+            "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details) \
+             VALUES ('stray', 9, 'admin', 'agent.removed', 'agent:x', '1.2.3.4', 'ok', '{}')",
+        )
+        .await;
+        let v = store.verify_audit().await.unwrap();
+        assert!(v.broken.unwrap().1.contains("outside the chain"));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
 }

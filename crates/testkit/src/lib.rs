@@ -192,9 +192,23 @@ impl TestHub {
         }
     }
 
+    /// Run SQL straight against the hub's database, behind its back (tamper tests).
+    pub async fn raw_sql(&self, sql: &str) {
+        let store = muster_store::SqlStore::connect(&self.db_url, [0; 32])
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.pool().close().await;
+    }
+
     /// The audit log's actions, oldest first, read straight from the database.
     pub async fn audit_actions(&self) -> Vec<String> {
-        let store = muster_store::SqlStore::connect(&self.db_url).await.unwrap();
+        let store = muster_store::SqlStore::connect(&self.db_url, [0; 32])
+            .await
+            .unwrap();
         let rows: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY at, id")
             .fetch_all(store.pool())
             .await

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod approvals;
+mod audit;
 mod bad_input;
 mod binary;
 mod enroll;
