@@ -97,6 +97,39 @@ pub enum AgentsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its value is shown once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "member"])]
+        role: String,
+        /// Member keys: agent names this key may see (glob).
+        #[arg(long)]
+        agents: Option<String>,
+        /// Member keys: probes this key may run, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        probes: Vec<String>,
+        /// Lifetime, e.g. 90d; default: no expiry.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key's value; the old value stops working at once.
+    Rotate {
+        id: String,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum AuditCommand {
     /// Entries, newest first.
     List {
@@ -702,4 +735,89 @@ pub async fn audit(conn: &ConnectionArgs, action: AuditCommand) -> Result<(), St
             }
         }
     }
+}
+
+pub async fn keys(conn: &ConnectionArgs, action: KeysCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        KeysCommand::Create {
+            name,
+            role,
+            agents,
+            probes,
+            expires,
+            json,
+        } => {
+            let created = client
+                .create_key(&muster_proto::CreateKeyRequest {
+                    name,
+                    role,
+                    agents,
+                    probes,
+                    expires_s: expires.map(|d| d.as_secs()),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&created).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("Key:  {}", created.key);
+                println!("ID:   {}", created.info.id);
+                println!("Role: {}", created.info.role);
+                println!("The key is shown only this once.");
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = client.list_keys().await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.name.clone(),
+                            k.prefix.clone(),
+                            k.role.clone(),
+                            k.agents.clone().unwrap_or_else(|| "*".to_owned()),
+                            k.state.clone(),
+                            k.last_used_at.clone().unwrap_or_else(|| "never".to_owned()),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "ID",
+                            "NAME",
+                            "PREFIX",
+                            "ROLE",
+                            "AGENTS",
+                            "STATE",
+                            "LAST USED"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        KeysCommand::Rotate { id } => {
+            let k = client.rotate_key(&id).await.map_err(|e| e.to_string())?;
+            println!("Key:  {}", k.key);
+            println!("The old value no longer works; the new one is shown only this once.");
+        }
+        KeysCommand::Revoke { id } => {
+            let k = client.revoke_key(&id).await.map_err(|e| e.to_string())?;
+            println!("Revoked key {} ({})", k.id, k.name);
+        }
+    }
+    Ok(())
 }

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         action: admin::TrustCommand,
     },
+    /// API keys for people and tools (admin or member).
+    Keys {
+        #[command(subcommand)]
+        action: admin::KeysCommand,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -316,6 +321,7 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Approvals { action } => admin::approvals(&cli.conn, action).await,
         Command::Trust { action } => admin::trust(&cli.conn, action).await,
         Command::Audit { action } => admin::audit(&cli.conn, action).await,
+        Command::Keys { action } => admin::keys(&cli.conn, action).await,
         Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
         Command::Bench { action } => bench::run(&cli.conn, action).await,

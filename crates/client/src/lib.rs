@@ -393,6 +393,48 @@ impl HubClient {
         }
     }
 
+    pub async fn create_key(
+        &self,
+        req: &muster_proto::CreateKeyRequest,
+    ) -> Result<muster_proto::CreatedKey> {
+        self.post("/api/v1/keys", req).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<muster_proto::KeyInfo>> {
+        Ok(self
+            .get::<muster_proto::KeyList>("/api/v1/keys")
+            .await?
+            .keys)
+    }
+
+    pub async fn rotate_key(&self, id: &str) -> Result<muster_proto::CreatedKey> {
+        self.post(
+            &format!("/api/v1/keys/{}/rotate", path_segment(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<muster_proto::KeyInfo> {
+        self.post(
+            &format!("/api/v1/keys/{}/revoke", path_segment(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Any request, for probing access rules: the status code only.
+    pub async fn status_of(&self, method: &str, path: &str) -> Result<u16> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| ClientError::Protocol(format!("bad method {method}")))?;
+        let req = self
+            .http
+            .request(method, self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}");
+        Ok(self.send(req, None).await?.status().as_u16())
+    }
+
     /// Audit entries, newest first, filtered.
     pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<muster_proto::AuditEntryInfo>> {
         let mut params = Vec::new();

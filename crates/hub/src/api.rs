@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Json, Router, middleware};
 use axum_server::tls::TlsInfo;
 use muster_proto::{
@@ -27,54 +28,131 @@ use crate::state::{AppState, Metrics, now_ms, rfc3339};
 /// Longest token lifetime: ten years, beyond which `--no-expiry` says it better.
 const MAX_TTL_S: u64 = 10 * 365 * 24 * 3600;
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let public = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/ca", get(ca))
-        .route("/api/v1/enroll", post(enroll));
-    let agent = Router::new()
-        .route("/api/v1/agent/me", get(agent_me))
-        .route("/api/v1/agent/session", get(agent_session))
-        .route("/api/v1/agent/renew", post(crate::renew::renew))
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), Role::Agent),
-            require,
-        ));
-    let member = Router::new()
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/agents", get(list_agents))
-        .route("/api/v1/agents/{id}", get(show_agent))
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), Role::Member),
-            require,
-        ));
-    let admin = Router::new()
-        .route("/api/v1/tokens", post(create_token).get(list_tokens))
-        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
-        .route("/api/v1/audit", get(list_audit))
-        .route("/api/v1/audit/verify", get(verify_audit))
-        .route("/api/v1/approvals", get(list_approvals))
-        .route(
+/// Who may call a route: `None` is public.
+type Access = Option<Role>;
+
+/// Every route with the role it needs: the one place access is declared. The router
+/// is built from it, and a test walks it with every kind of caller.
+fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
+    use Method as M;
+    let (agent, member, admin) = (Some(Role::Agent), Some(Role::Member), Some(Role::Admin));
+    vec![
+        (None, M::GET, "/healthz", get(healthz)),
+        (None, M::GET, "/readyz", get(readyz)),
+        (None, M::GET, "/metrics", get(metrics)),
+        (None, M::GET, "/api/v1/ca", get(ca)),
+        (None, M::POST, "/api/v1/enroll", post(enroll)),
+        (agent, M::GET, "/api/v1/agent/me", get(agent_me)),
+        (agent, M::GET, "/api/v1/agent/session", get(agent_session)),
+        (
+            agent,
+            M::POST,
+            "/api/v1/agent/renew",
+            post(crate::renew::renew),
+        ),
+        (member, M::GET, "/api/v1/whoami", get(whoami)),
+        (member, M::GET, "/api/v1/agents", get(list_agents)),
+        (member, M::GET, "/api/v1/agents/{id}", get(show_agent)),
+        (
+            admin,
+            M::POST,
+            "/api/v1/agents/{id}/revoke",
+            post(revoke_agent),
+        ),
+        (
+            admin,
+            M::DELETE,
+            "/api/v1/agents/{id}",
+            delete(remove_agent),
+        ),
+        (admin, M::POST, "/api/v1/tokens", post(create_token)),
+        (admin, M::GET, "/api/v1/tokens", get(list_tokens)),
+        (
+            admin,
+            M::POST,
+            "/api/v1/tokens/{id}/revoke",
+            post(revoke_token),
+        ),
+        (admin, M::POST, "/api/v1/keys", post(crate::keys::create)),
+        (admin, M::GET, "/api/v1/keys", get(crate::keys::list)),
+        (
+            admin,
+            M::POST,
+            "/api/v1/keys/{id}/rotate",
+            post(crate::keys::rotate),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/keys/{id}/revoke",
+            post(crate::keys::revoke),
+        ),
+        (admin, M::GET, "/api/v1/audit", get(list_audit)),
+        (admin, M::GET, "/api/v1/audit/verify", get(verify_audit)),
+        (admin, M::GET, "/api/v1/approvals", get(list_approvals)),
+        (
+            admin,
+            M::POST,
+            "/api/v1/approvals/approve",
+            post(approve_matching),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/approvals/{id}/approve",
+            post(approve_request),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/approvals/{id}/deny",
+            post(deny_request),
+        ),
+        (
+            admin,
+            M::POST,
             "/api/v1/trust-rules",
-            post(create_trust_rule).get(list_trust_rules),
-        )
-        .route("/api/v1/trust-rules/{id}", delete(remove_trust_rule))
-        .route("/api/v1/approvals/approve", post(approve_matching))
-        .route("/api/v1/approvals/{id}/approve", post(approve_request))
-        .route("/api/v1/approvals/{id}/deny", post(deny_request))
-        .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
-        .route("/api/v1/agents/{id}", delete(remove_agent))
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), Role::Admin),
-            require,
-        ));
-    public
-        .merge(agent)
-        .merge(member)
-        .merge(admin)
-        .fallback(|| async { ApiFailure::not_found("no such endpoint") })
+            post(create_trust_rule),
+        ),
+        (admin, M::GET, "/api/v1/trust-rules", get(list_trust_rules)),
+        (
+            admin,
+            M::DELETE,
+            "/api/v1/trust-rules/{id}",
+            delete(remove_trust_rule),
+        ),
+    ]
+}
+
+/// The route table without handlers, for tests and docs.
+pub fn route_table() -> Vec<(Access, Method, &'static str)> {
+    table().into_iter().map(|(a, m, p, _)| (a, m, p)).collect()
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut groups: Vec<(Access, Router<Arc<AppState>>)> = Vec::new();
+    for (access, _, path, handler) in table() {
+        let at = match groups.iter().position(|(a, _)| *a == access) {
+            Some(i) => i,
+            None => {
+                groups.push((access, Router::new()));
+                groups.len() - 1
+            }
+        };
+        let (_, group) = groups.swap_remove(at);
+        groups.push((access, group.route(path, handler)));
+    }
+    let mut app = Router::new();
+    for (access, group) in groups {
+        app = app.merge(match access {
+            None => group,
+            Some(role) => group.route_layer(middleware::from_fn_with_state(
+                (state.clone(), role),
+                require,
+            )),
+        });
+    }
+    app.fallback(|| async { ApiFailure::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -291,11 +369,29 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     }
 }
 
-async fn list_agents(State(state): State<Arc<AppState>>) -> ApiResult<Json<AgentList>> {
+async fn list_agents(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<AgentList>> {
     let agents = state.store.list_agents(false).await?;
     Ok(Json(AgentList {
-        agents: agents.iter().map(|a| agent_info(a, &state)).collect(),
+        agents: agents
+            .iter()
+            .filter(|a| visible(&principal, a))
+            .map(|a| agent_info(a, &state))
+            .collect(),
     }))
+}
+
+/// Whether a member key's `--agents` glob lets it see this agent (admins see all).
+fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
+    match principal {
+        Principal::Member(key) => key
+            .agents_glob
+            .as_deref()
+            .is_none_or(|glob| crate::rules::hostname_matches(glob, &agent.name)),
+        _ => true,
+    }
 }
 
 /// An agent by UUID, or by the name of a live agent.
@@ -314,10 +410,12 @@ async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRecord
 
 async fn show_agent(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentInfo>> {
     let agent = find_agent(&state, &id).await?;
-    if agent.state == AgentState::Removed {
+    // Outside a member's scope looks the same as absent: no existence leaks.
+    if agent.state == AgentState::Removed || !visible(&principal, &agent) {
         return Err(ApiFailure::not_found(format!("no agent {id:?}")));
     }
     let mut info = agent_info(&agent, &state);

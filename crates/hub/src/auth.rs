@@ -120,6 +120,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, role: Role) -> ApiR
         }
         Role::Member | Role::Admin => {
             let key = api_key(state, value).await?;
+            crate::keys::note_use(state, &key);
             match (key.role.as_str(), role) {
                 ("admin", _) => Ok(Principal::Admin(key)),
                 ("member", Role::Member) => Ok(Principal::Member(key)),

@@ -166,6 +166,7 @@ async fn ensure_initial_admin_key(
         name: "initial-admin".to_owned(),
         role: "admin".to_owned(),
         agents_glob: None,
+        probes: Vec::new(),
         expires_at: None,
         revoked_at: None,
         created_at: now,

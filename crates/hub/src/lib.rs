@@ -11,6 +11,7 @@ mod auth;
 mod bootstrap;
 mod enroll;
 mod error;
+mod keys;
 mod renew;
 mod rules;
 pub mod secrets;
@@ -24,6 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api::route_table;
+pub use auth::Role;
 pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE};
 use muster_ca::CaHash;
 use state::AppState;
@@ -187,6 +190,7 @@ impl Hub {
             approval_queue: opts.approval_queue,
             pending_ttl: opts.pending_ttl,
             trusted_proxies,
+            key_use: Default::default(),
             metrics: Default::default(),
             sessions: Default::default(),
         });

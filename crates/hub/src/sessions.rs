@@ -331,6 +331,7 @@ pub async fn flush_loop(
 }
 
 pub async fn flush(state: &AppState) {
+    crate::keys::flush(state).await;
     let batch = state.sessions.take_seen();
     if batch.is_empty() {
         return;

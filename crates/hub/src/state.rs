@@ -26,6 +26,8 @@ pub struct AppState {
     pub pending_ttl: Duration,
     /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// API keys used since the last flush, and when (`last_used_at`).
+    pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     pub metrics: Metrics,
     pub sessions: crate::sessions::Sessions,
 }

@@ -466,3 +466,49 @@ pub struct AuditVerifyResult {
     pub broken_seq: Option<i64>,
     pub problem: Option<String>,
 }
+
+/// `POST /api/v1/keys` (SPEC §11).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// Member keys: agent names this key may see (glob); default all.
+    #[serde(default)]
+    pub agents: Option<String>,
+    /// Member keys: probes this key may run.
+    #[serde(default)]
+    pub probes: Vec<String>,
+    /// Lifetime in seconds; `None` never expires.
+    #[serde(default)]
+    pub expires_s: Option<u64>,
+}
+
+/// An API key as listed: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub role: String,
+    pub agents: Option<String>,
+    pub probes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// `active` | `expired` | `revoked`.
+    pub state: String,
+}
+
+/// Answer to key creation and rotation: the only time the value is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub key: String,
+    pub info: KeyInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}

@@ -154,6 +154,18 @@ pub trait Store: Send + Sync + 'static {
     /// Walk the whole audit chain and report the first entry that does not verify.
     async fn verify_audit(&self) -> Result<AuditVerdict>;
 
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// Revoke or rotate a key; `NotFound` when there is no such (live, for rotate) key.
+    async fn change_api_key(
+        &self,
+        id: &str,
+        change: KeyChange,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<ApiKeyRecord>;
+    /// Write `last_used_at` of keys, batched (one write a minute per key at most).
+    async fn record_key_use(&self, used: &[(String, i64)]) -> Result<()>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

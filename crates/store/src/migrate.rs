@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_pending_requests.sql"),
     include_str!("../migrations/0004_trust_rules.sql"),
     include_str!("../migrations/0005_audit_chain.sql"),
+    include_str!("../migrations/0006_key_scopes.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

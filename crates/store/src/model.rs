@@ -71,6 +71,8 @@ pub struct ApiKeyRecord {
     /// `admin` or `member`.
     pub role: String,
     pub agents_glob: Option<String>,
+    /// Probes a member key may run (empty: none).
+    pub probes: Vec<String>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_at: i64,
@@ -330,4 +332,15 @@ impl AuditVerdict {
             broken: Some((seq, why.to_owned())),
         }
     }
+}
+
+/// What happens to an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    Revoke,
+    /// New value's keyed hash and display prefix; the old value dies at once.
+    Rotate {
+        hash: String,
+        prefix: String,
+    },
 }

@@ -216,6 +216,7 @@ fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
         name: row.try_get("name")?,
         role: row.try_get("role")?,
         agents_glob: row.try_get("agents_glob")?,
+        probes: from_json("api_keys.probes", &row.try_get::<String, _>("probes")?)?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         created_at: row.try_get("created_at")?,
@@ -449,7 +450,8 @@ impl Store for SqlStore {
         let (_guard, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, hash, prefix, name, role, agents_glob, expires_at, \
-             revoked_at, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             revoked_at, created_at, last_used_at, probes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&k.id)
         .bind(&k.hash)
@@ -461,6 +463,7 @@ impl Store for SqlStore {
         .bind(k.revoked_at)
         .bind(k.created_at)
         .bind(k.last_used_at)
+        .bind(json(&k.probes))
         .execute(&mut *tx)
         .await?;
         if let Some(audit) = audit {
@@ -998,6 +1001,63 @@ impl Store for SqlStore {
             count: rows.len(),
             broken: None,
         })
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn change_api_key(
+        &self,
+        id: &str,
+        change: KeyChange,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<ApiKeyRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let row = match &change {
+            KeyChange::Revoke => {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            // The old value's hash is overwritten: it stops matching at once.
+            KeyChange::Rotate { hash, prefix } => {
+                sqlx::query(
+                    "UPDATE api_keys SET hash = $2, prefix = $3 WHERE id = $1 AND revoked_at IS NULL \
+                     RETURNING *",
+                )
+                .bind(id)
+                .bind(hash)
+                .bind(prefix)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        let key = api_key_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        self.append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn record_key_use(&self, used: &[(String, i64)]) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        for (id, at) in used {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {

@@ -1,0 +1,191 @@
+//! API keys (SPEC §11): created, listed, rotated (the old value dies at once) and
+//! revoked by admins; values shown once and stored as keyed hashes. `last_used_at`
+//! is recorded in memory and written in batches, at most once a minute per key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use muster_proto::{API_KEY_PREFIX, CreateKeyRequest, CreatedKey, KeyInfo, KeyList};
+use muster_store::{ApiKeyRecord, AuditEntry, KeyChange, StoreError};
+
+use crate::api::ApiJson;
+use crate::auth::Principal;
+use crate::enroll::check_text;
+use crate::error::{ApiFailure, ApiResult};
+use crate::rules::parse_pattern;
+use crate::secrets::{display_prefix, random_body};
+use crate::state::{AppState, now_ms, rfc3339};
+
+pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
+    let state = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    KeyInfo {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        role: k.role.clone(),
+        agents: k.agents_glob.clone(),
+        probes: k.probes.clone(),
+        expires_at: k.expires_at.map(rfc3339),
+        created_at: rfc3339(k.created_at),
+        last_used_at: k.last_used_at.map(rfc3339),
+        state: state.to_owned(),
+    }
+}
+
+fn audit(
+    principal: &Principal,
+    peer: SocketAddr,
+    action: &str,
+    id: &str,
+    details: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        at: now_ms(),
+        actor: principal.actor(),
+        action: action.to_owned(),
+        target: format!("key:{id}"),
+        source: peer.ip().to_string(),
+        outcome: "ok".to_owned(),
+        details: details.to_string(),
+    }
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<CreateKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    check_text("name", &req.name, false)?;
+    if req.role != "admin" && req.role != "member" {
+        return Err(ApiFailure::bad_request("role must be admin or member"));
+    }
+    if let Some(glob) = &req.agents {
+        check_text("agents", glob, false)?;
+        parse_pattern(glob).map_err(ApiFailure::bad_request)?;
+    }
+    if req.probes.len() > 64 {
+        return Err(ApiFailure::bad_request("at most 64 probes"));
+    }
+    for p in &req.probes {
+        check_text("probe", p, false)?;
+    }
+    let now = now_ms();
+    let value = format!("{API_KEY_PREFIX}{}", random_body());
+    let record = ApiKeyRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: state.keys.hash_secret(&value),
+        prefix: display_prefix(&value),
+        name: req.name.clone(),
+        role: req.role.clone(),
+        agents_glob: req.agents.clone(),
+        probes: req.probes.clone(),
+        expires_at: req
+            .expires_s
+            .map(|s| now.saturating_add(s.saturating_mul(1000) as i64)),
+        revoked_at: None,
+        created_at: now,
+        last_used_at: None,
+    };
+    let entry = audit(
+        &principal,
+        peer,
+        "key.created",
+        &record.id,
+        serde_json::json!({"name": record.name, "role": record.role, "agents": record.agents_glob, "probes": record.probes}),
+    );
+    state.store.create_api_key(&record, Some(&entry)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: value,
+            info: info(&record, now),
+        }),
+    ))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<KeyList>> {
+    let now = now_ms();
+    let keys = state.store.list_api_keys().await?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(|k| info(k, now)).collect(),
+    }))
+}
+
+fn not_found(id: &str) -> impl FnOnce(StoreError) -> ApiFailure + '_ {
+    move |e| match e {
+        StoreError::NotFound => ApiFailure::not_found(format!("no live API key {id:?}")),
+        other => other.into(),
+    }
+}
+
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CreatedKey>> {
+    let value = format!("{API_KEY_PREFIX}{}", random_body());
+    let change = KeyChange::Rotate {
+        hash: state.keys.hash_secret(&value),
+        prefix: display_prefix(&value),
+    };
+    let entry = audit(&principal, peer, "key.rotated", &id, serde_json::json!({}));
+    let key = state
+        .store
+        .change_api_key(&id, change, now_ms(), &entry)
+        .await
+        .map_err(not_found(&id))?;
+    Ok(Json(CreatedKey {
+        key: value,
+        info: info(&key, now_ms()),
+    }))
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyInfo>> {
+    let entry = audit(&principal, peer, "key.revoked", &id, serde_json::json!({}));
+    let key = state
+        .store
+        .change_api_key(&id, KeyChange::Revoke, now_ms(), &entry)
+        .await
+        .map_err(not_found(&id))?;
+    Ok(Json(info(&key, now_ms())))
+}
+
+/// Remember that a key was used; written by the flush task. Returns quickly: one
+/// map lookup, no I/O.
+pub fn note_use(state: &AppState, key: &ApiKeyRecord) {
+    let now = now_ms();
+    if key.last_used_at.is_some_and(|t| now - t < 60_000) {
+        return;
+    }
+    let mut used = state.key_use.lock().unwrap_or_else(|p| p.into_inner());
+    used.insert(key.id.clone(), now);
+}
+
+/// Write the gathered key uses.
+pub async fn flush(state: &AppState) {
+    let batch: Vec<(String, i64)> =
+        std::mem::take(&mut *state.key_use.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect();
+    if !batch.is_empty()
+        && let Err(e) = state.store.record_key_use(&batch).await
+    {
+        tracing::warn!(error = %e, "could not record API key use");
+    }
+}
