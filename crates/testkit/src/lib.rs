@@ -204,6 +204,31 @@ impl TestHub {
         store.pool().close().await;
     }
 
+    /// Every row of every table, as text (PostgreSQL), for the secrets-at-rest test.
+    pub async fn dump_rows(&self) -> String {
+        let store = muster_store::SqlStore::connect(&self.db_url, [0; 32])
+            .await
+            .unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let mut out = String::new();
+        for t in tables {
+            let sql = format!("SELECT COALESCE(string_agg(x::text, E'\\n'), '') FROM \"{t}\" x");
+            let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            out.push_str(&rows);
+            out.push('\n');
+        }
+        store.pool().close().await;
+        out
+    }
+
     /// The audit log's actions, oldest first, read straight from the database.
     pub async fn audit_actions(&self) -> Vec<String> {
         let store = muster_store::SqlStore::connect(&self.db_url, [0; 32])

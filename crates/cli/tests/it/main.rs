@@ -14,6 +14,7 @@ mod enroll;
 mod envfile;
 mod identity;
 mod renewal;
+mod secrets;
 mod sessions;
 mod tokens;
 mod trust;
