@@ -130,6 +130,15 @@ enum HubAction {
         #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// A consistent copy of the SQLite database, taken while the hub serves.
+    Backup {
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, env = "MUSTER_DB")]
+        db: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -329,6 +338,39 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
 }
 
 async fn run_hub(args: HubArgs) -> Result<(), String> {
+    if let Some(HubAction::Backup { data_dir, db, out }) = args.action {
+        let url =
+            db.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("muster.db").display()));
+        if !url.starts_with("sqlite:") {
+            return Err(
+                "backups of a PostgreSQL hub are taken with pg_dump (see docs/OPERATIONS.md)"
+                    .to_owned(),
+            );
+        }
+        let path = url
+            .trim_start_matches("sqlite://")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !std::path::Path::new(&path).exists() {
+            return Err(format!("no database at {path}"));
+        }
+        if out.exists() {
+            return Err(format!(
+                "{} exists already; choose a new file",
+                out.display()
+            ));
+        }
+        muster_store::backup_sqlite(&format!("sqlite://{path}?mode=ro"), &out)
+            .await
+            .map_err(|e| format!("backup failed: {e}"))?;
+        println!(
+            "Backup written to {} (restore: a fresh data dir with this file as muster.db and the same hub secret)",
+            out.display()
+        );
+        return Ok(());
+    }
     if let Some(HubAction::CaHash { data_dir }) = args.action {
         let path = data_dir.join("ca.pem");
         let pem = std::fs::read_to_string(&path).map_err(|e| {

@@ -178,3 +178,46 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> Result<AgentRecord>;
 }
+
+/// A consistent copy of a SQLite database, taken while the hub keeps serving
+/// (`VACUUM INTO` reads one snapshot), written to `out` with mode 0600 through a
+/// temporary file and a rename, so a failure leaves no partial backup.
+pub async fn backup_sqlite(db_url: &str, out: &std::path::Path) -> Result<()> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| StoreError::Conflict(format!("{} is not a file path", out.display())))?;
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
+    // VACUUM INTO wants a file that does not exist or is empty: create it private.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io)?;
+    }
+    let result = async {
+        let mut conn = sqlx::AnyConnection::connect(db_url).await?;
+        let target = temp.to_string_lossy().replace('\'', "''");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM INTO '{target}'")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        std::fs::rename(&temp, out).map_err(io)?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

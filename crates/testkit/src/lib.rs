@@ -98,12 +98,31 @@ impl TestHub {
         hub
     }
 
+    /// Start a hub with exactly these options (an existing data dir, a restored
+    /// backup…) on SQLite.
+    pub async fn start_on(options: HubOptions) -> Result<TestHub, muster_hub::HubError> {
+        install_crypto();
+        let db_url = format!("sqlite://{}", options.data_dir.join("muster.db").display());
+        Self::try_launch(options, Backend::Sqlite, db_url).await
+    }
+
     async fn launch(options: HubOptions, backend: Backend, db_url: String) -> TestHub {
-        let hub = Hub::start(options.clone()).await.expect("hub starts");
+        Self::try_launch(options, backend, db_url)
+            .await
+            .expect("hub starts")
+    }
+
+    async fn try_launch(
+        options: HubOptions,
+        backend: Backend,
+        db_url: String,
+    ) -> Result<TestHub, muster_hub::HubError> {
+        let hub = Hub::start(options.clone()).await?;
         let url = hub.local_url().to_owned();
         let ca_hash = hub.ca_hash();
+        // A restored data dir has no initial-admin-key file (the key is in the database).
         let admin_key = std::fs::read_to_string(&hub.files().admin_key_file)
-            .unwrap()
+            .unwrap_or_default()
             .trim()
             .to_owned();
         let (tx, rx) = oneshot::channel::<()>();
@@ -114,7 +133,7 @@ impl TestHub {
             .await
             .unwrap();
         });
-        TestHub {
+        Ok(TestHub {
             url,
             ca_hash,
             admin_key,
@@ -126,7 +145,7 @@ impl TestHub {
             shutdown: Some(tx),
             task: Some(task),
             _tmp: None,
-        }
+        })
     }
 
     /// Stop serving and start again on the same data dir and database (new port).

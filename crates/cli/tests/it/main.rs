@@ -8,6 +8,7 @@
 mod access;
 mod approvals;
 mod audit;
+mod backup;
 mod bad_input;
 mod binary;
 mod enroll;
