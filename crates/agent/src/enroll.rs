@@ -135,8 +135,23 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     };
     let client = HubClient::new(&hub_url, trust)?;
     let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
+    let mut busy_retries = 0;
     let outcome = loop {
         match client.enroll(credential.as_deref(), &req).await {
+            // The hub is busy (429) or its database briefly away (503): come back
+            // at a random moment, with the same enrollment id.
+            Err(e @ ClientError::Api { .. })
+                if matches!(
+                    e.code(),
+                    Some(muster_proto::codes::RATE_LIMITED | muster_proto::codes::UNAVAILABLE)
+                ) && busy_retries < 8 =>
+            {
+                busy_retries += 1;
+                let delay = Duration::from_millis(rand::random_range(500..=5000));
+                tracing::info!(?delay, "the hub is busy; retrying the enrollment");
+                tokio::time::sleep(delay).await;
+                req.csr_pem = muster_ca::csr_for_key(&key_pem, &facts.hostname)?;
+            }
             Ok(EnrollOutcome::Pending(p)) => {
                 let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                 match left {

@@ -121,6 +121,9 @@ struct HubArgs {
     /// Believe X-Forwarded-For / Forwarded only from proxies in this CIDR; repeatable.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
+    /// Enrollments handled at once; beyond it, 429 with a jittered Retry-After.
+    #[arg(long, default_value_t = 64)]
+    max_enrollments_in_flight: usize,
 }
 
 #[derive(Subcommand)]
@@ -396,6 +399,7 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         approval_queue: args.approval_queue == "on",
         pending_ttl: args.pending_ttl,
         trusted_proxies: args.trusted_proxies,
+        max_enrollments_in_flight: args.max_enrollments_in_flight,
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),

@@ -52,6 +52,9 @@ pub struct HubOptions {
     pub pending_ttl: Duration,
     /// `--trusted-proxy`: CIDRs of proxies whose `X-Forwarded-For`/`Forwarded` we believe.
     pub trusted_proxies: Vec<String>,
+    /// `--max-enrollments-in-flight`: beyond this many at once, enrollments get 429
+    /// with a jittered `Retry-After`, so a fleet-wide burst cannot pile up without bound.
+    pub max_enrollments_in_flight: usize,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
 }
@@ -100,6 +103,7 @@ impl HubOptions {
             approval_queue: true,
             pending_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
+            max_enrollments_in_flight: 64,
             secret: None,
         }
     }
@@ -191,6 +195,7 @@ impl Hub {
             pending_ttl: opts.pending_ttl,
             trusted_proxies,
             key_use: Default::default(),
+            enroll_slots: tokio::sync::Semaphore::new(opts.max_enrollments_in_flight.max(1)),
             metrics: Default::default(),
             sessions: Default::default(),
         });

@@ -26,6 +26,8 @@ pub struct AppState {
     pub pending_ttl: Duration,
     /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Enrollments allowed in flight at once; the rest get 429.
+    pub enroll_slots: tokio::sync::Semaphore,
     /// API keys used since the last flush, and when (`last_used_at`).
     pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     pub metrics: Metrics,
@@ -38,6 +40,7 @@ pub struct Metrics {
     pub enrollments_ok: AtomicU64,
     pub enrollments_refused: AtomicU64,
     pub enrollments_failed: AtomicU64,
+    pub enrollments_throttled: AtomicU64,
     pub http_requests: AtomicU64,
 }
 
@@ -55,6 +58,7 @@ impl Metrics {
              muster_enrollments_total{{result=\"ok\"}} {}\n\
              muster_enrollments_total{{result=\"refused\"}} {}\n\
              muster_enrollments_total{{result=\"failed\"}} {}\n\
+             muster_enrollments_total{{result=\"throttled\"}} {}\n\
              # HELP muster_http_requests_total HTTP requests handled.\n\
              # TYPE muster_http_requests_total counter\n\
              muster_http_requests_total {}\n\
@@ -73,6 +77,7 @@ impl Metrics {
             get(&self.enrollments_ok),
             get(&self.enrollments_refused),
             get(&self.enrollments_failed),
+            get(&self.enrollments_throttled),
             get(&self.http_requests),
             sessions.count(),
             get(&sessions.heartbeats),

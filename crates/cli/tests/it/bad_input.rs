@@ -117,3 +117,54 @@ async fn a_failed_enrollment_leaves_the_earlier_config_dir_untouched() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_burst_beyond_the_hubs_capacity_is_told_to_come_back_and_does() {
+    let hub = TestHub::start_with(&muster_testkit::Backend::Sqlite, |o| {
+        o.max_enrollments_in_flight = 1
+    })
+    .await;
+    let token = hub
+        .token(muster_proto::CreateTokenRequest {
+            max_uses: Some(100),
+            ttl_s: Some(600),
+            ..Default::default()
+        })
+        .await
+        .token;
+    // Raw requests see the 429 and consume nothing.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (client, token) = (hub.anonymous(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .enroll(Some(&token), &request(&format!("burst-{i}"), None).0)
+                .await
+        }));
+    }
+    let (mut ok, mut throttled) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some("rate_limited"), "{e}");
+                throttled += 1;
+            }
+        }
+    }
+    assert!(throttled > 0, "no 429 with one slot and 24 at once");
+    assert_eq!(hub.admin().list_tokens().await.unwrap()[0].uses, ok);
+    // Real agents retry after a random delay and all get in.
+    let mut agents = Vec::new();
+    for i in 0..8 {
+        let agent = TestAgent::new(&format!("patient-{i}"));
+        let opts = hub.enroll_options(&agent, Some(&token), None);
+        agents.push(tokio::spawn(async move {
+            muster_agent::enroll(&opts, &agent.dir).await.map(|_| ())
+        }));
+    }
+    for a in agents {
+        a.await.unwrap().unwrap();
+    }
+    hub.stop().await;
+}

@@ -123,6 +123,18 @@ pub async fn enroll(
     bearer: Option<&str>,
     req: EnrollRequest,
 ) -> ApiResult<Answer> {
+    // Bounded work: a burst beyond the slots is told to come back later, at a
+    // random moment, instead of queueing without limit.
+    let Ok(_slot) = state.enroll_slots.try_acquire() else {
+        Metrics::inc(&state.metrics.enrollments_throttled);
+        let mut busy = ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            "the hub is busy enrolling other machines; retry shortly",
+        );
+        busy.retry_after = Some(rand::random_range(1..=5));
+        return Err(busy);
+    };
     let result = enroll_inner(state, source, bearer, req, true).await;
     match &result {
         Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
