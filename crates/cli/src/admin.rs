@@ -97,6 +97,30 @@ pub enum AgentsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password comes from MUSTER_USER_PASSWORD or the first line of stdin.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "member"])]
+        role: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the user at once, including sessions already open.
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
     /// Create a key; its value is shown once.
     Create {
@@ -817,6 +841,77 @@ pub async fn keys(conn: &ConnectionArgs, action: KeysCommand) -> Result<(), Stri
         KeysCommand::Revoke { id } => {
             let k = client.revoke_key(&id).await.map_err(|e| e.to_string())?;
             println!("Revoked key {} ({})", k.id, k.name);
+        }
+    }
+    Ok(())
+}
+
+pub async fn users(conn: &ConnectionArgs, action: UsersCommand) -> Result<(), String> {
+    let client = client(conn)?;
+    match action {
+        UsersCommand::Add { name, role } => {
+            let password = match std::env::var("MUSTER_USER_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let u = client
+                .create_user(&muster_proto::CreateUserRequest {
+                    name,
+                    role,
+                    password,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Added {} ({})", u.name, u.role);
+        }
+        UsersCommand::List { json } => {
+            let users = client.list_users().await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&users).map_err(|e| e.to_string())?
+                );
+            } else {
+                let rows: Vec<Vec<String>> = users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.name.clone(),
+                            u.role.clone(),
+                            if u.disabled { "disabled" } else { "active" }.to_owned(),
+                            u.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["NAME", "ROLE", "STATE", "CREATED"], &rows));
+            }
+        }
+        UsersCommand::Disable { name } => {
+            client
+                .change_user(&name, "disable")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Disabled {name}");
+        }
+        UsersCommand::Enable { name } => {
+            client
+                .change_user(&name, "enable")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Enabled {name}");
+        }
+        UsersCommand::Remove { name } => {
+            client
+                .change_user(&name, "remove")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Removed {name}");
         }
     }
     Ok(())

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         action: admin::TrustCommand,
     },
+    /// Dashboard users (admin or member).
+    Users {
+        #[command(subcommand)]
+        action: admin::UsersCommand,
+    },
     /// API keys for people and tools (admin or member).
     Keys {
         #[command(subcommand)]
@@ -334,6 +339,7 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Trust { action } => admin::trust(&cli.conn, action).await,
         Command::Audit { action } => admin::audit(&cli.conn, action).await,
         Command::Keys { action } => admin::keys(&cli.conn, action).await,
+        Command::Users { action } => admin::users(&cli.conn, action).await,
         Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
         Command::Bench { action } => bench::run(&cli.conn, action).await,
@@ -400,6 +406,16 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         pending_ttl: args.pending_ttl,
         trusted_proxies: args.trusted_proxies,
         max_enrollments_in_flight: args.max_enrollments_in_flight,
+        admin_user: match (
+            std::env::var("MUSTER_ADMIN_USER"),
+            std::env::var("MUSTER_ADMIN_PASSWORD"),
+        ) {
+            (Ok(u), Ok(p)) if !u.is_empty() => Some((u, p)),
+            (Ok(u), _) if !u.is_empty() => {
+                return Err("MUSTER_ADMIN_USER needs MUSTER_ADMIN_PASSWORD".to_owned());
+            }
+            _ => None,
+        },
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),

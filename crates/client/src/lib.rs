@@ -393,6 +393,55 @@ impl HubClient {
         }
     }
 
+    /// `POST /api/v1/login`: the user and the session cookie (`name=value`).
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<(muster_proto::UserInfo, String)> {
+        let body = muster_proto::LoginRequest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        let resp = self
+            .send(self.http.post(self.url("/api/v1/login")).json(&body), None)
+            .await?;
+        let cookie = resp
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        Ok((Self::decode(resp).await?, cookie))
+    }
+
+    pub async fn create_user(
+        &self,
+        req: &muster_proto::CreateUserRequest,
+    ) -> Result<muster_proto::UserInfo> {
+        self.post("/api/v1/users", req).await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<muster_proto::UserInfo>> {
+        Ok(self
+            .get::<muster_proto::UserList>("/api/v1/users")
+            .await?
+            .users)
+    }
+
+    /// `disable`, `enable` or `remove` a user.
+    pub async fn change_user(&self, name: &str, change: &str) -> Result<muster_proto::UserInfo> {
+        let path = format!("/api/v1/users/{}", path_segment(name));
+        let req = match change {
+            "remove" => self.http.delete(self.url(&path)),
+            other => self
+                .http
+                .post(self.url(&format!("{path}/{other}")))
+                .json(&serde_json::json!({})),
+        };
+        Self::decode(self.send(req, None).await?).await
+    }
+
     pub async fn create_key(
         &self,
         req: &muster_proto::CreateKeyRequest,

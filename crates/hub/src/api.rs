@@ -42,6 +42,8 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         (None, M::GET, "/metrics", get(metrics)),
         (None, M::GET, "/api/v1/ca", get(ca)),
         (None, M::POST, "/api/v1/enroll", post(enroll)),
+        (None, M::POST, "/api/v1/login", post(crate::users::login)),
+        (None, M::POST, "/api/v1/logout", post(crate::users::logout)),
         (agent, M::GET, "/api/v1/agent/me", get(agent_me)),
         (agent, M::GET, "/api/v1/agent/session", get(agent_session)),
         (
@@ -86,6 +88,26 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             M::POST,
             "/api/v1/keys/{id}/revoke",
             post(crate::keys::revoke),
+        ),
+        (admin, M::POST, "/api/v1/users", post(crate::users::create)),
+        (admin, M::GET, "/api/v1/users", get(crate::users::list)),
+        (
+            admin,
+            M::POST,
+            "/api/v1/users/{id}/disable",
+            post(crate::users::disable),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/users/{id}/enable",
+            post(crate::users::enable),
+        ),
+        (
+            admin,
+            M::DELETE,
+            "/api/v1/users/{id}",
+            delete(crate::users::remove),
         ),
         (admin, M::GET, "/api/v1/audit", get(list_audit)),
         (admin, M::GET, "/api/v1/audit/verify", get(verify_audit)),
@@ -258,6 +280,7 @@ async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::
             serde_json::json!({"kind": "api_key", "id": k.id, "name": k.name, "role": k.role})
         }
         Principal::Agent(a) => serde_json::json!({"kind": "agent", "id": a.id}),
+        Principal::User(u) => serde_json::json!({"kind": "user", "name": u.name, "role": u.role}),
     })
 }
 

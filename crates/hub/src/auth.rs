@@ -23,6 +23,8 @@ pub enum Principal {
     Admin(ApiKeyRecord),
     Member(ApiKeyRecord),
     Agent(Box<AgentRecord>),
+    /// A dashboard user, by login session cookie.
+    User(Box<muster_store::UserRecord>),
 }
 
 impl Principal {
@@ -31,6 +33,7 @@ impl Principal {
         match self {
             Principal::Admin(k) | Principal::Member(k) => format!("key:{}", k.id),
             Principal::Agent(a) => format!("agent:{}", a.id),
+            Principal::User(u) => format!("user:{}", u.name),
         }
     }
 }
@@ -96,7 +99,36 @@ pub async fn agent_by_key(state: &AppState, value: &str) -> ApiResult<Option<Age
         .await?)
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap, role: Role) -> ApiResult<Principal> {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+    role: Role,
+) -> ApiResult<Principal> {
+    // People in a browser: the session cookie, for API-key routes only.
+    if bearer(headers).is_none()
+        && role != Role::Agent
+        && let Some(cookie) = crate::users::session_cookie(headers)
+    {
+        // SameSite=Strict already keeps the cookie off cross-site requests; a custom
+        // header, which cross-site forms cannot send, makes changes doubly sure.
+        if !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+            && !headers.contains_key("x-muster-csrf")
+        {
+            return Err(ApiFailure::forbidden(
+                codes::FORBIDDEN,
+                "changes made with a login session need the X-Muster-CSRF header",
+            ));
+        }
+        let user = crate::users::user_for_cookie(state, cookie).await?;
+        return match (user.role.as_str(), role) {
+            ("admin", _) | ("member", Role::Member) => Ok(Principal::User(Box::new(user))),
+            _ => Err(ApiFailure::forbidden(
+                codes::FORBIDDEN,
+                "this user's role does not allow that",
+            )),
+        };
+    }
     let Some(value) = bearer(headers) else {
         return Err(ApiFailure::unauthorized(
             codes::UNAUTHORIZED,
@@ -139,7 +171,7 @@ pub async fn require(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiFailure> {
-    let principal = authenticate(&state, request.headers(), role).await?;
+    let principal = authenticate(&state, request.headers(), request.method(), role).await?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }

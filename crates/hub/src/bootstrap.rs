@@ -217,3 +217,32 @@ pub fn write_hub_json(data_dir: &Path, url: &str, state: &AppState) -> Result<Hu
     write_atomic_path(&path, &body, PRIVATE).map_err(io("write", &path))?;
     Ok(files)
 }
+
+/// `MUSTER_ADMIN_USER` / `MUSTER_ADMIN_PASSWORD`: an admin user, made once (a user
+/// removed later is not brought back by the next start).
+pub async fn ensure_admin_user(
+    state: &AppState,
+    name: &str,
+    password: &str,
+) -> Result<(), HubError> {
+    const MARK: &str = "bootstrap_admin_user";
+    if state.store.get_meta(MARK).await?.is_some() {
+        return Ok(());
+    }
+    let req = muster_proto::CreateUserRequest {
+        name: name.to_owned(),
+        role: "admin".to_owned(),
+        password: password.to_owned(),
+    };
+    crate::users::add_user(
+        state,
+        req,
+        "hub".to_owned(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    )
+    .await
+    .map_err(|f| HubError::Invalid(format!("MUSTER_ADMIN_USER: {}", f.message)))?;
+    state.store.init_meta(&[(MARK, name.to_owned())]).await?;
+    tracing::info!(user = %name, "created the admin user from MUSTER_ADMIN_USER");
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod secrets;
 mod sessions;
 mod state;
 mod tls;
+mod users;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +56,8 @@ pub struct HubOptions {
     /// `--max-enrollments-in-flight`: beyond this many at once, enrollments get 429
     /// with a jittered `Retry-After`, so a fleet-wide burst cannot pile up without bound.
     pub max_enrollments_in_flight: usize,
+    /// `MUSTER_ADMIN_USER` / `MUSTER_ADMIN_PASSWORD`: an admin user made at first start.
+    pub admin_user: Option<(String, String)>,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
 }
@@ -104,6 +107,7 @@ impl HubOptions {
             pending_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
             max_enrollments_in_flight: 64,
+            admin_user: None,
             secret: None,
         }
     }
@@ -195,10 +199,15 @@ impl Hub {
             pending_ttl: opts.pending_ttl,
             trusted_proxies,
             key_use: Default::default(),
+            login_throttle: Default::default(),
+            decoy_hash: Default::default(),
             enroll_slots: tokio::sync::Semaphore::new(opts.max_enrollments_in_flight.max(1)),
             metrics: Default::default(),
             sessions: Default::default(),
         });
+        if let Some((name, password)) = &opts.admin_user {
+            bootstrap::ensure_admin_user(&state, name, password).await?;
+        }
         let files = bootstrap::write_hub_json(&opts.data_dir, &local_url(local), &state)?;
         tracing::info!(
             url = %state.hub_url,

@@ -26,6 +26,11 @@ pub struct AppState {
     pub pending_ttl: Duration,
     /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Recent failed logins, by address and by user name.
+    pub login_throttle: crate::users::Throttle,
+    /// A password hash nobody can match, made once (unknown users are checked
+    /// against it so timing does not tell them apart).
+    pub decoy_hash: std::sync::OnceLock<String>,
     /// Enrollments allowed in flight at once; the rest get 429.
     pub enroll_slots: tokio::sync::Semaphore,
     /// API keys used since the last flush, and when (`last_used_at`).

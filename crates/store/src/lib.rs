@@ -166,6 +166,31 @@ pub trait Store: Send + Sync + 'static {
     /// Write `last_used_at` of keys, batched (one write a minute per key at most).
     async fn record_key_use(&self, used: &[(String, i64)]) -> Result<()>;
 
+    async fn create_user(&self, user: &UserRecord, audit: &AuditEntry) -> Result<()>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    async fn find_user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// `NotFound` when no such user.
+    async fn change_user(
+        &self,
+        name: &str,
+        change: UserChange,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<UserRecord>;
+    async fn create_user_session(
+        &self,
+        hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// The user behind a live login session (whatever the user's state: the caller checks).
+    async fn find_user_session(&self, hash: &str, now: i64) -> Result<Option<UserRecord>>;
+    async fn delete_user_session(&self, hash: &str) -> Result<()>;
+    /// An audit entry that records no other change (a refused login).
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<()>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

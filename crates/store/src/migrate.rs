@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_trust_rules.sql"),
     include_str!("../migrations/0005_audit_chain.sql"),
     include_str!("../migrations/0006_key_scopes.sql"),
+    include_str!("../migrations/0007_users.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

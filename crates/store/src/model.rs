@@ -344,3 +344,25 @@ pub enum KeyChange {
         prefix: String,
     },
 }
+
+/// A dashboard user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// What happens to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    Disable,
+    Enable,
+    /// Gone, with every login session.
+    Remove,
+}

@@ -282,6 +282,17 @@ async fn complete_request_tx(tx: &mut Transaction<'static, Any>, id: &str, now: 
     Ok(())
 }
 
+fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        password_hash: row.try_get("password_hash")?,
+        disabled_at: row.try_get("disabled_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 fn pending_from_row(row: &AnyRow) -> Result<PendingRecord> {
     Ok(PendingRecord {
         id: row.try_get("id")?,
@@ -1056,6 +1067,140 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: &UserRecord, audit: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&u.id)
+        .bind(&u.name)
+        .bind(&u.role)
+        .bind(&u.password_hash)
+        .bind(u.disabled_at)
+        .bind(u.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "a user named {:?} exists already",
+                    u.name
+                )));
+            }
+            other => other?,
+        };
+        self.append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn change_user(
+        &self,
+        name: &str,
+        change: UserChange,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<UserRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let row = match change {
+            UserChange::Disable => {
+                sqlx::query("UPDATE users SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1 RETURNING *")
+                    .bind(name)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            UserChange::Enable => {
+                sqlx::query("UPDATE users SET disabled_at = NULL WHERE name = $1 RETURNING *")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            UserChange::Remove => {
+                sqlx::query("DELETE FROM users WHERE name = $1 RETURNING *")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let user = user_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        if change == UserChange::Remove {
+            sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn create_user_session(
+        &self,
+        hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("INSERT INTO user_sessions (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        self.append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_user_session(&self, hash: &str, now: i64) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT u.* FROM user_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.hash = $1 AND s.expires_at > $2",
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn delete_user_session(&self, hash: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("DELETE FROM user_sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

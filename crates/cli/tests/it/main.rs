@@ -19,6 +19,7 @@ mod secrets;
 mod sessions;
 mod tokens;
 mod trust;
+mod users;
 
 use std::future::Future;
 
