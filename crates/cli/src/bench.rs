@@ -25,6 +25,15 @@ pub enum BenchCommand {
     },
     /// Hold N live sessions against a hub this command starts, and measure them.
     Sessions(crate::bench_sessions::SessionsArgs),
+    /// API-key authenticated reads: GET /api/v1/agents?limit=100 over kept-alive connections.
+    Api {
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The ceiling: fresh TLS connections, each doing only a handshake and GET /healthz.
     Handshakes {
         #[arg(long, default_value_t = 2000)]
@@ -40,6 +49,14 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
     if let BenchCommand::Sessions(args) = cmd {
         return crate::bench_sessions::run(args).await;
     }
+    if let BenchCommand::Api {
+        requests,
+        concurrency,
+        json,
+    } = cmd
+    {
+        return api_reads(&client(conn)?, requests, concurrency, json).await;
+    }
     let admin = client(conn)?;
     let (label, count, concurrency, json) = match &cmd {
         BenchCommand::Enroll {
@@ -47,7 +64,7 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
             concurrency,
             json,
         } => ("enroll", *agents, *concurrency, *json),
-        BenchCommand::Sessions(_) => return Ok(()),
+        BenchCommand::Sessions(_) | BenchCommand::Api { .. } => return Ok(()),
         BenchCommand::Handshakes {
             count,
             concurrency,
@@ -70,7 +87,9 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
                 .map_err(|e| e.to_string())?
                 .token,
         ),
-        BenchCommand::Handshakes { .. } | BenchCommand::Sessions(_) => None,
+        BenchCommand::Handshakes { .. } | BenchCommand::Sessions(_) | BenchCommand::Api { .. } => {
+            None
+        }
     };
     let hub = admin.base_url().to_owned();
     let ca_pem = admin.ca().await.map_err(|e| e.to_string())?.ca_pem;
@@ -196,4 +215,62 @@ fn rand_u128() -> u128 {
 
 fn uuid_prefix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// `concurrency` workers sharing one client (its connection pool keeps TLS sessions
+/// alive, as an admin tool or dashboard would), each reading the first page.
+async fn api_reads(
+    client: &HubClient,
+    requests: usize,
+    concurrency: usize,
+    json: bool,
+) -> Result<(), String> {
+    let first = client
+        .agents_page(100, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, counter) = (client.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let t0 = Instant::now();
+                client
+                    .agents_page(100, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                lat.push(t0.elapsed());
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let rate = all.len() as f64 / secs;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "api", "requests": all.len(), "page": first.agents.len(), "per_second": rate, "p50_ms": pct(0.5), "p99_ms": pct(0.99)})
+        );
+    } else {
+        println!(
+            "api: {} requests of a {}-agent page in {secs:.2} s = {rate:.0}/s; latency p50 {:.1} ms, p99 {:.1} ms (concurrency {concurrency})",
+            all.len(),
+            first.agents.len(),
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+    Ok(())
 }

@@ -287,8 +287,31 @@ impl HubClient {
         .await
     }
 
+    /// The whole fleet view, fetched a page at a time.
     pub async fn list_agents(&self) -> Result<Vec<AgentInfo>> {
-        Ok(self.get::<AgentList>("/api/v1/agents").await?.agents)
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(c) => format!("/api/v1/agents?limit=1000&after={c}"),
+                None => "/api/v1/agents?limit=1000".to_owned(),
+            };
+            let page = self.get::<AgentList>(&path).await?;
+            all.extend(page.agents);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the fleet view.
+    pub async fn agents_page(&self, limit: u32, after: Option<&str>) -> Result<AgentList> {
+        let path = match after {
+            Some(c) => format!("/api/v1/agents?limit={limit}&after={}", path_segment(c)),
+            None => format!("/api/v1/agents?limit={limit}"),
+        };
+        self.get(&path).await
     }
 
     pub async fn agent(&self, id_or_name: &str) -> Result<AgentInfo> {

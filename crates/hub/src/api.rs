@@ -392,18 +392,65 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// The fleet, a page at a time (default 100, at most 1,000), in name order. The
+/// cursor is the last agent's name and id; a member's scope filters as it goes.
 async fn list_agents(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
 ) -> ApiResult<Json<AgentList>> {
-    let agents = state.store.list_agents(false).await?;
-    Ok(Json(AgentList {
-        agents: agents
-            .iter()
-            .filter(|a| visible(&principal, a))
-            .map(|a| agent_info(a, &state))
-            .collect(),
-    }))
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut position: Option<(String, String)> = match &q.after {
+        Some(cursor) => {
+            let raw = b64
+                .decode(cursor)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiFailure::bad_request("invalid page cursor"))?;
+            let (name, id) = raw
+                .split_once('\n')
+                .ok_or_else(|| ApiFailure::bad_request("invalid page cursor"))?;
+            Some((name.to_owned(), id.to_owned()))
+        }
+        None => None,
+    };
+    let mut page = Vec::new();
+    let mut more = false;
+    loop {
+        let batch = state
+            .store
+            .list_agents_page(
+                position.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                limit + 1,
+            )
+            .await?;
+        let exhausted = batch.len() as i64 <= limit;
+        for a in &batch {
+            if page.len() as i64 == limit {
+                more = true;
+                break;
+            }
+            position = Some((a.name.clone(), a.id.clone()));
+            if visible(&principal, a) {
+                page.push(agent_info(a, &state));
+            }
+        }
+        if more || exhausted {
+            break;
+        }
+    }
+    let next = more
+        .then(|| position.map(|(n, i)| b64.encode(format!("{n}\n{i}"))))
+        .flatten();
+    Ok(Json(AgentList { agents: page, next }))
 }
 
 /// Whether a member key's `--agents` glob lets it see this agent (admins see all).

@@ -278,6 +278,9 @@ pub struct CloneEventInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentList {
     pub agents: Vec<AgentInfo>,
+    /// Cursor for the next page (`?after=`), absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /healthz`, `GET /readyz`.

@@ -102,6 +102,13 @@ pub trait Store: Send + Sync + 'static {
     async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>>;
     /// Agents in name order; removed agents only when asked.
     async fn list_agents(&self, include_removed: bool) -> Result<Vec<AgentRecord>>;
+    /// One page of the fleet view (not removed), in (name, id) order, after the
+    /// given (name, id) position.
+    async fn list_agents_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<AgentRecord>>;
 
     async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>>;
 

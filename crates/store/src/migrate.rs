@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_audit_chain.sql"),
     include_str!("../migrations/0006_key_scopes.sql"),
     include_str!("../migrations/0007_users.sql"),
+    include_str!("../migrations/0008_agent_pages.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -531,6 +531,24 @@ impl Store for SqlStore {
         rows.iter().map(agent_from_row).collect()
     }
 
+    async fn list_agents_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<AgentRecord>> {
+        let (name, id) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(agent_select!(
+            "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
+             ORDER BY name, id LIMIT $3"
+        ))
+        .bind(name)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
     async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>> {
         let row = sqlx::query("SELECT * FROM enrollments WHERE enrollment_id = $1")
             .bind(enrollment_id)

@@ -178,3 +178,65 @@ async fn api_keys_rotate_revoke_expire_and_scope_members() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_fleet_is_listed_a_page_at_a_time() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let token = hub
+            .token(muster_proto::CreateTokenRequest {
+                max_uses: Some(10),
+                ttl_s: Some(600),
+                ..Default::default()
+            })
+            .await
+            .token;
+        for name in ["e", "a", "d", "b", "c"] {
+            let (req, _) = crate::request(name, None);
+            hub.anonymous().enroll(Some(&token), &req).await.unwrap();
+        }
+        let admin = hub.admin();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = admin.agents_page(2, after.as_deref()).await.unwrap();
+            pages += 1;
+            assert!(page.agents.len() <= 2);
+            seen.extend(page.agents.into_iter().map(|a| a.name));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec!["a", "b", "c", "d", "e"]);
+        assert_eq!(pages, 3);
+        // A member's scope applies across pages.
+        let member = admin
+            .create_key(&CreateKeyRequest {
+                agents: Some("[bd]".into()),
+                ..key("bd", "member")
+            })
+            .await
+            .unwrap()
+            .key;
+        let page = client(&hub, Some(&member))
+            .agents_page(1, None)
+            .await
+            .unwrap();
+        assert_eq!(page.agents[0].name, "b");
+        let rest = client(&hub, Some(&member))
+            .agents_page(5, page.next.as_deref())
+            .await
+            .unwrap();
+        let names: Vec<String> = rest.agents.into_iter().map(|a| a.name).collect();
+        assert_eq!(names, vec!["d"]);
+        assert!(rest.next.is_none());
+        assert_eq!(
+            code(admin.agents_page(2, Some("!!not-a-cursor")).await),
+            "invalid_request"
+        );
+        hub.stop().await;
+    })
+    .await;
+}
