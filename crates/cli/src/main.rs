@@ -138,6 +138,14 @@ enum HubAction {
         #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Re-encrypt and re-key everything under a new hub secret (stop the hub first).
+    /// The new secret: MUSTER_NEW_SECRET, else generated into <data-dir>/secret.
+    RotateSecret {
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, env = "MUSTER_DB")]
+        db: Option<String>,
+    },
     /// A consistent copy of the SQLite database, taken while the hub serves.
     Backup {
         #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
@@ -347,6 +355,30 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
 }
 
 async fn run_hub(args: HubArgs) -> Result<(), String> {
+    if let Some(HubAction::RotateSecret { data_dir, db }) = args.action {
+        let mut opts = muster_hub::HubOptions::new(data_dir);
+        opts.db_url = db;
+        opts.secret = std::env::var("MUSTER_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let new = std::env::var("MUSTER_NEW_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let (signed, printed) = muster_hub::rotate_secret(&opts, new)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("Rotated the hub secret; {signed} audit entries re-signed.");
+        match printed {
+            Some(_) => println!(
+                "Start the hub with MUSTER_SECRET set to the new value (MUSTER_NEW_SECRET)."
+            ),
+            None => println!(
+                "The new secret is in {}/secret: back it up now.",
+                opts.data_dir.display()
+            ),
+        }
+        return Ok(());
+    }
     if let Some(HubAction::Backup { data_dir, db, out }) = args.action {
         let url =
             db.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("muster.db").display()));

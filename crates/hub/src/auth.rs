@@ -62,17 +62,34 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Look `value` up by its keyed hash, then by hashes under earlier secrets.
+pub async fn by_hash<T, F, Fut>(state: &AppState, value: &str, find: F) -> ApiResult<Option<T>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = muster_store::Result<Option<T>>>,
+{
+    if let Some(found) = find(state.keys.hash_secret(value)).await? {
+        return Ok(Some(found));
+    }
+    for h in state.keys.previous_hashes(value) {
+        if let Some(found) = find(h).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
 /// Resolve an API key value to its live record.
 pub async fn api_key(state: &AppState, value: &str) -> ApiResult<ApiKeyRecord> {
     let invalid = || ApiFailure::unauthorized(codes::KEY_INVALID, "invalid API key");
     if !value.starts_with(API_KEY_PREFIX) {
         return Err(invalid());
     }
-    let key = state
-        .store
-        .find_api_key_by_hash(&state.keys.hash_secret(value))
-        .await?
-        .ok_or_else(invalid)?;
+    let key = by_hash(state, value, |h| async move {
+        state.store.find_api_key_by_hash(&h).await
+    })
+    .await?
+    .ok_or_else(invalid)?;
     if key.revoked_at.is_some() {
         return Err(ApiFailure::unauthorized(
             codes::KEY_INVALID,
@@ -93,10 +110,10 @@ pub async fn agent_by_key(state: &AppState, value: &str) -> ApiResult<Option<Age
     if !value.starts_with(AGENT_KEY_PREFIX) {
         return Ok(None);
     }
-    Ok(state
-        .store
-        .find_agent_by_key_hash(&state.keys.hash_secret(value))
-        .await?)
+    by_hash(state, value, |h| async move {
+        state.store.find_agent_by_key_hash(&h).await
+    })
+    .await
 }
 
 async fn authenticate(

@@ -55,7 +55,7 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
             Err(e) => return Err(io("read", &secret_path)(e)),
         },
     };
-    let keys = Keys::derive(secret.as_bytes()).map_err(|e| HubError::Secret(e.to_string()))?;
+    let mut keys = Keys::derive(secret.as_bytes()).map_err(|e| HubError::Secret(e.to_string()))?;
 
     let db_url = match &opts.db_url {
         Some(url) => url.clone(),
@@ -71,6 +71,11 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
     let ca = match store.get_meta(SECRET_CHECK_KEY).await? {
         Some(check) => {
             if !keys.matches_check(&check) {
+                if data_dir.join("secret.new").exists() {
+                    return Err(HubError::Invalid(
+                        "a secret rotation was interrupted after the database changed: move <data-dir>/secret.new over <data-dir>/secret and start again".to_owned(),
+                    ));
+                }
                 return Err(HubError::WrongSecret);
             }
             load_ca(store.as_ref(), &keys).await?
@@ -108,6 +113,10 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
             }
         }
     };
+
+    let previous = store.get_meta(crate::secrets::PREVIOUS_HASH_KEYS).await?;
+    keys.load_previous(previous.as_deref())
+        .map_err(|_| HubError::WrongSecret)?;
 
     let ca_path = data_dir.join("ca.pem");
     write_atomic_path(&ca_path, ca.cert_pem().as_bytes(), PUBLIC).map_err(io("write", &ca_path))?;
@@ -245,4 +254,110 @@ pub async fn ensure_admin_user(
     state.store.init_meta(&[(MARK, name.to_owned())]).await?;
     tracing::info!(user = %name, "created the admin user from MUSTER_ADMIN_USER");
     Ok(())
+}
+
+/// `muster hub rotate-secret`: re-encrypt and re-key everything under a new hub
+/// secret, in one transaction, with the hub stopped. Values hashed under the old
+/// secret (tokens, keys, sessions) keep working: the old hash key is carried along,
+/// encrypted under the new secret, until those values are replaced. Returns the
+/// number of audit entries re-signed.
+pub async fn rotate_secret(
+    opts: &HubOptions,
+    new_secret: Option<String>,
+) -> Result<(usize, Option<String>), HubError> {
+    let data_dir = &opts.data_dir;
+    if let Ok(text) = std::fs::read_to_string(data_dir.join("hub.json"))
+        && let Some(pid) = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["pid"].as_u64())
+        && pid != u64::from(std::process::id())
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        return Err(HubError::Invalid(format!(
+            "the hub (pid {pid}) seems to be running; stop it before rotating the secret"
+        )));
+    }
+    let secret_path = data_dir.join(SECRET_FILE);
+    let from_file = opts.secret.is_none();
+    let old_secret = match &opts.secret {
+        Some(s) => s.clone(),
+        None => std::fs::read_to_string(&secret_path)
+            .map_err(io("read", &secret_path))?
+            .trim()
+            .to_owned(),
+    };
+    let new_secret = match new_secret {
+        Some(s) => s,
+        None if from_file => generate_hub_secret(),
+        None => {
+            return Err(HubError::Invalid(
+                "the secret comes from MUSTER_SECRET: give the new one in MUSTER_NEW_SECRET"
+                    .to_owned(),
+            ));
+        }
+    };
+    let mut old =
+        Keys::derive(old_secret.as_bytes()).map_err(|e| HubError::Secret(e.to_string()))?;
+    let new = Keys::derive(new_secret.as_bytes()).map_err(|e| HubError::Secret(e.to_string()))?;
+    let db_url = opts
+        .db_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("muster.db").display()));
+    let store = SqlStore::connect(&db_url, old.audit_key()).await?;
+    let check = store.get_meta(SECRET_CHECK_KEY).await?.unwrap_or_default();
+    if !old.matches_check(&check) {
+        return Err(HubError::WrongSecret);
+    }
+    let verdict = store.verify_audit().await?;
+    if let Some((seq, why)) = verdict.broken {
+        return Err(HubError::Invalid(format!(
+            "the audit chain is broken at entry {seq} ({why}); re-signing it would hide that. Investigate first"
+        )));
+    }
+    old.load_previous(
+        store
+            .get_meta(crate::secrets::PREVIOUS_HASH_KEYS)
+            .await?
+            .as_deref(),
+    )
+    .map_err(|_| HubError::WrongSecret)?;
+    let ca_ct = store
+        .get_meta(CA_KEY_KEY)
+        .await?
+        .ok_or_else(|| HubError::Invalid("the database holds no CA".to_owned()))?;
+    let ca_key = old
+        .decrypt(&ca_ct, CA_KEY_AAD)
+        .map_err(|_| HubError::WrongSecret)?;
+    // The new secret is on disk before the database depends on it.
+    let staged = data_dir.join("secret.new");
+    if from_file {
+        write_atomic_path(&staged, format!("{new_secret}\n").as_bytes(), PRIVATE)
+            .map_err(io("write", &staged))?;
+    }
+    let audit = AuditEntry {
+        at: now_ms(),
+        actor: "hub".to_owned(),
+        action: "hub.secret_rotated".to_owned(),
+        target: "hub".to_owned(),
+        source: "local".to_owned(),
+        outcome: "ok".to_owned(),
+        details: "{}".to_owned(),
+    };
+    let signed = store
+        .rotate_secret(
+            &[
+                (SECRET_CHECK_KEY, new.check_value()),
+                (CA_KEY_KEY, new.encrypt(&ca_key, CA_KEY_AAD)),
+                (crate::secrets::PREVIOUS_HASH_KEYS, new.seal_previous(&old)),
+            ],
+            new.audit_key(),
+            &audit,
+        )
+        .await?;
+    if from_file {
+        std::fs::rename(&staged, &secret_path).map_err(io("move into place", &secret_path))?;
+        Ok((signed, None))
+    } else {
+        Ok((signed, Some(new_secret)))
+    }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use api::route_table;
 pub use auth::Role;
-pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE};
+pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE, rotate_secret};
 use muster_ca::CaHash;
 use state::AppState;
 

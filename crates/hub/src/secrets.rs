@@ -16,6 +16,12 @@ use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Binds the previous-hash-keys ciphertext to its purpose.
+const PREVIOUS_AAD: &[u8] = b"muster previous hash keys";
+
+/// `hub_meta` key of the earlier secrets' hash keys.
+pub const PREVIOUS_HASH_KEYS: &str = "previous_hash_keys";
+
 /// Label of the value stored in `hub_meta` to recognise the right secret at start.
 pub const SECRET_CHECK_KEY: &str = "secret_check";
 
@@ -26,6 +32,10 @@ pub struct Keys {
     encryption: [u8; 32],
     check: [u8; 32],
     audit: [u8; 32],
+    /// Hash keys of earlier secrets: values hashed before a `rotate-secret` keep
+    /// working until they are replaced (the hub never had their plain values to
+    /// re-hash them).
+    previous_hash: Vec<[u8; 32]>,
 }
 
 impl fmt::Debug for Keys {
@@ -67,6 +77,7 @@ impl Keys {
             encryption: [0; 32],
             check: [0; 32],
             audit: [0; 32],
+            previous_hash: Vec::new(),
         };
         // 32-byte outputs are far below HKDF-SHA256's limit: expand cannot fail.
         let _ = hk.expand(b"muster hash v1", &mut keys.hash);
@@ -79,6 +90,47 @@ impl Keys {
     /// Key of the audit chain's HMAC (SPEC §11).
     pub fn audit_key(&self) -> [u8; 32] {
         self.audit
+    }
+
+    /// Hashes of `value` under earlier secrets' keys, newest first, for lookups that
+    /// miss under the current one.
+    pub fn previous_hashes(&self, value: &str) -> Vec<String> {
+        self.previous_hash
+            .iter()
+            .map(|k| hmac_hex(k, value.as_bytes()))
+            .collect()
+    }
+
+    /// The hash key itself, to be carried (encrypted) past a secret rotation.
+    pub fn hash_key(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    /// Earlier hash keys, as stored encrypted in the database (`v1:` ciphertext of
+    /// the concatenated 32-byte keys, newest first).
+    pub fn load_previous(&mut self, stored: Option<&str>) -> Result<(), SecretError> {
+        self.previous_hash = match stored {
+            None => Vec::new(),
+            Some(ct) => self
+                .decrypt(ct, PREVIOUS_AAD)?
+                .chunks_exact(32)
+                .map(|c| {
+                    let mut k = [0u8; 32];
+                    k.copy_from_slice(c);
+                    k
+                })
+                .collect(),
+        };
+        Ok(())
+    }
+
+    /// What `load_previous` reads, for a new secret that succeeds `older`.
+    pub fn seal_previous(&self, older: &Keys) -> String {
+        let mut plain = older.hash.to_vec();
+        for k in &older.previous_hash {
+            plain.extend_from_slice(k);
+        }
+        self.encrypt(&plain, PREVIOUS_AAD)
     }
 
     /// Keyed hash of a token or key value, hex: what the database stores and looks up.

@@ -213,11 +213,12 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// The live, enabled user behind a session cookie: checked at every request, so a
 /// disabled user is refused at once.
 pub async fn user_for_cookie(state: &AppState, value: &str) -> ApiResult<UserRecord> {
-    let user = state
-        .store
-        .find_user_session(&state.keys.hash_secret(value), now_ms())
-        .await?
-        .filter(|u| u.disabled_at.is_none());
+    let now = now_ms();
+    let user = crate::auth::by_hash(state, value, |h| async move {
+        state.store.find_user_session(&h, now).await
+    })
+    .await?
+    .filter(|u| u.disabled_at.is_none());
     user.ok_or_else(|| {
         ApiFailure::unauthorized(
             codes::UNAUTHORIZED,

@@ -198,6 +198,17 @@ pub trait Store: Send + Sync + 'static {
     /// An audit entry that records no other change (a refused login).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()>;
 
+    /// The hub secret changes, in one transaction: the given settings replace their
+    /// old values (secret check, CA key ciphertext, earlier hash keys), the whole
+    /// audit chain is re-signed under `new_audit_key`, and `audit` is appended.
+    /// Returns the number of entries signed.
+    async fn rotate_secret(
+        &self,
+        meta: &[(&str, String)],
+        new_audit_key: [u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<usize>;
+
     /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
 

@@ -102,6 +102,15 @@ impl SqlStore {
     /// Append an entry to the audit chain inside the caller's transaction: the next
     /// position, and the HMAC over the previous entry's hash and this entry.
     async fn append_audit(&self, tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
+        self.append_audit_with(tx, e, &self.audit_key).await
+    }
+
+    async fn append_audit_with(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        e: &AuditEntry,
+        key: &[u8; 32],
+    ) -> Result<()> {
         if self.postgres {
             // Hubs sharing a database append one at a time (SQLite writers are
             // already serialized).
@@ -122,7 +131,7 @@ impl SqlStore {
             None => (0, String::new()),
         };
         let seq = prev_seq + 1;
-        let hash = crate::audit::chain_hash(&self.audit_key, &prev_hash, seq, e);
+        let hash = crate::audit::chain_hash(key, &prev_hash, seq, e);
         sqlx::query(
             "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details, seq, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1221,6 +1230,61 @@ impl Store for SqlStore {
         self.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn rotate_secret(
+        &self,
+        meta: &[(&str, String)],
+        new_audit_key: [u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<usize> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7361728)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (key, value) in meta {
+            sqlx::query("DELETE FROM hub_meta WHERE key = $1")
+                .bind(*key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO hub_meta (key, value) VALUES ($1, $2)")
+                .bind(*key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = sqlx::query(
+            "SELECT id, seq, at, actor, action, target, source, outcome, details FROM audit_log \
+             WHERE seq IS NOT NULL ORDER BY seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut prev = String::new();
+        for r in &rows {
+            let seq: i64 = r.try_get("seq")?;
+            let entry = AuditEntry {
+                at: r.try_get("at")?,
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                source: r.try_get("source")?,
+                outcome: r.try_get("outcome")?,
+                details: r.try_get("details")?,
+            };
+            let hash = crate::audit::chain_hash(&new_audit_key, &prev, seq, &entry);
+            sqlx::query("UPDATE audit_log SET hash = $2 WHERE id = $1")
+                .bind(r.try_get::<String, _>("id")?)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            prev = hash;
+        }
+        self.append_audit_with(&mut tx, audit, &new_audit_key)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() + 1)
     }
 
     async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()> {

@@ -107,7 +107,11 @@ pub async fn queue(
     key: &str,
 ) -> ApiResult<PendingRecord> {
     let secret_hash = state.keys.hash_secret(secret);
-    if let Some(existing) = state.store.find_request_by_secret(&secret_hash).await? {
+    if let Some(existing) = crate::auth::by_hash(state, secret, |h| async move {
+        state.store.find_request_by_secret(&h).await
+    })
+    .await?
+    {
         return Ok(existing);
     }
     let now = now_ms();

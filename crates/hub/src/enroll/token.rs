@@ -19,13 +19,13 @@ impl TokenMethod {
     /// is for the agent and is not part of the secret.
     pub async fn lookup(state: &AppState, value: &str) -> ApiResult<Self> {
         let secret = value.split_once('.').map_or(value, |(s, _)| s);
-        let token = state
-            .store
-            .find_token_by_hash(&state.keys.hash_secret(secret))
-            .await?
-            .ok_or_else(|| {
-                ApiFailure::unauthorized(codes::TOKEN_UNKNOWN, "unknown enrollment token")
-            })?;
+        let token = crate::auth::by_hash(state, secret, |h| async move {
+            state.store.find_token_by_hash(&h).await
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiFailure::unauthorized(codes::TOKEN_UNKNOWN, "unknown enrollment token")
+        })?;
         Ok(TokenMethod { token })
     }
 }
