@@ -99,11 +99,36 @@ impl TestHub {
     }
 
     /// Start a hub with exactly these options (an existing data dir, a restored
-    /// backup…) on SQLite.
+    /// backup, an existing PostgreSQL database…).
     pub async fn start_on(options: HubOptions) -> Result<TestHub, muster_hub::HubError> {
         install_crypto();
-        let db_url = format!("sqlite://{}", options.data_dir.join("muster.db").display());
-        Self::try_launch(options, Backend::Sqlite, db_url).await
+        let (backend, db_url) = match &options.db_url {
+            Some(url) => (Backend::Postgres(url.clone()), url.clone()),
+            None => (
+                Backend::Sqlite,
+                format!("sqlite://{}", options.data_dir.join("muster.db").display()),
+            ),
+        };
+        Self::try_launch(options, backend, db_url).await
+    }
+
+    /// Stop serving and hand over what is needed to start on the same data (the
+    /// PostgreSQL database is kept for the next hub; `stop` on that one drops it).
+    pub async fn stop_keeping_data(
+        mut self,
+    ) -> (
+        HubOptions,
+        Option<(String, String)>,
+        Option<tempfile::TempDir>,
+    ) {
+        self.halt().await;
+        (self.options.clone(), self.pg_admin.take(), self._tmp.take())
+    }
+
+    /// Take over the data of a stopped hub, so `stop` cleans it up.
+    pub fn adopt(&mut self, pg_admin: Option<(String, String)>, tmp: Option<tempfile::TempDir>) {
+        self.pg_admin = pg_admin;
+        self._tmp = tmp;
     }
 
     async fn launch(options: HubOptions, backend: Backend, db_url: String) -> TestHub {

@@ -75,63 +75,74 @@ async fn the_database_holds_no_secret_in_plain_text() {
 
 #[tokio::test]
 async fn rotating_the_secret_keeps_everything_working_and_the_old_secret_out() {
-    let mut hub = TestHub::start(&Backend::Sqlite).await;
-    let agent = TestAgent::new("rotated");
-    let t = hub.default_token().await;
-    muster_agent::enroll(&hub.enroll_options(&agent, Some(&t), None), &agent.dir)
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let agent = TestAgent::new("rotated");
+        let t = hub.default_token().await;
+        muster_agent::enroll(&hub.enroll_options(&agent, Some(&t), None), &agent.dir)
+            .await
+            .unwrap();
+        let unused = hub.default_token().await;
+        let old_secret = std::fs::read_to_string(hub.data_dir.join("secret"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let (before_ca, admin_key, data_dir) =
+            (hub.ca_hash, hub.admin_key.clone(), hub.data_dir.clone());
+        let (mut options, pg, tmp) = hub.stop_keeping_data().await;
+
+        let (signed, printed) = muster_hub::rotate_secret(&options, None).await.unwrap();
+        assert!(signed >= 3 && printed.is_none());
+        let new_secret = std::fs::read_to_string(data_dir.join("secret"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert_ne!(new_secret, old_secret);
+
+        // The old secret no longer opens the database.
+        options.secret = Some(old_secret);
+        let err = TestHub::start_on(options.clone()).await.err().unwrap();
+        assert!(matches!(err, muster_hub::HubError::WrongSecret), "{err}");
+
+        options.secret = None;
+        let mut restarted = TestHub::start_on(options).await.unwrap();
+        restarted.adopt(pg, tmp);
+        assert_eq!(restarted.ca_hash, before_ca, "same CA, re-encrypted");
+        // Values hashed under the old secret still work: the admin key, the agent
+        // key, an unused token.
+        let admin = restarted.admin().with_bearer(admin_key);
+        assert_eq!(admin.list_agents().await.unwrap().len(), 1);
+        let creds = agent.dir.load().unwrap().unwrap();
+        let as_agent = muster_client::HubClient::with_options(
+            &restarted.url,
+            muster_client::Trust::CaPem(creds.ca_pem.clone()),
+            muster_client::ClientOptions {
+                identity: Some(muster_client::ClientIdentity {
+                    cert_pem: creds.cert_pem,
+                    key_pem: creds.key_pem,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .with_bearer(creds.config.agent_key);
+        assert_eq!(as_agent.agent_me().await.unwrap().name, "rotated");
+        let fresh = TestAgent::new("after-rotation");
+        muster_agent::enroll(
+            &restarted.enroll_options(&fresh, Some(&unused), None),
+            &fresh.dir,
+        )
         .await
         .unwrap();
-    let unused = hub.default_token().await;
-    let old_secret = std::fs::read_to_string(hub.data_dir.join("secret"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let before_ca = hub.ca_hash;
-    hub.stop_serving().await;
-
-    let mut options = hub.options.clone();
-    let (signed, printed) = muster_hub::rotate_secret(&options, None).await.unwrap();
-    assert!(signed >= 3 && printed.is_none());
-    let new_secret = std::fs::read_to_string(hub.data_dir.join("secret"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    assert_ne!(new_secret, old_secret);
-
-    // The old secret no longer opens the database.
-    options.secret = Some(old_secret);
-    let err = TestHub::start_on(options.clone()).await.err().unwrap();
-    assert!(matches!(err, muster_hub::HubError::WrongSecret), "{err}");
-
-    options.secret = None;
-    let restarted = TestHub::start_on(options).await.unwrap();
-    assert_eq!(restarted.ca_hash, before_ca, "same CA, re-encrypted");
-    let admin = restarted.admin().with_bearer(hub.admin_key.clone());
-    // Values hashed under the old secret still work: the admin key, the agent key,
-    // an unused token.
-    assert_eq!(admin.list_agents().await.unwrap().len(), 1);
-    let creds = agent.dir.load().unwrap().unwrap();
-    let as_agent = muster_client::HubClient::with_options(
-        &restarted.url,
-        muster_client::Trust::CaPem(creds.ca_pem.clone()),
-        muster_client::ClientOptions {
-            identity: Some(muster_client::ClientIdentity {
-                cert_pem: creds.cert_pem,
-                key_pem: creds.key_pem,
-            }),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .with_bearer(creds.config.agent_key);
-    assert_eq!(as_agent.agent_me().await.unwrap().name, "rotated");
-    let fresh = TestAgent::new("after-rotation");
-    let mut opts = restarted.enroll_options(&fresh, Some(&unused), None);
-    opts.hub_url = restarted.url.clone();
-    muster_agent::enroll(&opts, &fresh.dir).await.unwrap();
-    let v = admin.verify_audit().await.unwrap();
-    assert!(v.ok, "{v:?}");
-    let actions = restarted.audit_actions().await;
-    assert!(actions.contains(&"hub.secret_rotated".to_owned()));
-    restarted.stop().await;
+        let v = admin.verify_audit().await.unwrap();
+        assert!(v.ok, "{v:?}");
+        assert!(
+            restarted
+                .audit_actions()
+                .await
+                .contains(&"hub.secret_rotated".to_owned())
+        );
+        restarted.stop().await;
+    })
+    .await;
 }
