@@ -43,6 +43,47 @@ pub enum AgentError {
     Internal(String),
 }
 
+/// `muster unenroll` (SPEC §6): revoke this machine's credentials at the hub, then
+/// delete the config dir. If the hub cannot be reached nothing is deleted unless
+/// `force`: credentials must not vanish while the hub still trusts them.
+pub async fn unenroll(dir: &configdir::ConfigDir, force: bool) -> Result<String, AgentError> {
+    let creds = dir
+        .load()?
+        .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
+    let client = muster_client::HubClient::with_options(
+        &creds.config.hub_url,
+        muster_client::Trust::CaPem(creds.ca_pem.clone()),
+        muster_client::ClientOptions {
+            identity: Some(muster_client::ClientIdentity {
+                cert_pem: creds.cert_pem.clone(),
+                key_pem: creds.key_pem.clone(),
+            }),
+            timeout: Some(std::time::Duration::from_secs(15)),
+            ..Default::default()
+        },
+    )?
+    .with_bearer(creds.config.agent_key.clone());
+    match client.unenroll().await {
+        Ok(()) => {}
+        // Already revoked or replaced at the hub: nothing left to revoke.
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(muster_proto::codes::AGENT_REVOKED | muster_proto::codes::KEY_INVALID)
+            ) => {}
+        Err(e) if force => {
+            tracing::warn!(error = %e, "could not reach the hub; deleting the local credentials anyway")
+        }
+        Err(e) => {
+            return Err(AgentError::Usage(format!(
+                "{e}; nothing was deleted (use --force to delete the local credentials anyway)"
+            )));
+        }
+    }
+    dir.remove_all()?;
+    Ok(creds.config.agent_id)
+}
+
 pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

@@ -45,6 +45,14 @@ enum Command {
     },
     /// Enroll this machine with a hub.
     Enroll(EnrollArgs),
+    /// Revoke this machine's credentials at the hub and delete its config dir.
+    Unenroll {
+        #[arg(long, env = "MUSTER_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        /// Delete the local credentials even when the hub cannot be reached.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show this machine's identity and the hub's view of it.
     Status {
         #[arg(long, env = "MUSTER_CONFIG_DIR")]
@@ -350,6 +358,15 @@ async fn run_other(conn: admin::ConnectionArgs, command: Command) -> Result<(), 
         Command::Users { action } => admin::users(&cli.conn, action).await,
         Command::Enroll(_) => Ok(()),
         Command::Status { config_dir, json } => run_status(config_dir, json).await,
+        Command::Unenroll { config_dir, force } => {
+            let dir = muster_agent::configdir::ConfigDir::resolve(config_dir.as_deref())
+                .map_err(|e| e.to_string())?;
+            let id = muster_agent::unenroll(&dir, force)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Unenrolled agent {id}; removed {}", dir.path().display());
+            Ok(())
+        }
         Command::Bench { action } => bench::run(&cli.conn, action).await,
     }
 }

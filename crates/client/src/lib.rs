@@ -334,6 +334,20 @@ impl HubClient {
         Self::decode(self.send(req, None).await?).await
     }
 
+    /// The calling agent revokes itself (it is being uninstalled).
+    pub async fn unenroll(&self) -> Result<()> {
+        let resp = self
+            .send(self.http.post(self.url("/api/v1/agent/unenroll")), None)
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = resp.bytes().await.unwrap_or_default();
+            Err(api_error(status, &body))
+        }
+    }
+
     /// The calling agent's own record (`Authorization` must be its agent key).
     pub async fn agent_me(&self) -> Result<AgentInfo> {
         self.get("/api/v1/agent/me").await

@@ -52,6 +52,7 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             "/api/v1/agent/renew",
             post(crate::renew::renew),
         ),
+        (agent, M::POST, "/api/v1/agent/unenroll", post(unenroll)),
         (member, M::GET, "/api/v1/whoami", get(whoami)),
         (member, M::GET, "/api/v1/agents", get(list_agents)),
         (member, M::GET, "/api/v1/agents/{id}", get(show_agent)),
@@ -507,6 +508,34 @@ async fn show_agent(
     Ok(Json(info))
 }
 
+/// `POST /api/v1/agent/unenroll`: an agent being uninstalled revokes itself, so it
+/// does not linger as a ghost (SPEC §6). Needs its certificate as well as its key.
+async fn unenroll(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    tls: Option<Extension<Arc<TlsInfo>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> ApiResult<StatusCode> {
+    let agent = calling_agent(principal.clone())?;
+    let Some(cert) = tls.as_ref().and_then(|t| t.peer_certificates.first()) else {
+        return Err(ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "unenrolling needs the agent's client certificate",
+        ));
+    };
+    check_agent_cert(&agent, cert)?;
+    end_agent_as(
+        &state,
+        &principal,
+        peer,
+        &agent.id,
+        AgentEnd::Revoke,
+        "agent.unenrolled",
+    )
+    .await
+    .map(|_| StatusCode::NO_CONTENT)
+}
+
 async fn end_agent(
     state: &AppState,
     principal: &Principal,
@@ -514,12 +543,23 @@ async fn end_agent(
     id: &str,
     end: AgentEnd,
 ) -> ApiResult<Json<AgentInfo>> {
-    let agent = find_agent(state, id).await?;
-    let now = now_ms();
     let action = match end {
         AgentEnd::Revoke => "agent.revoked",
         AgentEnd::Remove => "agent.removed",
     };
+    end_agent_as(state, principal, peer, id, end, action).await
+}
+
+async fn end_agent_as(
+    state: &AppState,
+    principal: &Principal,
+    peer: SocketAddr,
+    id: &str,
+    end: AgentEnd,
+    action: &'static str,
+) -> ApiResult<Json<AgentInfo>> {
+    let agent = find_agent(state, id).await?;
+    let now = now_ms();
     let audit = AuditEntry {
         at: now,
         actor: principal.actor(),

@@ -164,3 +164,48 @@ async fn a_lost_answer_to_a_reenrollment_with_existing_credentials_can_be_retrie
     })
     .await;
 }
+
+#[tokio::test]
+async fn unenroll_revokes_at_the_hub_and_removes_the_config_dir() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let machine = TestAgent::new("leaving");
+        let t = hub.default_token().await;
+        let r = muster_agent::enroll(&hub.enroll_options(&machine, Some(&t), None), &machine.dir)
+            .await
+            .unwrap();
+        let client = machine.client();
+        let id = muster_agent::unenroll(&machine.dir, false).await.unwrap();
+        assert_eq!(id, r.agent_id);
+        assert!(
+            !machine.dir.path().join("config.json").exists(),
+            "config dir removed"
+        );
+        assert_eq!(crate::code(client.agent_me().await), "agent_revoked");
+        assert_eq!(hub.admin().agent(&id).await.unwrap().status, "revoked");
+        assert!(
+            hub.audit_actions()
+                .await
+                .contains(&"agent.unenrolled".to_owned())
+        );
+        // Nothing to unenroll any more: a clear error, not a panic.
+        let err = muster_agent::unenroll(&machine.dir, false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not enrolled"), "{err}");
+
+        // With the hub gone, the credentials stay unless forced.
+        let other = TestAgent::new("stranded");
+        let t = hub.default_token().await;
+        muster_agent::enroll(&hub.enroll_options(&other, Some(&t), None), &other.dir)
+            .await
+            .unwrap();
+        hub.stop().await;
+        let err = muster_agent::unenroll(&other.dir, false).await.unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(other.dir.load().unwrap().is_some(), "nothing deleted");
+        muster_agent::unenroll(&other.dir, true).await.unwrap();
+        assert!(other.dir.load().unwrap().is_none());
+    })
+    .await;
+}
