@@ -97,3 +97,16 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// A machine enrolled with a fresh single-use token: (its agent, its id).
+pub async fn enrolled(
+    hub: &muster_testkit::TestHub,
+    hostname: &str,
+) -> (muster_testkit::TestAgent, String) {
+    let agent = muster_testkit::TestAgent::new(hostname);
+    let token = hub.default_token().await;
+    let r = muster_agent::enroll(&hub.enroll_options(&agent, Some(&token), None), &agent.dir)
+        .await
+        .unwrap();
+    (agent, r.agent_id)
+}

@@ -7,20 +7,11 @@ use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
 use muster_proto::RenewRequest;
 use muster_testkit::{TestAgent, TestHub};
 
-use crate::each_backend;
+use crate::{each_backend, enrolled};
 
 fn short_lived(o: &mut muster_hub::HubOptions) {
     o.heartbeat_interval = Duration::from_secs(1);
     o.cert_validity = Duration::from_secs(6);
-}
-
-async fn enrolled(hub: &TestHub, hostname: &str) -> (TestAgent, String) {
-    let agent = TestAgent::new(hostname);
-    let token = hub.default_token().await;
-    let r = muster_agent::enroll(&hub.enroll_options(&agent, Some(&token), None), &agent.dir)
-        .await
-        .unwrap();
-    (agent, r.agent_id)
 }
 
 #[tokio::test]

@@ -8,16 +8,7 @@ use muster_client::{ClientIdentity, SessionError, connect_session};
 use muster_proto::{AgentMessage, HubMessage};
 use muster_testkit::{TestAgent, TestHub};
 
-use crate::each_backend;
-
-async fn enrolled(hub: &TestHub, hostname: &str) -> (TestAgent, String) {
-    let agent = TestAgent::new(hostname);
-    let token = hub.default_token().await;
-    let r = muster_agent::enroll(&hub.enroll_options(&agent, Some(&token), None), &agent.dir)
-        .await
-        .unwrap();
-    (agent, r.agent_id)
-}
+use crate::{each_backend, enrolled};
 
 fn fast(o: &mut muster_hub::HubOptions) {
     o.heartbeat_interval = Duration::from_secs(1);
