@@ -167,11 +167,9 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
     Ok(())
 }
 
-async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<(), String> {
-    let (_key, csr_pem) = muster_ca::new_key_and_csr(name).map_err(|e| e.to_string())?;
-    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))
-        .map_err(|e| e.to_string())?;
-    let req = EnrollRequest {
+/// What a simulated agent named `name` sends to enroll (both benches).
+pub fn sim_request(name: &str, csr_pem: String) -> EnrollRequest {
+    EnrollRequest {
         name: Some(name.to_owned()),
         hostname: name.to_owned(),
         os_info: "bench".to_owned(),
@@ -182,10 +180,18 @@ async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<
         packs: Vec::new(),
         labels: Default::default(),
         csr_pem,
-        enrollment_id: Some(format!("{:032x}", rand_u128())),
+        enrollment_id: None,
         protocol_version: Some(PROTOCOL_VERSION),
         keep_agent_key: false,
-    };
+    }
+}
+
+async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<(), String> {
+    let (_key, csr_pem) = muster_ca::new_key_and_csr(name).map_err(|e| e.to_string())?;
+    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))
+        .map_err(|e| e.to_string())?;
+    let mut req = sim_request(name, csr_pem);
+    req.enrollment_id = Some(format!("{:032x}", rand_u128()));
     match client
         .enroll(Some(token), &req)
         .await

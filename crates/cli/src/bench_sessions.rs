@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use muster_agent::session::Backoff;
 use muster_client::{ClientIdentity, EnrollOutcome, HubClient, Trust, connect_session};
-use muster_proto::{
-    AgentHealth, AgentMessage, CreateTokenRequest, EnrollRequest, HubMessage, PROTOCOL_VERSION,
-};
+use muster_proto::{AgentHealth, AgentMessage, CreateTokenRequest, HubMessage, PROTOCOL_VERSION};
 use tokio::sync::{Semaphore, oneshot};
 
 #[derive(Args)]
@@ -379,21 +377,7 @@ async fn enroll_all(
             let (key_pem, csr_pem) =
                 muster_ca::new_key_and_csr(&name).map_err(|e| e.to_string())?;
             let client = HubClient::new(&url, Trust::CaPem(ca)).map_err(|e| e.to_string())?;
-            let req = EnrollRequest {
-                name: Some(name.clone()),
-                hostname: name,
-                os_info: "bench".to_owned(),
-                arch: muster_agent::facts::arch().to_owned(),
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                ip: "127.0.0.1".to_owned(),
-                interfaces: Vec::new(),
-                packs: Vec::new(),
-                labels: Default::default(),
-                csr_pem,
-                enrollment_id: None,
-                protocol_version: Some(PROTOCOL_VERSION),
-                keep_agent_key: false,
-            };
+            let req = crate::bench::sim_request(&name, csr_pem);
             match client
                 .enroll(Some(&token), &req)
                 .await

@@ -207,8 +207,6 @@ pub struct HubFiles {
     pub pid: u32,
     #[serde(skip)]
     pub admin_key_file: PathBuf,
-    #[serde(skip)]
-    pub data_dir: PathBuf,
 }
 
 pub fn write_hub_json(data_dir: &Path, url: &str, state: &AppState) -> Result<HubFiles, HubError> {
@@ -219,7 +217,6 @@ pub fn write_hub_json(data_dir: &Path, url: &str, state: &AppState) -> Result<Hu
         ca_hash: state.ca_hash.to_string(),
         pid: std::process::id(),
         admin_key_file: abs.join(INITIAL_ADMIN_KEY_FILE),
-        data_dir: abs,
     };
     let path = data_dir.join("hub.json");
     let body = serde_json::to_vec_pretty(&files).unwrap_or_default();
