@@ -241,7 +241,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.sessions),
+        state
+            .metrics
+            .render(&state.sessions, state.store.enroll_commits()),
     )
 }
 

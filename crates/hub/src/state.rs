@@ -55,7 +55,11 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format.
-    pub fn render(&self, sessions: &crate::sessions::Sessions) -> String {
+    pub fn render(
+        &self,
+        sessions: &crate::sessions::Sessions,
+        commits: muster_store::EnrollCommits,
+    ) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "# HELP muster_enrollments_total Enrollment requests by result.\n\
@@ -64,6 +68,12 @@ impl Metrics {
              muster_enrollments_total{{result=\"refused\"}} {}\n\
              muster_enrollments_total{{result=\"failed\"}} {}\n\
              muster_enrollments_total{{result=\"throttled\"}} {}\n\
+             # HELP muster_enroll_transactions_total Enrollment transactions (one per group commit).\n\
+             # TYPE muster_enroll_transactions_total counter\n\
+             muster_enroll_transactions_total {}\n\
+             # HELP muster_enroll_grouped_total Enrollments committed in a group of two or more.\n\
+             # TYPE muster_enroll_grouped_total counter\n\
+             muster_enroll_grouped_total {}\n\
              # HELP muster_http_requests_total HTTP requests handled.\n\
              # TYPE muster_http_requests_total counter\n\
              muster_http_requests_total {}\n\
@@ -83,6 +93,8 @@ impl Metrics {
             get(&self.enrollments_refused),
             get(&self.enrollments_failed),
             get(&self.enrollments_throttled),
+            commits.transactions,
+            commits.grouped,
             get(&self.http_requests),
             sessions.count(),
             get(&sessions.heartbeats),

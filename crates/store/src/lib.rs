@@ -6,6 +6,7 @@
 //! at all. Database errors propagate typed; they are never turned into "not found".
 
 mod audit;
+mod group;
 mod migrate;
 mod model;
 mod sql;
@@ -114,8 +115,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The atomic enrollment: consume one token use (if any), create or update the
     /// agent with its new credentials, remember the enrollment id, write the audit
-    /// entry. Commits all of it or nothing.
+    /// entry. Commits all of it or nothing. Concurrent calls may share one
+    /// transaction; each still gets the answer it would have got alone.
     async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord>;
+
+    /// How enrollments have been committed so far (for `/metrics`).
+    fn enroll_commits(&self) -> EnrollCommits;
 
     /// Record a certificate renewal if the agent still holds `expected_generation`;
     /// `Conflict` when it does not (another copy renewed first).

@@ -209,6 +209,16 @@ pub struct EnrollWrite {
     pub now: i64,
 }
 
+/// How enrollments were committed since the store opened (see the group commit in
+/// `group.rs`): enrollments per transaction is what the grouping saves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnrollCommits {
+    /// Enrollment transactions begun, grouped or single, committed or refused.
+    pub transactions: u64,
+    /// Enrollments committed as part of a group of two or more.
+    pub grouped: u64,
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {

@@ -8,26 +8,36 @@
 //! loop). PostgreSQL needs neither: each write is a single guarded statement.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::Mutex;
 
 use crate::model::*;
 use crate::{Result, Store, StoreError, migrate};
 
-pub struct SqlStore {
-    pool: AnyPool,
-    postgres: bool,
+/// What every write needs: the pool, the dialect and the audit chain's key. Cheap to
+/// clone, so that a group commit can run as a task of its own (see `group`).
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: AnyPool,
+    pub(crate) postgres: bool,
     /// Key of the audit chain's HMAC, derived from the hub secret by the caller.
-    audit_key: [u8; 32],
+    pub(crate) audit_key: [u8; 32],
     /// Always true in a hub; false only in the benchmark that measures what the
     /// chain costs (`cargo bench -p muster-store`).
     chained: bool,
     /// Present on SQLite only: serializes write transactions in this process.
-    write_lock: Option<Mutex<()>>,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+pub struct SqlStore {
+    db: Db,
+    /// Enrollments waiting to be committed together.
+    enrollments: crate::group::EnrollQueue,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -91,101 +101,85 @@ impl SqlStore {
                 .await?
         };
         let store = SqlStore {
-            pool,
-            postgres,
-            audit_key,
-            chained: true,
-            write_lock: (!postgres).then(|| Mutex::new(())),
+            db: Db {
+                pool,
+                postgres,
+                audit_key,
+                chained: true,
+                write_lock: (!postgres).then(|| Arc::new(Mutex::new(()))),
+            },
+            enrollments: crate::group::EnrollQueue::default(),
         };
-        let mut tx = store.begin_write().await?.1;
+        let mut tx = store.db.begin_write().await?.1;
         migrate::run(&mut tx, postgres).await?;
         tx.commit().await?;
         Ok(store)
-    }
-
-    /// Append an entry to the audit chain inside the caller's transaction: the next
-    /// position, and the HMAC over the previous entry's hash and this entry.
-    async fn append_audit(&self, tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
-        self.append_audit_with(tx, e, &self.audit_key).await
-    }
-
-    async fn append_audit_with(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        e: &AuditEntry,
-        key: &[u8; 32],
-    ) -> Result<()> {
-        if !self.chained {
-            sqlx::query(
-                "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(uuid_like())
-            .bind(e.at)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.target)
-            .bind(&e.source)
-            .bind(&e.outcome)
-            .bind(&e.details)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
-        }
-        if self.postgres {
-            // Hubs sharing a database append one at a time (SQLite writers are
-            // already serialized).
-            sqlx::query("SELECT pg_advisory_xact_lock(7361728)")
-                .execute(&mut **tx)
-                .await?;
-        }
-        let tail = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(&mut **tx)
-        .await?;
-        let (prev_seq, prev_hash) = match tail {
-            Some(row) => (
-                row.try_get::<i64, _>("seq")?,
-                row.try_get::<String, _>("hash")?,
-            ),
-            None => (0, String::new()),
-        };
-        let seq = prev_seq + 1;
-        let hash = crate::audit::chain_hash(key, &prev_hash, seq, e);
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details, seq, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(uuid_like())
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.source)
-        .bind(&e.outcome)
-        .bind(&e.details)
-        .bind(seq)
-        .bind(hash)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 
     /// Audit rows without the chain: for the benchmark that measures the chain's
     /// cost, never for a hub (nothing calls this outside `benches/`).
     #[doc(hidden)]
     pub fn unchained_for_benchmarks(mut self) -> Self {
-        self.chained = false;
+        self.db.chained = false;
         self
     }
 
     /// The underlying pool, for tests and tools that need raw SQL (backup, tamper tests).
     pub fn pool(&self) -> &AnyPool {
-        &self.pool
+        &self.db.pool
+    }
+}
+
+impl Db {
+    /// One enrollment in its own transaction. The group commit falls back to this
+    /// whenever a group is refused, so its answers are the reference.
+    pub(crate) async fn enroll_one(&self, w: &EnrollWrite) -> Result<AgentRecord> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        if let Some(token_id) = &w.consume_token
+            && !take_token_uses(&mut tx, token_id, 1, w.now).await?
+        {
+            let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+                .bind(token_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let token = row.as_ref().map(token_from_row).transpose()?;
+            return Err(match token.map(|t| t.state(w.now)) {
+                None => StoreError::TokenUnknown,
+                Some(TokenState::Revoked) => StoreError::TokenRevoked,
+                Some(TokenState::Expired) => StoreError::TokenExpired,
+                Some(_) => StoreError::TokenExhausted,
+            });
+        }
+        if let Some(rule_id) = &w.consume_rule {
+            take_rule_use(&mut tx, rule_id, w.now).await?;
+        }
+        let agent = match w.mode {
+            EnrollMode::New => {
+                let sql = format!("{} RETURNING {AGENT_COLUMNS}", rows_sql(NEW_AGENT_ROW, 1));
+                let mut rows = bind_new_agents(sqlx::query(AssertSqlSafe(sql)), &[w])
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(name_taken)?;
+                agent_from_row(&rows.pop().ok_or(StoreError::NotFound)?)?
+            }
+            EnrollMode::Replace => replace_agent(&mut tx, w).await?,
+        };
+        if let Some(e) = &w.enrollment {
+            let sql = rows_sql(ENROLLMENT_ROW, 1);
+            bind_enrollments(sqlx::query(AssertSqlSafe(sql)), &[e])
+                .execute(&mut *tx)
+                .await
+                .map_err(enrollment_taken)?;
+        }
+        if let Some(id) = &w.complete_request {
+            complete_request_tx(&mut tx, id, w.now).await?;
+        }
+        self.append_audit(&mut tx, &w.audit).await?;
+        tx.commit().await?;
+        Ok(agent)
     }
 
-    async fn begin_write(
+    pub(crate) async fn begin_write(
         &self,
     ) -> Result<(
         Option<tokio::sync::MutexGuard<'_, ()>>,
@@ -200,6 +194,283 @@ impl SqlStore {
             None => Ok((None, self.pool.begin().await?)),
         }
     }
+
+    /// Append an entry to the audit chain inside the caller's transaction: the next
+    /// position, and the HMAC over the previous entry's hash and this entry.
+    async fn append_audit(&self, tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
+        self.append_audit_with(tx, e, &self.audit_key).await
+    }
+
+    async fn append_audit_with(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        e: &AuditEntry,
+        key: &[u8; 32],
+    ) -> Result<()> {
+        self.append_audit_many(tx, &[e], key).await
+    }
+
+    /// Append entries in order, in one statement: each gets the next position and the
+    /// HMAC over the previous entry's hash and itself.
+    pub(crate) async fn append_audit_many(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        entries: &[&AuditEntry],
+        key: &[u8; 32],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if !self.chained {
+            let sql = rows_sql(
+                (
+                    "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, \
+                     details) VALUES ",
+                    "(?, ?, ?, ?, ?, ?, ?, ?)",
+                ),
+                entries.len(),
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for e in entries {
+                q = bind_audit_entry(q, e);
+            }
+            q.execute(&mut **tx).await?;
+            return Ok(());
+        }
+        if self.postgres {
+            // Hubs sharing a database append one at a time (SQLite writers are
+            // already serialized).
+            sqlx::query("SELECT pg_advisory_xact_lock(7361728)")
+                .execute(&mut **tx)
+                .await?;
+        }
+        let tail = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (mut seq, mut hash) = match tail {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (0, String::new()),
+        };
+        let sql = rows_sql(
+            (
+                "INSERT INTO audit_log (id, at, actor, action, target, source, outcome, details, \
+                 seq, hash) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ),
+            entries.len(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for e in entries {
+            seq += 1;
+            hash = crate::audit::chain_hash(key, &hash, seq, e);
+            q = bind_audit_entry(q, e).bind(seq).bind(hash.clone());
+        }
+        q.execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+/// Every agent column, for a `RETURNING` built at run time.
+pub(crate) const AGENT_COLUMNS: &str = agent_columns!();
+
+/// A query built by the enrollment writes, before or after its binds.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// An `INSERT` as its head and one row's template, `?` standing for each bind.
+pub(crate) type RowsInsert = (&'static str, &'static str);
+
+/// A new agent: sixteen binds per row, in the order `bind_new_agents` gives them.
+pub(crate) const NEW_AGENT_ROW: RowsInsert = (
+    "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, labels, packs, \
+     interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, \
+     enrolled_at, updated_at) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, 1, ?, ?)",
+);
+
+/// An enrollment remembered for retries: six binds per row (`bind_enrollments`).
+pub(crate) const ENROLLMENT_ROW: RowsInsert = (
+    "INSERT INTO enrollments (enrollment_id, agent_id, credential, public_key, created, \
+     created_at) VALUES ",
+    "(?, ?, ?, ?, ?, ?)",
+);
+
+/// `head` followed by `n` copies of `row`, each `?` numbered in turn (`$1`, `$2`, …),
+/// which both SQLite and PostgreSQL accept.
+pub(crate) fn rows_sql((head, row): RowsInsert, n: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + n * (row.len() + 40));
+    sql.push_str(head);
+    let mut next = 1;
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        for c in row.chars() {
+            if c == '?' {
+                sql.push('$');
+                sql.push_str(&next.to_string());
+                next += 1;
+            } else {
+                sql.push(c);
+            }
+        }
+    }
+    sql
+}
+
+pub(crate) fn bind_new_agents<'q>(mut q: AnyQuery<'q>, writes: &[&EnrollWrite]) -> AnyQuery<'q> {
+    for w in writes {
+        let f = &w.facts;
+        q = q
+            .bind(w.agent_id.clone())
+            .bind(w.name.clone())
+            .bind(f.hostname.clone())
+            .bind(f.ip.clone())
+            .bind(f.os_info.clone())
+            .bind(f.arch.clone())
+            .bind(f.agent_version.clone())
+            .bind(json(&f.labels))
+            .bind(json(&f.packs))
+            .bind(json(&f.interfaces))
+            .bind(w.creds.key_hash.clone())
+            .bind(w.creds.cert_serial.clone())
+            .bind(w.creds.cert_pubkey.clone())
+            .bind(w.creds.cert_expires_at)
+            .bind(w.now)
+            .bind(w.now);
+    }
+    q
+}
+
+fn bind_audit_entry<'q>(q: AnyQuery<'q>, e: &AuditEntry) -> AnyQuery<'q> {
+    q.bind(uuid_like())
+        .bind(e.at)
+        .bind(e.actor.clone())
+        .bind(e.action.clone())
+        .bind(e.target.clone())
+        .bind(e.source.clone())
+        .bind(e.outcome.clone())
+        .bind(e.details.clone())
+}
+
+pub(crate) fn bind_enrollments<'q>(
+    mut q: AnyQuery<'q>,
+    records: &[&EnrollmentRecord],
+) -> AnyQuery<'q> {
+    for e in records {
+        q = q
+            .bind(e.enrollment_id.clone())
+            .bind(e.agent_id.clone())
+            .bind(e.credential.clone())
+            .bind(e.public_key.clone())
+            .bind(i64::from(e.created))
+            .bind(e.created_at);
+    }
+    q
+}
+
+/// A taken name, from a failed agent insert or rename.
+pub(crate) fn name_taken(e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::NameInUse
+    } else {
+        e.into()
+    }
+}
+
+/// A reused enrollment id, from a failed enrollments insert.
+pub(crate) fn enrollment_taken(e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict("this enrollment id is already being used".to_owned())
+    } else {
+        e.into()
+    }
+}
+
+/// Take `n` uses of a token in one guarded statement, so that concurrent enrollments
+/// cannot both take the last one. False when the token cannot give them all.
+pub(crate) async fn take_token_uses(
+    tx: &mut Transaction<'static, Any>,
+    token_id: &str,
+    n: i64,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tokens SET uses = uses + $3 WHERE id = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2) \
+         AND (max_uses IS NULL OR uses + $3 <= max_uses)",
+    )
+    .bind(token_id)
+    .bind(now)
+    .bind(n)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Take one use of a trust rule's hourly allowance. A fixed one-hour window: the
+/// first use after it ends opens a new one.
+pub(crate) async fn take_rule_use(
+    tx: &mut Transaction<'static, Any>,
+    rule_id: &str,
+    now: i64,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE trust_rules SET \
+         window_uses = CASE WHEN window_start <= $2 - 3600000 THEN 1 ELSE window_uses + 1 END, \
+         window_start = CASE WHEN window_start <= $2 - 3600000 THEN $2 ELSE window_start END \
+         WHERE id = $1 AND (window_start <= $2 - 3600000 OR window_uses < max_per_hour)",
+    )
+    .bind(rule_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(StoreError::RuleRateLimited);
+    }
+    Ok(())
+}
+
+/// Give a live agent the identity of a re-enrollment. `NotFound` when it was revoked
+/// or removed meanwhile.
+pub(crate) async fn replace_agent(
+    tx: &mut Transaction<'static, Any>,
+    w: &EnrollWrite,
+) -> Result<AgentRecord> {
+    let f = &w.facts;
+    let row = sqlx::query(concat!(
+        "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
+         agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
+         cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
+         generation = generation + 1, updated_at = $15 \
+         WHERE id = $1 AND state = 'active' RETURNING ",
+        agent_columns!()
+    ))
+    .bind(&w.agent_id)
+    .bind(&w.name)
+    .bind(&f.hostname)
+    .bind(&f.ip)
+    .bind(&f.os_info)
+    .bind(&f.arch)
+    .bind(&f.agent_version)
+    .bind(json(&f.labels))
+    .bind(json(&f.packs))
+    .bind(json(&f.interfaces))
+    .bind(&w.creds.key_hash)
+    .bind(&w.creds.cert_serial)
+    .bind(&w.creds.cert_pubkey)
+    .bind(w.creds.cert_expires_at)
+    .bind(w.now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(name_taken)?;
+    agent_from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
 /// sqlx wants `mode=rwc` to create a missing SQLite file.
@@ -213,12 +484,12 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     // Serializing plain maps and vectors of strings cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
@@ -262,7 +533,7 @@ fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
     })
 }
 
-fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
+pub(crate) fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
     let state: String = row.try_get("state")?;
     Ok(AgentRecord {
         id: row.try_get("id")?,
@@ -302,7 +573,11 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord> {
 }
 
 /// Collect an approved request inside the caller's transaction: exactly once.
-async fn complete_request_tx(tx: &mut Transaction<'static, Any>, id: &str, now: i64) -> Result<()> {
+pub(crate) async fn complete_request_tx(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    now: i64,
+) -> Result<()> {
     let done = sqlx::query(
         "UPDATE pending_requests SET status = 'completed', decided_at = COALESCE(decided_at, $2) \
          WHERE id = $1 AND status = 'approved'",
@@ -352,7 +627,7 @@ fn pending_from_row(row: &AnyRow) -> Result<PendingRecord> {
 }
 
 /// A unique row id for audit entries: time-ordered, then random.
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -377,11 +652,15 @@ async fn get_agent_tx(tx: &mut Transaction<'static, Any>, id: &str) -> Result<Op
 #[async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
-        if self.postgres { "postgres" } else { "sqlite" }
+        if self.db.postgres {
+            "postgres"
+        } else {
+            "sqlite"
+        }
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.db.pool).await?;
         Ok(())
     }
 
@@ -389,14 +668,14 @@ impl Store for SqlStore {
         Ok(
             sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db.pool)
                 .await?,
         )
     }
 
     async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool> {
-        let (_guard, mut tx) = self.begin_write().await?;
-        if self.postgres {
+        let (_guard, mut tx) = self.db.begin_write().await?;
+        if self.db.postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7361727)")
                 .execute(&mut *tx)
                 .await?;
@@ -423,7 +702,7 @@ impl Store for SqlStore {
     }
 
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO tokens (id, hash, prefix, description, max_uses, uses, expires_at, \
              revoked_at, pattern, cidrs, labels, allow_replace, created_at, created_by) \
@@ -445,14 +724,14 @@ impl Store for SqlStore {
         .bind(&t.created_by)
         .execute(&mut *tx)
         .await?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(token_from_row).collect()
     }
@@ -460,13 +739,13 @@ impl Store for SqlStore {
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let rows = sqlx::query("SELECT * FROM tokens WHERE id = $1 OR prefix = $1")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -487,7 +766,7 @@ impl Store for SqlStore {
             .await?;
         let mut audit = audit.clone();
         audit.target = format!("token:{}", token.id);
-        self.append_audit(&mut tx, &audit).await?;
+        self.db.append_audit(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(TokenRecord {
             revoked_at: token.revoked_at.or(Some(now)),
@@ -496,7 +775,7 @@ impl Store for SqlStore {
     }
 
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: Option<&AuditEntry>) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, hash, prefix, name, role, agents_glob, expires_at, \
              revoked_at, created_at, last_used_at, probes) \
@@ -516,7 +795,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         if let Some(audit) = audit {
-            self.append_audit(&mut tx, audit).await?;
+            self.db.append_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -525,7 +804,7 @@ impl Store for SqlStore {
     async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
         let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(api_key_from_row).transpose()
     }
@@ -533,7 +812,7 @@ impl Store for SqlStore {
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
@@ -541,7 +820,7 @@ impl Store for SqlStore {
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE key_hash = $1"))
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
@@ -549,7 +828,7 @@ impl Store for SqlStore {
     async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE name = $1 AND state = 'active'"))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
@@ -557,13 +836,13 @@ impl Store for SqlStore {
     async fn list_agents(&self, include_removed: bool) -> Result<Vec<AgentRecord>> {
         let rows = if include_removed {
             sqlx::query(agent_select!("ORDER BY name, enrolled_at"))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db.pool)
                 .await?
         } else {
             sqlx::query(agent_select!(
                 "WHERE state <> 'removed' ORDER BY name, enrolled_at"
             ))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?
         };
         rows.iter().map(agent_from_row).collect()
@@ -582,7 +861,7 @@ impl Store for SqlStore {
         .bind(name)
         .bind(id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         rows.iter().map(agent_from_row).collect()
     }
@@ -590,7 +869,7 @@ impl Store for SqlStore {
     async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>> {
         let row = sqlx::query("SELECT * FROM enrollments WHERE enrollment_id = $1")
             .bind(enrollment_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.map(|row| -> Result<EnrollmentRecord> {
             Ok(EnrollmentRecord {
@@ -606,129 +885,15 @@ impl Store for SqlStore {
     }
 
     async fn enroll(&self, w: &EnrollWrite) -> Result<AgentRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
-        if let Some(token_id) = &w.consume_token {
-            // One guarded statement: concurrent enrollments cannot both take the last use.
-            let done = sqlx::query(
-                "UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > $2) \
-                 AND (max_uses IS NULL OR uses < max_uses)",
-            )
-            .bind(token_id)
-            .bind(w.now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
-                let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
-                    .bind(token_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let token = row.as_ref().map(token_from_row).transpose()?;
-                return Err(match token.map(|t| t.state(w.now)) {
-                    None => StoreError::TokenUnknown,
-                    Some(TokenState::Revoked) => StoreError::TokenRevoked,
-                    Some(TokenState::Expired) => StoreError::TokenExpired,
-                    Some(_) => StoreError::TokenExhausted,
-                });
-            }
-        }
-        if let Some(rule_id) = &w.consume_rule {
-            // A fixed one-hour window: the first use after it ends opens a new one.
-            let done = sqlx::query(
-                "UPDATE trust_rules SET \
-                 window_uses = CASE WHEN window_start <= $2 - 3600000 THEN 1 ELSE window_uses + 1 END, \
-                 window_start = CASE WHEN window_start <= $2 - 3600000 THEN $2 ELSE window_start END \
-                 WHERE id = $1 AND (window_start <= $2 - 3600000 OR window_uses < max_per_hour)",
-            )
-            .bind(rule_id)
-            .bind(w.now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
-                return Err(StoreError::RuleRateLimited);
-            }
-        }
-        // Both statements take the same fifteen parameters in the same order.
-        let sql = match w.mode {
-            EnrollMode::New => {
-                concat!(
-                    "INSERT INTO agents (id, name, hostname, ip, os_info, arch, agent_version, \
-                 labels, packs, interfaces, state, key_hash, cert_serial, cert_pubkey, \
-                 cert_expires_at, generation, enrolled_at, updated_at) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14, 1, $15, $15) \
-                 RETURNING ",
-                    agent_columns!()
-                )
-            }
-            EnrollMode::Replace => {
-                concat!(
-                    "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
-                 agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
-                 cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
-                 generation = generation + 1, updated_at = $15 \
-                 WHERE id = $1 AND state = 'active' RETURNING ",
-                    agent_columns!()
-                )
-            }
-        };
-        let f = &w.facts;
-        let written = sqlx::query(sql)
-            .bind(&w.agent_id)
-            .bind(&w.name)
-            .bind(&f.hostname)
-            .bind(&f.ip)
-            .bind(&f.os_info)
-            .bind(&f.arch)
-            .bind(&f.agent_version)
-            .bind(json(&f.labels))
-            .bind(json(&f.packs))
-            .bind(json(&f.interfaces))
-            .bind(&w.creds.key_hash)
-            .bind(&w.creds.cert_serial)
-            .bind(&w.creds.cert_pubkey)
-            .bind(w.creds.cert_expires_at)
-            .bind(w.now)
-            .fetch_optional(&mut *tx)
-            .await;
-        let agent = match written {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::NameInUse),
-            // No row back: Replace found no live agent (revoked or removed meanwhile).
-            other => agent_from_row(&other?.ok_or(StoreError::NotFound)?)?,
-        };
-        if let Some(e) = &w.enrollment {
-            let inserted = sqlx::query(
-                "INSERT INTO enrollments (enrollment_id, agent_id, credential, public_key, created, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&e.enrollment_id)
-            .bind(&e.agent_id)
-            .bind(&e.credential)
-            .bind(&e.public_key)
-            .bind(i64::from(e.created))
-            .bind(e.created_at)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(err) if is_unique_violation(&err) => {
-                    return Err(StoreError::Conflict(
-                        "this enrollment id is already being used".to_owned(),
-                    ));
-                }
-                other => other?,
-            };
-        }
-        if let Some(id) = &w.complete_request {
-            complete_request_tx(&mut tx, id, w.now).await?;
-        }
-        self.append_audit(&mut tx, &w.audit).await?;
-        tx.commit().await?;
-        Ok(agent)
+        self.enrollments.enroll(&self.db, w).await
+    }
+
+    fn enroll_commits(&self) -> EnrollCommits {
+        self.enrollments.commits()
     }
 
     async fn renew(&self, w: &RenewWrite) -> Result<AgentRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let sql = if w.advance {
             concat!(
                 "UPDATE agents SET prev_cert_serial = cert_serial, \
@@ -765,13 +930,13 @@ impl Store for SqlStore {
         if let Some(id) = &w.complete_request {
             complete_request_tx(&mut tx, id, w.now).await?;
         }
-        self.append_audit(&mut tx, &w.audit).await?;
+        self.db.append_audit(&mut tx, &w.audit).await?;
         tx.commit().await?;
         Ok(agent)
     }
 
     async fn mark_cloned(&self, e: &CloneEvent, audit: &AuditEntry) -> Result<AgentRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let row = sqlx::query(concat!(
             "UPDATE agents SET cloned_at = COALESCE(cloned_at, $2), updated_at = $2 \
              WHERE id = $1 RETURNING ",
@@ -795,7 +960,7 @@ impl Store for SqlStore {
         .bind(&e.via)
         .execute(&mut *tx)
         .await?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         agent_from_row(&row)
     }
@@ -803,7 +968,7 @@ impl Store for SqlStore {
     async fn clone_events(&self, agent_id: &str) -> Result<Vec<CloneEvent>> {
         let rows = sqlx::query("SELECT * FROM clone_events WHERE agent_id = $1 ORDER BY at, id")
             .bind(agent_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         rows.iter()
             .map(|r| {
@@ -820,7 +985,7 @@ impl Store for SqlStore {
     }
 
     async fn queue_request(&self, r: &PendingRecord, audit: &AuditEntry) -> Result<PendingRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let existing = sqlx::query("SELECT * FROM pending_requests WHERE secret_hash = $1")
             .bind(&r.secret_hash)
             .fetch_optional(&mut *tx)
@@ -850,7 +1015,7 @@ impl Store for SqlStore {
         .bind(&r.decided_by)
         .execute(&mut *tx)
         .await?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(r.clone())
     }
@@ -858,7 +1023,7 @@ impl Store for SqlStore {
     async fn find_request_by_secret(&self, secret_hash: &str) -> Result<Option<PendingRecord>> {
         let row = sqlx::query("SELECT * FROM pending_requests WHERE secret_hash = $1")
             .bind(secret_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(pending_from_row).transpose()
     }
@@ -869,7 +1034,7 @@ impl Store for SqlStore {
              ORDER BY created_at, id",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         rows.iter().map(pending_from_row).collect()
     }
@@ -883,7 +1048,7 @@ impl Store for SqlStore {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<PendingRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let row = sqlx::query(
             "UPDATE pending_requests SET status = $2, reason = $3, decided_at = $4, decided_by = $5 \
              WHERE id = $1 AND status = 'pending' AND expires_at > $4 RETURNING *",
@@ -896,13 +1061,13 @@ impl Store for SqlStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         pending_from_row(&row)
     }
 
     async fn create_trust_rule(&self, r: &TrustRuleRecord, audit: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO trust_rules (id, pattern, cidrs, labels, max_per_hour, created_at, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -916,7 +1081,7 @@ impl Store for SqlStore {
         .bind(&r.created_by)
         .execute(&mut *tx)
         .await?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -926,7 +1091,7 @@ impl Store for SqlStore {
             "SELECT id, pattern, cidrs, labels, max_per_hour, created_at, created_by \
              FROM trust_rules ORDER BY created_at, id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -944,7 +1109,7 @@ impl Store for SqlStore {
     }
 
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let done = sqlx::query("DELETE FROM trust_rules WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -953,13 +1118,13 @@ impl Store for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn update_facts(&self, agent_id: &str, f: &AgentFacts, now: i64) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query(
             "UPDATE agents SET hostname = $2, ip = $3, os_info = $4, arch = $5, agent_version = $6, \
              packs = $7, interfaces = $8, updated_at = $9 WHERE id = $1",
@@ -993,7 +1158,7 @@ impl Store for SqlStore {
         .bind(f.since)
         .bind(f.until)
         .bind(f.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1018,7 +1183,7 @@ impl Store for SqlStore {
             "SELECT seq, hash, at, actor, action, target, source, outcome, details FROM audit_log \
              ORDER BY seq IS NULL, seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         let mut prev_hash = String::new();
         for (expected, r) in (1i64..).zip(rows.iter()) {
@@ -1054,7 +1219,7 @@ impl Store for SqlStore {
                 details: r.try_get("details")?,
             };
             let stored: Option<String> = r.try_get("hash")?;
-            let want = crate::audit::chain_hash(&self.audit_key, &prev_hash, seq, &entry);
+            let want = crate::audit::chain_hash(&self.db.audit_key, &prev_hash, seq, &entry);
             if !crate::audit::same(stored.as_deref().unwrap_or(""), &want) {
                 return Ok(AuditVerdict::broken(
                     rows.len(),
@@ -1072,7 +1237,7 @@ impl Store for SqlStore {
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(api_key_from_row).collect()
     }
@@ -1084,7 +1249,7 @@ impl Store for SqlStore {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<ApiKeyRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let row = match &change {
             KeyChange::Revoke => {
                 sqlx::query(
@@ -1109,13 +1274,13 @@ impl Store for SqlStore {
             }
         };
         let key = api_key_from_row(&row.ok_or(StoreError::NotFound)?)?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(key)
     }
 
     async fn record_key_use(&self, used: &[(String, i64)]) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         for (id, at) in used {
             sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
                 .bind(id)
@@ -1128,7 +1293,7 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, u: &UserRecord, audit: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1150,14 +1315,14 @@ impl Store for SqlStore {
             }
             other => other?,
         };
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         let rows = sqlx::query("SELECT * FROM users ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(user_from_row).collect()
     }
@@ -1165,7 +1330,7 @@ impl Store for SqlStore {
     async fn find_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let row = sqlx::query("SELECT * FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -1177,7 +1342,7 @@ impl Store for SqlStore {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<UserRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let row = match change {
             UserChange::Disable => {
                 sqlx::query("UPDATE users SET disabled_at = COALESCE(disabled_at, $2) WHERE name = $1 RETURNING *")
@@ -1206,7 +1371,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -1219,7 +1384,7 @@ impl Store for SqlStore {
         expires_at: i64,
         audit: &AuditEntry,
     ) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query("INSERT INTO user_sessions (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(hash)
             .bind(user_id)
@@ -1227,7 +1392,7 @@ impl Store for SqlStore {
             .bind(expires_at)
             .execute(&mut *tx)
             .await?;
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1239,13 +1404,13 @@ impl Store for SqlStore {
         )
         .bind(hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.pool)
         .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     async fn delete_user_session(&self, hash: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query("DELETE FROM user_sessions WHERE hash = $1")
             .bind(hash)
             .execute(&mut *tx)
@@ -1255,8 +1420,8 @@ impl Store for SqlStore {
     }
 
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin_write().await?;
-        self.append_audit(&mut tx, audit).await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
+        self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1267,8 +1432,8 @@ impl Store for SqlStore {
         new_audit_key: [u8; 32],
         audit: &AuditEntry,
     ) -> Result<usize> {
-        let (_guard, mut tx) = self.begin_write().await?;
-        if self.postgres {
+        let (_guard, mut tx) = self.db.begin_write().await?;
+        if self.db.postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7361728)")
                 .execute(&mut *tx)
                 .await?;
@@ -1310,7 +1475,8 @@ impl Store for SqlStore {
                 .await?;
             prev = hash;
         }
-        self.append_audit_with(&mut tx, audit, &new_audit_key)
+        self.db
+            .append_audit_with(&mut tx, audit, &new_audit_key)
             .await?;
         tx.commit().await?;
         Ok(rows.len() + 1)
@@ -1321,7 +1487,7 @@ impl Store for SqlStore {
         // small chunks keep it cheap: SQLite resolves each `$n` by name and walks
         // the CASE per row, both quadratic in the chunk size.
         const CHUNK: usize = 100;
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         for chunk in seen.chunks(CHUNK) {
             let mut sql = String::from("UPDATE agents SET last_seen_at = CASE id");
             for i in 0..chunk.len() {
@@ -1353,7 +1519,7 @@ impl Store for SqlStore {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<AgentRecord> {
-        let (_guard, mut tx) = self.begin_write().await?;
+        let (_guard, mut tx) = self.db.begin_write().await?;
         let done = match end {
             AgentEnd::Revoke => sqlx::query(
                 "UPDATE agents SET state = 'revoked', revoked_at = $2, updated_at = $2 \
@@ -1373,7 +1539,7 @@ impl Store for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
-        self.append_audit(&mut tx, audit).await?;
+        self.db.append_audit(&mut tx, audit).await?;
         let agent = get_agent_tx(&mut tx, id)
             .await?
             .ok_or(StoreError::NotFound)?;

@@ -387,3 +387,137 @@ async fn the_audit_chain_catches_edits_deletions_and_insertions() {
         scratch.remove().await;
     }
 }
+
+/// Enrollments arriving together share transactions (group commit), and each still
+/// gets the answer it would have got alone: a token's last uses go to exactly as
+/// many as it allows, a name claimed twice goes to one, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enrollments_commit_in_groups_with_the_answers_of_single_ones() {
+    for (store, scratch) in stores().await {
+        let store = std::sync::Arc::new(store);
+        store
+            .create_token(&token("ten", Some(10), None), &audit("token.created"))
+            .await
+            .unwrap();
+        store
+            .create_token(&token("many", None, None), &audit("token.created"))
+            .await
+            .unwrap();
+        let run = |writes: Vec<EnrollWrite>| {
+            let store = store.clone();
+            async move {
+                let tasks: Vec<_> = writes
+                    .into_iter()
+                    .map(|w| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.enroll(&w).await })
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            }
+        };
+
+        // 30 machines, one token good for 10.
+        let answers = run((0..30)
+            .map(|i| {
+                write(
+                    &format!("t{i}"),
+                    &format!("t{i}"),
+                    EnrollMode::New,
+                    Some("ten"),
+                    100,
+                )
+            })
+            .collect())
+        .await;
+        let ok = answers.iter().filter(|a| a.is_ok()).count();
+        let exhausted = answers
+            .iter()
+            .filter(|a| matches!(a, Err(StoreError::TokenExhausted)))
+            .count();
+        assert_eq!((ok, exhausted), (10, 20), "{answers:?}");
+        let t = store.find_token_by_hash("hash-ten").await.unwrap().unwrap();
+        assert_eq!(t.uses, 10);
+
+        // 120 machines, 60 names each claimed twice, plenty of uses.
+        let answers = run((0..120)
+            .map(|i| {
+                let mut w = write(
+                    &format!("n{i}"),
+                    &format!("dup{}", i / 2),
+                    EnrollMode::New,
+                    Some("many"),
+                    100,
+                );
+                w.enrollment = Some(EnrollmentRecord {
+                    enrollment_id: format!("eid-{i:020}"),
+                    agent_id: format!("n{i}"),
+                    credential: "token:many".into(),
+                    public_key: "pk".into(),
+                    created: true,
+                    created_at: 100,
+                });
+                w
+            })
+            .collect())
+        .await;
+        let ok: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        let taken = answers
+            .iter()
+            .filter(|a| matches!(a, Err(StoreError::NameInUse)))
+            .count();
+        assert_eq!((ok.len(), taken), (60, 60));
+        let mut names: Vec<_> = ok.iter().map(|a| a.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 60);
+        // Only the winners used the token or left an enrollment to retry.
+        let t = store
+            .find_token_by_hash("hash-many")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.uses, 60);
+        for agent in answers.iter().flatten() {
+            let n: usize = agent.id[1..].parse().unwrap();
+            let e = store
+                .find_enrollment(&format!("eid-{n:020}"))
+                .await
+                .unwrap();
+            assert_eq!(e.unwrap().agent_id, agent.id);
+        }
+
+        // 100 machines with nothing in common: the groups commit whole.
+        let before = store.enroll_commits();
+        let answers = run((0..100)
+            .map(|i| {
+                write(
+                    &format!("u{i}"),
+                    &format!("u{i}"),
+                    EnrollMode::New,
+                    Some("many"),
+                    100,
+                )
+            })
+            .collect())
+        .await;
+        assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+        let commits = store.enroll_commits();
+        assert!(commits.grouped - before.grouped > 0, "{commits:?}");
+        assert!(
+            commits.transactions - before.transactions < 100,
+            "{commits:?}"
+        );
+
+        let listed = store.list_agents(false).await.unwrap();
+        assert_eq!(listed.len(), 170);
+        let verdict = store.verify_audit().await.unwrap();
+        assert_eq!((verdict.count, verdict.broken), (2 + 170, None));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

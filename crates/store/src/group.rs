@@ -1,0 +1,222 @@
+//! Group commit for enrollments.
+//!
+//! An enrollment's transaction is short, but on a busy hub it is the one step that
+//! cannot run in parallel: SQLite has one writer, and the audit chain puts every
+//! hub's entries in one order. Each commit also waits for its own fsync, and on
+//! SQLite every statement is a round trip to the driver's worker thread. So
+//! enrollments that arrive while another commits wait in a queue, and the next
+//! commit takes all of them (up to [`MAX_GROUP`]) in one transaction: one fsync, one
+//! read of the audit chain's tail, and one multi-row statement per table instead of
+//! one of each per enrollment.
+//!
+//! A group never changes an outcome. It commits whole or not at all: when anything
+//! in it is refused (a token's last use taken twice, one name claimed twice, a rule's
+//! hourly allowance), the group is rolled back and its enrollments are committed one
+//! by one, each getting exactly the answer it would have got alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use sqlx::{Any, AssertSqlSafe, Transaction};
+use tokio::sync::{Mutex, oneshot};
+
+use crate::model::{AgentRecord, EnrollCommits, EnrollMode, EnrollWrite};
+use crate::sql::{
+    AGENT_COLUMNS, Db, ENROLLMENT_ROW, NEW_AGENT_ROW, agent_from_row, bind_enrollments,
+    bind_new_agents, complete_request_tx, replace_agent, rows_sql, take_rule_use, take_token_uses,
+};
+use crate::{Result, StoreError};
+
+/// The most enrollments one transaction takes. Bounds the statement size (sixteen
+/// binds per agent row) and how long one commit holds the writer.
+pub(crate) const MAX_GROUP: usize = 64;
+
+/// Enrollments waiting for a commit, oldest first.
+#[derive(Default)]
+pub(crate) struct EnrollQueue {
+    waiting: Arc<StdMutex<Vec<Waiting>>>,
+    /// Held by whichever task is committing: the next one takes what queued meanwhile.
+    committer: Arc<Mutex<()>>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    transactions: AtomicU64,
+    grouped: AtomicU64,
+}
+
+struct Waiting {
+    write: EnrollWrite,
+    reply: oneshot::Sender<Result<AgentRecord>>,
+}
+
+impl EnrollQueue {
+    /// Queue `write` and wait until a commit (possibly another caller's) has
+    /// answered it.
+    pub(crate) async fn enroll(&self, db: &Db, write: &EnrollWrite) -> Result<AgentRecord> {
+        let (reply, answer) = oneshot::channel();
+        lock(&self.waiting).push(Waiting {
+            write: write.clone(),
+            reply,
+        });
+        let (db, waiting, committer, counts) = (
+            db.clone(),
+            self.waiting.clone(),
+            self.committer.clone(),
+            self.counts.clone(),
+        );
+        // Its own task: a client that hangs up must not cancel a commit that other
+        // enrollments wait on. Every caller starts one; a task that finds the queue
+        // already drained by an earlier one ends at once.
+        tokio::spawn(async move {
+            let _turn = committer.lock().await;
+            let group: Vec<Waiting> = {
+                let mut waiting = lock(&waiting);
+                let n = waiting.len().min(MAX_GROUP);
+                waiting.drain(..n).collect()
+            };
+            commit(&db, &counts, group).await;
+        });
+        // The task answers every enrollment it takes; a closed channel means it panicked.
+        answer
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
+    }
+
+    pub(crate) fn commits(&self) -> EnrollCommits {
+        EnrollCommits {
+            transactions: self.counts.transactions.load(Ordering::Relaxed),
+            grouped: self.counts.grouped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The queue stays consistent even if a holder panicked: pushes and drains are whole.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
+    if group.len() > 1 {
+        let writes: Vec<&EnrollWrite> = group.iter().map(|w| &w.write).collect();
+        match enroll_group(db, &writes).await {
+            Ok(agents) => {
+                counts.transactions.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .grouped
+                    .fetch_add(agents.len() as u64, Ordering::Relaxed);
+                for (waiting, agent) in group.into_iter().zip(agents) {
+                    // The caller may have gone; its enrollment stands, as a retry finds.
+                    let _ = waiting.reply.send(Ok(agent));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(size = writes.len(), error = %e, "group refused; committing one by one")
+            }
+        }
+    }
+    for waiting in group {
+        let answer = db.enroll_one(&waiting.write).await;
+        counts.transactions.fetch_add(1, Ordering::Relaxed);
+        let _ = waiting.reply.send(answer);
+    }
+}
+
+/// All of `writes` in one transaction, answers in the same order; any refusal rolls
+/// back the whole group.
+async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<AgentRecord>> {
+    let (_guard, mut tx) = db.begin_write().await?;
+    match write_group(db, &mut tx, writes).await {
+        Ok(agents) => {
+            tx.commit().await?;
+            Ok(agents)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+async fn write_group(
+    db: &Db,
+    tx: &mut Transaction<'static, Any>,
+    writes: &[&EnrollWrite],
+) -> Result<Vec<AgentRecord>> {
+    // Token uses, one statement per token: it either has room for all of them or the
+    // group goes one by one (which decides which ones get the last uses).
+    let mut uses: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for w in writes {
+        if let Some(token) = &w.consume_token {
+            let (n, now) = uses.entry(token).or_insert((0, w.now));
+            *n += 1;
+            *now = (*now).max(w.now);
+        }
+    }
+    for (token, (n, now)) in uses {
+        if !take_token_uses(tx, token, n, now).await? {
+            return Err(StoreError::TokenExhausted);
+        }
+    }
+    for w in writes {
+        if let Some(rule) = &w.consume_rule {
+            take_rule_use(tx, rule, w.now).await?;
+        }
+    }
+
+    let mut agents: Vec<Option<AgentRecord>> = vec![None; writes.len()];
+    let new: Vec<&EnrollWrite> = writes
+        .iter()
+        .filter(|w| w.mode == EnrollMode::New)
+        .copied()
+        .collect();
+    if !new.is_empty() {
+        let sql = format!(
+            "{} RETURNING {AGENT_COLUMNS}",
+            rows_sql(NEW_AGENT_ROW, new.len())
+        );
+        let rows = bind_new_agents(sqlx::query(AssertSqlSafe(sql)), &new)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut inserted: HashMap<String, AgentRecord> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let agent = agent_from_row(row)?;
+            inserted.insert(agent.id.clone(), agent);
+        }
+        for (slot, w) in agents.iter_mut().zip(writes) {
+            if w.mode == EnrollMode::New {
+                *slot = Some(inserted.remove(&w.agent_id).ok_or(StoreError::NotFound)?);
+            }
+        }
+    }
+    for (slot, w) in agents.iter_mut().zip(writes) {
+        if w.mode == EnrollMode::Replace {
+            *slot = Some(replace_agent(tx, w).await?);
+        }
+    }
+
+    let records: Vec<_> = writes
+        .iter()
+        .filter_map(|w| w.enrollment.as_ref())
+        .collect();
+    if !records.is_empty() {
+        let sql = rows_sql(ENROLLMENT_ROW, records.len());
+        bind_enrollments(sqlx::query(AssertSqlSafe(sql)), &records)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for w in writes {
+        if let Some(id) = &w.complete_request {
+            complete_request_tx(tx, id, w.now).await?;
+        }
+    }
+    let entries: Vec<_> = writes.iter().map(|w| &w.audit).collect();
+    db.append_audit_many(tx, &entries, &db.audit_key).await?;
+    agents
+        .into_iter()
+        .map(|a| a.ok_or(StoreError::NotFound))
+        .collect()
+}
