@@ -94,6 +94,13 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
     let hub = admin.base_url().to_owned();
     let ca_pem = admin.ca().await.map_err(|e| e.to_string())?.ca_pem;
     let run_id = uuid_prefix();
+    // How many transactions the hub needed (group commit), when it says.
+    let transactions = || async {
+        crate::bench_sessions::metric(&admin, "muster_enroll_transactions_total")
+            .await
+            .ok()
+    };
+    let transactions_before = transactions().await;
     let sem = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(count);
@@ -134,6 +141,12 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
         }
     }
     let elapsed = started.elapsed();
+    let per_transaction = match (token.is_some(), transactions_before, transactions().await) {
+        (true, Some(before), Some(after)) if after > before => {
+            Some(latencies.len() as f64 / (after - before))
+        }
+        _ => None,
+    };
     latencies.sort();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -150,6 +163,7 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
                 "bench": label, "count": count, "concurrency": concurrency, "ok": latencies.len(),
                 "errors": errors, "seconds": elapsed.as_secs_f64(), "per_second": rate,
                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": first_error,
+                "enrollments_per_transaction": per_transaction,
             })
         );
     } else {
@@ -160,6 +174,9 @@ pub async fn run(conn: &ConnectionArgs, cmd: BenchCommand) -> Result<(), String>
             pct(0.50),
             pct(0.99)
         );
+        if let Some(n) = per_transaction {
+            println!("{label}: {n:.1} enrollments per database transaction (group commit)");
+        }
         if let Some(e) = first_error {
             println!("first error: {e}");
         }

@@ -284,7 +284,7 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
 }
 
 /// One value from the hub's `/metrics` (the hub reports its own RSS and CPU there).
-async fn metric(admin: &HubClient, name: &str) -> Result<f64, String> {
+pub(crate) async fn metric(admin: &HubClient, name: &str) -> Result<f64, String> {
     let (_, body) = admin.get_raw("/metrics").await.map_err(|e| e.to_string())?;
     String::from_utf8_lossy(&body)
         .lines()

@@ -751,6 +751,7 @@ async fn revoke_token(
             muster_store::StoreError::NotFound => ApiFailure::not_found(format!("no token {id:?}")),
             other => other.into(),
         })?;
+    state.tokens.forget(&token.id);
     Ok(Json(token_info(&token, now)))
 }
 

@@ -203,6 +203,7 @@ impl Hub {
             decoy_hash: Default::default(),
             enroll_slots: tokio::sync::Semaphore::new(opts.max_enrollments_in_flight.max(1)),
             metrics: Default::default(),
+            tokens: Default::default(),
             sessions: Default::default(),
         });
         if let Some((name, password)) = &opts.admin_user {

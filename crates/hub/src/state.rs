@@ -36,6 +36,8 @@ pub struct AppState {
     /// API keys used since the last flush, and when (`last_used_at`).
     pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     pub metrics: Metrics,
+    /// Token records read recently (see `enroll::token::TokenCache`).
+    pub tokens: crate::enroll::TokenCache,
     pub sessions: crate::sessions::Sessions,
 }
 

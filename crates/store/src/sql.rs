@@ -74,6 +74,7 @@ impl SqlStore {
         let pool = if postgres {
             AnyPoolOptions::new()
                 .max_connections(16)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?
@@ -82,6 +83,7 @@ impl SqlStore {
             AnyPoolOptions::new()
                 .max_connections(4)
                 .min_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {

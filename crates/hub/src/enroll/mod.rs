@@ -11,6 +11,8 @@ mod api_key;
 pub mod approval;
 mod existing;
 mod token;
+
+pub use token::TokenCache;
 mod trust_rule;
 
 use std::collections::BTreeMap;
