@@ -74,7 +74,6 @@ impl SqlStore {
         let pool = if postgres {
             AnyPoolOptions::new()
                 .max_connections(16)
-                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?
@@ -83,6 +82,9 @@ impl SqlStore {
             AnyPoolOptions::new()
                 .max_connections(4)
                 .min_connections(1)
+                // An embedded database cannot drop a connection, so sqlx's ping
+                // before each acquire would be a worker-thread round trip for nothing.
+                // (PostgreSQL keeps it: after a server restart it weeds out dead ones.)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn, _meta| {
