@@ -9,10 +9,12 @@
 //! read of the audit chain's tail, and one multi-row statement per table instead of
 //! one of each per enrollment.
 //!
-//! A group never changes an outcome. It commits whole or not at all: when anything
-//! in it is refused (a token's last use taken twice, one name claimed twice, a rule's
-//! hourly allowance), the group is rolled back and its enrollments are committed one
-//! by one, each getting exactly the answer it would have got alone.
+//! A group never changes an outcome. A new agent whose name is already taken is
+//! answered `NameInUse` and writes nothing, as it would alone (the hub then looks up
+//! the holder and replaces it, which is the usual way a machine re-enrolls). Any other
+//! refusal (a token's last uses, a rule's hourly allowance, an enrollment id used
+//! twice) rolls the whole group back, and its enrollments are committed one by one,
+//! each getting exactly the answer it would have got alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,14 +104,15 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
     if group.len() > 1 {
         let writes: Vec<&EnrollWrite> = group.iter().map(|w| &w.write).collect();
         match enroll_group(db, &writes).await {
-            Ok(agents) => {
+            Ok(answers) => {
                 counts.transactions.fetch_add(1, Ordering::Relaxed);
+                let committed = answers.iter().filter(|a| a.is_ok()).count();
                 counts
                     .grouped
-                    .fetch_add(agents.len() as u64, Ordering::Relaxed);
-                for (waiting, agent) in group.into_iter().zip(agents) {
+                    .fetch_add(committed as u64, Ordering::Relaxed);
+                for (waiting, answer) in group.into_iter().zip(answers) {
                     // The caller may have gone; its enrollment stands, as a retry finds.
-                    let _ = waiting.reply.send(Ok(agent));
+                    let _ = waiting.reply.send(answer);
                 }
                 return;
             }
@@ -125,9 +128,9 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
     }
 }
 
-/// All of `writes` in one transaction, answers in the same order; any refusal rolls
-/// back the whole group.
-async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<AgentRecord>> {
+/// All of `writes` in one transaction, answers in the same order. A name already
+/// taken is answered on its own; any other refusal rolls back the whole group.
+async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<Result<AgentRecord>>> {
     let (_guard, mut tx) = db.begin_write().await?;
     match write_group(db, &mut tx, writes).await {
         Ok(agents) => {
@@ -145,11 +148,52 @@ async fn write_group(
     db: &Db,
     tx: &mut Transaction<'static, Any>,
     writes: &[&EnrollWrite],
-) -> Result<Vec<AgentRecord>> {
+) -> Result<Vec<Result<AgentRecord>>> {
+    let mut answers: Vec<Option<Result<AgentRecord>>> = writes.iter().map(|_| None).collect();
+
+    // New agents first, in one statement that skips a name already taken: that
+    // enrollment alone is answered `NameInUse` (the hub then replaces the holder) and
+    // writes nothing else, while the rest of the group goes on.
+    let new: Vec<&EnrollWrite> = writes
+        .iter()
+        .filter(|w| w.mode == EnrollMode::New)
+        .copied()
+        .collect();
+    if !new.is_empty() {
+        let sql = format!(
+            "{} ON CONFLICT DO NOTHING RETURNING {AGENT_COLUMNS}",
+            rows_sql(NEW_AGENT_ROW, new.len())
+        );
+        let rows = bind_new_agents(sqlx::query(AssertSqlSafe(sql)), &new)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut inserted: HashMap<String, AgentRecord> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let agent = agent_from_row(row)?;
+            inserted.insert(agent.id.clone(), agent);
+        }
+        for (answer, w) in answers.iter_mut().zip(writes) {
+            if w.mode == EnrollMode::New {
+                *answer = Some(inserted.remove(&w.agent_id).ok_or(StoreError::NameInUse));
+            }
+        }
+    }
+    for (answer, w) in answers.iter_mut().zip(writes) {
+        if w.mode == EnrollMode::Replace {
+            *answer = Some(Ok(replace_agent(tx, w).await?));
+        }
+    }
+    let done: Vec<&EnrollWrite> = writes
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| matches!(a, Some(Ok(_))))
+        .map(|(w, _)| *w)
+        .collect();
+
     // Token uses, one statement per token: it either has room for all of them or the
     // group goes one by one (which decides which ones get the last uses).
     let mut uses: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for w in writes {
+    for w in &done {
         if let Some(token) = &w.consume_token {
             let (n, now) = uses.entry(token).or_insert((0, w.now));
             *n += 1;
@@ -161,62 +205,27 @@ async fn write_group(
             return Err(StoreError::TokenExhausted);
         }
     }
-    for w in writes {
+    for w in &done {
         if let Some(rule) = &w.consume_rule {
             take_rule_use(tx, rule, w.now).await?;
         }
     }
-
-    let mut agents: Vec<Option<AgentRecord>> = vec![None; writes.len()];
-    let new: Vec<&EnrollWrite> = writes
-        .iter()
-        .filter(|w| w.mode == EnrollMode::New)
-        .copied()
-        .collect();
-    if !new.is_empty() {
-        let sql = format!(
-            "{} RETURNING {AGENT_COLUMNS}",
-            rows_sql(NEW_AGENT_ROW, new.len())
-        );
-        let rows = bind_new_agents(sqlx::query(AssertSqlSafe(sql)), &new)
-            .fetch_all(&mut **tx)
-            .await?;
-        let mut inserted: HashMap<String, AgentRecord> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let agent = agent_from_row(row)?;
-            inserted.insert(agent.id.clone(), agent);
-        }
-        for (slot, w) in agents.iter_mut().zip(writes) {
-            if w.mode == EnrollMode::New {
-                *slot = Some(inserted.remove(&w.agent_id).ok_or(StoreError::NotFound)?);
-            }
-        }
-    }
-    for (slot, w) in agents.iter_mut().zip(writes) {
-        if w.mode == EnrollMode::Replace {
-            *slot = Some(replace_agent(tx, w).await?);
-        }
-    }
-
-    let records: Vec<_> = writes
-        .iter()
-        .filter_map(|w| w.enrollment.as_ref())
-        .collect();
+    let records: Vec<_> = done.iter().filter_map(|w| w.enrollment.as_ref()).collect();
     if !records.is_empty() {
         let sql = rows_sql(ENROLLMENT_ROW, records.len());
         bind_enrollments(sqlx::query(AssertSqlSafe(sql)), &records)
             .execute(&mut **tx)
             .await?;
     }
-    for w in writes {
+    for w in &done {
         if let Some(id) = &w.complete_request {
             complete_request_tx(tx, id, w.now).await?;
         }
     }
-    let entries: Vec<_> = writes.iter().map(|w| &w.audit).collect();
+    let entries: Vec<_> = done.iter().map(|w| &w.audit).collect();
     db.append_audit_many(tx, &entries, &db.audit_key).await?;
-    agents
+    Ok(answers
         .into_iter()
-        .map(|a| a.ok_or(StoreError::NotFound))
-        .collect()
+        .map(|a| a.unwrap_or(Err(StoreError::NotFound)))
+        .collect())
 }

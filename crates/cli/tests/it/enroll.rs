@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use muster_ca::CaHash;
-use muster_client::{ClientError, HubClient, Trust};
+use muster_client::{ClientError, EnrollOutcome, HubClient, Trust};
 use muster_proto::CreateTokenRequest;
 use muster_testkit::{TestAgent, TestHub};
 
@@ -224,6 +224,57 @@ async fn a_retried_enrollment_returns_the_same_agent_and_consumes_nothing() {
             crate::code(client.enroll(Some(&token), &thief).await),
             "conflict"
         );
+        hub.stop().await;
+    })
+    .await;
+}
+
+/// A fleet that re-enrolls all at once under the names it had (reimaged machines,
+/// containers restarting without their config dir): every machine keeps its UUID,
+/// however the hub groups the commits.
+#[tokio::test]
+async fn a_fleet_reenrolling_at_once_keeps_its_uuids() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let token = hub
+            .token(CreateTokenRequest {
+                max_uses: None,
+                ttl_s: Some(600),
+                ..Default::default()
+            })
+            .await
+            .token;
+        let wave = || {
+            let tasks: Vec<_> = (0..24)
+                .map(|i| {
+                    let (url, hash, token) = (hub.url.clone(), hub.ca_hash, token.clone());
+                    tokio::spawn(async move {
+                        let client = HubClient::new(&url, Trust::Hash(hash)).unwrap();
+                        let (req, _) = crate::request(&format!("fleet-{i}"), None);
+                        client.enroll(Some(&token), &req).await.unwrap()
+                    })
+                })
+                .collect();
+            async move {
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            }
+        };
+        let first = wave().await;
+        let second = wave().await;
+        for (a, b) in first.iter().zip(&second) {
+            let (EnrollOutcome::Created(a), EnrollOutcome::Reenrolled(b)) = (a, b) else {
+                panic!("expected 201 then 200, got {a:?} then {b:?}");
+            };
+            assert_eq!((&a.name, &a.agent_id), (&b.name, &b.agent_id));
+            assert_ne!(a.agent_key, b.agent_key);
+        }
+        let agents = hub.admin().list_agents().await.unwrap();
+        assert_eq!(agents.len(), 24);
+        assert!(agents.iter().all(|a| a.generation == 2), "{agents:?}");
         hub.stop().await;
     })
     .await;

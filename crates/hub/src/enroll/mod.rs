@@ -209,7 +209,10 @@ async fn enroll_inner(
         Err(refusal) => return retry_or(state, method.as_ref(), &req, source, refusal).await,
     };
 
-    let (mode, agent_id, action) = match &grant.existing_agent {
+    // A new machine's name is usually free, so it is first claimed without looking:
+    // the store refuses a taken name (`NameInUse`), and only then is the live agent
+    // holding it looked up and replaced. That saves a read on the common path.
+    let mut target = match &grant.existing_agent {
         Some(agent) => {
             if agent.name != name
                 && let Some(other) = state.store.find_live_agent_by_name(&name).await?
@@ -217,82 +220,52 @@ async fn enroll_inner(
             {
                 return Err(name_in_use(&name));
             }
-            (EnrollMode::Replace, agent.id.clone(), "agent.reenrolled")
+            Target::replace(agent.id.clone())
         }
-        None => match state.store.find_live_agent_by_name(&name).await? {
-            Some(live) => {
-                if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
-                    return Err(ApiFailure::new(
-                        StatusCode::CONFLICT,
-                        codes::NAME_IN_USE,
-                        format!(
-                            "agent {name:?} is online; replacing it needs an admin key or a token created with --allow-replace"
-                        ),
-                    ));
+        None => Target::new_agent(),
+    };
+    let agent = loop {
+        let write = enroll_write(state, &req, &grant, &name, &target, source)?;
+        match state.store.enroll(&write.write).await {
+            Ok(agent) => break Some((agent, write.issued)),
+            Err(StoreError::NameInUse) if target.claimed_free_name => {
+                match state.store.find_live_agent_by_name(&name).await? {
+                    Some(live) => {
+                        if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
+                            return Err(ApiFailure::new(
+                                StatusCode::CONFLICT,
+                                codes::NAME_IN_USE,
+                                format!(
+                                    "agent {name:?} is online; replacing it needs an admin key or a token created with --allow-replace"
+                                ),
+                            ));
+                        }
+                        target = Target::replace(live.id);
+                    }
+                    // Freed meanwhile (revoked or removed): claim it again, once.
+                    None => {
+                        target = Target {
+                            claimed_free_name: false,
+                            ..Target::new_agent()
+                        }
+                    }
                 }
-                (EnrollMode::Replace, live.id, "agent.reenrolled")
             }
-            None => (
-                EnrollMode::New,
-                uuid::Uuid::new_v4().to_string(),
-                "agent.enrolled",
-            ),
-        },
-    };
-
-    let mut issued = issue(state, &req.csr_pem, &agent_id)?;
-    if req.keep_agent_key
-        && let Some(existing) = &grant.existing_agent
-        && let Some(hash) = &existing.key_hash
-    {
-        issued.creds.key_hash = hash.clone();
-        issued.agent_key = String::new();
-    }
-    let mut labels = req.labels.clone();
-    labels.extend(grant.labels.clone());
-    let now = now_ms();
-    let write = EnrollWrite {
-        agent_id: agent_id.clone(),
-        name: name.clone(),
-        facts: facts(&req, labels),
-        creds: issued.creds.clone(),
-        mode,
-        consume_token: grant.consume_token.clone(),
-        consume_rule: grant.consume_rule.clone(),
-        complete_request: grant.complete_request.clone(),
-        enrollment: req.enrollment_id.as_ref().map(|eid| EnrollmentRecord {
-            enrollment_id: eid.clone(),
-            agent_id: agent_id.clone(),
-            credential: grant.credential.clone(),
-            public_key: issued.creds.cert_pubkey.clone(),
-            created: mode == EnrollMode::New,
-            created_at: now,
-        }),
-        audit: AuditEntry {
-            at: now,
-            actor: grant.credential.clone(),
-            action: action.to_owned(),
-            target: format!("agent:{agent_id}"),
-            source: source.to_string(),
-            outcome: "ok".to_owned(),
-            details: serde_json::json!({"name": name, "hostname": req.hostname}).to_string(),
-        },
-        now,
-    };
-    let agent = match state.store.enroll(&write).await {
-        Ok(agent) => agent,
-        // The rule admitted its hourly share already: this machine waits in the queue.
-        Err(StoreError::RuleRateLimited) => {
-            return Box::pin(enroll_inner(state, source, None, req, false)).await;
+            // The rule admitted its hourly share already: this machine waits in the queue.
+            Err(StoreError::RuleRateLimited) => break None,
+            Err(
+                e @ (StoreError::Conflict(_)
+                | StoreError::TokenExhausted
+                | StoreError::TokenExpired
+                | StoreError::NameInUse),
+            ) => return retry_or(state, method.as_ref(), &req, source, e.into()).await,
+            Err(e) => return Err(e.into()),
         }
-        Err(
-            e @ (StoreError::Conflict(_)
-            | StoreError::TokenExhausted
-            | StoreError::TokenExpired
-            | StoreError::NameInUse),
-        ) => return retry_or(state, method.as_ref(), &req, source, e.into()).await,
-        Err(e) => return Err(e.into()),
     };
+    let Some((agent, issued)) = agent else {
+        return Box::pin(enroll_inner(state, source, None, req, false)).await;
+    };
+    let (mode, action) = (target.mode, target.action);
     tracing::info!(agent_id = %agent.id, name = %agent.name, %source, action, "agent enrolled");
     if mode == EnrollMode::Replace {
         state.sessions.kick(
@@ -306,6 +279,94 @@ async fn enroll_inner(
         StatusCode::OK
     };
     Ok(Answer::Issued(status, response(state, &agent, issued)))
+}
+
+/// Which agent an enrollment writes.
+struct Target {
+    mode: EnrollMode,
+    agent_id: String,
+    action: &'static str,
+    /// A new agent whose name was not looked up first: if the store says it is taken,
+    /// look up its holder and replace it instead.
+    claimed_free_name: bool,
+}
+
+impl Target {
+    fn new_agent() -> Self {
+        Target {
+            mode: EnrollMode::New,
+            agent_id: uuid::Uuid::new_v4().to_string(),
+            action: "agent.enrolled",
+            claimed_free_name: true,
+        }
+    }
+
+    fn replace(agent_id: String) -> Self {
+        Target {
+            mode: EnrollMode::Replace,
+            agent_id,
+            action: "agent.reenrolled",
+            claimed_free_name: false,
+        }
+    }
+}
+
+/// The store write for one attempt, and the credentials it commits.
+struct Attempt {
+    write: EnrollWrite,
+    issued: Issued,
+}
+
+fn enroll_write(
+    state: &AppState,
+    req: &EnrollRequest,
+    grant: &Grant,
+    name: &str,
+    target: &Target,
+    source: IpAddr,
+) -> ApiResult<Attempt> {
+    let agent_id = &target.agent_id;
+    // The certificate names the agent, so each attempt signs its own.
+    let mut issued = issue(state, &req.csr_pem, agent_id)?;
+    if req.keep_agent_key
+        && let Some(existing) = &grant.existing_agent
+        && let Some(hash) = &existing.key_hash
+    {
+        issued.creds.key_hash = hash.clone();
+        issued.agent_key = String::new();
+    }
+    let mut labels = req.labels.clone();
+    labels.extend(grant.labels.clone());
+    let now = now_ms();
+    let write = EnrollWrite {
+        agent_id: agent_id.clone(),
+        name: name.to_owned(),
+        facts: facts(req, labels),
+        creds: issued.creds.clone(),
+        mode: target.mode,
+        consume_token: grant.consume_token.clone(),
+        consume_rule: grant.consume_rule.clone(),
+        complete_request: grant.complete_request.clone(),
+        enrollment: req.enrollment_id.as_ref().map(|eid| EnrollmentRecord {
+            enrollment_id: eid.clone(),
+            agent_id: agent_id.clone(),
+            credential: grant.credential.clone(),
+            public_key: issued.creds.cert_pubkey.clone(),
+            created: target.mode == EnrollMode::New,
+            created_at: now,
+        }),
+        audit: AuditEntry {
+            at: now,
+            actor: grant.credential.clone(),
+            action: target.action.to_owned(),
+            target: format!("agent:{agent_id}"),
+            source: source.to_string(),
+            outcome: "ok".to_owned(),
+            details: serde_json::json!({"name": name, "hostname": req.hostname}).to_string(),
+        },
+        now,
+    };
+    Ok(Attempt { write, issued })
 }
 
 /// The credential of a completed enrollment, standing in for one that no longer
