@@ -9,6 +9,12 @@
 //! read of the audit chain's tail, and one multi-row statement per table instead of
 //! one of each per enrollment.
 //!
+//! The commits run on a thread of their own, with their own connection. On the
+//! hub's runtime they would queue behind TLS handshakes at every database round trip
+//! (a group makes about eight), and under a burst of new connections that multiplied
+//! the commit time tenfold. A commit only waits on the database, so the thread costs
+//! almost no CPU; it exists for latency.
+//!
 //! A group never changes an outcome. A new agent whose name is already taken is
 //! answered `NameInUse` and writes nothing, as it would alone (the hub then looks up
 //! the holder and replaces it, which is the usual way a machine re-enrolls). Any other
@@ -26,7 +32,8 @@ use tokio::sync::{Mutex, oneshot};
 use crate::model::{AgentRecord, EnrollCommits, EnrollMode, EnrollWrite};
 use crate::sql::{
     AGENT_COLUMNS, Db, ENROLLMENT_ROW, NEW_AGENT_ROW, agent_from_row, bind_enrollments,
-    bind_new_agents, complete_request_tx, replace_agent, rows_sql, take_rule_use, take_token_uses,
+    bind_new_agents, complete_request_tx, open_pool, replace_agent, rows_sql, take_rule_use,
+    take_token_uses,
 };
 use crate::{Result, StoreError};
 
@@ -35,12 +42,27 @@ use crate::{Result, StoreError};
 pub(crate) const MAX_GROUP: usize = 64;
 
 /// Enrollments waiting for a commit, oldest first.
-#[derive(Default)]
 pub(crate) struct EnrollQueue {
     waiting: Arc<StdMutex<Vec<Waiting>>>,
     /// Held by whichever task is committing: the next one takes what queued meanwhile.
     committer: Arc<Mutex<()>>,
     counts: Arc<Counts>,
+    /// The store as commits see it: the same database through their own connection.
+    db: Db,
+    thread: CommitThread,
+}
+
+/// The runtime commits run on: one worker thread, shut down with the store.
+struct CommitThread(Option<tokio::runtime::Runtime>);
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async code may not do; nothing waits
+        // on a commit once the store is gone.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -55,16 +77,45 @@ struct Waiting {
 }
 
 impl EnrollQueue {
+    /// Start the commit thread and open its connection to the database at `url`.
+    pub(crate) async fn start(db: &Db, url: &str) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("muster-commit")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        // Opened on the commit thread, so that thread's reactor drives its socket.
+        let (url, postgres) = (url.to_owned(), db.postgres);
+        let pool = rt
+            .spawn(async move { open_pool(&url, postgres, 1).await })
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??;
+        let mut writer = db.clone();
+        writer.pool = pool;
+        Ok(EnrollQueue {
+            waiting: Default::default(),
+            committer: Default::default(),
+            counts: Default::default(),
+            db: writer,
+            thread: CommitThread(Some(rt)),
+        })
+    }
+
+    pub(crate) fn unchained_for_benchmarks(&mut self) {
+        self.db.chained = false;
+    }
+
     /// Queue `write` and wait until a commit (possibly another caller's) has
     /// answered it.
-    pub(crate) async fn enroll(&self, db: &Db, write: &EnrollWrite) -> Result<AgentRecord> {
+    pub(crate) async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord> {
         let (reply, answer) = oneshot::channel();
         lock(&self.waiting).push(Waiting {
             write: write.clone(),
             reply,
         });
         let (db, waiting, committer, counts) = (
-            db.clone(),
+            self.db.clone(),
             self.waiting.clone(),
             self.committer.clone(),
             self.counts.clone(),
@@ -72,7 +123,10 @@ impl EnrollQueue {
         // Its own task: a client that hangs up must not cancel a commit that other
         // enrollments wait on. Every caller starts one; a task that finds the queue
         // already drained by an earlier one ends at once.
-        tokio::spawn(async move {
+        let Some(rt) = &self.thread.0 else {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        };
+        rt.spawn(async move {
             let _turn = committer.lock().await;
             let group: Vec<Waiting> = {
                 let mut waiting = lock(&waiting);

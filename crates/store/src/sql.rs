@@ -29,7 +29,7 @@ pub(crate) struct Db {
     pub(crate) audit_key: [u8; 32],
     /// Always true in a hub; false only in the benchmark that measures what the
     /// chain costs (`cargo bench -p muster-store`).
-    chained: bool,
+    pub(crate) chained: bool,
     /// Present on SQLite only: serializes write transactions in this process.
     write_lock: Option<Arc<Mutex<()>>>,
 }
@@ -71,49 +71,20 @@ impl SqlStore {
     pub async fn connect(url: &str, audit_key: [u8; 32]) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        let pool = if postgres {
-            AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?
+        let url = if postgres {
+            url.to_owned()
         } else {
-            let url = sqlite_url(url);
-            AnyPoolOptions::new()
-                .max_connections(4)
-                .min_connections(1)
-                // An embedded database cannot drop a connection, so sqlx's ping
-                // before each acquire would be a worker-thread round trip for nothing.
-                // (PostgreSQL keeps it: after a server restart it weeds out dead ones.)
-                .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        // WAL lets readers run beside the writer; FULL makes each
-                        // committed enrollment survive a power cut, which matters
-                        // more to us than the extra fsync.
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .execute(conn)
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect(&url)
-                .await?
+            sqlite_url(url)
         };
-        let store = SqlStore {
-            db: Db {
-                pool,
-                postgres,
-                audit_key,
-                chained: true,
-                write_lock: (!postgres).then(|| Arc::new(Mutex::new(()))),
-            },
-            enrollments: crate::group::EnrollQueue::default(),
+        let db = Db {
+            pool: open_pool(&url, postgres, if postgres { 16 } else { 4 }).await?,
+            postgres,
+            audit_key,
+            chained: true,
+            write_lock: (!postgres).then(|| Arc::new(Mutex::new(()))),
         };
+        let enrollments = crate::group::EnrollQueue::start(&db, &url).await?;
+        let store = SqlStore { db, enrollments };
         let mut tx = store.db.begin_write().await?.1;
         migrate::run(&mut tx, postgres).await?;
         tx.commit().await?;
@@ -125,6 +96,7 @@ impl SqlStore {
     #[doc(hidden)]
     pub fn unchained_for_benchmarks(mut self) -> Self {
         self.db.chained = false;
+        self.enrollments.unchained_for_benchmarks();
         self
     }
 
@@ -475,6 +447,41 @@ pub(crate) async fn replace_agent(
     .await
     .map_err(name_taken)?;
     agent_from_row(&row.ok_or(StoreError::NotFound)?)
+}
+
+/// A pool on `url` of up to `max` connections, set up for this store.
+pub(crate) async fn open_pool(url: &str, postgres: bool, max: u32) -> Result<AnyPool> {
+    if postgres {
+        return Ok(AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?);
+    }
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        // An embedded database cannot drop a connection, so sqlx's ping before each
+        // acquire would be a worker-thread round trip for nothing. (PostgreSQL keeps
+        // it: after a server restart it weeds out dead connections.)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; FULL makes each committed
+                // enrollment survive a power cut, which matters more to us than the
+                // extra fsync.
+                sqlx::raw_sql(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 /// sqlx wants `mode=rwc` to create a missing SQLite file.
@@ -889,7 +896,7 @@ impl Store for SqlStore {
     }
 
     async fn enroll(&self, w: &EnrollWrite) -> Result<AgentRecord> {
-        self.enrollments.enroll(&self.db, w).await
+        self.enrollments.enroll(w).await
     }
 
     fn enroll_commits(&self) -> EnrollCommits {
