@@ -302,19 +302,19 @@ pub(crate) fn bind_new_agents<'q>(mut q: AnyQuery<'q>, writes: &[&EnrollWrite]) 
     for w in writes {
         let f = &w.facts;
         q = q
-            .bind(w.agent_id.clone())
-            .bind(w.name.clone())
-            .bind(f.hostname.clone())
-            .bind(f.ip.clone())
-            .bind(f.os_info.clone())
-            .bind(f.arch.clone())
-            .bind(f.agent_version.clone())
+            .bind(&w.agent_id)
+            .bind(&w.name)
+            .bind(&f.hostname)
+            .bind(&f.ip)
+            .bind(&f.os_info)
+            .bind(&f.arch)
+            .bind(&f.agent_version)
             .bind(json(&f.labels))
             .bind(json(&f.packs))
             .bind(json(&f.interfaces))
-            .bind(w.creds.key_hash.clone())
-            .bind(w.creds.cert_serial.clone())
-            .bind(w.creds.cert_pubkey.clone())
+            .bind(&w.creds.key_hash)
+            .bind(&w.creds.cert_serial)
+            .bind(&w.creds.cert_pubkey)
             .bind(w.creds.cert_expires_at)
             .bind(w.now)
             .bind(w.now);
@@ -325,12 +325,12 @@ pub(crate) fn bind_new_agents<'q>(mut q: AnyQuery<'q>, writes: &[&EnrollWrite]) 
 fn bind_audit_entry<'q>(q: AnyQuery<'q>, e: &AuditEntry) -> AnyQuery<'q> {
     q.bind(uuid_like())
         .bind(e.at)
-        .bind(e.actor.clone())
-        .bind(e.action.clone())
-        .bind(e.target.clone())
-        .bind(e.source.clone())
-        .bind(e.outcome.clone())
-        .bind(e.details.clone())
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.source)
+        .bind(&e.outcome)
+        .bind(&e.details)
 }
 
 pub(crate) fn bind_enrollments<'q>(
@@ -339,10 +339,10 @@ pub(crate) fn bind_enrollments<'q>(
 ) -> AnyQuery<'q> {
     for e in records {
         q = q
-            .bind(e.enrollment_id.clone())
-            .bind(e.agent_id.clone())
-            .bind(e.credential.clone())
-            .bind(e.public_key.clone())
+            .bind(&e.enrollment_id)
+            .bind(&e.agent_id)
+            .bind(&e.credential)
+            .bind(&e.public_key)
             .bind(i64::from(e.created))
             .bind(e.created_at);
     }
