@@ -15,12 +15,17 @@
 //! the commit time tenfold. A commit only waits on the database, so the thread costs
 //! almost no CPU; it exists for latency.
 //!
-//! A group never changes an outcome. A new agent whose name is already taken is
-//! answered `NameInUse` and writes nothing, as it would alone (the hub then looks up
-//! the holder and replaces it, which is the usual way a machine re-enrolls). Any other
+//! A group never changes an outcome. Its members are checked in the order a single
+//! enrollment checks itself: token uses, rule allowance, then the name. A new agent
+//! whose name is already taken is answered `NameInUse` and gives back its token use
+//! and allowance, as its own rolled-back transaction would (the hub then looks up the
+//! holder and replaces it, which is the usual way a machine re-enrolls). Any other
 //! refusal (a token's last uses, a rule's hourly allowance, an enrollment id used
-//! twice) rolls the whole group back, and its enrollments are committed one by one,
-//! each getting exactly the answer it would have got alone.
+//! twice, a deadlock between hubs) rolls the whole group back, and its members are
+//! committed one by one, each getting exactly the answer it would have got alone. A
+//! database failure is different: the commit may have happened, so the members are
+//! not tried again but all get the error, and an agent's retry with its enrollment
+//! id finds out which it was.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,14 +37,19 @@ use tokio::sync::{Mutex, oneshot};
 use crate::model::{AgentRecord, EnrollCommits, EnrollMode, EnrollWrite};
 use crate::sql::{
     AGENT_COLUMNS, Db, ENROLLMENT_ROW, NEW_AGENT_ROW, agent_from_row, bind_enrollments,
-    bind_new_agents, complete_request_tx, open_pool, replace_agent, rows_sql, take_rule_use,
-    take_token_uses,
+    bind_new_agents, complete_request_tx, open_pool, replace_agent, return_rule_use,
+    return_token_uses, rows_sql, take_rule_use, take_token_uses,
 };
 use crate::{Result, StoreError};
 
 /// The most enrollments one transaction takes. Bounds the statement size (sixteen
 /// binds per agent row) and how long one commit holds the writer.
 pub(crate) const MAX_GROUP: usize = 64;
+
+/// The most enrollments waiting at once. The hub bounds enrollments in flight, but a
+/// client that hangs up frees its slot while its write stays queued (it still
+/// commits, as a retry would find); this keeps such writes bounded too.
+const MAX_WAITING: usize = 4096;
 
 /// Enrollments waiting for a commit, oldest first.
 pub(crate) struct EnrollQueue {
@@ -110,10 +120,17 @@ impl EnrollQueue {
     /// answered it.
     pub(crate) async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord> {
         let (reply, answer) = oneshot::channel();
-        lock(&self.waiting).push(Waiting {
-            write: write.clone(),
-            reply,
-        });
+        {
+            let mut waiting = lock(&self.waiting);
+            if waiting.len() >= MAX_WAITING {
+                // Answered as "unavailable, retry later".
+                return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+            }
+            waiting.push(Waiting {
+                write: write.clone(),
+                reply,
+            });
+        }
         let (db, waiting, committer, counts) = (
             self.db.clone(),
             self.waiting.clone(),
@@ -170,8 +187,20 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
                 }
                 return;
             }
-            Err(e) => {
-                tracing::debug!(size = writes.len(), error = %e, "group refused; committing one by one")
+            Err(Group::Refused(e)) => {
+                counts.transactions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(size = writes.len(), error = %e, "group refused; committing one by one");
+            }
+            // The database failed, or the commit's outcome is unknown: committing the
+            // members again one by one could apply them twice. Each gets the error;
+            // the agent's retry with its enrollment id finds out what happened.
+            Err(Group::Failed(e)) => {
+                counts.transactions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(size = writes.len(), error = %e, "group commit failed");
+                for waiting in group {
+                    let _ = waiting.reply.send(Err(copy_error(&e)));
+                }
+                return;
             }
         }
     }
@@ -182,18 +211,60 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
     }
 }
 
+/// Why a group did not commit.
+enum Group {
+    /// Something in it was refused: its members commit one by one instead.
+    Refused(StoreError),
+    /// The database failed (or the commit's outcome is unknown).
+    Failed(StoreError),
+}
+
+/// Whether `e` is the database refusing a change, which committing the members alone
+/// resolves, rather than failing.
+fn is_refusal(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(db) => db.as_database_error().is_some_and(|d| {
+            d.is_unique_violation()
+                // PostgreSQL: serialization failure, deadlock (two hubs' groups).
+                || matches!(d.code().as_deref(), Some("40001" | "40P01"))
+        }),
+        _ => true,
+    }
+}
+
+/// The same error again, for each member of a failed group (sqlx errors cannot be
+/// cloned); keeps what [`StoreError::is_unavailable`] looks at.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut)
+        }
+        StoreError::Database(sqlx::Error::PoolClosed) => {
+            StoreError::Database(sqlx::Error::PoolClosed)
+        }
+        StoreError::Database(sqlx::Error::Io(io)) => StoreError::Database(sqlx::Error::Io(
+            std::io::Error::new(io.kind(), io.to_string()),
+        )),
+        other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
 /// All of `writes` in one transaction, answers in the same order. A name already
 /// taken is answered on its own; any other refusal rolls back the whole group.
-async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<Result<AgentRecord>>> {
-    let (_guard, mut tx) = db.begin_write().await?;
+async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<Result<AgentRecord>>, Group> {
+    let (_guard, mut tx) = db.begin_write().await.map_err(Group::Failed)?;
     match write_group(db, &mut tx, writes).await {
-        Ok(agents) => {
-            tx.commit().await?;
-            Ok(agents)
+        Ok(answers) => {
+            tx.commit().await.map_err(|e| Group::Failed(e.into()))?;
+            Ok(answers)
         }
         Err(e) => {
-            tx.rollback().await?;
-            Err(e)
+            tx.rollback().await.map_err(|e| Group::Failed(e.into()))?;
+            Err(if is_refusal(&e) {
+                Group::Refused(e)
+            } else {
+                Group::Failed(e)
+            })
         }
     }
 }
@@ -203,11 +274,33 @@ async fn write_group(
     tx: &mut Transaction<'static, Any>,
     writes: &[&EnrollWrite],
 ) -> Result<Vec<Result<AgentRecord>>> {
-    let mut answers: Vec<Option<Result<AgentRecord>>> = writes.iter().map(|_| None).collect();
+    // In the order a single enrollment checks them: token uses, rule allowance, name.
+    // Token uses are taken for every member, one statement per token: it either has
+    // room for all of them or the group goes one by one (which decides which ones get
+    // the last uses).
+    let mut uses: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for w in writes {
+        if let Some(token) = &w.consume_token {
+            let (n, now) = uses.entry(token).or_insert((0, w.now));
+            *n += 1;
+            *now = (*now).max(w.now);
+        }
+    }
+    for (token, (n, now)) in uses {
+        if !take_token_uses(tx, token, n, now).await? {
+            return Err(StoreError::TokenExhausted);
+        }
+    }
+    for w in writes {
+        if let Some(rule) = &w.consume_rule {
+            take_rule_use(tx, rule, w.now).await?;
+        }
+    }
 
-    // New agents first, in one statement that skips a name already taken: that
-    // enrollment alone is answered `NameInUse` (the hub then replaces the holder) and
-    // writes nothing else, while the rest of the group goes on.
+    // New agents in one statement that skips a name already taken: that enrollment
+    // alone is answered `NameInUse` (the hub then replaces the holder), gives back its
+    // token use and rule allowance, and writes nothing else.
+    let mut answers: Vec<Option<Result<AgentRecord>>> = writes.iter().map(|_| None).collect();
     let new: Vec<&EnrollWrite> = writes
         .iter()
         .filter(|w| w.mode == EnrollMode::New)
@@ -232,38 +325,45 @@ async fn write_group(
             }
         }
     }
+    let taken: Vec<&EnrollWrite> = writes
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| matches!(a, Some(Err(_))))
+        .map(|(w, _)| *w)
+        .collect();
+    // A name both claimed and taken by a re-enrollment in this group: who wins depends
+    // on their order, which only one-by-one commits keep.
+    if taken.iter().any(|t| {
+        writes
+            .iter()
+            .any(|w| w.mode == EnrollMode::Replace && w.name == t.name)
+    }) {
+        return Err(StoreError::NameInUse);
+    }
     for (answer, w) in answers.iter_mut().zip(writes) {
         if w.mode == EnrollMode::Replace {
             *answer = Some(Ok(replace_agent(tx, w).await?));
         }
     }
+    let mut returned: BTreeMap<&str, i64> = BTreeMap::new();
+    for w in &taken {
+        if let Some(token) = &w.consume_token {
+            *returned.entry(token).or_insert(0) += 1;
+        }
+        if let Some(rule) = &w.consume_rule {
+            return_rule_use(tx, rule).await?;
+        }
+    }
+    for (token, n) in returned {
+        return_token_uses(tx, token, n).await?;
+    }
+
     let done: Vec<&EnrollWrite> = writes
         .iter()
         .zip(&answers)
         .filter(|(_, a)| matches!(a, Some(Ok(_))))
         .map(|(w, _)| *w)
         .collect();
-
-    // Token uses, one statement per token: it either has room for all of them or the
-    // group goes one by one (which decides which ones get the last uses).
-    let mut uses: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for w in &done {
-        if let Some(token) = &w.consume_token {
-            let (n, now) = uses.entry(token).or_insert((0, w.now));
-            *n += 1;
-            *now = (*now).max(w.now);
-        }
-    }
-    for (token, (n, now)) in uses {
-        if !take_token_uses(tx, token, n, now).await? {
-            return Err(StoreError::TokenExhausted);
-        }
-    }
-    for w in &done {
-        if let Some(rule) = &w.consume_rule {
-            take_rule_use(tx, rule, w.now).await?;
-        }
-    }
     let records: Vec<_> = done.iter().filter_map(|w| w.enrollment.as_ref()).collect();
     if !records.is_empty() {
         let sql = rows_sql(ENROLLMENT_ROW, records.len());

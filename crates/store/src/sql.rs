@@ -413,6 +413,35 @@ pub(crate) async fn take_rule_use(
     Ok(())
 }
 
+/// Give back `n` uses taken in this transaction by enrollments that then found their
+/// name taken.
+pub(crate) async fn return_token_uses(
+    tx: &mut Transaction<'static, Any>,
+    token_id: &str,
+    n: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE tokens SET uses = uses - $2 WHERE id = $1")
+        .bind(token_id)
+        .bind(n)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Give back one use of a rule's allowance taken in this transaction.
+pub(crate) async fn return_rule_use(
+    tx: &mut Transaction<'static, Any>,
+    rule_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE trust_rules SET window_uses = window_uses - 1 WHERE id = $1 AND window_uses > 0",
+    )
+    .bind(rule_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Give a live agent the identity of a re-enrollment. `NotFound` when it was revoked
 /// or removed meanwhile.
 pub(crate) async fn replace_agent(

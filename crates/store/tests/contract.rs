@@ -517,8 +517,81 @@ async fn concurrent_enrollments_commit_in_groups_with_the_answers_of_single_ones
 
         let listed = store.list_agents(false).await.unwrap();
         assert_eq!(listed.len(), 170);
+
+        // Names already taken (u0..u9), mixed with free ones. With a used-up token
+        // the taken ones are refused for the token, as they would be alone (the
+        // token is checked before the name); with a good token they are answered
+        // `NameInUse` and give their use back.
+        store
+            .create_token(&token("spent", Some(1), None), &audit("token.created"))
+            .await
+            .unwrap();
+        store
+            .enroll(&write("s0", "s0", EnrollMode::New, Some("spent"), 100))
+            .await
+            .unwrap();
+        store
+            .create_token(&token("more", None, None), &audit("token.created"))
+            .await
+            .unwrap();
+        let answers = run((0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    write(
+                        &format!("x{i}"),
+                        &format!("u{i}"),
+                        EnrollMode::New,
+                        Some("spent"),
+                        100,
+                    )
+                } else {
+                    write(
+                        &format!("x{i}"),
+                        &format!("x{i}"),
+                        EnrollMode::New,
+                        Some("more"),
+                        100,
+                    )
+                }
+            })
+            .collect())
+        .await;
+        for (i, a) in answers.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(matches!(a, Err(StoreError::TokenExhausted)), "{i}: {a:?}");
+            } else {
+                assert!(a.is_ok(), "{i}: {a:?}");
+            }
+        }
+        let answers = run((0..20)
+            .map(|i| {
+                let name = if i % 2 == 0 {
+                    format!("u{i}")
+                } else {
+                    format!("y{i}")
+                };
+                write(&format!("y{i}"), &name, EnrollMode::New, Some("more"), 100)
+            })
+            .collect())
+        .await;
+        for (i, a) in answers.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(matches!(a, Err(StoreError::NameInUse)), "{i}: {a:?}");
+            } else {
+                assert!(a.is_ok(), "{i}: {a:?}");
+            }
+        }
+        let t = store
+            .find_token_by_hash("hash-more")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.uses, 20, "taken names gave their uses back");
+
+        let listed = store.list_agents(false).await.unwrap();
+        assert_eq!(listed.len(), 191);
         let verdict = store.verify_audit().await.unwrap();
-        assert_eq!((verdict.count, verdict.broken), (2 + 170, None));
+        assert_eq!((verdict.count, verdict.broken), (4 + 191, None));
         store.pool().close().await;
         scratch.remove().await;
     }

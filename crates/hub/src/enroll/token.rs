@@ -46,9 +46,10 @@ impl TokenMethod {
 /// a token's scope (pattern, CIDRs, labels) never changes after it is created, and
 /// its state (uses, revocation, expiry) is enforced again by the guarded update that
 /// commits each enrollment. A stale copy can only let a refusal come from the commit
-/// instead of from here. Revoking a token on this hub drops it at once; a revocation
-/// on another hub sharing the database reaches this cache within the TTL, which
-/// matters only to a retry of an enrollment that had already succeeded.
+/// instead of from here. What a stale copy can still allow, for up to the TTL after a
+/// revocation (on another hub, or racing a lookup on this one), is the retry of an
+/// enrollment that had already succeeded before it: the same agent, bound to the same
+/// key pair, gets its answer again. Revoking a token on this hub drops its entry.
 #[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<String, (Instant, TokenRecord)>>,
