@@ -620,7 +620,9 @@ pub(crate) fn tls_config(
         }
         None => builder.with_no_client_auth(),
     };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The second entry is never negotiated: it asks a hub that serves another
+    // certificate (`--tls-cert`) for the one its CA issued, which the pin checks.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec(), muster_proto::HUB_CA_ALPN.to_vec()];
     Ok((tls, mismatch))
 }
 

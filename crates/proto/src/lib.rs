@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 /// enrollment; the hub refuses versions it does not speak with a clear message.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// ALPN name every Muster client offers (beside `http/1.1`) to ask for the hub's own
+/// server certificate, the one its CA issued. A hub started with `--tls-cert` serves
+/// that file's certificate to everyone else (browsers, curl) and its own to clients
+/// offering this, so that a token's CA pin is still checked inside the handshake.
+/// It is never negotiated; it only selects the certificate.
+pub const HUB_CA_ALPN: &[u8] = b"muster-hub-ca";
+
 /// Largest request body the hub accepts, in bytes. Larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

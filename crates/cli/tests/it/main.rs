@@ -14,6 +14,7 @@ mod binary;
 mod enroll;
 mod envfile;
 mod identity;
+mod public_cert;
 mod renewal;
 mod secrets;
 mod sessions;
