@@ -158,6 +158,7 @@ pub struct Hub {
 impl Hub {
     /// Prepare the data dir, secret, database, CA and TLS, bind, and write `hub.json`.
     pub async fn start(opts: HubOptions) -> Result<Hub, HubError> {
+        let public_cert = tls::load_public(&opts)?;
         let prepared = bootstrap::prepare(&opts).await?;
         let listener =
             std::net::TcpListener::bind(opts.listen).map_err(|source| HubError::Bind {
@@ -185,7 +186,7 @@ impl Hub {
             .iter()
             .map(|c| rules::parse_cidr(c).map_err(HubError::Invalid))
             .collect::<Result<Vec<_>, _>>()?;
-        let tls = tls::server_config(&prepared.ca, &opts, &names)?;
+        let tls = tls::server_config(&prepared.ca, public_cert, &names)?;
         let state = Arc::new(AppState {
             store: prepared.store,
             keys: prepared.keys,

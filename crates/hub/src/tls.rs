@@ -32,21 +32,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn server_config(
-    ca: &Authority,
-    opts: &HubOptions,
-    names: &[String],
-) -> Result<rustls::ServerConfig, HubError> {
-    let tls_err = |e: &dyn std::fmt::Display| HubError::Tls(e.to_string());
-    let ca_der = CertificateDer::from(ca.cert_der().to_vec());
-    let own = {
-        let (cert_pem, key_pem) = ca.issue_server_cert(names, SERVER_CERT_VALIDITY)?;
-        let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| tls_err(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
-        CertifiedKey::from_der(vec![leaf, ca_der.clone()], key, &provider())
-            .map_err(|e| tls_err(&e))?
-    };
-    let public = match (&opts.tls_cert, &opts.tls_key) {
+/// The `--tls-cert` chain and key, checked to belong together; `None` without them.
+/// Read before anything else at start, so that a bad pair changes nothing.
+pub fn load_public(opts: &HubOptions) -> Result<Option<CertifiedKey>, HubError> {
+    match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -66,14 +55,28 @@ pub fn server_config(
                     key.display()
                 ))
             })?;
-            Some(certified)
+            Ok(Some(certified))
         }
-        (None, None) => None,
-        _ => {
-            return Err(HubError::Invalid(
-                "--tls-cert and --tls-key go together".to_owned(),
-            ));
-        }
+        (None, None) => Ok(None),
+        _ => Err(HubError::Invalid(
+            "--tls-cert and --tls-key go together".to_owned(),
+        )),
+    }
+}
+
+pub fn server_config(
+    ca: &Authority,
+    public: Option<CertifiedKey>,
+    names: &[String],
+) -> Result<rustls::ServerConfig, HubError> {
+    let tls_err = |e: &dyn std::fmt::Display| HubError::Tls(e.to_string());
+    let ca_der = CertificateDer::from(ca.cert_der().to_vec());
+    let own = {
+        let (cert_pem, key_pem) = ca.issue_server_cert(names, SERVER_CERT_VALIDITY)?;
+        let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| tls_err(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
+        CertifiedKey::from_der(vec![leaf, ca_der.clone()], key, &provider())
+            .map_err(|e| tls_err(&e))?
     };
     let mut roots = RootCertStore::empty();
     roots.add(ca_der).map_err(|e| tls_err(&e))?;

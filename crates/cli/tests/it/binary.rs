@@ -324,3 +324,37 @@ fn install_service_writes_an_enabled_unit_into_a_root() {
         .unwrap());
     assert!(!unit.exists());
 }
+
+#[test]
+fn a_tls_cert_with_the_wrong_key_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = muster_ca::Authority::generate("Other CA").unwrap();
+    let names = ["127.0.0.1".to_owned()];
+    let (cert, _) = ca
+        .issue_server_cert(&names, std::time::Duration::from_secs(3600))
+        .unwrap();
+    let (_, other_key) = ca
+        .issue_server_cert(&names, std::time::Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(tmp.path().join("hub.crt"), cert).unwrap();
+    std::fs::write(tmp.path().join("hub.key"), other_key).unwrap();
+    let out = muster(tmp.path())
+        .args([
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "hub.crt",
+            "--tls-key",
+            "hub.key",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("do not make a usable pair"), "{err}");
+    // Checked before anything is created.
+    assert!(!tmp.path().join("muster-data").exists());
+}
