@@ -178,6 +178,10 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
     let mut todo = VecDeque::from([group]);
     while let Some(mut group) = todo.pop_front() {
+        if group.is_empty() {
+            // An earlier task took this caller's write into its group.
+            continue;
+        }
         if group.len() == 1 {
             let waiting = group.remove(0);
             let answer = db.enroll_one(&waiting.write).await;
