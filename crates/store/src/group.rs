@@ -264,7 +264,7 @@ fn copy_error(e: &StoreError) -> StoreError {
 /// All of `writes` in one transaction, answers in the same order. A name already
 /// taken is answered on its own; any other refusal rolls back the whole group.
 async fn enroll_group(db: &Db, writes: &[&EnrollWrite]) -> Result<Vec<Result<AgentRecord>>, Group> {
-    let (_guard, mut tx) = db.begin_write().await.map_err(Group::Failed)?;
+    let (_guard, mut tx) = db.begin_chain_write().await.map_err(Group::Failed)?;
     match write_group(db, &mut tx, writes).await {
         Ok(answers) => {
             tx.commit().await.map_err(|e| Group::Failed(e.into()))?;
@@ -389,7 +389,8 @@ async fn write_group(
         }
     }
     let entries: Vec<_> = done.iter().map(|w| &w.audit).collect();
-    db.append_audit_many(tx, &entries, &db.audit_key).await?;
+    db.append_audit_many(tx, &entries, &db.audit_key, true)
+        .await?;
     Ok(answers
         .into_iter()
         .map(|a| a.unwrap_or(Err(StoreError::NotFound)))
