@@ -262,6 +262,20 @@ impl Hub {
             flush_every,
             flush_stopped,
         ));
+        // Hubs sharing a database: sessions held here close when another hub ends
+        // their credentials. Without the listener, revocations still apply on every
+        // request; only a live session elsewhere would stay until it reconnects.
+        let follower = match self.state.store.watch_agent_changes().await {
+            Ok(Some(changes)) => Some(tokio::spawn(sessions::follow_changes(
+                self.state.clone(),
+                changes,
+            ))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for agent changes from other hubs");
+                None
+            }
+        };
         let state = self.state.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -317,6 +331,10 @@ impl Hub {
         }
         let _ = stop_flush.send(true);
         let _ = flusher.await;
+        // Dropping its receiver also ends the store's listener at its next message.
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         tracing::info!("hub stopped");
         Ok(())
     }

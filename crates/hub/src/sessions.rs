@@ -32,6 +32,9 @@ pub enum Control {
 
 struct Live {
     conn: u64,
+    /// The agent key the session was accepted with: if the agent's key changes
+    /// (another hub re-enrolled it), this session's credentials are dead.
+    key_hash: Option<String>,
     control: mpsc::Sender<Control>,
     health: AgentHealth,
     problems: Vec<String>,
@@ -98,6 +101,16 @@ impl Sessions {
         self.lock().len()
     }
 
+    /// The agent key hash this hub's session of `agent_id` was accepted with, if it
+    /// holds one.
+    fn key_of(&self, agent_id: &str) -> Option<Option<String>> {
+        self.lock().get(agent_id).map(|l| l.key_hash.clone())
+    }
+
+    fn held(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Tell the agent's live session (if any) to end; returns whether there was one.
     pub fn kick(&self, agent_id: &str, reason: &str) -> bool {
         let control = self.lock().get(agent_id).map(|l| l.control.clone());
@@ -150,13 +163,19 @@ impl Sessions {
     }
 }
 
-fn register(state: &Arc<AppState>, agent_id: &str, control: mpsc::Sender<Control>) -> Registration {
+fn register(
+    state: &Arc<AppState>,
+    agent: &AgentRecord,
+    control: mpsc::Sender<Control>,
+) -> Registration {
+    let agent_id = &agent.id;
     let s = &state.sessions;
     let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
     let previous = s.lock().insert(
         agent_id.to_owned(),
         Live {
             conn,
+            key_hash: agent.key_hash.clone(),
             control,
             health: AgentHealth::Ok,
             problems: Vec::new(),
@@ -254,7 +273,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     }
 
     let (tx, mut rx) = mpsc::channel(4);
-    let registration = register(&state, &agent.id, tx);
+    let registration = register(&state, &agent, tx);
     tracing::info!(agent_id = %agent.id, %peer, "session open");
     let welcome = HubMessage::Welcome {
         agent_id: agent.id.clone(),
@@ -311,6 +330,44 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
 }
 
 /// Write gathered `last_seen` times every `every` until `stop`; once more at the end.
+/// Close the sessions this hub holds whose credentials another hub (or this one)
+/// ended or replaced, as the store reports them (PostgreSQL shared by several hubs).
+pub async fn follow_changes(
+    state: Arc<AppState>,
+    mut changes: mpsc::Receiver<muster_store::AgentChange>,
+) {
+    while let Some(change) = changes.recv().await {
+        let ids = match change {
+            muster_store::AgentChange::Changed(id) => vec![id],
+            muster_store::AgentChange::Missed => state.sessions.held(),
+        };
+        for id in ids {
+            let Some(key_hash) = state.sessions.key_of(&id) else {
+                continue;
+            };
+            let still_valid = match state.store.get_agent(&id).await {
+                Ok(Some(a)) => {
+                    a.state == muster_store::AgentState::Active
+                        && a.cloned_at.is_none()
+                        && a.key_hash == key_hash
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(agent_id = %id, error = %e, "could not re-check a session's agent");
+                    true
+                }
+            };
+            if !still_valid
+                && state
+                    .sessions
+                    .kick(&id, "the agent's credentials were revoked or replaced")
+            {
+                tracing::info!(agent_id = %id, "session closed: credentials ended on another hub");
+            }
+        }
+    }
+}
+
 pub async fn flush_loop(
     state: Arc<AppState>,
     every: Duration,

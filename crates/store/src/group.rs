@@ -354,7 +354,9 @@ async fn write_group(
     }
     for (answer, w) in answers.iter_mut().zip(writes) {
         if w.mode == EnrollMode::Replace {
-            *answer = Some(Ok(replace_agent(tx, w).await?));
+            let agent = replace_agent(tx, w).await?;
+            db.notify_agent_changed(tx, &agent.id).await?;
+            *answer = Some(Ok(agent));
         }
     }
     let mut returned: BTreeMap<&str, i64> = BTreeMap::new();

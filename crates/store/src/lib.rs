@@ -10,6 +10,7 @@ mod group;
 mod migrate;
 mod model;
 mod sql;
+mod watch;
 
 pub use model::*;
 pub use sql::SqlStore;
@@ -121,6 +122,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// How enrollments have been committed so far (for `/metrics`).
     fn enroll_commits(&self) -> EnrollCommits;
+
+    /// Agents whose credentials were revoked, removed, replaced or marked cloned, by
+    /// any hub sharing this database, as they commit. `None` where a database serves
+    /// one hub (SQLite), which acts on its own changes directly.
+    async fn watch_agent_changes(&self)
+    -> Result<Option<tokio::sync::mpsc::Receiver<AgentChange>>>;
 
     /// Record a certificate renewal if the agent still holds `expected_generation`;
     /// `Conflict` when it does not (another copy renewed first).

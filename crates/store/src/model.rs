@@ -219,6 +219,15 @@ pub struct EnrollCommits {
     pub grouped: u64,
 }
 
+/// What [`Store::watch_agent_changes`](crate::Store::watch_agent_changes) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChange {
+    /// This agent's credentials ended or changed, on some hub.
+    Changed(String),
+    /// Changes may have been missed (the connection dropped): re-check everything.
+    Missed,
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {

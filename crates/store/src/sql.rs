@@ -36,6 +36,8 @@ pub(crate) struct Db {
 
 pub struct SqlStore {
     db: Db,
+    /// Where the database is, for the listener of `watch_agent_changes` (PostgreSQL).
+    url: String,
     /// Enrollments waiting to be committed together.
     enrollments: crate::group::EnrollQueue,
 }
@@ -47,6 +49,14 @@ impl std::fmt::Debug for SqlStore {
             .finish_non_exhaustive()
     }
 }
+
+/// The PostgreSQL channel on which hubs announce agents whose credentials changed.
+macro_rules! agent_channel {
+    () => {
+        "muster_agents"
+    };
+}
+pub(crate) const AGENT_CHANNEL: &str = agent_channel!();
 
 /// The audit chain's lock on PostgreSQL (see `CHAIN_LOCK`), as a literal for `concat!`.
 macro_rules! chain_lock {
@@ -91,7 +101,11 @@ impl SqlStore {
             write_lock: (!postgres).then(|| Arc::new(Mutex::new(()))),
         };
         let enrollments = crate::group::EnrollQueue::start(&db, &url).await?;
-        let store = SqlStore { db, enrollments };
+        let store = SqlStore {
+            db,
+            enrollments,
+            url,
+        };
         let mut tx = store.db.begin_write().await?.1;
         migrate::run(&mut tx, postgres).await?;
         tx.commit().await?;
@@ -145,7 +159,11 @@ impl Db {
                     .map_err(name_taken)?;
                 agent_from_row(&rows.pop().ok_or(StoreError::NotFound)?)?
             }
-            EnrollMode::Replace => replace_agent(&mut tx, w).await?,
+            EnrollMode::Replace => {
+                let agent = replace_agent(&mut tx, w).await?;
+                self.notify_agent_changed(&mut tx, &agent.id).await?;
+                agent
+            }
         };
         if let Some(e) = &w.enrollment {
             let sql = rows_sql(ENROLLMENT_ROW, 1);
@@ -161,6 +179,24 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(agent)
+    }
+
+    /// Tell every hub sharing this database that `agent_id`'s credentials ended or
+    /// changed (revoked, removed, replaced, marked cloned), so that whichever holds its
+    /// session re-checks it. Delivered at commit, to nobody if the transaction rolls
+    /// back. SQLite serves one hub, which acts on its own changes directly.
+    pub(crate) async fn notify_agent_changed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        agent_id: &str,
+    ) -> Result<()> {
+        if self.postgres {
+            sqlx::query(concat!("SELECT pg_notify('", agent_channel!(), "', $1)"))
+                .bind(agent_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A write transaction that will append to the audit chain, already holding the
@@ -963,6 +999,15 @@ impl Store for SqlStore {
         self.enrollments.commits()
     }
 
+    async fn watch_agent_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<AgentChange>>> {
+        if !self.db.postgres {
+            return Ok(None);
+        }
+        Ok(Some(crate::watch::watch(&self.url).await?))
+    }
+
     async fn renew(&self, w: &RenewWrite) -> Result<AgentRecord> {
         let (_guard, mut tx) = self.db.begin_write().await?;
         let sql = if w.advance {
@@ -1031,6 +1076,7 @@ impl Store for SqlStore {
         .bind(&e.via)
         .execute(&mut *tx)
         .await?;
+        self.db.notify_agent_changed(&mut tx, &e.agent_id).await?;
         self.db.append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         agent_from_row(&row)
@@ -1610,6 +1656,7 @@ impl Store for SqlStore {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
+        self.db.notify_agent_changed(&mut tx, id).await?;
         self.db.append_audit(&mut tx, audit).await?;
         let agent = get_agent_tx(&mut tx, id)
             .await?

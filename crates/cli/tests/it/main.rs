@@ -14,6 +14,7 @@ mod binary;
 mod enroll;
 mod envfile;
 mod identity;
+mod multihub;
 mod public_cert;
 mod renewal;
 mod secrets;
