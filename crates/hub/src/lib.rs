@@ -265,11 +265,11 @@ impl Hub {
         // Hubs sharing a database: sessions held here close when another hub ends
         // their credentials. Without the listener, revocations still apply on every
         // request; only a live session elsewhere would stay until it reconnects.
-        let follower = match self.state.store.watch_agent_changes().await {
-            Ok(Some(changes)) => Some(tokio::spawn(sessions::follow_changes(
+        let _follower = match self.state.store.watch_agent_changes().await {
+            Ok(Some(changes)) => Some(AbortOnDrop(tokio::spawn(sessions::follow_changes(
                 self.state.clone(),
                 changes,
-            ))),
+            )))),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for agent changes from other hubs");
@@ -331,12 +331,19 @@ impl Hub {
         }
         let _ = stop_flush.send(true);
         let _ = flusher.await;
-        // Dropping its receiver also ends the store's listener at its next message.
-        if let Some(follower) = follower {
-            follower.abort();
-        }
         tracing::info!("hub stopped");
         Ok(())
+    }
+}
+
+/// Stops a background task when the hub stops, however `serve` returns. (Ending the
+/// change follower drops its receiver, which closes the store's listening
+/// connection.)
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -101,10 +101,26 @@ impl Sessions {
         self.lock().len()
     }
 
-    /// The agent key hash this hub's session of `agent_id` was accepted with, if it
-    /// holds one.
-    fn key_of(&self, agent_id: &str) -> Option<Option<String>> {
-        self.lock().get(agent_id).map(|l| l.key_hash.clone())
+    /// This hub's session of `agent_id`, if it holds one: its connection number and
+    /// the agent key hash it was accepted with.
+    fn session_of(&self, agent_id: &str) -> Option<(u64, Option<String>)> {
+        self.lock()
+            .get(agent_id)
+            .map(|l| (l.conn, l.key_hash.clone()))
+    }
+
+    /// Like [`kick`](Self::kick), but only the session `conn`: a newer session of the
+    /// same agent, accepted with newer credentials, is left alone.
+    fn kick_conn(&self, agent_id: &str, conn: u64, reason: &str) -> bool {
+        let control = self
+            .lock()
+            .get(agent_id)
+            .filter(|l| l.conn == conn)
+            .map(|l| l.control.clone());
+        match control {
+            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
+            None => false,
+        }
     }
 
     fn held(&self) -> Vec<String> {
@@ -274,6 +290,20 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
 
     let (tx, mut rx) = mpsc::channel(4);
     let registration = register(&state, &agent, tx);
+    // The agent was read when the connection was upgraded; a revocation or a
+    // replacing enrollment committed since then found no session to close. Now that
+    // this one is registered, later ones will find it; this catches the ones before.
+    match still_valid(&state, &agent.id, &agent.key_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            state
+                .sessions
+                .kick_conn(&agent.id, registration.conn, CREDENTIALS_ENDED);
+        }
+        Err(e) => {
+            tracing::warn!(agent_id = %agent.id, error = %e, "could not re-check a new session's agent")
+        }
+    }
     tracing::info!(agent_id = %agent.id, %peer, "session open");
     let welcome = HubMessage::Welcome {
         agent_id: agent.id.clone(),
@@ -342,30 +372,40 @@ pub async fn follow_changes(
             muster_store::AgentChange::Missed => state.sessions.held(),
         };
         for id in ids {
-            let Some(key_hash) = state.sessions.key_of(&id) else {
+            let Some((conn, key_hash)) = state.sessions.session_of(&id) else {
                 continue;
             };
-            let still_valid = match state.store.get_agent(&id).await {
-                Ok(Some(a)) => {
-                    a.state == muster_store::AgentState::Active
-                        && a.cloned_at.is_none()
-                        && a.key_hash == key_hash
+            match still_valid(&state, &id, &key_hash).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if state.sessions.kick_conn(&id, conn, CREDENTIALS_ENDED) {
+                        tracing::info!(agent_id = %id, "session closed: credentials ended on another hub");
+                    }
                 }
-                Ok(None) => false,
                 Err(e) => {
                     tracing::warn!(agent_id = %id, error = %e, "could not re-check a session's agent");
-                    true
                 }
-            };
-            if !still_valid
-                && state
-                    .sessions
-                    .kick(&id, "the agent's credentials were revoked or replaced")
-            {
-                tracing::info!(agent_id = %id, "session closed: credentials ended on another hub");
             }
         }
     }
+}
+
+const CREDENTIALS_ENDED: &str = "the agent's credentials were revoked or replaced";
+
+/// Whether the session accepted with `key_hash` still holds live credentials.
+async fn still_valid(
+    state: &AppState,
+    agent_id: &str,
+    key_hash: &Option<String>,
+) -> muster_store::Result<bool> {
+    Ok(match state.store.get_agent(agent_id).await? {
+        Some(a) => {
+            a.state == muster_store::AgentState::Active
+                && a.cloned_at.is_none()
+                && &a.key_hash == key_hash
+        }
+        None => false,
+    })
 }
 
 pub async fn flush_loop(

@@ -1005,7 +1005,7 @@ impl Store for SqlStore {
         if !self.db.postgres {
             return Ok(None);
         }
-        Ok(Some(crate::watch::watch(&self.url).await?))
+        Ok(Some(crate::watch::watch(self.url.clone())))
     }
 
     async fn renew(&self, w: &RenewWrite) -> Result<AgentRecord> {

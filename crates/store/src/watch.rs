@@ -9,33 +9,51 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
-use crate::Result;
 use crate::model::AgentChange;
 use crate::sql::AGENT_CHANNEL;
 
-/// Start listening at `url`; the receiver ends when the listener task does (never,
-/// while the receiver lives: a lost connection is retried and reported as `Missed`).
-pub(crate) async fn watch(url: &str) -> Result<mpsc::Receiver<AgentChange>> {
-    let mut listener = PgListener::connect(url).await?;
-    listener.listen(AGENT_CHANNEL).await?;
+/// Listen at `url` from a task of its own, until the receiver is dropped. Whenever
+/// announcements may have been lost (the connection dropped, or could not be made),
+/// `Missed` is sent once the listener is listening again, so that a re-check then
+/// sees everything.
+pub(crate) fn watch(url: String) -> mpsc::Receiver<AgentChange> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
+        let mut listener = None;
         loop {
+            let Some(l) = listener.as_mut() else {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    connected = listen(&url) => match connected {
+                        Ok(l) => {
+                            listener = Some(l);
+                            if tx.send(AgentChange::Missed).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for agent changes; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                }
+                continue;
+            };
             let received = tokio::select! {
                 // The hub stopped listening: close the connection now, not at the
                 // next announcement.
                 () = tx.closed() => return,
-                received = listener.try_recv() => received,
+                received = l.try_recv() => received,
             };
             let change = match received {
                 Ok(Some(n)) => AgentChange::Changed(n.payload().to_owned()),
-                // The connection was lost (the next call reconnects and listens
-                // again): whatever was announced meanwhile is gone.
+                // The connection was lost and sqlx has listened again on a new one:
+                // whatever was announced in between is gone.
                 Ok(None) => AgentChange::Missed,
                 Err(e) => {
-                    tracing::warn!(error = %e, "listening for agent changes failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    AgentChange::Missed
+                    tracing::warn!(error = %e, "listening for agent changes failed; reconnecting");
+                    listener = None;
+                    continue;
                 }
             };
             if tx.send(change).await.is_err() {
@@ -43,5 +61,11 @@ pub(crate) async fn watch(url: &str) -> Result<mpsc::Receiver<AgentChange>> {
             }
         }
     });
-    Ok(rx)
+    rx
+}
+
+async fn listen(url: &str) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(AGENT_CHANNEL).await?;
+    Ok(listener)
 }

@@ -92,6 +92,30 @@ async fn a_revocation_on_one_hub_closes_the_session_held_by_another() {
         assert!(end.is_err(), "the replaced session must end");
         wait_sessions(&b, 0).await;
 
+        // The listening connections are cut (a database failover, a proxy timeout):
+        // the hubs listen again on new ones, and revocations still arrive.
+        a.raw_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let token = a.default_token().await;
+        let third = TestAgent::new("after-failover");
+        let opts = b.enroll_options(&third, Some(&token), None);
+        let id = muster_agent::enroll(&opts, &third.dir)
+            .await
+            .unwrap()
+            .agent_id;
+        let running = third.run();
+        wait_sessions(&b, 1).await;
+        a.admin().revoke_agent(&id).await.unwrap();
+        let end = running.ended(Duration::from_secs(1)).await;
+        assert!(
+            end.is_err(),
+            "the revoked session must end after the reconnect"
+        );
+
         b.stop().await;
         a.stop().await;
     }
