@@ -23,10 +23,9 @@
 //! refusal (a token's last uses, a rule's hourly allowance, an enrollment id used
 //! twice, a deadlock between hubs) rolls the whole group back, and its two halves are
 //! tried in turn, down to single enrollments where needed, so that each member gets
-//! exactly the answer it would have got alone. A
-//! database failure is different: the commit may have happened, so the members are
-//! not tried again but all get the error, and an agent's retry with its enrollment
-//! id finds out which it was.
+//! exactly the answer it would have got alone. A database failure is different: the
+//! commit may have happened, so the members are not tried again but all get the
+//! error, and an agent's retry with its enrollment id finds out which it was.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +119,9 @@ impl EnrollQueue {
     /// Queue `write` and wait until a commit (possibly another caller's) has
     /// answered it.
     pub(crate) async fn enroll(&self, write: &EnrollWrite) -> Result<AgentRecord> {
+        let Some(rt) = &self.thread.0 else {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        };
         let (reply, answer) = oneshot::channel();
         {
             let mut waiting = lock(&self.waiting);
@@ -141,9 +143,6 @@ impl EnrollQueue {
         // Its own task: a client that hangs up must not cancel a commit that other
         // enrollments wait on. Every caller starts one; a task that finds the queue
         // already drained by an earlier one ends at once.
-        let Some(rt) = &self.thread.0 else {
-            return Err(StoreError::Database(sqlx::Error::PoolClosed));
-        };
         rt.spawn(async move {
             let _turn = committer.lock().await;
             let group: Vec<Waiting> = {
