@@ -367,26 +367,32 @@ pub(crate) fn rows_sql((head, row): RowsInsert, n: usize) -> String {
 
 pub(crate) fn bind_new_agents<'q>(mut q: AnyQuery<'q>, writes: &[&EnrollWrite]) -> AnyQuery<'q> {
     for w in writes {
-        let f = &w.facts;
-        q = q
-            .bind(&w.agent_id)
-            .bind(&w.name)
-            .bind(&f.hostname)
-            .bind(&f.ip)
-            .bind(&f.os_info)
-            .bind(&f.arch)
-            .bind(&f.agent_version)
-            .bind(json(&f.labels))
-            .bind(json(&f.packs))
-            .bind(json(&f.interfaces))
-            .bind(&w.creds.key_hash)
-            .bind(&w.creds.cert_serial)
-            .bind(&w.creds.cert_pubkey)
-            .bind(w.creds.cert_expires_at)
-            .bind(w.now)
-            .bind(w.now);
+        // The row's fifteen, then `updated_at` (the same time as `enrolled_at`).
+        q = bind_agent_write(q, w).bind(w.now);
     }
     q
+}
+
+/// What an enrollment writes to its agent's row, in the order both the new-agent
+/// `INSERT` and the replacing `UPDATE` take it: id, name, the facts, the credentials,
+/// the time.
+fn bind_agent_write<'q>(q: AnyQuery<'q>, w: &EnrollWrite) -> AnyQuery<'q> {
+    let f = &w.facts;
+    q.bind(&w.agent_id)
+        .bind(&w.name)
+        .bind(&f.hostname)
+        .bind(&f.ip)
+        .bind(&f.os_info)
+        .bind(&f.arch)
+        .bind(&f.agent_version)
+        .bind(json(&f.labels))
+        .bind(json(&f.packs))
+        .bind(json(&f.interfaces))
+        .bind(&w.creds.key_hash)
+        .bind(&w.creds.cert_serial)
+        .bind(&w.creds.cert_pubkey)
+        .bind(w.creds.cert_expires_at)
+        .bind(w.now)
 }
 
 fn bind_audit_entry<'q>(q: AnyQuery<'q>, e: &AuditEntry) -> AnyQuery<'q> {
@@ -515,30 +521,17 @@ pub(crate) async fn replace_agent(
     tx: &mut Transaction<'static, Any>,
     w: &EnrollWrite,
 ) -> Result<AgentRecord> {
-    let f = &w.facts;
-    let row = sqlx::query(concat!(
-        "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
+    let row = bind_agent_write(
+        sqlx::query(concat!(
+            "UPDATE agents SET name = $2, hostname = $3, ip = $4, os_info = $5, arch = $6, \
          agent_version = $7, labels = $8, packs = $9, interfaces = $10, key_hash = $11, \
          cert_serial = $12, cert_pubkey = $13, cert_expires_at = $14, \
          generation = generation + 1, updated_at = $15 \
          WHERE id = $1 AND state = 'active' RETURNING ",
-        agent_columns!()
-    ))
-    .bind(&w.agent_id)
-    .bind(&w.name)
-    .bind(&f.hostname)
-    .bind(&f.ip)
-    .bind(&f.os_info)
-    .bind(&f.arch)
-    .bind(&f.agent_version)
-    .bind(json(&f.labels))
-    .bind(json(&f.packs))
-    .bind(json(&f.interfaces))
-    .bind(&w.creds.key_hash)
-    .bind(&w.creds.cert_serial)
-    .bind(&w.creds.cert_pubkey)
-    .bind(w.creds.cert_expires_at)
-    .bind(w.now)
+            agent_columns!()
+        )),
+        w,
+    )
     .fetch_optional(&mut **tx)
     .await
     .map_err(name_taken)?;
