@@ -57,6 +57,20 @@ impl ApiFailure {
     }
 }
 
+impl ApiFailure {
+    /// 429 for an enrollment burst beyond what the hub takes at once: come back at a
+    /// random moment in the next few seconds, so the burst spreads out.
+    pub fn busy() -> Self {
+        let mut busy = ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            "the hub is busy enrolling other machines; retry shortly",
+        );
+        busy.retry_after = Some(rand::random_range(1..=5));
+        busy
+    }
+}
+
 impl From<StoreError> for ApiFailure {
     fn from(e: StoreError) -> Self {
         match e {
@@ -89,6 +103,7 @@ impl From<StoreError> for ApiFailure {
                 f
             }
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
+            StoreError::Busy => ApiFailure::busy(),
             ref err if err.is_unavailable() => {
                 tracing::error!(error = %err, "database unavailable");
                 let mut f = ApiFailure::new(

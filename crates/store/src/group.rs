@@ -126,8 +126,7 @@ impl EnrollQueue {
         {
             let mut waiting = lock(&self.waiting);
             if waiting.len() >= MAX_WAITING {
-                // Answered as "unavailable, retry later".
-                return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+                return Err(StoreError::Busy);
             }
             waiting.push(Waiting {
                 write: write.clone(),

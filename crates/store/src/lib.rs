@@ -38,6 +38,9 @@ pub enum StoreError {
     /// Another live agent already holds the name.
     #[error("the name is in use by another agent")]
     NameInUse,
+    /// Too many enrollments are waiting to be committed: retry shortly.
+    #[error("too many enrollments are waiting to be committed")]
+    Busy,
     /// The record the operation targets does not exist or is no longer live.
     #[error("not found")]
     NotFound,

@@ -129,13 +129,7 @@ pub async fn enroll(
     // random moment, instead of queueing without limit.
     let Ok(_slot) = state.enroll_slots.try_acquire() else {
         Metrics::inc(&state.metrics.enrollments_throttled);
-        let mut busy = ApiFailure::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::RATE_LIMITED,
-            "the hub is busy enrolling other machines; retry shortly",
-        );
-        busy.retry_after = Some(rand::random_range(1..=5));
-        return Err(busy);
+        return Err(ApiFailure::busy());
     };
     let result = enroll_inner(state, source, bearer, req, true).await;
     match &result {
