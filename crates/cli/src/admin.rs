@@ -140,17 +140,15 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Keys with role, scope, expiry and last use (never their values).
     List {
         #[arg(long)]
         json: bool,
     },
     /// Replace a key's value; the old value stops working at once.
-    Rotate {
-        id: String,
-    },
-    Revoke {
-        id: String,
-    },
+    Rotate { id: String },
+    /// Revoke a key; it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]

@@ -112,9 +112,12 @@ struct HubArgs {
     /// URL agents are told to use, e.g. https://hub.example.com:8443.
     #[arg(long, env = "MUSTER_ADVERTISE_URL")]
     advertise_url: Option<String>,
-    /// Serve this certificate chain (PEM) instead of one issued by the hub's CA.
+    /// Serve this certificate chain (PEM), e.g. a publicly trusted one, to browsers and
+    /// other clients; Muster's agent and CLI still get the hub CA's certificate, so
+    /// token pins keep working.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; checked against it at start.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
