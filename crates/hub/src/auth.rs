@@ -1,5 +1,6 @@
-//! Who is calling: bearer credentials resolved to a [`Principal`], and the role each
-//! group of routes requires.
+//! Who is calling: bearer credentials and login cookies resolved to a [`Principal`],
+//! checked against the role each group of routes requires; API-key use is noted
+//! here (in memory) and written in batches.
 //!
 //! The role a route needs is declared once, where the router is built (`api.rs`),
 //! by the middleware layered on its group; handlers read the resulting `Principal`
@@ -8,46 +9,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use muster_proto::{AGENT_KEY_PREFIX, API_KEY_PREFIX, codes};
-use muster_store::{AgentRecord, AgentState, ApiKeyRecord};
+use muster_store::{AgentRecord, AgentState, ApiKeyRecord, UserRecord};
 
+use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
-use crate::state::{AppState, now_ms};
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub enum Principal {
-    Admin(ApiKeyRecord),
-    Member(ApiKeyRecord),
-    Agent(Box<AgentRecord>),
-    /// A dashboard user, by login session cookie.
-    User(Box<muster_store::UserRecord>),
-}
-
-impl Principal {
-    /// How the audit log names this caller.
-    pub fn actor(&self) -> String {
-        match self {
-            Principal::Admin(k) | Principal::Member(k) => format!("key:{}", k.id),
-            Principal::Agent(a) => format!("agent:{}", a.id),
-            Principal::User(u) => format!("user:{}", u.name),
-        }
-    }
-}
-
-/// The roles routes can require, from least to most privileged for API keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// An enrolled, live agent presenting its agent key.
-    Agent,
-    /// A member or admin API key.
-    Member,
-    /// An admin API key.
-    Admin,
-}
+use crate::principal::{Principal, Role};
+use crate::state::AppState;
 
 /// The bearer value of `Authorization`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -125,7 +96,7 @@ async fn authenticate(
     // People in a browser: the session cookie, for API-key routes only.
     if bearer(headers).is_none()
         && role != Role::Agent
-        && let Some(cookie) = crate::users::session_cookie(headers)
+        && let Some(cookie) = session_cookie(headers)
     {
         // SameSite=Strict already keeps the cookie off cross-site requests; a custom
         // header, which cross-site forms cannot send, makes changes doubly sure.
@@ -137,7 +108,7 @@ async fn authenticate(
                 "changes made with a login session need the X-Muster-CSRF header",
             ));
         }
-        let user = crate::users::user_for_cookie(state, cookie).await?;
+        let user = user_for_cookie(state, cookie).await?;
         return match (user.role.as_str(), role) {
             ("admin", _) | ("member", Role::Member) => Ok(Principal::User(Box::new(user))),
             _ => Err(ApiFailure::forbidden(
@@ -169,7 +140,7 @@ async fn authenticate(
         }
         Role::Member | Role::Admin => {
             let key = api_key(state, value).await?;
-            crate::keys::note_use(state, &key);
+            note_key_use(state, &key);
             match (key.role.as_str(), role) {
                 ("admin", _) => Ok(Principal::Admin(key)),
                 ("member", Role::Member) => Ok(Principal::Member(key)),
@@ -191,4 +162,58 @@ pub async fn require(
     let principal = authenticate(&state, request.headers(), request.method(), role).await?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// The login session cookie's name.
+pub const COOKIE: &str = "muster_session";
+
+/// The session cookie's value, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// The live, enabled user behind a session cookie: checked at every request, so a
+/// disabled user is refused at once.
+pub async fn user_for_cookie(state: &AppState, value: &str) -> ApiResult<UserRecord> {
+    let now = now_ms();
+    let user = by_hash(state, value, |h| async move {
+        state.store.find_user_session(&h, now).await
+    })
+    .await?
+    .filter(|u| u.disabled_at.is_none());
+    user.ok_or_else(|| {
+        ApiFailure::unauthorized(
+            codes::UNAUTHORIZED,
+            "the login session is not valid; log in again",
+        )
+    })
+}
+
+/// Remember that a key was used; written by the flush task. Returns quickly: one
+/// map lookup, no I/O.
+pub fn note_key_use(state: &AppState, key: &ApiKeyRecord) {
+    let now = now_ms();
+    if key.last_used_at.is_some_and(|t| now - t < 60_000) {
+        return;
+    }
+    let mut used = state.key_use.lock().unwrap_or_else(|p| p.into_inner());
+    used.insert(key.id.clone(), now);
+}
+
+/// Write the gathered key uses (called by the `last_seen` flush task).
+pub async fn flush_key_use(state: &AppState) {
+    let batch: Vec<(String, i64)> =
+        std::mem::take(&mut *state.key_use.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect();
+    if !batch.is_empty()
+        && let Err(e) = state.store.record_key_use(&batch).await
+    {
+        tracing::warn!(error = %e, "could not record API key use");
+    }
 }

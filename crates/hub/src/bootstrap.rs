@@ -11,11 +11,13 @@ use std::sync::Arc;
 use muster_ca::Authority;
 use muster_files::{PRIVATE, PUBLIC, create_private_dir_all, write_atomic_path};
 use muster_proto::API_KEY_PREFIX;
-use muster_store::{ApiKeyRecord, AuditEntry, SqlStore, Store};
+use muster_store::{ApiKeyRecord, SqlStore, Store};
 use serde::Serialize;
 
+use crate::audit::{self, AuditExt};
+use crate::clock::now_ms;
 use crate::secrets::{Keys, SECRET_CHECK_KEY, display_prefix, generate_hub_secret, random_body};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::{HubError, HubOptions, redact_url};
 
 pub const INITIAL_ADMIN_KEY_FILE: &str = "initial-admin-key";
@@ -181,15 +183,9 @@ async fn ensure_initial_admin_key(
         created_at: now,
         last_used_at: None,
     };
-    let audit = AuditEntry {
-        at: now,
-        actor: "hub".to_owned(),
-        action: "key.created".to_owned(),
-        target: format!("key:{}", record.id),
-        source: "local".to_owned(),
-        outcome: "ok".to_owned(),
-        details: serde_json::json!({"name": record.name, "role": record.role}).to_string(),
-    };
+    let audit = audit::by_hub("key.created", format!("key:{}", record.id))
+        .at(now)
+        .details(serde_json::json!({"name": record.name, "role": record.role}));
     store.create_api_key(&record, Some(&audit)).await?;
     store
         .init_meta(&[(ADMIN_KEY_META, record.id.clone())])
@@ -240,7 +236,7 @@ pub async fn ensure_admin_user(
         role: "admin".to_owned(),
         password: password.to_owned(),
     };
-    crate::users::add_user(
+    crate::accounts::add_user(
         state,
         req,
         "hub".to_owned(),
@@ -331,15 +327,7 @@ pub async fn rotate_secret(
         write_atomic_path(&staged, format!("{new_secret}\n").as_bytes(), PRIVATE)
             .map_err(io("write", &staged))?;
     }
-    let audit = AuditEntry {
-        at: now_ms(),
-        actor: "hub".to_owned(),
-        action: "hub.secret_rotated".to_owned(),
-        target: "hub".to_owned(),
-        source: "local".to_owned(),
-        outcome: "ok".to_owned(),
-        details: "{}".to_owned(),
-    };
+    let audit = audit::by_hub("hub.secret_rotated", "hub");
     let signed = store
         .rotate_secret(
             &[

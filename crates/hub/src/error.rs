@@ -46,6 +46,18 @@ impl ApiFailure {
         Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
+    /// 413: the body is over the hub's limit.
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than {} KiB",
+                muster_proto::MAX_BODY_BYTES / 1024
+            ),
+        )
+    }
+
     /// A failure whose detail must stay in the hub's log.
     pub fn internal(context: &str, detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(%detail, "{context}");

@@ -6,19 +6,30 @@
 //! [`Hub::serve`] then runs until the shutdown future completes. Nothing is global,
 //! so tests run many hubs in one process.
 
+// Modules from the bottom of the import graph up: each imports only modules listed
+// above it (see docs/ARCHITECTURE.md, "Inside the hub").
+mod accounts;
 mod api;
+mod audit;
 mod auth;
 mod bootstrap;
+mod clock;
+mod clones;
 mod enroll;
 mod error;
-mod keys;
-mod renew;
+mod extract;
+mod handlers;
+mod metrics;
+mod principal;
+mod registry;
 mod rules;
 pub mod secrets;
 mod sessions;
 mod state;
+mod throttle;
 mod tls;
-mod users;
+mod token_cache;
+mod validate;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -27,9 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::route_table;
-pub use auth::Role;
 pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE, rotate_secret};
 use muster_ca::CaHash;
+pub use principal::Role;
 use state::AppState;
 
 /// How an operator configured this hub (`muster hub` flags and environment).

@@ -6,6 +6,7 @@ use muster_proto::codes;
 use muster_store::ApiKeyRecord;
 
 use super::{Context, Grant, Method};
+use crate::auth::api_key;
 use crate::error::{ApiFailure, ApiResult};
 use crate::state::AppState;
 
@@ -15,7 +16,7 @@ pub struct ApiKeyMethod {
 
 impl ApiKeyMethod {
     pub async fn lookup(state: &AppState, value: &str) -> ApiResult<Self> {
-        let key = crate::auth::api_key(state, value).await?;
+        let key = api_key(state, value).await?;
         Ok(ApiKeyMethod { key })
     }
 }

@@ -11,11 +11,15 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use muster_proto::{EnrollRequest, HostFacts, PendingResponse, codes};
-use muster_store::{AuditEntry, PendingRecord};
+use muster_store::PendingRecord;
 
 use super::{Context, Grant, Method};
+use crate::audit::{self, AuditExt};
+use crate::auth::by_hash;
+use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
+use crate::validate::csr_key;
 
 /// How often a waiting agent is told to ask again.
 pub const POLL_AFTER_S: u64 = 5;
@@ -64,7 +68,7 @@ pub async fn lookup(state: &AppState, source: IpAddr, req: &EnrollRequest) -> Ap
             "an enrollment without a credential needs an enrollment_id (muster enroll sends one)",
         ));
     };
-    let key = super::csr_key(&req.csr_pem)?;
+    let key = csr_key(&req.csr_pem)?;
     let facts = HostFacts {
         hostname: req.hostname.clone(),
         os_info: req.os_info.clone(),
@@ -107,7 +111,7 @@ pub async fn queue(
     key: &str,
 ) -> ApiResult<PendingRecord> {
     let secret_hash = state.keys.hash_secret(secret);
-    if let Some(existing) = crate::auth::by_hash(state, secret, |h| async move {
+    if let Some(existing) = by_hash(state, secret, |h| async move {
         state.store.find_request_by_secret(&h).await
     })
     .await?
@@ -132,15 +136,14 @@ pub async fn queue(
         decided_at: None,
         decided_by: None,
     };
-    let audit = AuditEntry {
-        at: now,
-        actor: agent_id.map_or_else(|| "anonymous".to_owned(), |a| format!("agent:{a}")),
-        action: format!("{kind}.queued"),
-        target: format!("request:{}", record.id),
-        source: source.to_string(),
-        outcome: "ok".to_owned(),
-        details: serde_json::json!({"name": name, "hostname": facts.hostname}).to_string(),
-    };
+    let audit = audit::entry(
+        agent_id.map_or_else(|| "anonymous".to_owned(), |a| format!("agent:{a}")),
+        format!("{kind}.queued"),
+        format!("request:{}", record.id),
+        source,
+    )
+    .at(now)
+    .details(serde_json::json!({"name": name, "hostname": facts.hostname}));
     let stored = state.store.queue_request(&record, &audit).await?;
     if stored.id == record.id {
         tracing::info!(request_id = %record.id, kind, hostname = %facts.hostname, %source, "request queued for approval");

@@ -7,6 +7,7 @@ use muster_proto::codes;
 use muster_store::{AgentRecord, AgentState};
 
 use super::{Context, Grant, Method};
+use crate::auth::agent_by_key;
 use crate::error::{ApiFailure, ApiResult};
 use crate::state::AppState;
 
@@ -16,7 +17,7 @@ pub struct ExistingMethod {
 
 impl ExistingMethod {
     pub async fn lookup(state: &AppState, value: &str) -> ApiResult<Self> {
-        match crate::auth::agent_by_key(state, value).await? {
+        match agent_by_key(state, value).await? {
             Some(agent) if agent.state == AgentState::Active => Ok(ExistingMethod { agent }),
             Some(_) => Err(ApiFailure::forbidden(
                 codes::AGENT_REVOKED,

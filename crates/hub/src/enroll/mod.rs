@@ -11,8 +11,6 @@ mod api_key;
 pub mod approval;
 mod existing;
 mod token;
-
-pub use token::TokenCache;
 mod trust_rule;
 
 use std::collections::BTreeMap;
@@ -21,17 +19,21 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use muster_proto::{
-    AGENT_KEY_PREFIX, API_KEY_PREFIX, EnrollRequest, EnrollResponse, MAX_NAME_LEN, PendingResponse,
-    TOKEN_PREFIX, codes,
+    AGENT_KEY_PREFIX, API_KEY_PREFIX, EnrollRequest, EnrollResponse, PendingResponse, TOKEN_PREFIX,
+    codes,
 };
 use muster_store::{
-    AgentFacts, AgentRecord, AgentState, AuditEntry, EnrollMode, EnrollWrite, EnrollmentRecord,
+    AgentFacts, AgentRecord, AgentState, EnrollMode, EnrollWrite, EnrollmentRecord,
     IssuedCredentials, StoreError,
 };
 
+use crate::audit::{self, AuditExt};
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
+use crate::metrics::Metrics;
 use crate::secrets::random_body;
-use crate::state::{AppState, Metrics, now_ms, rfc3339};
+use crate::state::AppState;
+use crate::validate::{check_label, check_text};
 
 /// How long a completed enrollment can be retried with the same id.
 const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -106,16 +108,6 @@ pub enum Answer {
     Issued(StatusCode, EnrollResponse),
     /// 202: waiting in the approval queue.
     Pending(PendingResponse),
-}
-
-/// SHA-256 of a CSR's public key, after checking the CSR (400 `invalid_csr`).
-pub fn csr_key(csr_pem: &str) -> ApiResult<String> {
-    muster_ca::csr_public_key_sha256(csr_pem).map_err(|e| match e {
-        muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
-            ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
-        }
-        other => ApiFailure::internal("reading a CSR failed", &other),
-    })
 }
 
 /// Handle one `POST /api/v1/enroll`.
@@ -349,15 +341,14 @@ fn enroll_write(
             created: target.mode == EnrollMode::New,
             created_at: now,
         }),
-        audit: AuditEntry {
-            at: now,
-            actor: grant.credential.clone(),
-            action: target.action.to_owned(),
-            target: format!("agent:{agent_id}"),
-            source: source.to_string(),
-            outcome: "ok".to_owned(),
-            details: serde_json::json!({"name": name, "hostname": req.hostname}).to_string(),
-        },
+        audit: audit::entry(
+            grant.credential.clone(),
+            target.action,
+            format!("agent:{agent_id}"),
+            source,
+        )
+        .at(now)
+        .details(serde_json::json!({"name": name, "hostname": req.hostname})),
         now,
     };
     Ok(Attempt { write, issued })
@@ -453,15 +444,14 @@ async fn retry(
         consume_rule: None,
         complete_request: None,
         enrollment: None,
-        audit: AuditEntry {
-            at: now,
-            actor: prior.credential.clone(),
-            action: "agent.enrollment_retried".to_owned(),
-            target: format!("agent:{}", agent.id),
-            source: source.to_string(),
-            outcome: "ok".to_owned(),
-            details: serde_json::json!({"enrollment_id": prior.enrollment_id}).to_string(),
-        },
+        audit: audit::entry(
+            prior.credential.clone(),
+            "agent.enrollment_retried",
+            format!("agent:{}", agent.id),
+            source,
+        )
+        .at(now)
+        .details(serde_json::json!({"enrollment_id": prior.enrollment_id})),
         now,
     };
     let agent = state.store.enroll(&write).await?;
@@ -589,43 +579,4 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
         ));
     }
     Ok(())
-}
-
-/// Names, hostnames and facts: bounded, printable, no surrounding space.
-pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()> {
-    if value.is_empty() {
-        return if may_be_empty {
-            Ok(())
-        } else {
-            Err(ApiFailure::bad_request(format!(
-                "{field} must not be empty"
-            )))
-        };
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(ApiFailure::bad_request(format!(
-            "{field} is longer than {MAX_NAME_LEN} bytes"
-        )));
-    }
-    if value.chars().any(char::is_control) || value.trim() != value {
-        return Err(ApiFailure::bad_request(format!(
-            "{field} must be printable text without surrounding spaces"
-        )));
-    }
-    Ok(())
-}
-
-/// Label keys are identifiers (`[A-Za-z0-9._/-]`, up to 63); values are short text.
-pub fn check_label(key: &str, value: &str) -> ApiResult<()> {
-    let key_ok = !key.is_empty()
-        && key.len() <= 63
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
-    if !key_ok {
-        return Err(ApiFailure::bad_request(format!(
-            "label key {key:?} must be 1 to 63 characters of [A-Za-z0-9._/-]"
-        )));
-    }
-    check_text("label value", value, true)
 }

@@ -1,4 +1,5 @@
-//! Certificate renewal and clone detection (SPEC §9).
+//! `POST /api/v1/agent/renew`: certificate renewal and the clone detection it does
+//! (SPEC §9).
 //!
 //! Every renewal advances the agent's generation; the agent stores it and presents
 //! it in `hello` and at the next renewal. A copy of a config dir on a second machine
@@ -10,74 +11,23 @@
 //! with the key pair it generated for it, which no copy can hold, and gets its
 //! certificate again without the generation advancing.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use axum_server::tls::TlsInfo;
 use muster_proto::{HostFacts, RenewRequest, RenewResponse, codes};
-use muster_store::{AgentRecord, AuditEntry, CloneEvent, RenewWrite, StoreError};
+use muster_store::{AgentRecord, RenewWrite, StoreError};
 
-use crate::api::{ApiJson, calling_agent, check_agent_cert};
-use crate::auth::Principal;
+use crate::audit::{self, AuditExt};
+use crate::clock::{now_ms, rfc3339};
+use crate::clones::{cloned_refusal, mark_cloned};
 use crate::enroll::approval;
 use crate::error::{ApiFailure, ApiResult};
-use crate::state::{AppState, now_ms, rfc3339};
-
-pub fn cloned_refusal() -> ApiFailure {
-    ApiFailure::forbidden(
-        codes::AGENT_CLONED,
-        "two machines were caught using this identity; an admin must revoke it and re-enroll the machines",
-    )
-}
-
-/// Lock `agent` as cloned: evidence, audit, and the live session closed.
-pub async fn mark_cloned(
-    state: &AppState,
-    agent: &AgentRecord,
-    source: IpAddr,
-    presented: i64,
-    via: &str,
-) -> ApiFailure {
-    let now = now_ms();
-    let event = CloneEvent {
-        agent_id: agent.id.clone(),
-        at: now,
-        source: source.to_string(),
-        presented,
-        expected: agent.generation,
-        via: via.to_owned(),
-    };
-    let audit = AuditEntry {
-        at: now,
-        actor: format!("agent:{}", agent.id),
-        action: "agent.cloned".to_owned(),
-        target: format!("agent:{}", agent.id),
-        source: source.to_string(),
-        outcome: "denied".to_owned(),
-        details: serde_json::json!({
-            "presented_generation": presented, "expected_generation": agent.generation, "via": via,
-        })
-        .to_string(),
-    };
-    match state.store.mark_cloned(&event, &audit).await {
-        Ok(_) => {
-            tracing::warn!(
-                agent_id = %agent.id, %source, presented, expected = agent.generation, via,
-                "CLONED IDENTITY: a stale credential generation was presented; the agent is locked"
-            );
-            state.sessions.kick(
-                &agent.id,
-                "this identity is in use on two machines; an admin must resolve it",
-            );
-            cloned_refusal()
-        }
-        Err(e) => e.into(),
-    }
-}
+use crate::extract::{ApiJson, CallingAgent, check_agent_cert};
+use crate::state::AppState;
+use crate::validate::csr_key;
 
 /// Without a client certificate, a renewal must carry the agent's expired current
 /// certificate and a signature by its key, within the grace window after expiry.
@@ -133,13 +83,16 @@ fn check_expired_proof(
 /// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
 pub async fn renew(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    tls: Option<Extension<Arc<TlsInfo>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    calling: CallingAgent,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> ApiResult<Response> {
-    let agent = calling_agent(principal)?;
-    let past_grace = match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
+    let CallingAgent {
+        agent,
+        cert,
+        caller,
+    } = calling;
+    let source = caller.source;
+    let past_grace = match &cert {
         Some(cert) => {
             check_agent_cert(&agent, cert)?;
             false
@@ -156,7 +109,7 @@ pub async fn renew(
     // request, bound to the new key the agent proved it holds.
     let mut complete_request = None;
     if past_grace {
-        let key = crate::enroll::csr_key(&req.csr_pem)?;
+        let key = csr_key(&req.csr_pem)?;
         let facts = HostFacts {
             hostname: agent.facts.hostname.clone(),
             os_info: agent.facts.os_info.clone(),
@@ -171,7 +124,7 @@ pub async fn renew(
             Some(&agent.id),
             &agent.name,
             &facts,
-            peer.ip(),
+            source,
             &secret,
             &key,
         )
@@ -194,7 +147,7 @@ pub async fn renew(
     let retry =
         req.generation + 1 == agent.generation && issued.public_key_sha256 == agent.cert_pubkey;
     if req.generation != agent.generation && !retry {
-        return Err(mark_cloned(&state, &agent, peer.ip(), req.generation, "renewal").await);
+        return Err(mark_cloned(&state, &agent, source, req.generation, "renewal").await);
     }
     let now = now_ms();
     let expires = (issued.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
@@ -206,23 +159,23 @@ pub async fn renew(
         cert_expires_at: expires,
         advance: !retry,
         complete_request,
-        audit: AuditEntry {
-            at: now,
-            actor: format!("agent:{}", agent.id),
-            action: "agent.renewed".to_owned(),
-            target: format!("agent:{}", agent.id),
-            source: peer.ip().to_string(),
-            outcome: "ok".to_owned(),
-            details: serde_json::json!({"generation": agent.generation + i64::from(!retry), "retry": retry})
-                .to_string(),
-        },
+        audit: audit::entry(
+            caller.actor(),
+            "agent.renewed",
+            format!("agent:{}", agent.id),
+            source,
+        )
+        .at(now)
+        .details(
+            serde_json::json!({"generation": agent.generation + i64::from(!retry), "retry": retry}),
+        ),
         now,
     };
     let renewed = match state.store.renew(&write).await {
         Ok(a) => a,
         // Another copy renewed between our read and our write: this one is stale.
         Err(StoreError::Conflict(_)) => {
-            return Err(mark_cloned(&state, &agent, peer.ip(), req.generation, "renewal").await);
+            return Err(mark_cloned(&state, &agent, source, req.generation, "renewal").await);
         }
         Err(e) => return Err(e.into()),
     };

@@ -1,23 +1,24 @@
 //! API keys (SPEC §11): created, listed, rotated (the old value dies at once) and
 //! revoked by admins; values shown once and stored as keyed hashes. `last_used_at`
-//! is recorded in memory and written in batches, at most once a minute per key.
+//! is recorded in memory and written in batches, at most once a minute per key
+//! (`auth.rs`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use muster_proto::{API_KEY_PREFIX, CreateKeyRequest, CreatedKey, KeyInfo, KeyList};
-use muster_store::{ApiKeyRecord, AuditEntry, KeyChange, StoreError};
+use muster_store::{ApiKeyRecord, KeyChange, StoreError};
 
-use crate::api::ApiJson;
-use crate::auth::Principal;
-use crate::enroll::check_text;
+use crate::audit::AuditExt;
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
+use crate::extract::{ApiJson, Caller};
 use crate::rules::parse_pattern;
 use crate::secrets::{display_prefix, random_body};
-use crate::state::{AppState, now_ms, rfc3339};
+use crate::state::AppState;
+use crate::validate::check_text;
 
 pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     let state = if k.revoked_at.is_some() {
@@ -41,28 +42,9 @@ pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     }
 }
 
-fn audit(
-    principal: &Principal,
-    peer: SocketAddr,
-    action: &str,
-    id: &str,
-    details: serde_json::Value,
-) -> AuditEntry {
-    AuditEntry {
-        at: now_ms(),
-        actor: principal.actor(),
-        action: action.to_owned(),
-        target: format!("key:{id}"),
-        source: peer.ip().to_string(),
-        outcome: "ok".to_owned(),
-        details: details.to_string(),
-    }
-}
-
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     check_text("name", &req.name, false)?;
@@ -96,13 +78,9 @@ pub async fn create(
         created_at: now,
         last_used_at: None,
     };
-    let entry = audit(
-        &principal,
-        peer,
-        "key.created",
-        &record.id,
-        serde_json::json!({"name": record.name, "role": record.role, "agents": record.agents_glob, "probes": record.probes}),
-    );
+    let entry = caller
+        .audit("key.created", format!("key:{}", record.id))
+        .details(serde_json::json!({"name": record.name, "role": record.role, "agents": record.agents_glob, "probes": record.probes}));
     state.store.create_api_key(&record, Some(&entry)).await?;
     Ok((
         StatusCode::CREATED,
@@ -130,8 +108,7 @@ fn not_found(id: &str) -> impl FnOnce(StoreError) -> ApiFailure + '_ {
 
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CreatedKey>> {
     let value = format!("{API_KEY_PREFIX}{}", random_body());
@@ -139,7 +116,7 @@ pub async fn rotate(
         hash: state.keys.hash_secret(&value),
         prefix: display_prefix(&value),
     };
-    let entry = audit(&principal, peer, "key.rotated", &id, serde_json::json!({}));
+    let entry = caller.audit("key.rotated", format!("key:{id}"));
     let key = state
         .store
         .change_api_key(&id, change, now_ms(), &entry)
@@ -153,39 +130,14 @@ pub async fn rotate(
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyInfo>> {
-    let entry = audit(&principal, peer, "key.revoked", &id, serde_json::json!({}));
+    let entry = caller.audit("key.revoked", format!("key:{id}"));
     let key = state
         .store
         .change_api_key(&id, KeyChange::Revoke, now_ms(), &entry)
         .await
         .map_err(not_found(&id))?;
     Ok(Json(info(&key, now_ms())))
-}
-
-/// Remember that a key was used; written by the flush task. Returns quickly: one
-/// map lookup, no I/O.
-pub fn note_use(state: &AppState, key: &ApiKeyRecord) {
-    let now = now_ms();
-    if key.last_used_at.is_some_and(|t| now - t < 60_000) {
-        return;
-    }
-    let mut used = state.key_use.lock().unwrap_or_else(|p| p.into_inner());
-    used.insert(key.id.clone(), now);
-}
-
-/// Write the gathered key uses.
-pub async fn flush(state: &AppState) {
-    let batch: Vec<(String, i64)> =
-        std::mem::take(&mut *state.key_use.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .collect();
-    if !batch.is_empty()
-        && let Err(e) = state.store.record_key_use(&batch).await
-    {
-        tracing::warn!(error = %e, "could not record API key use");
-    }
 }

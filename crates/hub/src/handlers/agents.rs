@@ -1,0 +1,230 @@
+//! The fleet as admins and members see it (SPEC §6): list (paged, scoped for
+//! members), show, revoke, remove; and how an agent record is rendered on the wire.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use muster_proto::{AgentInfo, AgentList, codes};
+use muster_store::{AgentEnd, AgentRecord, AgentState};
+
+use crate::audit::AuditExt;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::Caller;
+use crate::principal::Principal;
+use crate::rules::hostname_matches;
+use crate::state::AppState;
+
+pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
+    let status = match a.state {
+        AgentState::Active if a.cloned_at.is_some() => "cloned",
+        AgentState::Active => match state.sessions.health(&a.id) {
+            Some((muster_proto::AgentHealth::Ok, _)) => "online",
+            Some((muster_proto::AgentHealth::Degraded, _)) => "degraded",
+            None => "offline",
+        },
+        AgentState::Revoked => "revoked",
+        AgentState::Removed => "removed",
+    };
+    AgentInfo {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        hostname: a.facts.hostname.clone(),
+        status: status.to_owned(),
+        ip: a.facts.ip.clone(),
+        os_info: a.facts.os_info.clone(),
+        arch: a.facts.arch.clone(),
+        agent_version: a.facts.agent_version.clone(),
+        labels: a.facts.labels.clone(),
+        packs: a.facts.packs.clone(),
+        enrolled_at: rfc3339(a.enrolled_at),
+        last_seen_at: a.last_seen_at.map(rfc3339),
+        cert_expires_at: Some(rfc3339(a.cert_expires_at)),
+        interfaces: a.facts.interfaces.clone(),
+        generation: a.generation,
+        clone_events: Vec::new(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct PageQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// The fleet, a page at a time (default 100, at most 1,000), in name order. The
+/// cursor is the last agent's name and id; a member's scope filters as it goes.
+pub async fn list_agents(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<AgentList>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut position: Option<(String, String)> = match &q.after {
+        Some(cursor) => {
+            let raw = b64
+                .decode(cursor)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiFailure::bad_request("invalid page cursor"))?;
+            let (name, id) = raw
+                .split_once('\n')
+                .ok_or_else(|| ApiFailure::bad_request("invalid page cursor"))?;
+            Some((name.to_owned(), id.to_owned()))
+        }
+        None => None,
+    };
+    let mut page = Vec::new();
+    let mut more = false;
+    loop {
+        let batch = state
+            .store
+            .list_agents_page(
+                position.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                limit + 1,
+            )
+            .await?;
+        let exhausted = batch.len() as i64 <= limit;
+        for a in &batch {
+            if page.len() as i64 == limit {
+                more = true;
+                break;
+            }
+            position = Some((a.name.clone(), a.id.clone()));
+            if visible(&principal, a) {
+                page.push(agent_info(a, &state));
+            }
+        }
+        if more || exhausted {
+            break;
+        }
+    }
+    let next = more
+        .then(|| position.map(|(n, i)| b64.encode(format!("{n}\n{i}"))))
+        .flatten();
+    Ok(Json(AgentList { agents: page, next }))
+}
+
+/// Whether a member key's `--agents` glob lets it see this agent (admins see all).
+fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
+    match principal {
+        Principal::Member(key) => key
+            .agents_glob
+            .as_deref()
+            .is_none_or(|glob| hostname_matches(glob, &agent.name)),
+        _ => true,
+    }
+}
+
+/// An agent by UUID, or by the name of a live agent.
+pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRecord> {
+    let by_id = if uuid::Uuid::parse_str(id_or_name).is_ok() {
+        state.store.get_agent(id_or_name).await?
+    } else {
+        None
+    };
+    let found = match by_id {
+        Some(a) => Some(a),
+        None => state.store.find_live_agent_by_name(id_or_name).await?,
+    };
+    found.ok_or_else(|| ApiFailure::not_found(format!("no agent {id_or_name:?}")))
+}
+
+pub async fn show_agent(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    let agent = find_agent(&state, &id).await?;
+    // Outside a member's scope looks the same as absent: no existence leaks.
+    if agent.state == AgentState::Removed || !visible(&principal, &agent) {
+        return Err(ApiFailure::not_found(format!("no agent {id:?}")));
+    }
+    let mut info = agent_info(&agent, &state);
+    if agent.cloned_at.is_some() {
+        info.clone_events = state
+            .store
+            .clone_events(&agent.id)
+            .await?
+            .into_iter()
+            .map(|e| muster_proto::CloneEventInfo {
+                at: rfc3339(e.at),
+                source: e.source,
+                presented_generation: e.presented,
+                expected_generation: e.expected,
+                via: e.via,
+            })
+            .collect();
+    }
+    Ok(Json(info))
+}
+
+async fn end_agent(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    end: AgentEnd,
+) -> ApiResult<Json<AgentInfo>> {
+    let action = match end {
+        AgentEnd::Revoke => "agent.revoked",
+        AgentEnd::Remove => "agent.removed",
+    };
+    end_agent_as(state, caller, id, end, action).await
+}
+
+/// End `id`'s credentials (revoke or remove) as `action`, and close its session.
+pub async fn end_agent_as(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    end: AgentEnd,
+    action: &'static str,
+) -> ApiResult<Json<AgentInfo>> {
+    let agent = find_agent(state, id).await?;
+    let now = now_ms();
+    let audit = caller
+        .audit(action, format!("agent:{}", agent.id))
+        .at(now)
+        .details(serde_json::json!({"name": agent.name}));
+    let ended = state
+        .store
+        .end_agent(&agent.id, end, now, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => ApiFailure::new(
+                StatusCode::CONFLICT,
+                codes::CONFLICT,
+                format!("agent {id:?} is already {}", agent.state.as_str()),
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(agent_id = %ended.id, action, "agent credentials ended");
+    state.sessions.kick(
+        &ended.id,
+        match end {
+            AgentEnd::Revoke => "the agent was revoked by an admin",
+            AgentEnd::Remove => "the agent was removed by an admin",
+        },
+    );
+    Ok(Json(agent_info(&ended, state)))
+}
+
+pub async fn revoke_agent(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    end_agent(&state, &caller, &id, AgentEnd::Revoke).await
+}
+
+pub async fn remove_agent(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentInfo>> {
+    end_agent(&state, &caller, &id, AgentEnd::Remove).await
+}

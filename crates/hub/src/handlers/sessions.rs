@@ -1,0 +1,35 @@
+//! `GET /api/v1/agent/session`: the upgrade to the agent's live WebSocket (SPEC §9).
+//! The session itself runs in `crate::sessions`.
+
+use std::sync::Arc;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+
+use crate::clones::cloned_refusal;
+use crate::error::ApiResult;
+use crate::extract::CallingAgent;
+use crate::state::AppState;
+
+/// Needs both the agent key (checked by the route's role) and the agent's client
+/// certificate. Buffers are small and frames bounded: an idle session must cost
+/// kilobytes, not the 128 KiB tungstenite reads by default.
+pub async fn agent_session(
+    State(state): State<Arc<AppState>>,
+    calling: CallingAgent,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    calling.require_cert("a session needs the agent's client certificate")?;
+    if calling.agent.cloned_at.is_some() {
+        return Err(cloned_refusal());
+    }
+    let (agent, source) = (calling.agent, calling.caller.source);
+    let frame = 64 * 1024;
+    Ok(ws
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_write_buffer_size(2 * frame)
+        .max_message_size(frame)
+        .max_frame_size(frame)
+        .on_upgrade(move |socket| crate::sessions::run(state, agent, source, socket)))
+}

@@ -1,0 +1,61 @@
+//! The hub's own routes: liveness, readiness, metrics, the CA certificate, and
+//! `whoami` for any API caller.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use muster_proto::{CaResponse, Health, codes};
+
+use crate::error::{ApiFailure, ApiResult};
+use crate::principal::Principal;
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            "database unreachable",
+        )
+    })?;
+    Ok(Json(Health {
+        status: "ready".to_owned(),
+    }))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state
+            .metrics
+            .render(&state.sessions, state.store.enroll_commits()),
+    )
+}
+
+pub async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {
+    Json(CaResponse {
+        ca_pem: state.ca.cert_pem().to_owned(),
+        ca_hash: state.ca_hash.to_string(),
+    })
+}
+
+pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(match principal {
+        Principal::Admin(k) | Principal::Member(k) => {
+            serde_json::json!({"kind": "api_key", "id": k.id, "name": k.name, "role": k.role})
+        }
+        Principal::Agent(a) => serde_json::json!({"kind": "agent", "id": a.id}),
+        Principal::User(u) => serde_json::json!({"kind": "user", "name": u.name, "role": u.role}),
+    })
+}

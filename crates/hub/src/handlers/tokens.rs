@@ -1,0 +1,149 @@
+//! Enrollment tokens (SPEC §4): create (the value shown once, with the ready-to-paste
+//! enroll command), list, revoke.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use muster_proto::{CreateTokenRequest, CreateTokenResponse, TOKEN_PREFIX, TokenInfo, TokenList};
+use muster_store::TokenRecord;
+
+use crate::audit::AuditExt;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::{ApiJson, Caller};
+use crate::rules::{parse_cidr, parse_pattern};
+use crate::secrets::{display_prefix, random_body};
+use crate::state::AppState;
+use crate::validate::{check_label, check_text};
+
+/// Longest token lifetime: ten years, beyond which `--no-expiry` says it better.
+const MAX_TTL_S: u64 = 10 * 365 * 24 * 3600;
+
+fn token_info(t: &TokenRecord, now: i64) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        prefix: t.prefix.clone(),
+        description: t.description.clone(),
+        uses: t.uses.max(0) as u32,
+        max_uses: t.max_uses.map(|m| m.max(0) as u32),
+        expires_at: t.expires_at.map(rfc3339),
+        state: t.state(now).as_str().to_owned(),
+        pattern: t.pattern.clone(),
+        cidrs: t.cidrs.clone(),
+        labels: t.labels.clone(),
+        allow_replace: t.allow_replace,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+pub async fn create_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
+    if req.max_uses == Some(0) {
+        return Err(ApiFailure::bad_request("max_uses must be at least 1"));
+    }
+    if let Some(ttl) = req.ttl_s
+        && (ttl == 0 || ttl > MAX_TTL_S)
+    {
+        return Err(ApiFailure::bad_request(
+            "ttl must be between 1 second and 10 years (or use no expiry)",
+        ));
+    }
+    if let Some(p) = &req.pattern {
+        check_text("pattern", p, false)?;
+        parse_pattern(p).map_err(ApiFailure::bad_request)?;
+    }
+    if req.cidrs.len() > 64 {
+        return Err(ApiFailure::bad_request("at most 64 CIDRs per token"));
+    }
+    let cidrs = req
+        .cidrs
+        .iter()
+        .map(|c| parse_cidr(c).map(|n| n.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiFailure::bad_request)?;
+    if req.labels.len() > 64 {
+        return Err(ApiFailure::bad_request("at most 64 labels per token"));
+    }
+    for (k, v) in &req.labels {
+        check_label(k, v)?;
+    }
+    if let Some(d) = &req.description
+        && (d.len() > 1024 || d.chars().any(char::is_control))
+    {
+        return Err(ApiFailure::bad_request(
+            "description must be printable text of at most 1024 bytes",
+        ));
+    }
+
+    let now = now_ms();
+    let secret = format!("{TOKEN_PREFIX}{}", random_body());
+    let token = format!("{secret}.{}", state.ca_hash.pin());
+    let record = TokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: state.keys.hash_secret(&secret),
+        prefix: display_prefix(&secret),
+        description: req.description.clone(),
+        max_uses: req.max_uses.map(i64::from),
+        uses: 0,
+        expires_at: req.ttl_s.map(|ttl| now + (ttl as i64) * 1000),
+        revoked_at: None,
+        pattern: req.pattern.clone(),
+        cidrs,
+        labels: req.labels.clone(),
+        allow_replace: req.allow_replace,
+        created_at: now,
+        created_by: caller.actor(),
+    };
+    let audit = caller
+        .audit("token.created", format!("token:{}", record.id))
+        .at(now)
+        .details(serde_json::json!({
+            "prefix": record.prefix, "max_uses": record.max_uses, "expires_at": record.expires_at,
+            "pattern": record.pattern, "cidrs": record.cidrs, "labels": record.labels,
+        }));
+    state.store.create_token(&record, &audit).await?;
+    tracing::info!(token_id = %record.id, prefix = %record.prefix, "enrollment token created");
+    let enroll_command = format!("muster enroll --hub {} --token {token}", state.hub_url);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTokenResponse {
+            id: record.id,
+            token,
+            expires_at: record.expires_at.map(rfc3339),
+            max_uses: req.max_uses,
+            enroll_command,
+        }),
+    ))
+}
+
+pub async fn list_tokens(State(state): State<Arc<AppState>>) -> ApiResult<Json<TokenList>> {
+    let now = now_ms();
+    let tokens = state.store.list_tokens().await?;
+    Ok(Json(TokenList {
+        tokens: tokens.iter().map(|t| token_info(t, now)).collect(),
+    }))
+}
+
+pub async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    let now = now_ms();
+    let audit = caller.audit("token.revoked", format!("token:{id}")).at(now);
+    let token = state
+        .store
+        .revoke_token(&id, now, &audit)
+        .await
+        .map_err(|e| match e {
+            muster_store::StoreError::NotFound => ApiFailure::not_found(format!("no token {id:?}")),
+            other => other.into(),
+        })?;
+    state.tokens.forget(&token.id);
+    Ok(Json(token_info(&token, now)))
+}

@@ -1,0 +1,211 @@
+//! The registry of live agent sessions on this hub: who is connected, their health,
+//! and a channel to tell each session task to end.
+//!
+//! Invariants: an agent is `online`/`degraded` exactly while its entry is here; the
+//! entry is removed by a guard when the session task ends, however it ends.
+//! Heartbeats touch memory only; `last_seen_at` reaches the database in batches from
+//! [`Sessions::take_seen`]. Depends on nothing in the crate but the clock, so
+//! anything may hold or query it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use muster_proto::AgentHealth;
+use muster_store::AgentRecord;
+use tokio::sync::mpsc;
+
+use crate::clock::now_ms;
+
+/// What the rest of the hub can tell a session task.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Credentials revoked or replaced: send `revoked`, close.
+    Revoke(String),
+    /// Hub shutting down: send `shutdown`, close.
+    Shutdown { reconnect_within_ms: u64 },
+    /// A newer session of the same agent took over: close quietly.
+    Superseded,
+}
+
+struct Live {
+    conn: u64,
+    /// The agent key the session was accepted with: if the agent's key changes
+    /// (another hub re-enrolled it), this session's credentials are dead.
+    key_hash: Option<String>,
+    control: mpsc::Sender<Control>,
+    health: AgentHealth,
+    problems: Vec<String>,
+    /// Last heartbeat (unix ms) and whether it is not yet in the database: kept in
+    /// the entry so a heartbeat is one lock and no allocation.
+    last_seen: i64,
+    dirty: bool,
+}
+
+/// Who is connected right now.
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Live>>,
+    /// `last_seen` times not yet written to the database.
+    seen: Mutex<HashMap<String, i64>>,
+    next_conn: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flushed_rows: AtomicU64,
+}
+
+/// Removes the registry entry when the session task ends.
+pub struct Registration {
+    sessions: Arc<Sessions>,
+    agent_id: String,
+    pub conn: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let s = &self.sessions;
+        let mut live = s.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live
+            .get(&self.agent_id)
+            .is_some_and(|l| l.conn == self.conn)
+        {
+            live.remove(&self.agent_id);
+        }
+        drop(live);
+        s.mark_seen(&self.agent_id, now_ms());
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_seen(&self, agent_id: &str, at: i64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_owned(), at);
+    }
+
+    /// `Some(health)` while the agent has a live session.
+    pub fn health(&self, agent_id: &str) -> Option<(AgentHealth, Vec<String>)> {
+        self.lock()
+            .get(agent_id)
+            .map(|l| (l.health, l.problems.clone()))
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// This hub's session of `agent_id`, if it holds one: its connection number and
+    /// the agent key hash it was accepted with.
+    pub fn session_of(&self, agent_id: &str) -> Option<(u64, Option<String>)> {
+        self.lock()
+            .get(agent_id)
+            .map(|l| (l.conn, l.key_hash.clone()))
+    }
+
+    /// Like [`kick`](Self::kick), but only the session `conn`: a newer session of the
+    /// same agent, accepted with newer credentials, is left alone.
+    pub fn kick_conn(&self, agent_id: &str, conn: u64, reason: &str) -> bool {
+        let control = self
+            .lock()
+            .get(agent_id)
+            .filter(|l| l.conn == conn)
+            .map(|l| l.control.clone());
+        match control {
+            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn held(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Tell the agent's live session (if any) to end; returns whether there was one.
+    pub fn kick(&self, agent_id: &str, reason: &str) -> bool {
+        let control = self.lock().get(agent_id).map(|l| l.control.clone());
+        match control {
+            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ask every session to close, telling agents to come back within `spread`.
+    pub fn shutdown_all(&self, spread: Duration) {
+        let controls: Vec<_> = self.lock().values().map(|l| l.control.clone()).collect();
+        for tx in controls {
+            let _ = tx.try_send(Control::Shutdown {
+                reconnect_within_ms: spread.as_millis() as u64,
+            });
+        }
+    }
+
+    /// The `last_seen` times gathered since the last call: live sessions that
+    /// heartbeated, and sessions that ended.
+    pub fn take_seen(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> =
+            std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for (id, live) in self.lock().iter_mut().filter(|(_, l)| l.dirty) {
+            live.dirty = false;
+            out.push((id.clone(), live.last_seen));
+        }
+        out
+    }
+
+    /// Put back times a failed flush could not write, unless newer ones arrived.
+    pub fn restore_seen(&self, batch: Vec<(String, i64)>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, at) in batch {
+            seen.entry(id).or_insert(at);
+        }
+    }
+
+    pub fn heartbeat(&self, agent_id: &str, conn: u64, health: AgentHealth, problems: Vec<String>) {
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.lock().get_mut(agent_id).filter(|l| l.conn == conn) {
+            l.health = health;
+            l.problems = problems;
+            l.last_seen = now_ms();
+            l.dirty = true;
+        }
+    }
+}
+
+/// Enter `agent`'s session in the registry (superseding an older one of the same
+/// agent); the returned guard removes it again.
+pub fn register(
+    sessions: &Arc<Sessions>,
+    agent: &AgentRecord,
+    control: mpsc::Sender<Control>,
+) -> Registration {
+    let agent_id = &agent.id;
+    let s = sessions;
+    let conn = s.next_conn.fetch_add(1, Ordering::Relaxed);
+    let previous = s.lock().insert(
+        agent_id.to_owned(),
+        Live {
+            conn,
+            key_hash: agent.key_hash.clone(),
+            control,
+            health: AgentHealth::Ok,
+            problems: Vec::new(),
+            last_seen: now_ms(),
+            dirty: true,
+        },
+    );
+    if let Some(old) = previous {
+        let _ = old.control.try_send(Control::Superseded);
+    }
+    Registration {
+        sessions: sessions.clone(),
+        agent_id: agent_id.to_owned(),
+        conn,
+    }
+}
