@@ -25,6 +25,7 @@ mod registry;
 mod rules;
 pub mod secrets;
 mod sessions;
+mod slots;
 mod state;
 mod throttle;
 mod tls;
@@ -212,6 +213,7 @@ impl Hub {
             trusted_proxies,
             key_use: Default::default(),
             login_throttle: Default::default(),
+            password_slots: slots::WorkSlots::per_core(),
             decoy_hash: Default::default(),
             enroll_slots: tokio::sync::Semaphore::new(opts.max_enrollments_in_flight.max(1)),
             metrics: Default::default(),

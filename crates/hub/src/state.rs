@@ -14,7 +14,8 @@ use muster_store::Store;
 use crate::metrics::Metrics;
 use crate::registry::Sessions;
 use crate::secrets::Keys;
-use crate::throttle::Throttle;
+use crate::slots::WorkSlots;
+use crate::throttle::LoginThrottle;
 use crate::token_cache::TokenCache;
 
 pub struct AppState {
@@ -33,11 +34,13 @@ pub struct AppState {
     pub pending_ttl: Duration,
     /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Recent failed logins, by address and by user name.
-    pub login_throttle: Throttle,
+    /// Recent login attempts, by user and source (see `throttle.rs`).
+    pub login_throttle: LoginThrottle,
+    /// Password hashing is bounded: one at a time per core, a short queue, 503 past it.
+    pub password_slots: WorkSlots,
     /// A password hash nobody can match, made once (unknown users are checked
     /// against it so timing does not tell them apart).
-    pub decoy_hash: std::sync::OnceLock<String>,
+    pub decoy_hash: tokio::sync::OnceCell<String>,
     /// Enrollments allowed in flight at once; the rest get 429.
     pub enroll_slots: tokio::sync::Semaphore,
     /// API keys used since the last flush, and when (`last_used_at`).

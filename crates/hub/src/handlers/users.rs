@@ -3,11 +3,10 @@
 //! that add, disable, enable and remove users.
 //!
 //! A failed login says the same thing, and takes about as long, whether the user
-//! does not exist, is disabled, or gave a wrong password. Failures from one address
-//! or for one user name slow down and then get 429.
+//! does not exist, is disabled, or gave a wrong password. How failures slow down
+//! and then get 429 is `throttle.rs`; how hashing is bounded, `slots.rs`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,45 +23,42 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller, ClientSource};
 use crate::secrets::random_body;
 use crate::state::AppState;
-use crate::throttle::{REFUSE_AFTER, SLOW_AFTER};
+use crate::throttle::Verdict;
 
 const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
+/// `POST /api/v1/login`. The attempt is reserved with the throttle before the
+/// password is checked, so concurrent guesses are counted, and the check runs in a
+/// bounded hashing slot, so concurrent logins cannot exhaust memory.
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientSource(source): ClientSource,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let now = now_ms();
-    let (by_addr, by_user) = (format!("addr:{source}"), format!("user:{}", req.user));
-    let failures = state
-        .login_throttle
-        .count(&by_addr, now)
-        .max(state.login_throttle.count(&by_user, now));
-    if failures >= REFUSE_AFTER {
-        let mut f = ApiFailure::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::RATE_LIMITED,
-            "too many failed logins; try again later",
-        );
-        f.retry_after = Some(60);
-        return Err(f);
+    match state.login_throttle.reserve(&req.user, source, now) {
+        Verdict::Refuse(retry_after) => {
+            let mut f = ApiFailure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "too many failed logins; try again later",
+            );
+            f.retry_after = Some(retry_after);
+            return Err(f);
+        }
+        Verdict::Go(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+        Verdict::Go(_) => {}
     }
-    if failures >= SLOW_AFTER {
-        tokio::time::sleep(Duration::from_millis(
-            250 * u64::from(failures - SLOW_AFTER + 1),
-        ))
-        .await;
-    }
-    let user = state.store.find_user(&req.user).await?;
-    let phc = user
-        .as_ref()
-        .map_or_else(|| decoy(&state), |u| u.password_hash.clone());
-    let password_ok = verify_password(req.password.clone(), phc).await;
-    let user = user.filter(|u| password_ok && u.disabled_at.is_none());
+    let checked = check_password(&state, &req).await;
+    let user = match checked {
+        Ok(user) => user,
+        Err(e) => {
+            // Never judged (busy, database down): the attempt counts for nothing.
+            state.login_throttle.release(&req.user, source);
+            return Err(e);
+        }
+    };
     let Some(user) = user else {
-        state.login_throttle.fail(&by_addr, now);
-        state.login_throttle.fail(&by_user, now);
         let entry = audit::entry(
             "anonymous",
             "user.login_failed",
@@ -76,8 +72,7 @@ pub async fn login(
             "invalid user name or password",
         ));
     };
-    state.login_throttle.clear(&by_addr);
-    state.login_throttle.clear(&by_user);
+    state.login_throttle.succeeded(&req.user, source);
     let token = random_body();
     let actor = format!("user:{}", user.name);
     let entry = audit::entry(actor.clone(), "user.login", actor, source);
@@ -100,6 +95,18 @@ pub async fn login(
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(response)
+}
+
+/// The enabled user whose password this is, or `None`. An unknown user is checked
+/// against the decoy hash, so it takes as long as a wrong password.
+async fn check_password(state: &AppState, req: &LoginRequest) -> ApiResult<Option<UserRecord>> {
+    let user = state.store.find_user(&req.user).await?;
+    let phc = match &user {
+        Some(u) => u.password_hash.clone(),
+        None => decoy(state).await?,
+    };
+    let ok = verify_password(state, req.password.clone(), phc).await?;
+    Ok(user.filter(|u| ok && u.disabled_at.is_none()))
 }
 
 pub async fn logout(
