@@ -389,6 +389,9 @@ async fn write_group(
             complete_request_tx(tx, id, w.now).await?;
         }
     }
+    // Appended here rather than through `AuditedTx::commit`: a failed append must roll
+    // the group back and be sorted into refused or failed like every other statement
+    // (see `enroll_group`), and only the members that committed have an entry.
     let entries: Vec<_> = done.iter().map(|w| &w.audit).collect();
     db.append_audit_many(tx, &entries, &db.audit_key, true)
         .await?;
