@@ -35,11 +35,12 @@ use sqlx::{Any, AssertSqlSafe, Transaction};
 use tokio::sync::{Mutex, oneshot};
 
 use crate::model::{AgentRecord, EnrollCommits, EnrollMode, EnrollWrite};
-use crate::sql::{
-    AGENT_COLUMNS, Db, ENROLLMENT_ROW, NEW_AGENT_ROW, agent_from_row, bind_enrollments,
-    bind_new_agents, complete_request_tx, open_pool, replace_agent, return_rule_use,
-    return_token_uses, rows_sql, take_rule_use, take_token_uses,
+use crate::sql::db::{Db, open_pool};
+use crate::sql::enroll::{
+    ENROLLMENT_ROW, NEW_AGENT_ROW, bind_enrollments, bind_new_agents, complete_request_tx,
+    replace_agent, return_rule_use, return_token_uses, take_rule_use, take_token_uses,
 };
+use crate::sql::rows::{AGENT_COLUMNS, FromRow, rows_sql};
 use crate::{Result, StoreError};
 
 /// The most enrollments one transaction takes. Bounds the statement size (sixteen
@@ -326,7 +327,7 @@ async fn write_group(
             .await?;
         let mut inserted: HashMap<String, AgentRecord> = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let agent = agent_from_row(row)?;
+            let agent = AgentRecord::from_row(row)?;
             inserted.insert(agent.id.clone(), agent);
         }
         for (answer, w) in answers.iter_mut().zip(writes) {
@@ -388,6 +389,9 @@ async fn write_group(
             complete_request_tx(tx, id, w.now).await?;
         }
     }
+    // Appended here rather than through `AuditedTx::commit`: a failed append must roll
+    // the group back and be sorted into refused or failed like every other statement
+    // (see `enroll_group`), and only the members that committed have an entry.
     let entries: Vec<_> = done.iter().map(|w| &w.audit).collect();
     db.append_audit_many(tx, &entries, &db.audit_key, true)
         .await?;

@@ -1,5 +1,7 @@
-//! Muster's storage: the [`Store`] trait, shaped by the domain, and its one sqlx
-//! implementation ([`SqlStore`]) serving SQLite and PostgreSQL from the same SQL.
+//! Muster's storage: the [`Store`] trait, shaped by the domain and split by concern
+//! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`ApprovalStore`],
+//! [`AccessStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
+//! serving SQLite and PostgreSQL from the same SQL.
 //!
 //! Invariant: every operation that changes state carries its own transaction and
 //! writes its audit entry inside it, so a change is committed with its record or not
@@ -75,9 +77,23 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The hub's storage, one method per domain operation.
+/// The hub's storage, one method per domain operation, split by concern into the
+/// sub-traits below. Callers hold an `Arc<dyn Store>`: on a trait object every
+/// sub-trait's methods are callable without importing it. Code that names a concrete
+/// store imports the sub-traits it uses (or the crate's glob).
+pub trait Store:
+    MetaStore + TokenStore + AgentStore + ApprovalStore + AccessStore + AuditStore + 'static
+{
+}
+
+impl<T> Store for T where
+    T: MetaStore + TokenStore + AgentStore + ApprovalStore + AccessStore + AuditStore + 'static
+{
+}
+
+/// The database itself and hub-wide settings.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait MetaStore: Send + Sync {
     /// Which backend this is ("sqlite" or "postgres"), for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
@@ -92,15 +108,31 @@ pub trait Store: Send + Sync + 'static {
     /// starting together on one database agree on a single CA.
     async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool>;
 
+    /// The hub secret changes, in one transaction: the given settings replace their
+    /// old values (secret check, CA key ciphertext, earlier hash keys), the whole
+    /// audit chain is re-signed under `new_audit_key`, and `audit` is appended.
+    /// Returns the number of entries signed.
+    async fn rotate_secret(
+        &self,
+        meta: &[(&str, String)],
+        new_audit_key: [u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<usize>;
+}
+
+/// Enrollment tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     async fn create_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Revoke a token by id or display prefix. `NotFound` when no such token.
     async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord>;
+}
 
-    async fn create_api_key(&self, key: &ApiKeyRecord, audit: Option<&AuditEntry>) -> Result<()>;
-    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
-
+/// Agents: enrollment, renewal, clones, what they report, and their end.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>>;
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
     /// The live (not revoked, not removed) agent holding `name`.
@@ -141,6 +173,26 @@ pub trait Store: Send + Sync + 'static {
 
     async fn clone_events(&self, agent_id: &str) -> Result<Vec<CloneEvent>>;
 
+    /// Replace the host facts an agent reported at the start of a session.
+    async fn update_facts(&self, agent_id: &str, facts: &AgentFacts, now: i64) -> Result<()>;
+
+    /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
+    async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
+
+    /// Revoke or remove a live agent: its key stops working at once.
+    async fn end_agent(
+        &self,
+        id: &str,
+        end: AgentEnd,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
+}
+
+/// Requests waiting for an admin's approval, and the trust rules that approve
+/// without one.
+#[async_trait]
+pub trait ApprovalStore: Send + Sync {
     /// Queue a request for approval; returns the stored request, or the existing one
     /// with the same secret (a poll).
     async fn queue_request(
@@ -166,16 +218,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_trust_rules(&self) -> Result<Vec<TrustRuleRecord>>;
     /// `NotFound` when no such rule.
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()>;
+}
 
-    /// Replace the host facts an agent reported at the start of a session.
-    async fn update_facts(&self, agent_id: &str, facts: &AgentFacts, now: i64) -> Result<()>;
-
-    /// Audit entries, newest first, filtered.
-    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
-
-    /// Walk the whole audit chain and report the first entry that does not verify.
-    async fn verify_audit(&self) -> Result<AuditVerdict>;
-
+/// Who may call the API: API keys, users and their login sessions.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    async fn create_api_key(&self, key: &ApiKeyRecord, audit: Option<&AuditEntry>) -> Result<()>;
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
     /// Revoke or rotate a key; `NotFound` when there is no such (live, for rotate) key.
     async fn change_api_key(
@@ -210,31 +259,20 @@ pub trait Store: Send + Sync + 'static {
     /// The user behind a live login session (whatever the user's state: the caller checks).
     async fn find_user_session(&self, hash: &str, now: i64) -> Result<Option<UserRecord>>;
     async fn delete_user_session(&self, hash: &str) -> Result<()>;
+}
+
+/// The audit log: reading it, checking its chain, and entries that record no other
+/// change. (Every other write appends its own entry in its own transaction.)
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Audit entries, newest first, filtered.
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// Walk the whole audit chain and report the first entry that does not verify.
+    async fn verify_audit(&self) -> Result<AuditVerdict>;
+
     /// An audit entry that records no other change (a refused login).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()>;
-
-    /// The hub secret changes, in one transaction: the given settings replace their
-    /// old values (secret check, CA key ciphertext, earlier hash keys), the whole
-    /// audit chain is re-signed under `new_audit_key`, and `audit` is appended.
-    /// Returns the number of entries signed.
-    async fn rotate_secret(
-        &self,
-        meta: &[(&str, String)],
-        new_audit_key: [u8; 32],
-        audit: &AuditEntry,
-    ) -> Result<usize>;
-
-    /// Write the `last_seen_at` of many agents at once (a batch of heartbeats).
-    async fn record_last_seen(&self, seen: &[(String, i64)]) -> Result<()>;
-
-    /// Revoke or remove a live agent: its key stops working at once.
-    async fn end_agent(
-        &self,
-        id: &str,
-        end: AgentEnd,
-        now: i64,
-        audit: &AuditEntry,
-    ) -> Result<AgentRecord>;
 }
 
 /// A consistent copy of a SQLite database, taken while the hub keeps serving

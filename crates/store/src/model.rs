@@ -219,7 +219,7 @@ pub struct EnrollCommits {
     pub grouped: u64,
 }
 
-/// What [`Store::watch_agent_changes`](crate::Store::watch_agent_changes) reports.
+/// What [`AgentStore::watch_agent_changes`](crate::AgentStore::watch_agent_changes) reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentChange {
     /// This agent's credentials ended or changed, on some hub.

@@ -10,7 +10,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
 use crate::model::AgentChange;
-use crate::sql::AGENT_CHANNEL;
+use crate::sql::db::AGENT_CHANNEL;
 
 /// Listen at `url` from a task of its own, until the receiver is dropped. Whenever
 /// announcements may have been lost (the connection dropped, or could not be made),
