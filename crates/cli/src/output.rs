@@ -1,4 +1,62 @@
-//! Small rendering helpers for human output.
+//! How commands print. Everything a command says on stdout goes through [`out!`]
+//! or [`emit`] (JSON or text), so a failed write is an error the command returns,
+//! never a panic.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+/// `println!` for commands: `out!("…")?`. Returns `anyhow::Result<()>`.
+macro_rules! out {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// One line on stdout; what `out!` expands to.
+pub fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .context("cannot write to stdout")
+}
+
+/// A warning on stderr: `warning: …`. A closed stderr is ignored, as there is
+/// nowhere else to say it.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
+}
+
+/// The `--json` flag of every command that shows something.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Format {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print `value` as JSON when `--json` was given, else as the text `text` renders
+/// (a table, or `Label: value` lines).
+pub fn emit<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if format.json {
+        let json = serde_json::to_string_pretty(value).context("encoding JSON")?;
+        out!("{json}")
+    } else {
+        let text = text(value);
+        out!("{text}")
+    }
+}
 
 /// Parse `k=v` into a label.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -6,6 +64,15 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("invalid label {s:?}: expected key=value")),
     }
+}
+
+/// Labels as `k=v,k=v`, sorted by key (the map is ordered).
+pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A left-aligned text table with a header row.

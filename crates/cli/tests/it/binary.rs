@@ -11,7 +11,7 @@ use crate::snapshot;
 const BIN: &str = env!("CARGO_BIN_EXE_muster");
 
 /// A `muster` command with no MUSTER_* settings leaking in from the environment.
-fn muster(cwd: &Path) -> Command {
+pub(crate) fn muster(cwd: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(cwd);
     for (k, _) in std::env::vars() {
@@ -23,7 +23,7 @@ fn muster(cwd: &Path) -> Command {
     c
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "failed: {}\n{}",

@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod binary;
+mod command_line;
 mod enroll;
 mod envfile;
 mod identity;

@@ -1,0 +1,98 @@
+//! `muster users`: dashboard users (SPEC §11).
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use muster_proto::UserInfo;
+
+use crate::connection::{ConnectionArgs, client};
+use crate::output::{Format, emit, out, table};
+
+#[derive(Args)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    #[command(subcommand)]
+    action: UsersCommand,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password comes from MUSTER_USER_PASSWORD or the first line of stdin.
+    Add {
+        /// The login name.
+        name: String,
+        /// admin: everything; member: read the fleet and run probes.
+        #[arg(long, value_parser = ["admin", "member"])]
+        role: String,
+    },
+    /// Users with role, state and creation time.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Refuse the user at once, including sessions already open.
+    Disable {
+        /// The login name.
+        name: String,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// The login name.
+        name: String,
+    },
+    /// Remove the user.
+    Remove {
+        /// The login name.
+        name: String,
+    },
+}
+
+pub async fn exec(args: UsersArgs) -> Result<()> {
+    let client = client(&args.conn)?;
+    let (name, change, done) = match args.action {
+        UsersCommand::Add { name, role } => {
+            let password = match std::env::var("MUSTER_USER_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let u = client
+                .create_user(&muster_proto::CreateUserRequest {
+                    name,
+                    role,
+                    password,
+                })
+                .await?;
+            return out!("Added {} ({})", u.name, u.role);
+        }
+        UsersCommand::List { format } => {
+            let users = client.list_users().await?;
+            return emit(format, &users, |u| users_table(u));
+        }
+        UsersCommand::Disable { name } => (name, "disable", "Disabled"),
+        UsersCommand::Enable { name } => (name, "enable", "Enabled"),
+        UsersCommand::Remove { name } => (name, "remove", "Removed"),
+    };
+    client.change_user(&name, change).await?;
+    out!("{done} {name}")
+}
+
+fn users_table(users: &[UserInfo]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.name.clone(),
+                u.role.clone(),
+                if u.disabled { "disabled" } else { "active" }.to_owned(),
+                u.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ROLE", "STATE", "CREATED"], &rows)
+}

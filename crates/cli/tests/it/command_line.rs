@@ -1,0 +1,161 @@
+//! The built binary's command line: which commands take the admin connection
+//! flags and where, that no flag is silently dropped, and that errors are one line.
+//! Each case runs the real `muster` against an in-process hub on a blocking thread.
+
+use std::process::Output;
+
+use muster_testkit::{Backend, TestHub};
+
+use crate::binary::{muster, ok};
+
+/// Runs `muster ARGS` in a fresh directory (no profile, no local hub), off the
+/// async runtime so the in-process hub can answer.
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let cwd = tempfile::tempdir().unwrap();
+        muster(cwd.path()).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[tokio::test]
+async fn admin_connection_flags_go_before_or_after_the_command_name() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let hash = hub.ca_hash.to_string();
+    let conn = [
+        "--hub",
+        &hub.url,
+        "--api-key",
+        &hub.admin_key,
+        "--ca-hash",
+        &hash,
+    ];
+    for args in [
+        [&conn[..], &["tokens", "list", "--json"]].concat(),
+        [&["tokens", "list", "--json"], &conn[..]].concat(),
+        [&["tokens"], &conn[..], &["list", "--json"]].concat(),
+    ] {
+        let out = ok(run(strings(&args)).await);
+        assert!(out.trim_start().starts_with('['), "{args:?}: {out}");
+    }
+    // A flag before the name wins over the environment's value after it.
+    let args = strings(&[&conn[..], &["tokens", "list"]].concat());
+    let out = tokio::task::spawn_blocking(move || {
+        let cwd = tempfile::tempdir().unwrap();
+        muster(cwd.path())
+            .args(&args)
+            .env("MUSTER_HUB_URL", "https://127.0.0.1:1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    ok(out);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn commands_that_are_not_admin_commands_refuse_the_admin_flags() {
+    // Before the name: refused by muster, in one line.
+    let err = one_error_line(
+        &run(strings(&[
+            "--api-key",
+            "mak_x",
+            "status",
+            "--config-dir",
+            "/nonexistent",
+        ]))
+        .await,
+    );
+    assert!(err.contains("admin commands"), "{err}");
+    // After the name of a command that has no such flag: refused by the parser.
+    let out = run(strings(&["status", "--api-key", "mak_x"])).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--api-key"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn enroll_uses_the_api_key_it_is_given() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent").display().to_string();
+    let hash = hub.ca_hash.to_string();
+    // Without a credential this enrollment would wait for approval (exit 4); with
+    // the admin key, whether spelled --key or --api-key, it is done at once.
+    for (flag, name) in [("--api-key", "by-api-key"), ("--key", "by-key")] {
+        let out = run(strings(&[
+            "enroll",
+            "--hub",
+            &hub.url,
+            flag,
+            &hub.admin_key,
+            "--ca-hash",
+            &hash,
+            "--name",
+            name,
+            "--config-dir",
+            &format!("{config}-{name}"),
+        ]))
+        .await;
+        assert!(ok(out).contains(&format!("Enrolled {name}")));
+    }
+    let names: Vec<String> = hub
+        .admin()
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert!(names.contains(&"by-api-key".to_owned()), "{names:?}");
+    // A wrong key is refused, not ignored into the approval queue.
+    let err = one_error_line(
+        &run(strings(&[
+            "enroll",
+            "--hub",
+            &hub.url,
+            "--api-key",
+            "mak_not-a-real-key",
+            "--ca-hash",
+            &hash,
+            "--config-dir",
+            &format!("{config}-wrong"),
+        ]))
+        .await,
+    );
+    assert!(err.contains("key_invalid"), "{err}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_ca_hash_is_reported_once() {
+    let err = one_error_line(
+        &run(strings(&[
+            "tokens",
+            "list",
+            "--hub",
+            "https://127.0.0.1:1",
+            "--api-key",
+            "mak_x",
+            "--ca-hash",
+            "nothex",
+        ]))
+        .await,
+    );
+    assert_eq!(err.matches("invalid CA hash").count(), 1, "{err}");
+}
