@@ -16,21 +16,27 @@ pub enum Stop {
     Revoked(String),
     /// The enrollment request waits for an admin: not an error, not done either.
     Pending(String),
+    /// Whoever read stdout closed it (`muster agents list | head -1`): nothing is
+    /// left to say, so the command ends quietly and successfully.
+    ClosedOutput,
 }
 
 impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stop::Revoked(m) | Stop::Pending(m) => f.write_str(m),
+            Stop::ClosedOutput => f.write_str("stdout was closed"),
         }
     }
 }
 
 impl std::error::Error for Stop {}
 
-/// Prints `err` as one line on stderr and picks the exit status.
+/// Prints `err` (one line on stderr, unless stdout was merely closed) and picks the
+/// exit status.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let (prefix, code) = match err.downcast_ref::<Stop>() {
+        Some(Stop::ClosedOutput) => return ExitCode::SUCCESS,
         Some(Stop::Pending(_)) => ("", ExitCode::from(EXIT_PENDING)),
         Some(Stop::Revoked(_)) => (
             "error: ",

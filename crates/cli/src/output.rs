@@ -1,12 +1,15 @@
 //! How commands print. Everything a command says on stdout goes through [`out!`]
 //! or [`emit`] (JSON or text), so a failed write is an error the command returns,
-//! never a panic.
+//! never a panic, and a reader that closed the pipe early (`| head -1`) ends the
+//! command quietly ([`Stop::ClosedOutput`]).
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
+
+use crate::failure::Stop;
 
 /// `println!` for commands: `out!("…")?`. Returns `anyhow::Result<()>`.
 macro_rules! out {
@@ -22,10 +25,14 @@ pub(crate) use out;
 /// One line on stdout; what `out!` expands to.
 pub fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout
+    match stdout
         .write_fmt(args)
         .and_then(|()| stdout.write_all(b"\n"))
-        .context("cannot write to stdout")
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Stop::ClosedOutput.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
 }
 
 /// A warning on stderr: `warning: …`. A closed stderr is ignored, as there is

@@ -159,3 +159,39 @@ async fn a_bad_ca_hash_is_reported_once() {
     );
     assert_eq!(err.matches("invalid CA hash").count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let admin = hub.admin();
+    for name in ["piped-1", "piped-2"] {
+        crate::enrolled(&hub, name).await;
+    }
+    assert_eq!(admin.list_agents().await.unwrap().len(), 2);
+    let (url, key, hash) = (
+        hub.url.clone(),
+        hub.admin_key.clone(),
+        hub.ca_hash.to_string(),
+    );
+    // `muster agents list --json | head -0`: the reader is gone before the first write.
+    let out = tokio::task::spawn_blocking(move || {
+        let cwd = tempfile::tempdir().unwrap();
+        let mut child = muster(cwd.path())
+            .args(["agents", "list", "--json"])
+            .env("MUSTER_HUB_URL", url)
+            .env("MUSTER_API_KEY", key)
+            .env("MUSTER_CA_HASH", hash)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.is_empty(), "{err}");
+    hub.stop().await;
+}
