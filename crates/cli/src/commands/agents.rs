@@ -1,7 +1,7 @@
 //! `muster agents`: the fleet (SPEC §6).
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use muster_proto::AgentInfo;
 
 use crate::connection::{ConnectionArgs, client};
@@ -20,8 +20,8 @@ enum AgentsCommand {
     /// List the fleet.
     List {
         /// Only agents in this state.
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_enum)]
+        status: Option<AgentStatus>,
         /// Only agents with this label, k=v; repeatable (all must match).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -47,6 +47,30 @@ enum AgentsCommand {
     },
 }
 
+/// The states the hub reports an agent in (`status` in `agents list --json`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AgentStatus {
+    /// In a live session, healthy.
+    Online,
+    /// Not in a session.
+    Offline,
+    /// In a live session, reporting problems.
+    Degraded,
+    /// Locked: a copy of its identity was caught on a second machine.
+    Cloned,
+    /// Credentials revoked; the UUID never comes back.
+    Revoked,
+    /// Gone from the fleet view; history kept.
+    Removed,
+}
+
+impl AgentStatus {
+    fn matches(self, status: &str) -> bool {
+        self.to_possible_value()
+            .is_some_and(|v| v.get_name() == status)
+    }
+}
+
 pub async fn exec(args: AgentsArgs) -> Result<()> {
     let client = client(&args.conn)?;
     match args.action {
@@ -57,7 +81,7 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
         } => {
             let mut agents = client.list_agents().await?;
             agents.retain(|a| {
-                status.as_deref().is_none_or(|s| a.status == s)
+                status.is_none_or(|s| s.matches(&a.status))
                     && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
             });
             emit(format, &agents, |a| agents_table(a))

@@ -195,3 +195,90 @@ async fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert!(err.is_empty(), "{err}");
     hub.stop().await;
 }
+
+/// The admin connection of `hub` as flags.
+fn admin_flags(hub: &TestHub) -> Vec<String> {
+    strings(&[
+        "--hub",
+        &hub.url,
+        "--api-key",
+        &hub.admin_key,
+        "--ca-hash",
+        &hub.ca_hash.to_string(),
+    ])
+}
+
+#[tokio::test]
+async fn flags_are_checked_by_the_parser() {
+    // An unknown status is refused before anything is sent.
+    let out = run(strings(&["agents", "list", "--status", "bogus"])).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("online") && err.contains("revoked"), "{err}");
+
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    // A known one filters.
+    crate::enrolled(&hub, "filtered").await;
+    let mut args = strings(&["agents", "list", "--json", "--status", "offline"]);
+    args.extend(admin_flags(&hub));
+    let listed: serde_json::Value = serde_json::from_str(&ok(run(args).await)).unwrap();
+    assert_eq!(listed[0]["name"], "filtered");
+    let mut args = strings(&["agents", "list", "--json", "--status", "revoked"]);
+    args.extend(admin_flags(&hub));
+    assert_eq!(ok(run(args).await).trim(), "[]");
+
+    // Compound durations.
+    let mut args = strings(&["tokens", "create", "--json", "--ttl", "1h30m"]);
+    args.extend(admin_flags(&hub));
+    let created: serde_json::Value = serde_json::from_str(&ok(run(args).await)).unwrap();
+    let expires = time::OffsetDateTime::parse(
+        created["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        left > time::Duration::minutes(88) && left <= time::Duration::minutes(90),
+        "{left}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn users_add_reads_the_password_from_stdin_when_told() {
+    use std::io::Write as _;
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let mut args = strings(&[
+        "users",
+        "add",
+        "ann",
+        "--role",
+        "member",
+        "--password-stdin",
+    ]);
+    args.extend(admin_flags(&hub));
+    let out = tokio::task::spawn_blocking(move || {
+        let cwd = tempfile::tempdir().unwrap();
+        let mut child = muster(cwd.path())
+            .args(&args)
+            // --password-stdin wins over the environment.
+            .env("MUSTER_USER_PASSWORD", "not this one, it is ignored")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"correct horse battery staple\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ok(out).contains("Added ann (member)"));
+    hub.anonymous()
+        .login("ann", "correct horse battery staple")
+        .await
+        .unwrap();
+    hub.stop().await;
+}
