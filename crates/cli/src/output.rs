@@ -65,6 +65,23 @@ pub fn emit<T: Serialize + ?Sized>(
     }
 }
 
+/// A time from the hub (RFC 3339) the way every table and page prints it: UTC, to
+/// the second, `2026-11-30 06:40:12Z`. Text that is not such a time is kept as is.
+pub fn time(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    const SHOWN: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(SHOWN).ok())
+        .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// An optional time, or what its absence means (`never`, `-`).
+pub fn time_or(rfc3339: Option<&str>, absent: &str) -> String {
+    rfc3339.map_or_else(|| absent.to_owned(), time)
+}
+
 /// Parse `k=v` into a label.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -111,4 +128,30 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_in_utc_to_the_second() {
+        assert_eq!(time("2026-11-30T06:40:12.345Z"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("2026-11-30T08:40:12+02:00"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("2026-11-30T06:40:12Z"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("soon"), "soon");
+        assert_eq!(time_or(None, "never"), "never");
+    }
+
+    #[test]
+    fn tables_align_on_the_widest_cell() {
+        let t = table(
+            &["A", "B"],
+            &[
+                vec!["long cell".into(), "x".into()],
+                vec!["y".into(), String::new()],
+            ],
+        );
+        assert_eq!(t, "A          B\nlong cell  x\ny");
+    }
 }

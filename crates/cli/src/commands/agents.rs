@@ -5,7 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use muster_proto::AgentInfo;
 
 use crate::connection::{ConnectionArgs, client};
-use crate::output::{Format, emit, labels, out, parse_label, table};
+use crate::output::{Format, emit, labels, out, parse_label, table, time, time_or};
 
 #[derive(Args)]
 pub struct AgentsArgs {
@@ -111,12 +111,21 @@ fn agents_table(agents: &[AgentInfo]) -> String {
                 a.status.clone(),
                 a.hostname.clone(),
                 a.ip.clone(),
-                a.last_seen_at.clone().unwrap_or_else(|| "never".to_owned()),
+                time_or(a.last_seen_at.as_deref(), "never"),
+                labels(&a.labels),
             ]
         })
         .collect();
     table(
-        &["NAME", "ID", "STATUS", "HOSTNAME", "IP", "LAST SEEN"],
+        &[
+            "NAME",
+            "ID",
+            "STATUS",
+            "HOSTNAME",
+            "IP",
+            "LAST SEEN",
+            "LABELS",
+        ],
         &rows,
     )
 }
@@ -132,14 +141,14 @@ fn agent_text(a: &AgentInfo) -> String {
         format!("Arch:          {}", a.arch),
         format!("Agent version: {}", a.agent_version),
         format!("Labels:        {}", labels(&a.labels)),
-        format!("Enrolled:      {}", a.enrolled_at),
+        format!("Enrolled:      {}", time(&a.enrolled_at)),
         format!(
             "Last seen:     {}",
-            a.last_seen_at.as_deref().unwrap_or("never")
+            time_or(a.last_seen_at.as_deref(), "never")
         ),
         format!(
             "Cert expires:  {}",
-            a.cert_expires_at.as_deref().unwrap_or("-")
+            time_or(a.cert_expires_at.as_deref(), "-")
         ),
     ];
     for i in &a.interfaces {

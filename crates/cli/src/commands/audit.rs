@@ -1,12 +1,14 @@
 //! `muster audit`: the tamper-evident audit log (SPEC §11).
 
+use std::collections::HashMap;
+
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use muster_proto::AuditEntryInfo;
 
 use crate::connection::{ConnectionArgs, client};
 use crate::duration::parse_duration;
-use crate::output::{Format, emit, out, table};
+use crate::output::{Format, emit, out, table, time};
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -95,15 +97,20 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
 }
 
 fn entries_table(entries: &[AuditEntryInfo]) -> String {
+    let names = names(entries);
+    let named = |who: &str| match names.get(who) {
+        Some(name) => format!("{who} ({name})"),
+        None => who.to_owned(),
+    };
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             vec![
                 e.seq.to_string(),
-                e.at.clone(),
-                e.actor.clone(),
+                time(&e.at),
+                named(&e.actor),
                 e.action.clone(),
-                e.target.clone(),
+                named(&e.target),
                 e.source.clone(),
                 e.outcome.clone(),
             ]
@@ -115,4 +122,20 @@ fn entries_table(entries: &[AuditEntryInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// The names the listing itself gives for ids: an entry's `details.name` names its
+/// target (`agent:<id>`, `key:<id>`, `request:<id>`). The newest entry wins, so a
+/// renamed agent shows its latest name; ids whose naming entry is not in the
+/// listing stay bare.
+fn names(entries: &[AuditEntryInfo]) -> HashMap<&str, &str> {
+    let mut names = HashMap::new();
+    for e in entries {
+        if let Some(name) = e.details.get("name").and_then(|n| n.as_str())
+            && e.target.contains(':')
+        {
+            names.entry(e.target.as_str()).or_insert(name);
+        }
+    }
+    names
 }

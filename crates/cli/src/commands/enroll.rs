@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::duration::parse_duration;
 use crate::failure::Stop;
-use crate::output::{out, parse_label};
+use crate::output::{out, parse_label, time};
 
 #[derive(Args)]
 pub struct EnrollArgs {
@@ -98,5 +98,5 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
         report.hub_url
     )?;
     out!("Credentials written to {}", report.config_dir.display())?;
-    out!("Certificate expires {}", report.cert_expires_at)
+    out!("Certificate expires {}", time(&report.cert_expires_at))
 }

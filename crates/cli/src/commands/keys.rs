@@ -6,7 +6,7 @@ use muster_proto::{CreatedKey, KeyInfo};
 
 use crate::connection::{ConnectionArgs, client};
 use crate::duration::parse_duration;
-use crate::output::{Format, emit, out, table};
+use crate::output::{Format, emit, out, table, time_or};
 
 #[derive(Args)]
 pub struct KeysArgs {
@@ -114,7 +114,8 @@ fn keys_table(keys: &[KeyInfo]) -> String {
                 k.role.clone(),
                 k.agents.clone().unwrap_or_else(|| "*".to_owned()),
                 k.state.clone(),
-                k.last_used_at.clone().unwrap_or_else(|| "never".to_owned()),
+                time_or(k.expires_at.as_deref(), "never"),
+                time_or(k.last_used_at.as_deref(), "never"),
             ]
         })
         .collect();
@@ -126,6 +127,7 @@ fn keys_table(keys: &[KeyInfo]) -> String {
             "ROLE",
             "AGENTS",
             "STATE",
+            "EXPIRES",
             "LAST USED",
         ],
         &rows,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use muster_agent::Status;
 
-use crate::output::{Format, emit};
+use crate::output::{Format, emit, time, time_or};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -29,7 +29,7 @@ fn text(status: &Status) -> String {
         (Some(agent), _) => format!(
             "{} (last seen {})",
             agent.status,
-            agent.last_seen_at.as_deref().unwrap_or("never")
+            time_or(agent.last_seen_at.as_deref(), "never")
         ),
         (None, Some(e)) if status.hub.reachable => format!("refused: {e}"),
         (None, Some(e)) => format!("unreachable: {e}"),
@@ -40,7 +40,7 @@ fn text(status: &Status) -> String {
         format!("Agent ID:     {}", status.agent_id),
         format!("Hub:          {}", status.hub_url),
         format!("Config:       {}", status.config_dir),
-        format!("Cert expires: {}", status.cert_expires_at),
+        format!("Cert expires: {}", time(&status.cert_expires_at)),
         format!("Hub view:     {hub_view}"),
     ]
     .join("\n")

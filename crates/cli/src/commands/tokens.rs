@@ -6,7 +6,7 @@ use muster_proto::{CreateTokenRequest, CreateTokenResponse, TokenInfo};
 
 use crate::connection::{ConnectionArgs, client};
 use crate::duration::parse_duration;
-use crate::output::{Format, emit, out, parse_label, table};
+use crate::output::{Format, emit, out, parse_label, table, time_or};
 
 #[derive(Args)]
 pub struct TokensArgs {
@@ -104,7 +104,7 @@ fn created_text(t: &CreateTokenResponse) -> String {
     [
         format!("Token:    {}", t.token),
         format!("ID:       {}", t.id),
-        format!("Expires:  {}", t.expires_at.as_deref().unwrap_or("never")),
+        format!("Expires:  {}", time_or(t.expires_at.as_deref(), "never")),
         format!(
             "Uses:     {}",
             t.max_uses.map_or("unlimited".to_owned(), |m| m.to_string())
@@ -130,7 +130,7 @@ fn tokens_table(tokens: &[TokenInfo]) -> String {
                     t.uses,
                     t.max_uses.map_or("∞".to_owned(), |m| m.to_string())
                 ),
-                t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                time_or(t.expires_at.as_deref(), "never"),
                 t.state.clone(),
                 t.description.clone().unwrap_or_default(),
             ]

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use muster_proto::UserInfo;
 
 use crate::connection::{ConnectionArgs, client};
-use crate::output::{Format, emit, out, table};
+use crate::output::{Format, emit, out, table, time};
 
 #[derive(Args)]
 pub struct UsersArgs {
@@ -118,7 +118,7 @@ fn users_table(users: &[UserInfo]) -> String {
                 u.name.clone(),
                 u.role.clone(),
                 if u.disabled { "disabled" } else { "active" }.to_owned(),
-                u.created_at.clone(),
+                time(&u.created_at),
             ]
         })
         .collect();

@@ -282,3 +282,41 @@ async fn users_add_reads_the_password_from_stdin_when_told() {
         .unwrap();
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn tables_show_labels_names_and_one_time_format() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let agent = muster_testkit::TestAgent::new("labelled");
+    let token = hub.default_token().await;
+    let mut opts = hub.enroll_options(&agent, Some(&token), Some("labelled"));
+    opts.labels = [("env".to_owned(), "prod".to_owned())].into();
+    let id = muster_agent::enroll(&opts, &agent.dir)
+        .await
+        .unwrap()
+        .agent_id;
+
+    let mut args = strings(&["agents", "list"]);
+    args.extend(admin_flags(&hub));
+    let listed = ok(run(args).await);
+    let row = listed.lines().find(|l| l.starts_with("labelled")).unwrap();
+    assert!(row.contains("env=prod"), "{listed}");
+
+    let mut args = strings(&["audit", "list"]);
+    args.extend(admin_flags(&hub));
+    let audit = ok(run(args).await);
+    assert!(audit.contains(&format!("agent:{id} (labelled)")), "{audit}");
+    // Every AT cell: UTC to the second, the same shape everywhere.
+    for line in audit.lines().skip(1) {
+        let at: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
+        let at = at.join(" ");
+        assert!(
+            time::PrimitiveDateTime::parse(
+                &at,
+                time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z")
+            )
+            .is_ok(),
+            "{at:?} in {audit}"
+        );
+    }
+    hub.stop().await;
+}
