@@ -1,4 +1,86 @@
-//! Small rendering helpers for human output.
+//! How commands print. Everything a command says on stdout goes through [`out!`]
+//! or [`emit`] (JSON or text), so a failed write is an error the command returns,
+//! never a panic, and a reader that closed the pipe early (`| head -1`) ends the
+//! command quietly ([`Stop::ClosedOutput`]).
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use crate::failure::Stop;
+
+/// `println!` for commands: `out!("…")?`. Returns `anyhow::Result<()>`.
+macro_rules! out {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// One line on stdout; what `out!` expands to.
+pub fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Stop::ClosedOutput.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// A warning on stderr: `warning: …`. A closed stderr is ignored, as there is
+/// nowhere else to say it.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
+}
+
+/// The `--json` flag of every command that shows something.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Format {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print `value` as JSON when `--json` was given, else as the text `text` renders
+/// (a table, or `Label: value` lines).
+pub fn emit<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if format.json {
+        let json = serde_json::to_string_pretty(value).context("encoding JSON")?;
+        out!("{json}")
+    } else {
+        let text = text(value);
+        out!("{text}")
+    }
+}
+
+/// A time from the hub (RFC 3339) the way every table and page prints it: UTC, to
+/// the second, `2026-11-30 06:40:12Z`. Text that is not such a time is kept as is.
+pub fn time(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    const SHOWN: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(SHOWN).ok())
+        .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// An optional time, or what its absence means (`never`, `-`).
+pub fn time_or(rfc3339: Option<&str>, absent: &str) -> String {
+    rfc3339.map_or_else(|| absent.to_owned(), time)
+}
 
 /// Parse `k=v` into a label.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -6,6 +88,15 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("invalid label {s:?}: expected key=value")),
     }
+}
+
+/// Labels as `k=v,k=v`, sorted by key (the map is ordered).
+pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A left-aligned text table with a header row.
@@ -37,4 +128,30 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_in_utc_to_the_second() {
+        assert_eq!(time("2026-11-30T06:40:12.345Z"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("2026-11-30T08:40:12+02:00"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("2026-11-30T06:40:12Z"), "2026-11-30 06:40:12Z");
+        assert_eq!(time("soon"), "soon");
+        assert_eq!(time_or(None, "never"), "never");
+    }
+
+    #[test]
+    fn tables_align_on_the_widest_cell() {
+        let t = table(
+            &["A", "B"],
+            &[
+                vec!["long cell".into(), "x".into()],
+                vec!["y".into(), String::new()],
+            ],
+        );
+        assert_eq!(t, "A          B\nlong cell  x\ny");
+    }
 }

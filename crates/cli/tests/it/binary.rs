@@ -11,7 +11,7 @@ use crate::snapshot;
 const BIN: &str = env!("CARGO_BIN_EXE_muster");
 
 /// A `muster` command with no MUSTER_* settings leaking in from the environment.
-fn muster(cwd: &Path) -> Command {
+pub(crate) fn muster(cwd: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(cwd);
     for (k, _) in std::env::vars() {
@@ -23,7 +23,7 @@ fn muster(cwd: &Path) -> Command {
     c
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "failed: {}\n{}",
@@ -357,4 +357,26 @@ fn a_tls_cert_with_the_wrong_key_is_refused_in_one_line() {
     assert!(lines[0].contains("do not make a usable pair"), "{err}");
     // Checked before anything is created.
     assert!(!tmp.path().join("muster-data").exists());
+}
+
+#[test]
+fn hub_logs_to_a_pipe_carry_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("muster-data");
+    #[allow(clippy::zombie_processes)] // waited for below
+    let child = muster(tmp.path())
+        .args(["hub", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.join("hub.json").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFO"), "the hub logged nothing: {err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
 }

@@ -12,6 +12,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod binary;
+mod command_line;
 mod enroll;
 mod envfile;
 mod identity;

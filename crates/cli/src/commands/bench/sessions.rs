@@ -12,29 +12,36 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
 use muster_agent::session::Backoff;
 use muster_client::{ClientIdentity, EnrollOutcome, HubClient, Trust, connect_session};
 use muster_proto::{AgentHealth, AgentMessage, CreateTokenRequest, HubMessage, PROTOCOL_VERSION};
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::commands::bench::sim::{metric, sim_request};
+use crate::duration::parse_duration;
+use crate::output::{Format, emit};
+
 #[derive(Args)]
 pub struct SessionsArgs {
+    /// How many simulated agents.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
     /// Heartbeat interval the hub hands out.
-    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Steady-state window over which CPU and round trips are measured.
-    #[arg(long, default_value = "20s", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     window: Duration,
+    /// How many agents to revoke, one by one, timing each close.
     #[arg(long, default_value_t = 100)]
     revocations: usize,
     /// Database for the hub (default: SQLite in a temporary data dir).
     #[arg(long)]
     db: Option<String>,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    format: Format,
 }
 
 struct Sim {
@@ -60,8 +67,8 @@ struct HubProc {
     url: String,
 }
 
-fn start_hub(data: &Path, listen: &str, args: &SessionsArgs) -> Result<HubProc, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+fn start_hub(data: &Path, listen: &str, args: &SessionsArgs) -> Result<HubProc> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
     let _ = std::fs::remove_file(data.join("hub.json"));
     let mut cmd = Command::new(exe);
     cmd.args(["hub", "--listen", listen, "--data-dir"])
@@ -76,56 +83,55 @@ fn start_hub(data: &Path, listen: &str, args: &SessionsArgs) -> Result<HubProc, 
     if let Some(db) = &args.db {
         cmd.args(["--db", db]);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the hub: {e}"))?;
+    let child = cmd.spawn().context("cannot start the hub")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(data.join("hub.json")) {
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&text).context("hub.json")?;
             let url = v["url"].as_str().unwrap_or_default().to_owned();
             return Ok(HubProc { child, url });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err("the hub did not start in 30 s".to_owned())
+    Err(anyhow!("the hub did not start in 30 s"))
 }
 
 impl HubProc {
-    fn stop(mut self) -> Result<(), String> {
+    fn stop(mut self) -> Result<()> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            if self.child.try_wait()?.is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Err("the hub did not stop on SIGTERM within 30 s".to_owned())
+        Err(anyhow!("the hub did not stop on SIGTERM within 30 s"))
     }
 }
 
-pub async fn run(args: SessionsArgs) -> Result<(), String> {
+pub async fn run(args: SessionsArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("muster-bench-{}", std::process::id()));
     let result = run_in(&tmp, &args).await;
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
+async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<()> {
     let n = args.agents;
     let data = tmp.join("data");
     let hub = start_hub(&data, "127.0.0.1:0", args)?;
-    let key = std::fs::read_to_string(data.join("initial-admin-key")).map_err(|e| e.to_string())?;
-    let ca_pem = std::fs::read_to_string(data.join("ca.pem")).map_err(|e| e.to_string())?;
-    let admin = HubClient::new(&hub.url, Trust::CaPem(ca_pem.clone()))
-        .map_err(|e| e.to_string())?
-        .with_bearer(key.trim().to_owned());
+    let key = std::fs::read_to_string(data.join("initial-admin-key"))
+        .context("reading the hub's initial-admin-key")?;
+    let ca_pem =
+        std::fs::read_to_string(data.join("ca.pem")).context("reading the hub's ca.pem")?;
+    let admin =
+        HubClient::new(&hub.url, Trust::CaPem(ca_pem.clone()))?.with_bearer(key.trim().to_owned());
 
     eprintln!("enrolling {n} agents…");
     let sims = enroll_all(&admin, &hub.url, &ca_pem, n).await?;
@@ -142,7 +148,7 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
         shared
             .revoked
             .lock()
-            .map_err(|_| "lock")?
+            .map_err(|_| anyhow!("lock poisoned"))?
             .insert(sim.agent_id.clone(), tx);
         revoke_rx.insert(sim.agent_id.clone(), rx);
     }
@@ -178,20 +184,23 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
     let beats1 = heartbeats(&admin).await?;
     let beats = beats1.saturating_sub(beats0).max(1);
     let cpu_per_beat_us = (cpu1 - cpu0) * 1e6 / beats as f64;
-    let mut rtts = std::mem::take(&mut *shared.rtts_us.lock().map_err(|_| "lock")?);
+    let mut rtts = std::mem::take(
+        &mut *shared
+            .rtts_us
+            .lock()
+            .map_err(|_| anyhow!("lock poisoned"))?,
+    );
     rtts.sort_unstable();
 
     eprintln!("revoking {} agents one by one…", revoke_rx.len());
     let mut revoke_ms = Vec::new();
     for (id, rx) in revoke_rx {
         let t0 = Instant::now();
-        admin.revoke_agent(&id).await.map_err(|e| e.to_string())?;
+        admin.revoke_agent(&id).await?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(at)) => revoke_ms.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
             _ => {
-                return Err(format!(
-                    "agent {id} was not told of its revocation within 10 s"
-                ));
+                bail!("agent {id} was not told of its revocation within 10 s");
             }
         }
     }
@@ -213,7 +222,7 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
     let mut back: Vec<f64> = shared
         .reconnects
         .lock()
-        .map_err(|_| "lock")?
+        .map_err(|_| anyhow!("lock poisoned"))?
         .values()
         .map(|t| t.saturating_duration_since(ready_at).as_secs_f64())
         .collect();
@@ -246,73 +255,60 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<(), String> {
         "reconnect_last_s": back.last().copied().unwrap_or(0.0),
         "reconnect_busiest_second": busiest,
     });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!(
-            "sessions bench, {n} agents, heartbeat {}s",
-            args.heartbeat_interval.as_secs()
-        );
-        println!("  sessions opened in          {open_secs:.1} s");
-        println!(
-            "  hub RSS                     {rss_before} KiB -> {rss_after} KiB = {per_session:.1} KiB per session"
-        );
-        println!(
-            "  hub CPU per heartbeat       {cpu_per_beat_us:.1} us ({beats} heartbeats in {:?})",
-            args.window
-        );
-        println!(
-            "  heartbeat round trip        p50 {:.2} ms, p99 {:.2} ms",
-            pct(&rtts, 0.5) as f64 / 1000.0,
-            pct(&rtts, 0.99) as f64 / 1000.0
-        );
-        println!(
-            "  revoke -> session closed    p50 {:.1} ms, p99 {:.1} ms ({} revocations)",
-            pctf(&revoke_ms, 0.5),
-            pctf(&revoke_ms, 0.99),
-            revoke_ms.len()
-        );
-        println!(
-            "  after restart               {} of {alive} back, {gave_up} gave up; p50 {:.1} s, p99 {:.1} s, last {:.1} s; busiest second {busiest} reconnects",
-            back.len(),
-            pctf(&back, 0.5),
-            pctf(&back, 0.99),
-            back.last().copied().unwrap_or(0.0)
-        );
-    }
-    Ok(())
+    emit(args.format, &report, |_| {
+        [
+            format!(
+                "sessions bench, {n} agents, heartbeat {}s",
+                args.heartbeat_interval.as_secs()
+            ),
+            format!("  sessions opened in          {open_secs:.1} s"),
+            format!(
+                "  hub RSS                     {rss_before} KiB -> {rss_after} KiB = {per_session:.1} KiB per session"
+            ),
+            format!(
+                "  hub CPU per heartbeat       {cpu_per_beat_us:.1} us ({beats} heartbeats in {:?})",
+                args.window
+            ),
+            format!(
+                "  heartbeat round trip        p50 {:.2} ms, p99 {:.2} ms",
+                pct(&rtts, 0.5) as f64 / 1000.0,
+                pct(&rtts, 0.99) as f64 / 1000.0
+            ),
+            format!(
+                "  revoke -> session closed    p50 {:.1} ms, p99 {:.1} ms ({} revocations)",
+                pctf(&revoke_ms, 0.5),
+                pctf(&revoke_ms, 0.99),
+                revoke_ms.len()
+            ),
+            format!(
+                "  after restart               {} of {alive} back, {gave_up} gave up; p50 {:.1} s, p99 {:.1} s, last {:.1} s; busiest second {busiest} reconnects",
+                back.len(),
+                pctf(&back, 0.5),
+                pctf(&back, 0.99),
+                back.last().copied().unwrap_or(0.0)
+            ),
+        ]
+        .join("\n")
+    })
 }
 
-/// One value from the hub's `/metrics` (the hub reports its own RSS and CPU there).
-pub(crate) async fn metric(admin: &HubClient, name: &str) -> Result<f64, String> {
-    let (_, body) = admin.get_raw("/metrics").await.map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .ok_or_else(|| format!("the hub's /metrics has no {name}"))
-}
-
-async fn heartbeats(admin: &HubClient) -> Result<u64, String> {
+async fn heartbeats(admin: &HubClient) -> Result<u64> {
     Ok(metric(admin, "muster_heartbeats_total").await? as u64)
 }
 
-async fn rss_kib(admin: &HubClient) -> Result<u64, String> {
+async fn rss_kib(admin: &HubClient) -> Result<u64> {
     Ok((metric(admin, "process_resident_memory_bytes").await? / 1024.0) as u64)
 }
 
-async fn cpu_secs(admin: &HubClient) -> Result<f64, String> {
+async fn cpu_secs(admin: &HubClient) -> Result<f64> {
     metric(admin, "process_cpu_seconds_total").await
 }
 
-async fn wait_for(done: impl Fn() -> bool, within: Duration) -> Result<(), String> {
+async fn wait_for(done: impl Fn() -> bool, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     while !done() {
         if Instant::now() > deadline {
-            return Err(format!("gave up waiting after {within:?}"));
+            bail!("gave up waiting after {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -346,43 +342,28 @@ fn busiest_second(sorted_secs: &[f64]) -> usize {
     best
 }
 
-async fn enroll_all(
-    admin: &HubClient,
-    url: &str,
-    ca_pem: &str,
-    n: usize,
-) -> Result<Vec<Sim>, String> {
+async fn enroll_all(admin: &HubClient, url: &str, ca_pem: &str, n: usize) -> Result<Vec<Sim>> {
     let token = admin
         .create_token(&CreateTokenRequest {
-            max_uses: Some(u32::try_from(n).map_err(|_| "too many agents")?),
+            max_uses: Some(u32::try_from(n).context("too many agents")?),
             ttl_s: Some(3600),
             description: Some("muster bench sessions".to_owned()),
             ..Default::default()
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .token;
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let permit = gate
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+        let permit = gate.clone().acquire_owned().await?;
         let (url, ca, token) = (url.to_owned(), ca_pem.to_owned(), token.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let name = format!("sim-{i}");
-            let (key_pem, csr_pem) =
-                muster_ca::new_key_and_csr(&name).map_err(|e| e.to_string())?;
-            let client = HubClient::new(&url, Trust::CaPem(ca)).map_err(|e| e.to_string())?;
-            let req = crate::bench::sim_request(&name, csr_pem);
-            match client
-                .enroll(Some(&token), &req)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            let (key_pem, csr_pem) = muster_ca::new_key_and_csr(&name)?;
+            let client = HubClient::new(&url, Trust::CaPem(ca))?;
+            let req = sim_request(&name, csr_pem);
+            match client.enroll(Some(&token), &req).await? {
                 EnrollOutcome::Created(r) | EnrollOutcome::Reenrolled(r) => Ok(Sim {
                     agent_id: r.agent_id,
                     identity: ClientIdentity {
@@ -391,15 +372,13 @@ async fn enroll_all(
                     },
                     agent_key: r.agent_key,
                 }),
-                EnrollOutcome::Pending(_) => {
-                    Err("enrollment went to the approval queue".to_owned())
-                }
+                EnrollOutcome::Pending(_) => Err(anyhow!("enrollment went to the approval queue")),
             }
         }));
     }
     let mut sims = Vec::with_capacity(n);
     for t in tasks {
-        sims.push(t.await.map_err(|e| e.to_string())??);
+        sims.push(t.await??);
     }
     Ok(sims)
 }

@@ -1,0 +1,303 @@
+//! `muster bench`: load against a running hub, through the same client the agent
+//! uses, so the figures describe the real path (fresh TLS connection, real P-256
+//! key, real CSR, real database write).
+
+mod sessions;
+mod sim;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use muster_client::{EnrollOutcome, HubClient};
+use muster_proto::CreateTokenRequest;
+use tokio::sync::Semaphore;
+
+use crate::commands::bench::sim::{metric, sim_request};
+use crate::connection::{ConnectionArgs, client};
+use crate::failure::render;
+use crate::output::{Format, emit};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    action: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Enroll N simulated agents, each over a fresh TLS connection with its own key.
+    Enroll {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// How many agents to enroll.
+        #[arg(long, default_value_t = 2000)]
+        agents: usize,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Hold N live sessions against a hub this command starts, and measure them.
+    Sessions(sessions::SessionsArgs),
+    /// API-key authenticated reads: GET /api/v1/agents?limit=100 over kept-alive connections.
+    Api {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// How many requests in all.
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// The ceiling: fresh TLS connections, each doing only a handshake and GET /healthz.
+    Handshakes {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// How many connections in all.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Connections in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+impl BenchArgs {
+    /// The hub connection, for the benches that use a running hub.
+    pub fn connection_mut(&mut self) -> Option<&mut ConnectionArgs> {
+        match &mut self.action {
+            BenchCommand::Enroll { conn, .. }
+            | BenchCommand::Api { conn, .. }
+            | BenchCommand::Handshakes { conn, .. } => Some(conn),
+            BenchCommand::Sessions(_) => None,
+        }
+    }
+}
+
+pub async fn exec(args: BenchArgs) -> Result<()> {
+    match args.action {
+        BenchCommand::Sessions(args) => sessions::run(args).await,
+        BenchCommand::Api {
+            conn,
+            requests,
+            concurrency,
+            format,
+        } => api_reads(&client(&conn)?, requests, concurrency, format).await,
+        BenchCommand::Enroll {
+            conn,
+            agents,
+            concurrency,
+            format,
+        } => connections(&conn, Load::Enroll, agents, concurrency, format).await,
+        BenchCommand::Handshakes {
+            conn,
+            count,
+            concurrency,
+            format,
+        } => connections(&conn, Load::Handshakes, count, concurrency, format).await,
+    }
+}
+
+/// What each fresh connection of [`connections`] does.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    Enroll,
+    Handshakes,
+}
+
+/// `count` fresh TLS connections, `concurrency` at a time, each enrolling a new
+/// agent or only shaking hands.
+async fn connections(
+    conn: &ConnectionArgs,
+    load: Load,
+    count: usize,
+    concurrency: usize,
+    format: Format,
+) -> Result<()> {
+    let admin = client(conn)?;
+    let label = match load {
+        Load::Enroll => "enroll",
+        Load::Handshakes => "handshakes",
+    };
+    if count == 0 || concurrency == 0 {
+        bail!("--agents/--count and --concurrency must be at least 1");
+    }
+    let token = match load {
+        Load::Enroll => Some(
+            admin
+                .create_token(&CreateTokenRequest {
+                    max_uses: Some(u32::try_from(count).context("too many agents")?),
+                    ttl_s: Some(3600),
+                    description: Some("muster bench enroll".to_owned()),
+                    ..Default::default()
+                })
+                .await?
+                .token,
+        ),
+        Load::Handshakes => None,
+    };
+    let hub = admin.base_url().to_owned();
+    let ca_pem = admin.ca().await?.ca_pem;
+    let run_id = uuid_prefix();
+    // How many transactions the hub needed (group commit), when it says.
+    let transactions = || async {
+        metric(&admin, "muster_enroll_transactions_total")
+            .await
+            .ok()
+    };
+    let transactions_before = transactions().await;
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = sem.clone().acquire_owned().await?;
+        let (hub, ca_pem, token, run_id) =
+            (hub.clone(), ca_pem.clone(), token.clone(), run_id.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let t0 = Instant::now();
+            let result = match token {
+                Some(token) => {
+                    enroll_one(&hub, &ca_pem, &token, &format!("bench-{run_id}-{i}")).await
+                }
+                None => handshake_one(&hub, &ca_pem).await,
+            };
+            result.map(|()| t0.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut errors = 0usize;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(d)) => latencies.push(d),
+            Ok(Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert(render(&e));
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let per_transaction = match (token.is_some(), transactions_before, transactions().await) {
+        (true, Some(before), Some(after)) if after > before => {
+            Some(latencies.len() as f64 / (after - before))
+        }
+        _ => None,
+    };
+    latencies.sort();
+    let (p50, p99) = (
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
+    );
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let report = serde_json::json!({
+        "bench": label, "count": count, "concurrency": concurrency, "ok": latencies.len(),
+        "errors": errors, "seconds": elapsed.as_secs_f64(), "per_second": rate,
+        "p50_ms": p50, "p99_ms": p99, "first_error": first_error,
+        "enrollments_per_transaction": per_transaction,
+    });
+    emit(format, &report, |_| {
+        let mut lines = vec![format!(
+            "{label}: {} ok, {errors} errors in {:.2} s = {rate:.0}/s; latency p50 {p50:.1} ms, p99 {p99:.1} ms (concurrency {concurrency})",
+            latencies.len(),
+            elapsed.as_secs_f64(),
+        )];
+        if let Some(n) = per_transaction {
+            lines.push(format!(
+                "{label}: {n:.1} enrollments per database transaction (group commit)"
+            ));
+        }
+        if let Some(e) = &first_error {
+            lines.push(format!("first error: {e}"));
+        }
+        lines.join("\n")
+    })
+}
+
+/// The `p` quantile of sorted latencies, in milliseconds (0 when there are none).
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+async fn enroll_one(hub: &str, ca_pem: &str, token: &str, name: &str) -> Result<()> {
+    let (_key, csr_pem) = muster_ca::new_key_and_csr(name)?;
+    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))?;
+    let mut req = sim_request(name, csr_pem);
+    req.enrollment_id = Some(format!("{:032x}", rand_u128()));
+    match client.enroll(Some(token), &req).await? {
+        EnrollOutcome::Created(_) | EnrollOutcome::Reenrolled(_) => Ok(()),
+        EnrollOutcome::Pending(_) => bail!("enrollment went to the approval queue"),
+    }
+}
+
+async fn handshake_one(hub: &str, ca_pem: &str) -> Result<()> {
+    let client = HubClient::new(hub, muster_client::Trust::CaPem(ca_pem.to_owned()))?;
+    client.healthz().await?;
+    Ok(())
+}
+
+fn rand_u128() -> u128 {
+    u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes())
+}
+
+fn uuid_prefix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// `concurrency` workers sharing one client (its connection pool keeps TLS sessions
+/// alive, as an admin tool or dashboard would), each reading the first page.
+async fn api_reads(
+    client: &HubClient,
+    requests: usize,
+    concurrency: usize,
+    format: Format,
+) -> Result<()> {
+    let first = client.agents_page(100, None).await?;
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, counter) = (client.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let t0 = Instant::now();
+                client.agents_page(100, None).await?;
+                lat.push(t0.elapsed());
+            }
+            Ok::<_, muster_client::ClientError>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let (p50, p99) = (percentile_ms(&all, 0.5), percentile_ms(&all, 0.99));
+    let rate = all.len() as f64 / secs;
+    let report = serde_json::json!({"bench": "api", "requests": all.len(), "page": first.agents.len(), "per_second": rate, "p50_ms": p50, "p99_ms": p99});
+    emit(format, &report, |_| {
+        format!(
+            "api: {} requests of a {}-agent page in {secs:.2} s = {rate:.0}/s; latency p50 {p50:.1} ms, p99 {p99:.1} ms (concurrency {concurrency})",
+            all.len(),
+            first.agents.len(),
+        )
+    })
+}

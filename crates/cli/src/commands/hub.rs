@@ -1,0 +1,190 @@
+//! `muster hub`: run the hub, and the offline chores on its data dir (`ca-hash`,
+//! `rotate-secret`, `backup`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::duration::parse_duration;
+use crate::output::out;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HubArgs {
+    #[command(subcommand)]
+    action: Option<HubAction>,
+    /// Address to listen on; port 0 picks a free one (see hub.json).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    /// Where the hub keeps its CA, secret, hub.json and (by default) its database.
+    #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
+    #[arg(long, env = "MUSTER_DB")]
+    db: Option<String>,
+    /// URL agents are told to use, e.g. https://hub.example.com:8443.
+    #[arg(long, env = "MUSTER_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Serve this certificate chain (PEM), e.g. a publicly trusted one, to browsers and
+    /// other clients; Muster's agent and CLI still get the hub CA's certificate, so
+    /// token pins keep working.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; checked against it at start.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How often agents send a heartbeat; silence for 2.5 intervals means offline.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Lifetime of agent certificates.
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    cert_validity: Duration,
+    /// How long after expiry an offline agent may still renew with proof of its key.
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    renewal_grace: Duration,
+    /// Enrollments with no credential wait for an admin (on) or are refused (off).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    approval_queue: String,
+    /// How long a queued request waits for a decision before it expires.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pending_ttl: Duration,
+    /// Believe X-Forwarded-For / Forwarded only from proxies in this CIDR; repeatable.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<String>,
+    /// Enrollments handled at once; beyond it, 429 with a jittered Retry-After.
+    #[arg(long, default_value_t = 64)]
+    max_enrollments_in_flight: usize,
+}
+
+#[derive(Subcommand)]
+enum HubAction {
+    /// Print the CA hash agents pin (sha256:…).
+    CaHash {
+        /// The hub's data dir, holding ca.pem.
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Re-encrypt and re-key everything under a new hub secret (stop the hub first).
+    /// The new secret: MUSTER_NEW_SECRET, else generated into <data-dir>/secret.
+    RotateSecret {
+        /// The hub's data dir.
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Database URL, when not SQLite in the data dir.
+        #[arg(long, env = "MUSTER_DB")]
+        db: Option<String>,
+    },
+    /// A consistent copy of the SQLite database, taken while the hub serves.
+    Backup {
+        /// The hub's data dir.
+        #[arg(long, default_value = "./muster-data", env = "MUSTER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Database URL, when not SQLite in the data dir.
+        #[arg(long, env = "MUSTER_DB")]
+        db: Option<String>,
+        /// The new file to write the copy to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub async fn exec(args: HubArgs) -> Result<()> {
+    match args.action {
+        Some(HubAction::RotateSecret { data_dir, db }) => rotate_secret(data_dir, db).await,
+        Some(HubAction::Backup { data_dir, db, out }) => backup(&data_dir, db, &out).await,
+        Some(HubAction::CaHash { data_dir }) => ca_hash(&data_dir),
+        None => serve(args).await,
+    }
+}
+
+async fn rotate_secret(data_dir: PathBuf, db: Option<String>) -> Result<()> {
+    let mut opts = muster_hub::HubOptions::new(data_dir);
+    opts.db_url = db;
+    opts.secret = non_empty_env("MUSTER_SECRET");
+    let new = non_empty_env("MUSTER_NEW_SECRET");
+    let (signed, printed) = muster_hub::rotate_secret(&opts, new).await?;
+    out!("Rotated the hub secret; {signed} audit entries re-signed.")?;
+    match printed {
+        Some(_) => {
+            out!("Start the hub with MUSTER_SECRET set to the new value (MUSTER_NEW_SECRET).")
+        }
+        None => out!(
+            "The new secret is in {}/secret: back it up now.",
+            opts.data_dir.display()
+        ),
+    }
+}
+
+async fn backup(data_dir: &Path, db: Option<String>, out: &Path) -> Result<()> {
+    let url = db.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("muster.db").display()));
+    if !url.starts_with("sqlite:") {
+        bail!("backups of a PostgreSQL hub are taken with pg_dump (see docs/OPERATIONS.md)");
+    }
+    let path = url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if !Path::new(&path).exists() {
+        bail!("no database at {path}");
+    }
+    if out.exists() {
+        bail!("{} exists already; choose a new file", out.display());
+    }
+    muster_store::backup_sqlite(&format!("sqlite://{path}?mode=ro"), out)
+        .await
+        .context("backup failed")?;
+    out!(
+        "Backup written to {} (restore: a fresh data dir with this file as muster.db and the same hub secret)",
+        out.display()
+    )
+}
+
+fn ca_hash(data_dir: &Path) -> Result<()> {
+    let path = data_dir.join("ca.pem");
+    let pem = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (has the hub started once here?)",
+            path.display()
+        )
+    })?;
+    let hash = muster_ca::CaHash::of_pem(&pem)?;
+    out!("{hash}")
+}
+
+async fn serve(args: HubArgs) -> Result<()> {
+    let admin_user = match (
+        std::env::var("MUSTER_ADMIN_USER"),
+        std::env::var("MUSTER_ADMIN_PASSWORD"),
+    ) {
+        (Ok(u), Ok(p)) if !u.is_empty() => Some((u, p)),
+        (Ok(u), _) if !u.is_empty() => bail!("MUSTER_ADMIN_USER needs MUSTER_ADMIN_PASSWORD"),
+        _ => None,
+    };
+    let opts = muster_hub::HubOptions {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        db_url: args.db,
+        advertise_url: args.advertise_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        heartbeat_interval: args.heartbeat_interval,
+        cert_validity: args.cert_validity,
+        renewal_grace: args.renewal_grace,
+        approval_queue: args.approval_queue == "on",
+        pending_ttl: args.pending_ttl,
+        trusted_proxies: args.trusted_proxies,
+        max_enrollments_in_flight: args.max_enrollments_in_flight,
+        admin_user,
+        secret: non_empty_env("MUSTER_SECRET"),
+    };
+    let hub = muster_hub::Hub::start(opts).await?;
+    Ok(hub.serve(crate::signal::shutdown()).await?)
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}

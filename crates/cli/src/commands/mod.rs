@@ -1,0 +1,17 @@
+//! One module per command (as in cargo's `src/bin/cargo/commands/`): each holds
+//! its clap arguments and the `exec` that runs them. `main` dispatches.
+
+pub mod agent;
+pub mod agents;
+pub mod approvals;
+pub mod audit;
+pub mod bench;
+pub mod enroll;
+pub mod hub;
+pub mod keys;
+pub mod login;
+pub mod status;
+pub mod tokens;
+pub mod trust;
+pub mod unenroll;
+pub mod users;
