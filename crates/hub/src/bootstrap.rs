@@ -11,7 +11,7 @@ use std::sync::Arc;
 use muster_ca::Authority;
 use muster_files::{PRIVATE, PUBLIC, create_private_dir_all, write_atomic_path};
 use muster_proto::API_KEY_PREFIX;
-use muster_store::{ApiKeyRecord, SqlStore, Store};
+use muster_store::{ApiKeyRecord, AuditStore, MetaStore, SqlStore, Store};
 use serde::Serialize;
 
 use crate::audit::{self, AuditExt};

@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::group::EnrollQueue;
 use crate::sql::db::{Db, open_pool};
-use crate::{MetaStore, Result, Store, migrate};
+use crate::{MetaStore, Result, migrate};
 
 pub struct SqlStore {
     db: Db,
@@ -91,18 +91,6 @@ impl SqlStore {
     /// The underlying pool, for tests and tools that need raw SQL (backup, tamper tests).
     pub fn pool(&self) -> &AnyPool {
         &self.db.pool
-    }
-}
-
-/// Every operation on a concrete `SqlStore` for code that imports only [`Store`]:
-/// a trait object has all its sub-traits' methods without their imports, a concrete
-/// type does not. The hub's secret rotation (`muster_hub::bootstrap`) relies on it;
-/// once it imports the sub-traits it uses, this can go.
-impl std::ops::Deref for SqlStore {
-    type Target = dyn Store;
-
-    fn deref(&self) -> &Self::Target {
-        self
     }
 }
 
