@@ -590,7 +590,7 @@ impl HubClient {
         .await
     }
 
-    pub async fn whoami(&self) -> Result<serde_json::Value> {
+    pub async fn whoami(&self) -> Result<muster_proto::WhoAmI> {
         self.get("/api/v1/whoami").await
     }
 }

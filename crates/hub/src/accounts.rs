@@ -128,7 +128,7 @@ pub async fn add_user(
     let user = UserRecord {
         id: uuid::Uuid::new_v4().to_string(),
         name: req.name.clone(),
-        role: req.role.clone(),
+        role: req.role.as_str().to_owned(),
         password_hash: hash_password(state, req.password).await?,
         disabled_at: None,
         created_at: now_ms(),

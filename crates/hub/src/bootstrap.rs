@@ -175,7 +175,7 @@ async fn ensure_initial_admin_key(
         hash: keys.hash_secret(&value),
         prefix: display_prefix(&value),
         name: "initial-admin".to_owned(),
-        role: "admin".to_owned(),
+        role: muster_proto::Role::Admin.as_str().to_owned(),
         agents_glob: None,
         probes: Vec::new(),
         expires_at: None,
@@ -233,7 +233,7 @@ pub async fn ensure_admin_user(
     }
     let req = muster_proto::CreateUserRequest {
         name: name.to_owned(),
-        role: "admin".to_owned(),
+        role: muster_proto::Role::Admin,
         password: password.to_owned(),
     };
     crate::accounts::add_user(

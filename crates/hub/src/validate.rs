@@ -55,3 +55,9 @@ pub fn check_label(key: &str, value: &str) -> ApiResult<()> {
     }
     check_text("label value", value, true)
 }
+
+/// A role as the store keeps it (the word the hub wrote). Anything else reads as
+/// the lesser role: an unreadable row must not grant more than it says.
+pub fn stored_role(word: &str) -> muster_proto::Role {
+    word.parse().unwrap_or(muster_proto::Role::Member)
+}

@@ -8,6 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod kinds;
+
+pub use kinds::{
+    AgentStatus, ApprovalKind, ApprovalStatus, KeyState, PrincipalKind, Role, TokenState,
+    UnknownWord, WhoAmI,
+};
+
 /// Version of the agent–hub protocol. An agent announces it in `hello` and at
 /// enrollment; the hub refuses versions it does not speak with a clear message.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -177,7 +184,8 @@ pub struct EnrollResponse {
 /// 202 answer to `POST /api/v1/enroll` when the request waits for approval (§7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingResponse {
-    pub status: String,
+    /// Always `pending`: the request waits.
+    pub status: ApprovalStatus,
     pub request_id: String,
     pub poll_after_s: u64,
 }
@@ -231,8 +239,7 @@ pub struct TokenInfo {
     pub uses: u32,
     pub max_uses: Option<u32>,
     pub expires_at: Option<String>,
-    /// `active` | `exhausted` | `expired` | `revoked`.
-    pub state: String,
+    pub state: TokenState,
     pub pattern: Option<String>,
     pub cidrs: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -251,8 +258,7 @@ pub struct AgentInfo {
     pub id: String,
     pub name: String,
     pub hostname: String,
-    /// `online` | `degraded` | `offline` | `revoked` | `removed` | `pending` | `cloned`.
-    pub status: String,
+    pub status: AgentStatus,
     pub ip: String,
     pub os_info: String,
     pub arch: String,
@@ -388,15 +394,14 @@ pub struct RenewResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalInfo {
     pub id: String,
-    /// `enroll` or `renew`.
-    pub kind: String,
+    pub kind: ApprovalKind,
     pub agent_id: Option<String>,
     pub name: String,
     pub hostname: String,
     /// Source address the request came from.
     pub source: String,
     pub facts: Option<HostFacts>,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub reason: Option<String>,
     pub created_at: String,
     pub expires_at: String,
@@ -482,8 +487,7 @@ pub struct AuditVerifyResult {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
-    /// `admin` or `member`.
-    pub role: String,
+    pub role: Role,
     /// Member keys: agent names this key may see (glob); default all.
     #[serde(default)]
     pub agents: Option<String>,
@@ -501,14 +505,13 @@ pub struct KeyInfo {
     pub id: String,
     pub name: String,
     pub prefix: String,
-    pub role: String,
+    pub role: Role,
     pub agents: Option<String>,
     pub probes: Vec<String>,
     pub expires_at: Option<String>,
     pub created_at: String,
     pub last_used_at: Option<String>,
-    /// `active` | `expired` | `revoked`.
-    pub state: String,
+    pub state: KeyState,
 }
 
 /// Answer to key creation and rotation: the only time the value is shown.
@@ -536,15 +539,14 @@ pub struct LoginRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub name: String,
-    /// `admin` or `member`.
-    pub role: String,
+    pub role: Role,
     pub password: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub disabled: bool,
     pub created_at: String,
 }

@@ -224,7 +224,7 @@ impl TestHub {
             let now = admin
                 .agent(agent)
                 .await
-                .map(|a| a.status)
+                .map(|a| a.status.to_string())
                 .unwrap_or_default();
             if now == status {
                 return start.elapsed();

@@ -81,7 +81,7 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
         } => {
             let mut agents = client.list_agents().await?;
             agents.retain(|a| {
-                status.is_none_or(|s| s.matches(&a.status))
+                status.is_none_or(|s| s.matches(a.status.as_str()))
                     && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
             });
             emit(format, &agents, |a| agents_table(a))
@@ -108,7 +108,7 @@ fn agents_table(agents: &[AgentInfo]) -> String {
             vec![
                 a.name.clone(),
                 a.id.clone(),
-                a.status.clone(),
+                a.status.to_string(),
                 a.hostname.clone(),
                 a.ip.clone(),
                 time_or(a.last_seen_at.as_deref(), "never"),

@@ -78,7 +78,7 @@ fn approvals_table(list: &[ApprovalInfo]) -> String {
                 .unwrap_or_default();
             vec![
                 r.id.clone(),
-                r.kind.clone(),
+                r.kind.to_string(),
                 r.hostname.clone(),
                 r.source.clone(),
                 facts,

@@ -24,8 +24,8 @@ enum KeysCommand {
         #[arg(long)]
         name: String,
         /// admin: everything; member: read the fleet and run probes within its scopes.
-        #[arg(long, value_parser = ["admin", "member"])]
-        role: String,
+        #[arg(long)]
+        role: muster_proto::Role,
         /// Member keys: agent names this key may see (glob).
         #[arg(long)]
         agents: Option<String>,
@@ -111,9 +111,9 @@ fn keys_table(keys: &[KeyInfo]) -> String {
                 k.id.clone(),
                 k.name.clone(),
                 k.prefix.clone(),
-                k.role.clone(),
+                k.role.to_string(),
                 k.agents.clone().unwrap_or_else(|| "*".to_owned()),
-                k.state.clone(),
+                k.state.to_string(),
                 time_or(k.expires_at.as_deref(), "never"),
                 time_or(k.last_used_at.as_deref(), "never"),
             ]

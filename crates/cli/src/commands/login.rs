@@ -46,8 +46,8 @@ pub async fn exec(args: LoginArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     out!(
         "Logged in to {hub} as {} ({}); profile saved to {}",
-        who["name"].as_str().unwrap_or("?"),
-        who["role"].as_str().unwrap_or("?"),
+        who.name.as_deref().unwrap_or("?"),
+        who.role.map_or("?", |r| r.as_str()),
         path.display()
     )
 }

@@ -131,7 +131,7 @@ fn tokens_table(tokens: &[TokenInfo]) -> String {
                     t.max_uses.map_or("∞".to_owned(), |m| m.to_string())
                 ),
                 time_or(t.expires_at.as_deref(), "never"),
-                t.state.clone(),
+                t.state.to_string(),
                 t.description.clone().unwrap_or_default(),
             ]
         })

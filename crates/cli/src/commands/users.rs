@@ -24,8 +24,8 @@ enum UsersCommand {
         /// The login name.
         name: String,
         /// admin: everything; member: read the fleet and run probes.
-        #[arg(long, value_parser = ["admin", "member"])]
-        role: String,
+        #[arg(long)]
+        role: muster_proto::Role,
         /// Read the password from the first line of stdin (for scripts).
         #[arg(long)]
         password_stdin: bool,
@@ -116,7 +116,7 @@ fn users_table(users: &[UserInfo]) -> String {
         .map(|u| {
             vec![
                 u.name.clone(),
-                u.role.clone(),
+                u.role.to_string(),
                 if u.disabled { "disabled" } else { "active" }.to_owned(),
                 time(&u.created_at),
             ]

@@ -13,7 +13,7 @@ use crate::{code, each_backend};
 fn key(name: &str, role: &str) -> CreateKeyRequest {
     CreateKeyRequest {
         name: name.to_owned(),
-        role: role.to_owned(),
+        role: role.parse().unwrap(),
         ..Default::default()
     }
 }

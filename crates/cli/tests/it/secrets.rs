@@ -43,7 +43,7 @@ async fn the_database_holds_no_secret_in_plain_text() {
             .admin()
             .create_key(&muster_proto::CreateKeyRequest {
                 name: "m".into(),
-                role: "member".into(),
+                role: muster_proto::Role::Member,
                 ..Default::default()
             })
             .await

@@ -74,7 +74,7 @@ async fn refused_tokens_say_why() {
             .await
             .unwrap()
             .into_iter()
-            .map(|t| (t.id, t.state))
+            .map(|t| (t.id, t.state.to_string()))
             .collect();
         assert!(states.contains(&(short.id.clone(), "expired".to_owned())));
         assert!(states.contains(&(revoked.id.clone(), "revoked".to_owned())));

@@ -43,7 +43,7 @@ async fn login_sessions_follow_the_users_state() {
         let root = with_cookie(&hub, &cookie, true);
         root.create_user(&CreateUserRequest {
             name: "ann".into(),
-            role: "member".into(),
+            role: muster_proto::Role::Member,
             password: PASSWORD.into(),
         })
         .await

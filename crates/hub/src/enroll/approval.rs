@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use muster_proto::{EnrollRequest, HostFacts, PendingResponse, codes};
+use muster_proto::{ApprovalStatus, EnrollRequest, HostFacts, PendingResponse, codes};
 use muster_store::PendingRecord;
 
 use super::{Context, Grant, Method};
@@ -178,7 +178,7 @@ pub fn decide(
             "the request waited too long for approval; ask again",
         )),
         _ => Ok(Err(PendingResponse {
-            status: "pending".to_owned(),
+            status: ApprovalStatus::Pending,
             request_id: record.id,
             poll_after_s: POLL_AFTER_S,
         })),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use muster_proto::{AgentInfo, AgentList, codes};
+use muster_proto::{AgentHealth, AgentInfo, AgentList, AgentStatus, codes};
 use muster_store::{AgentEnd, AgentRecord, AgentState};
 
 use crate::audit::AuditExt;
@@ -19,20 +19,20 @@ use crate::state::AppState;
 
 pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     let status = match a.state {
-        AgentState::Active if a.cloned_at.is_some() => "cloned",
+        AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
         AgentState::Active => match state.sessions.health(&a.id) {
-            Some((muster_proto::AgentHealth::Ok, _)) => "online",
-            Some((muster_proto::AgentHealth::Degraded, _)) => "degraded",
-            None => "offline",
+            Some((AgentHealth::Ok, _)) => AgentStatus::Online,
+            Some((AgentHealth::Degraded, _)) => AgentStatus::Degraded,
+            None => AgentStatus::Offline,
         },
-        AgentState::Revoked => "revoked",
-        AgentState::Removed => "removed",
+        AgentState::Revoked => AgentStatus::Revoked,
+        AgentState::Removed => AgentStatus::Removed,
     };
     AgentInfo {
         id: a.id.clone(),
         name: a.name.clone(),
         hostname: a.facts.hostname.clone(),
-        status: status.to_owned(),
+        status,
         ip: a.facts.ip.clone(),
         os_info: a.facts.os_info.clone(),
         arch: a.facts.arch.clone(),

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use muster_proto::{
-    ApprovalInfo, ApprovalList, CreateTrustRule, DecideRequest, TrustRuleInfo, TrustRuleList,
+    ApprovalInfo, ApprovalKind, ApprovalList, ApprovalStatus, CreateTrustRule, DecideRequest,
+    TrustRuleInfo, TrustRuleList,
 };
 use muster_store::{PendingRecord, StoreError, TrustRuleRecord};
 
@@ -22,13 +23,13 @@ use crate::validate::{check_label, check_text};
 fn approval_info(r: &PendingRecord, now: i64) -> ApprovalInfo {
     ApprovalInfo {
         id: r.id.clone(),
-        kind: r.kind.clone(),
+        kind: r.kind.parse().unwrap_or(ApprovalKind::Enroll),
         agent_id: r.agent_id.clone(),
         name: r.name.clone(),
         hostname: r.hostname.clone(),
         source: r.source.clone(),
         facts: serde_json::from_str(&r.facts).ok(),
-        status: r.status.clone(),
+        status: r.status.parse().unwrap_or(ApprovalStatus::Pending),
         reason: r.reason.clone(),
         created_at: rfc3339(r.created_at),
         expires_at: rfc3339(r.expires_at),

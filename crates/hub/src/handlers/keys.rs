@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use muster_proto::{API_KEY_PREFIX, CreateKeyRequest, CreatedKey, KeyInfo, KeyList};
+use muster_proto::{API_KEY_PREFIX, CreateKeyRequest, CreatedKey, KeyInfo, KeyList, KeyState};
 use muster_store::{ApiKeyRecord, KeyChange, StoreError};
 
 use crate::audit::AuditExt;
@@ -18,27 +18,27 @@ use crate::extract::{ApiJson, Caller};
 use crate::rules::parse_pattern;
 use crate::secrets::{display_prefix, random_body};
 use crate::state::AppState;
-use crate::validate::check_text;
+use crate::validate::{check_text, stored_role};
 
 pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     let state = if k.revoked_at.is_some() {
-        "revoked"
+        KeyState::Revoked
     } else if k.expires_at.is_some_and(|e| e <= now) {
-        "expired"
+        KeyState::Expired
     } else {
-        "active"
+        KeyState::Active
     };
     KeyInfo {
         id: k.id.clone(),
         name: k.name.clone(),
         prefix: k.prefix.clone(),
-        role: k.role.clone(),
+        role: stored_role(&k.role),
         agents: k.agents_glob.clone(),
         probes: k.probes.clone(),
         expires_at: k.expires_at.map(rfc3339),
         created_at: rfc3339(k.created_at),
         last_used_at: k.last_used_at.map(rfc3339),
-        state: state.to_owned(),
+        state,
     }
 }
 
@@ -68,7 +68,7 @@ pub async fn create(
         hash: state.keys.hash_secret(&value),
         prefix: display_prefix(&value),
         name: req.name.clone(),
-        role: req.role.clone(),
+        role: req.role.as_str().to_owned(),
         agents_glob: req.agents.clone(),
         probes: req.probes.clone(),
         expires_at: req

@@ -8,11 +8,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use muster_proto::{CaResponse, Health, codes};
+use muster_proto::{CaResponse, Health, PrincipalKind, WhoAmI, codes};
 
 use crate::error::{ApiFailure, ApiResult};
 use crate::principal::Principal;
 use crate::state::AppState;
+use crate::validate::stored_role;
 
 pub async fn healthz() -> Json<Health> {
     Json(Health {
@@ -50,12 +51,25 @@ pub async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {
     })
 }
 
-pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
+pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<WhoAmI> {
     Json(match principal {
-        Principal::Admin(k) | Principal::Member(k) => {
-            serde_json::json!({"kind": "api_key", "id": k.id, "name": k.name, "role": k.role})
-        }
-        Principal::Agent(a) => serde_json::json!({"kind": "agent", "id": a.id}),
-        Principal::User(u) => serde_json::json!({"kind": "user", "name": u.name, "role": u.role}),
+        Principal::Admin(k) | Principal::Member(k) => WhoAmI {
+            kind: PrincipalKind::ApiKey,
+            id: Some(k.id),
+            name: Some(k.name),
+            role: Some(stored_role(&k.role)),
+        },
+        Principal::Agent(a) => WhoAmI {
+            kind: PrincipalKind::Agent,
+            id: Some(a.id),
+            name: Some(a.name),
+            role: None,
+        },
+        Principal::User(u) => WhoAmI {
+            kind: PrincipalKind::User,
+            id: None,
+            name: Some(u.name),
+            role: Some(stored_role(&u.role)),
+        },
     })
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use muster_proto::{CreateTokenRequest, CreateTokenResponse, TOKEN_PREFIX, TokenInfo, TokenList};
+use muster_proto::{
+    CreateTokenRequest, CreateTokenResponse, TOKEN_PREFIX, TokenInfo, TokenList, TokenState,
+};
 use muster_store::TokenRecord;
 
 use crate::audit::AuditExt;
@@ -29,7 +31,12 @@ fn token_info(t: &TokenRecord, now: i64) -> TokenInfo {
         uses: t.uses.max(0) as u32,
         max_uses: t.max_uses.map(|m| m.max(0) as u32),
         expires_at: t.expires_at.map(rfc3339),
-        state: t.state(now).as_str().to_owned(),
+        state: match t.state(now) {
+            muster_store::TokenState::Active => TokenState::Active,
+            muster_store::TokenState::Exhausted => TokenState::Exhausted,
+            muster_store::TokenState::Expired => TokenState::Expired,
+            muster_store::TokenState::Revoked => TokenState::Revoked,
+        },
         pattern: t.pattern.clone(),
         cidrs: t.cidrs.clone(),
         labels: t.labels.clone(),

@@ -24,6 +24,7 @@ use crate::extract::{ApiJson, Caller, ClientSource};
 use crate::secrets::random_body;
 use crate::state::AppState;
 use crate::throttle::Verdict;
+use crate::validate::stored_role;
 
 const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
@@ -125,7 +126,7 @@ pub async fn logout(
 fn info(u: &UserRecord) -> UserInfo {
     UserInfo {
         name: u.name.clone(),
-        role: u.role.clone(),
+        role: stored_role(&u.role),
         disabled: u.disabled_at.is_some(),
         created_at: rfc3339(u.created_at),
     }
