@@ -471,6 +471,8 @@ async fn run_hub(args: HubArgs) -> Result<(), String> {
         secret: std::env::var("MUSTER_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
+        // Options without a flag yet keep the hub's defaults.
+        ..muster_hub::HubOptions::new("")
     };
     let hub = muster_hub::Hub::start(opts)
         .await

@@ -67,6 +67,22 @@ pub struct HubOptions {
     /// `--max-enrollments-in-flight`: beyond this many at once, enrollments get 429
     /// with a jittered `Retry-After`, so a fleet-wide burst cannot pile up without bound.
     pub max_enrollments_in_flight: usize,
+    /// `--max-connections-per-source`: connections one client address (IPv6: one
+    /// /64) may hold at once. Beyond it new ones are closed unanswered, so a single
+    /// client cannot use up the open files the hub needs for everyone else.
+    /// `--trusted-proxy` addresses are exempt: they carry many clients.
+    pub max_connections_per_source: usize,
+    /// `--max-connections`: connections held at once, from all sources. `None`
+    /// derives it from the open-files limit, keeping room for the database, so a
+    /// flood is refused at the door instead of failing `accept` and database opens.
+    pub max_connections: Option<usize>,
+    /// `--request-body-timeout`: how long a request may take to send its body after
+    /// its headers; then 408 and the connection closes. A body sent slowly or never
+    /// would otherwise hold its connection forever.
+    pub request_body_timeout: Duration,
+    /// `--idle-timeout`: a connection with no request in flight this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike; a WebSocket session is never idle).
+    pub idle_timeout: Duration,
     /// `MUSTER_ADMIN_USER` / `MUSTER_ADMIN_PASSWORD`: an admin user made at first start.
     pub admin_user: Option<(String, String)>,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
@@ -118,6 +134,10 @@ impl HubOptions {
             pending_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
             max_enrollments_in_flight: 64,
+            max_connections_per_source: 256,
+            max_connections: None,
+            request_body_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
             admin_user: None,
             secret: None,
         }
