@@ -11,7 +11,7 @@ use axum::{Router, middleware};
 use muster_proto::MAX_BODY_BYTES;
 
 use crate::auth::require;
-use crate::error::ApiFailure;
+use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
     agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, users,
 };
@@ -191,12 +191,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         });
     }
+    // Outermost last: every error leaves as JSON.
     app.fallback(|| async { ApiFailure::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 

@@ -13,6 +13,7 @@ mod bad_input;
 mod binary;
 mod enroll;
 mod envfile;
+mod exhaustion;
 mod identity;
 mod multihub;
 mod public_cert;
