@@ -63,6 +63,15 @@ impl ApiFailure {
         )
     }
 
+    /// 408: the body did not arrive within `--request-body-timeout`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+    }
+
     /// Our error for a refusal that came without one (an extractor's rejection, a
     /// 405): the code follows the status, the message is the refusal's own text
     /// when it is short plain text (it describes the request, never the hub).

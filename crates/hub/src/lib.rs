@@ -12,6 +12,7 @@ mod accounts;
 mod api;
 mod audit;
 mod auth;
+mod body_limit;
 mod bootstrap;
 mod clock;
 mod clones;
@@ -184,6 +185,7 @@ pub struct Hub {
     tls: Arc<rustls::ServerConfig>,
     listener: std::net::TcpListener,
     files: HubFiles,
+    request_body_timeout: Duration,
 }
 
 impl Hub {
@@ -254,6 +256,7 @@ impl Hub {
             tls: Arc::new(tls),
             listener,
             files,
+            request_body_timeout: opts.request_body_timeout,
         })
     }
 
@@ -316,7 +319,7 @@ impl Hub {
             on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
             state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
         });
-        let app = api::router(self.state.clone());
+        let app = api::router(self.state.clone(), self.request_body_timeout);
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
         // NODELAY: a TLS handshake is several small writes; without it Nagle and
         // delayed ACKs add ~40 ms to every new connection. Keepalive finds peers

@@ -6,7 +6,7 @@
 //! These exercise the hub's HTTP layer, not its database: they run on SQLite only.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use muster_hub::HubOptions;
 use muster_proto::ApiError;
@@ -17,6 +17,9 @@ use tokio::time::timeout;
 type Tls = muster_testkit::RawTls;
 
 const H1: &[u8] = b"http/1.1";
+const H2: &[u8] = b"h2";
+
+const BIG: usize = 2_600_000;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -188,5 +191,223 @@ async fn query_method_and_header_errors_are_json() {
     // A body with a content type that is not JSON.
     let r = ask("POST /api/v1/login HTTP/1.1\r\nHost: hub\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}".to_owned()).await;
     assert_eq!((r.status, r.code()), (400, "invalid_request".to_owned()));
+    hub.stop().await;
+}
+
+impl Conn {
+    /// Whether the hub closed the connection within `within` (anything it sends
+    /// meanwhile is skipped).
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Err(_) => return false,
+                Ok(Ok(true)) => self.buf.clear(),
+                Ok(Ok(false)) | Ok(Err(_)) => return true,
+            }
+        }
+    }
+}
+
+// ---- a minimal HTTP/2 client: enough frames to make one request and wait ----
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK header block of literals without indexing (no Huffman), for a request
+/// `method path` with extra `(static table index, value)` headers.
+fn h2_request_headers(method: &str, path: &str, extra: &[(u8, &str)]) -> Vec<u8> {
+    fn literal(block: &mut Vec<u8>, index: u8, value: &str) {
+        if index < 15 {
+            block.push(index);
+        } else {
+            block.extend_from_slice(&[0x0f, index - 15]);
+        }
+        assert!(value.len() < 127);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut block = vec![if method == "POST" { 0x83 } else { 0x82 }, 0x87];
+    literal(&mut block, 4, path);
+    literal(&mut block, 1, "127.0.0.1");
+    for (index, value) in extra {
+        literal(&mut block, *index, value);
+    }
+    block
+}
+
+impl Conn {
+    async fn h2_start(&mut self) -> std::io::Result<()> {
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        self.send(&hello).await
+    }
+
+    async fn h2_frame(&mut self) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+        let head = self.take(9).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let payload = self.take(len).await?;
+        // Acknowledge what HTTP/2 requires acknowledging, as any client would.
+        if head[3] == SETTINGS && head[4] & 1 == 0 {
+            self.send(&frame(SETTINGS, 1, 0, &[])).await?;
+        }
+        if head[3] == PING && head[4] & 1 == 0 {
+            self.send(&frame(PING, 1, 0, &payload)).await?;
+        }
+        Ok((head[3], head[4], stream, payload))
+    }
+
+    /// The body of the answer on `stream` (its DATA frames up to END_STREAM).
+    async fn h2_body(&mut self, stream: u32) -> std::io::Result<Vec<u8>> {
+        let read = async {
+            let mut body = Vec::new();
+            loop {
+                let (kind, flags, on, payload) = self.h2_frame().await?;
+                if on != stream {
+                    continue;
+                }
+                if kind == DATA {
+                    body.extend_from_slice(&payload);
+                }
+                if (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
+                    return Ok(body);
+                }
+            }
+        };
+        timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| std::io::Error::other("no HTTP/2 answer within 10 s"))?
+    }
+}
+
+fn json_code(body: &[u8]) -> String {
+    serde_json::from_slice::<ApiError>(body)
+        .unwrap_or_else(|_| panic!("not a JSON error: {:?}", String::from_utf8_lossy(body)))
+        .error
+        .code
+}
+
+// ---- stalled bodies and idle connections ----
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_and_its_connection_is_closed() {
+    let hub = hub_with(|o| o.request_body_timeout = Duration::from_secs(1)).await;
+    let started = Instant::now();
+    // HTTP/1.1: headers and `{`, then nothing, as the 2,000 that held a hub open did.
+    let mut c = Conn::open(&hub, "127.0.0.1", H1).await.unwrap();
+    c.send(b"POST /api/v1/enroll HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let r = c.response().await.unwrap();
+    assert_eq!((r.status, r.code()), (408, "request_timeout".to_owned()));
+    assert!(
+        c.closed_within(Duration::from_secs(3)).await,
+        "still open after the 408"
+    );
+
+    // HTTP/2: the same stall on one stream.
+    let mut c = Conn::open(&hub, "127.0.0.1", H2).await.unwrap();
+    c.h2_start().await.unwrap();
+    let head = h2_request_headers(
+        "POST",
+        "/api/v1/enroll",
+        &[(28, "100"), (31, "application/json")],
+    );
+    c.send(&frame(HEADERS, END_HEADERS, 1, &head))
+        .await
+        .unwrap();
+    c.send(&frame(DATA, 0, 1, b"{")).await.unwrap();
+    assert_eq!(json_code(&c.h2_body(1).await.unwrap()), "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // The hub still answers.
+    hub.anonymous().healthz().await.unwrap();
+    hub.stop().await;
+}
+
+// ---- oversized bodies ----
+
+fn oversized_head(extra: &str) -> Vec<u8> {
+    format!(
+        "POST /api/v1/enroll HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn an_oversized_body_announced_with_expect_gets_413_before_100_continue() {
+    let hub = hub_with(|_| {}).await;
+    let body = vec![b' '; BIG];
+    for i in 0..20 {
+        let mut c = Conn::open(&hub, "127.0.0.1", H1).await.unwrap();
+        c.send(&oversized_head(&format!(
+            "Content-Length: {BIG}\r\nExpect: 100-continue\r\n"
+        )))
+        .await
+        .unwrap();
+        let mut r = c.response().await.unwrap();
+        let first = r.status;
+        if r.status == 100 {
+            // What curl does on a 100: send the body, then read the answer.
+            let _ = c.send(&body).await;
+            r = c
+                .response()
+                .await
+                .unwrap_or_else(|e| panic!("round {i}: the 413 was lost: {e}"));
+        }
+        assert_eq!(
+            (first, r.status, r.code()),
+            (413, 413, "payload_too_large".to_owned()),
+            "round {i}"
+        );
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_sent_without_waiting_still_gets_its_413() {
+    let hub = hub_with(|_| {}).await;
+    let mut chunked = Vec::new();
+    for piece in vec![b' '; BIG].chunks(16 * 1024) {
+        chunked.extend(format!("{:x}\r\n", piece.len()).into_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let cases = [
+        (format!("Content-Length: {BIG}\r\n"), vec![b' '; BIG]),
+        ("Transfer-Encoding: chunked\r\n".to_owned(), chunked),
+    ];
+    for (extra, body) in &cases {
+        for i in 0..10 {
+            // A simple client: the whole request first, then the answer.
+            let mut c = Conn::open(&hub, "127.0.0.1", H1).await.unwrap();
+            let mut all = oversized_head(extra);
+            all.extend_from_slice(body);
+            let sent = c.send(&all).await;
+            let r = c
+                .response()
+                .await
+                .unwrap_or_else(|e| panic!("{extra:?} round {i}: no 413 ({e}; sending: {sent:?})"));
+            assert_eq!(
+                (r.status, r.code()),
+                (413, "payload_too_large".to_owned()),
+                "{extra:?} round {i}"
+            );
+        }
+    }
     hub.stop().await;
 }
