@@ -16,6 +16,7 @@ mod body_limit;
 mod bootstrap;
 mod clock;
 mod clones;
+mod conn_limit;
 mod enroll;
 mod error;
 mod extract;
@@ -185,7 +186,9 @@ pub struct Hub {
     tls: Arc<rustls::ServerConfig>,
     listener: std::net::TcpListener,
     files: HubFiles,
+    connections: Arc<conn_limit::ConnLimits>,
     request_body_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Hub {
@@ -243,12 +246,21 @@ impl Hub {
         if let Some((name, password)) = &opts.admin_user {
             bootstrap::ensure_admin_user(&state, name, password).await?;
         }
+        let max_connections = opts
+            .max_connections
+            .unwrap_or_else(|| conn_limit::default_max_connections(conn_limit::open_files_limit()));
+        let connections = conn_limit::ConnLimits::new(
+            opts.max_connections_per_source,
+            max_connections,
+            state.trusted_proxies.clone(),
+        );
         let files = bootstrap::write_hub_json(&opts.data_dir, &local_url(local), &state)?;
         tracing::info!(
             url = %state.hub_url,
             listen = %local,
             ca_hash = %state.ca_hash,
             backend = state.store.backend(),
+            max_connections = connections.total(),
             "hub listening"
         );
         Ok(Hub {
@@ -256,7 +268,9 @@ impl Hub {
             tls: Arc::new(tls),
             listener,
             files,
+            connections,
             request_body_timeout: opts.request_body_timeout,
+            idle_timeout: opts.idle_timeout,
         })
     }
 
@@ -331,10 +345,12 @@ impl Hub {
                     axum_server::accept::TcpKeepaliveConfig::new().time(Duration::from_secs(60)),
                 ),
         );
+        // Connection caps come first, so a refused connection costs no handshake.
+        let limited = conn_limit::LimitAcceptor::new(tcp, self.connections, self.idle_timeout);
         let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
             // A peer that never finishes its handshake must not hold a slot forever.
             .handshake_timeout(Duration::from_secs(10))
-            .acceptor(tcp);
+            .acceptor(limited);
         let local = self.listener.local_addr().ok();
         let mut server = axum_server::from_tcp(self.listener)
             .map_err(|source| HubError::Bind {
@@ -349,6 +365,15 @@ impl Hub {
             .http_builder()
             .http1()
             .header_read_timeout(Duration::from_secs(15));
+        // Pings find HTTP/2 peers that vanished mid-request (the idle timeout takes
+        // care of connections with nothing in flight). Fewer streams than hyper's
+        // 200 per connection bound what one connection may have buffered at once.
+        server
+            .http_builder()
+            .http2()
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(32);
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await

@@ -8,11 +8,14 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use muster_client::{ClientIdentity, EnrollOutcome, connect_session};
 use muster_hub::HubOptions;
-use muster_proto::ApiError;
+use muster_proto::{AgentHealth, AgentMessage, ApiError, CreateTokenRequest, HubMessage};
 use muster_testkit::{Backend, TestHub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+
+use crate::request;
 
 type Tls = muster_testkit::RawTls;
 
@@ -409,5 +412,233 @@ async fn an_oversized_body_sent_without_waiting_still_gets_its_413() {
             );
         }
     }
+    hub.stop().await;
+}
+
+impl Conn {
+    /// Whether this connection is still served: a `/healthz` on it is answered.
+    async fn healthy(&mut self) -> bool {
+        let sent = self
+            .send(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+            .await;
+        sent.is_ok() && self.response().await.is_ok_and(|r| r.status == 200)
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_over_http1_and_http2() {
+    let hub = hub_with(|o| o.idle_timeout = Duration::from_secs(1)).await;
+
+    let mut c = Conn::open(&hub, "127.0.0.1", H1).await.unwrap();
+    assert!(c.healthy().await);
+    assert!(
+        c.closed_within(Duration::from_secs(4)).await,
+        "an idle HTTP/1.1 connection stayed open"
+    );
+
+    let mut c = Conn::open(&hub, "127.0.0.1", H2).await.unwrap();
+    c.h2_start().await.unwrap();
+    let head = h2_request_headers("GET", "/healthz", &[]);
+    c.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &head))
+        .await
+        .unwrap();
+    let body = c.h2_body(1).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("ok"), "{body:?}");
+    assert!(
+        c.closed_within(Duration::from_secs(4)).await,
+        "an idle HTTP/2 connection stayed open"
+    );
+
+    // A connection kept busy is not idle: requests spaced below the timeout.
+    let mut c = Conn::open(&hub, "127.0.0.1", H1).await.unwrap();
+    for _ in 0..4 {
+        assert!(c.healthy().await, "a busy connection was closed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    hub.stop().await;
+}
+
+fn hello(generation: i64) -> AgentMessage {
+    AgentMessage::Hello {
+        protocol_version: muster_proto::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        packs: vec![],
+        facts_digest: String::new(),
+        facts: None,
+        generation,
+    }
+}
+
+#[tokio::test]
+async fn an_agent_session_is_not_an_idle_connection() {
+    let hub = hub_with(|o| o.idle_timeout = Duration::from_secs(1)).await;
+    let (agent, _) = crate::enrolled(&hub, "quiet").await;
+    let creds = agent.dir.load().unwrap().unwrap();
+    let id = ClientIdentity {
+        cert_pem: creds.cert_pem.clone(),
+        key_pem: creds.key_pem.clone(),
+    };
+    let mut s = connect_session(&hub.url, &creds.ca_pem, &id, &creds.config.agent_key)
+        .await
+        .unwrap();
+    s.send(&hello(creds.config.generation)).await.unwrap();
+    assert!(matches!(
+        s.recv().await.unwrap(),
+        Some(HubMessage::Welcome { .. })
+    ));
+    // Silent for three idle timeouts (heartbeats are 30 s apart): still open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.send(&AgentMessage::Heartbeat {
+        status: AgentHealth::Ok,
+        problems: vec![],
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.recv().await.unwrap(),
+        Some(HubMessage::Ack { .. })
+    ));
+    hub.stop().await;
+}
+
+// ---- connection caps ----
+
+/// Open `n` connections from `from` that the hub has taken (each answered a request).
+async fn hold(hub: &TestHub, from: &str, n: usize) -> Vec<Conn> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let mut c = Conn::open(hub, from, H1).await.unwrap();
+        assert!(
+            c.healthy().await,
+            "connection {i} from {from} was not served"
+        );
+        held.push(c);
+    }
+    held
+}
+
+/// Whether a new connection from `from` is refused (closed before it is served).
+async fn refused(hub: &TestHub, from: &str) -> bool {
+    match Conn::open(hub, from, H1).await {
+        Err(_) => true,
+        Ok(mut c) => !c.healthy().await,
+    }
+}
+
+/// Wait until a new connection from `from` is served again (the hub frees a slot
+/// when it notices the close).
+async fn admitted_again(hub: &TestHub, from: &str) -> Conn {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(mut c) = Conn::open(hub, from, H1).await
+            && c.healthy().await
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{from} not admitted after a slot was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_source_at_its_cap_cannot_lock_out_the_others() {
+    let hub = hub_with(|o| o.max_connections_per_source = 4).await;
+    let mut greedy = hold(&hub, "127.0.0.2", 4).await;
+    assert!(
+        refused(&hub, "127.0.0.2").await,
+        "a fifth connection from one source was served"
+    );
+
+    // Everyone else is served as usual: health checks and enrollment.
+    let other = muster_client::HubClient::with_options(
+        &hub.url,
+        muster_client::Trust::Hash(hub.ca_hash),
+        muster_client::ClientOptions {
+            local_address: Some(ip("127.0.0.3")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    other.healthz().await.unwrap();
+    let token = hub.default_token().await;
+    other
+        .enroll(Some(&token), &request("neighbour", None).0)
+        .await
+        .unwrap();
+    assert!(hold(&hub, "127.0.0.4", 4).await.len() == 4);
+
+    // The held ones still work, and a closed one gives its slot back.
+    assert!(greedy[0].healthy().await);
+    greedy.pop();
+    let _back = admitted_again(&hub, "127.0.0.2").await;
+    assert!(refused(&hub, "127.0.0.2").await);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn agent_sessions_do_not_count_against_their_addresss_cap() {
+    // A fleet behind one NAT address: more sessions than the per-source cap.
+    let hub = hub_with(|o| o.max_connections_per_source = 3).await;
+    // One client each, so the test's own calls keep one connection each.
+    let (admin, anonymous) = (hub.admin(), hub.anonymous());
+    let token = admin
+        .create_token(&CreateTokenRequest {
+            max_uses: Some(5),
+            ttl_s: Some(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .token;
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let (req, key_pem) = request(&format!("natted-{i}"), None);
+        let Ok(EnrollOutcome::Created(r)) = anonymous.enroll(Some(&token), &req).await else {
+            panic!("enrollment {i} refused");
+        };
+        let id = ClientIdentity {
+            cert_pem: r.cert_pem,
+            key_pem,
+        };
+        let mut s = connect_session(&hub.url, &r.ca_pem, &id, &r.agent_key)
+            .await
+            .unwrap_or_else(|e| panic!("session {i}: {e}"));
+        s.send(&hello(r.generation)).await.unwrap();
+        assert!(matches!(
+            s.recv().await.unwrap(),
+            Some(HubMessage::Welcome { .. })
+        ));
+        sessions.push(s);
+    }
+    // Plain connections from that address are still capped: the two clients' and
+    // one more.
+    admin.list_agents().await.unwrap();
+    anonymous.healthz().await.unwrap();
+    let _third = hold(&hub, "127.0.0.1", 1).await;
+    assert!(
+        refused(&hub, "127.0.0.1").await,
+        "a fourth plain connection was served"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_hubs_total_are_refused_at_the_door() {
+    let hub = hub_with(|o| {
+        o.max_connections = Some(6);
+        o.max_connections_per_source = 4;
+    })
+    .await;
+    let _a = hold(&hub, "127.0.0.2", 4).await;
+    let mut b = hold(&hub, "127.0.0.3", 2).await;
+    assert!(
+        refused(&hub, "127.0.0.4").await,
+        "a seventh connection was served"
+    );
+    b.pop();
+    let _c = admitted_again(&hub, "127.0.0.4").await;
     hub.stop().await;
 }
