@@ -111,7 +111,25 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{}", usage_error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(if matches!(cli.command, Command::Hub(_)) {
         "info"
@@ -132,6 +150,52 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failure::report(&e),
     }
+}
+
+/// A command-line mistake as one line: clap's error, the values it would take or
+/// its tip, and the help command for the (sub)command being parsed, as it can be
+/// typed.
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines
+        .next()
+        .unwrap_or("error: invalid command line")
+        .to_owned();
+    for l in lines {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            line = format!("{line}; {tip}");
+        } else if l.starts_with("[possible values:") {
+            line = format!("{line} {l}");
+        }
+    }
+    format!("{line} (see `{} --help`)", command_path().join(" "))
+}
+
+/// `muster` and the subcommand names given on the command line, as far as they
+/// name real subcommands.
+fn command_path() -> Vec<String> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let mut path = vec!["muster".to_owned()];
+    // A word after a flag may be that flag's value (`--hub URL tokens list`).
+    let mut after_flag = false;
+    for word in std::env::args().skip(1) {
+        let Some(sub) = cmd.find_subcommand(&word).cloned() else {
+            if word.starts_with('-') {
+                after_flag = !word.contains('=');
+                continue;
+            }
+            if std::mem::take(&mut after_flag) {
+                continue;
+            }
+            break;
+        };
+        after_flag = false;
+        path.push(word);
+        cmd = sub;
+    }
+    path
 }
 
 /// Every command, dispatched once.

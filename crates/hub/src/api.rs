@@ -3,6 +3,7 @@
 //! Handlers live with their resource in `handlers/`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
@@ -11,7 +12,8 @@ use axum::{Router, middleware};
 use muster_proto::MAX_BODY_BYTES;
 
 use crate::auth::require;
-use crate::error::ApiFailure;
+use crate::body_limit::bound_body;
+use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
     agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, users,
 };
@@ -168,7 +170,9 @@ pub fn route_table() -> Vec<(Access, Method, &'static str)> {
     table().into_iter().map(|(a, m, p, _)| (a, m, p)).collect()
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The hub's HTTP service. `body_timeout` is `--request-body-timeout` (see
+/// `body_limit`).
+pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
     let mut groups: Vec<(Access, Router<Arc<AppState>>)> = Vec::new();
     for (access, _, path, handler) in table() {
         let at = match groups.iter().position(|(a, _)| *a == access) {
@@ -191,12 +195,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         });
     }
+    // Outermost last: every error leaves as JSON; bodies are bounded before auth or
+    // a handler waits on them.
     app.fallback(|| async { ApiFailure::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(body_timeout, bound_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 

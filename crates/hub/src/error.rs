@@ -3,9 +3,14 @@
 //! Handlers return [`ApiFailure`]; this module alone decides status codes and the
 //! `{"error":{"code","message"}}` body. Internal failures are logged here with their
 //! detail and reach the client only as a generic message: no SQL, no paths.
+//! Refusals made before or around our handlers (axum's extractor rejections, 405)
+//! are rewritten into the same shape by [`json_errors`], so every error a client
+//! gets from a route is JSON.
 
 use axum::Json;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use muster_proto::{ApiError, codes};
 use muster_store::StoreError;
@@ -56,6 +61,50 @@ impl ApiFailure {
                 muster_proto::MAX_BODY_BYTES / 1024
             ),
         )
+    }
+
+    /// 408: the body did not arrive within `--request-body-timeout`.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+    }
+
+    /// Our error for a refusal that came without one (an extractor's rejection, a
+    /// 405): the code follows the status, the message is the refusal's own text
+    /// when it is short plain text (it describes the request, never the hub).
+    pub fn for_status(status: StatusCode, text: &str) -> Self {
+        let code = match status {
+            StatusCode::UNAUTHORIZED => codes::UNAUTHORIZED,
+            StatusCode::FORBIDDEN => codes::FORBIDDEN,
+            StatusCode::NOT_FOUND => codes::NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED,
+            StatusCode::REQUEST_TIMEOUT => codes::REQUEST_TIMEOUT,
+            StatusCode::CONFLICT => codes::CONFLICT,
+            StatusCode::PAYLOAD_TOO_LARGE => codes::PAYLOAD_TOO_LARGE,
+            StatusCode::TOO_MANY_REQUESTS => codes::RATE_LIMITED,
+            StatusCode::SERVICE_UNAVAILABLE => codes::UNAVAILABLE,
+            s if s.is_server_error() => codes::INTERNAL,
+            _ => codes::INVALID_REQUEST,
+        };
+        let text = text.trim();
+        let message = if status.is_client_error()
+            && !text.is_empty()
+            && text.len() <= 512
+            && !text.chars().any(char::is_control)
+        {
+            text.to_owned()
+        } else if status == StatusCode::METHOD_NOT_ALLOWED {
+            "this path does not take that method; see the Allow header".to_owned()
+        } else {
+            status
+                .canonical_reason()
+                .unwrap_or("request refused")
+                .to_lowercase()
+        };
+        Self::new(status, code, message)
     }
 
     /// A failure whose detail must stay in the hub's log.
@@ -145,3 +194,33 @@ impl IntoResponse for ApiFailure {
 }
 
 pub type ApiResult<T> = Result<T, ApiFailure>;
+
+/// Longest plain-text refusal [`json_errors`] reads to reuse as the message.
+const REFUSAL_TEXT_MAX: usize = 4096;
+
+/// Middleware: an error response that is not JSON (axum's rejections of a query
+/// string, a path, a WebSocket upgrade; 405 from the router) becomes our JSON error
+/// with the same status, keeping headers such as `Allow`.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REFUSAL_TEXT_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let ours = ApiFailure::for_status(status, &text).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let (ours_parts, ours_body) = ours.into_parts();
+    parts.headers.extend(ours_parts.headers);
+    Response::from_parts(parts, ours_body)
+}

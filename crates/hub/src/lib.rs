@@ -12,9 +12,11 @@ mod accounts;
 mod api;
 mod audit;
 mod auth;
+mod body_limit;
 mod bootstrap;
 mod clock;
 mod clones;
+mod conn_limit;
 mod enroll;
 mod error;
 mod extract;
@@ -68,6 +70,22 @@ pub struct HubOptions {
     /// `--max-enrollments-in-flight`: beyond this many at once, enrollments get 429
     /// with a jittered `Retry-After`, so a fleet-wide burst cannot pile up without bound.
     pub max_enrollments_in_flight: usize,
+    /// `--max-connections-per-source`: connections one client address (IPv6: one
+    /// /64) may hold at once. Beyond it new ones are closed unanswered, so a single
+    /// client cannot use up the open files the hub needs for everyone else.
+    /// `--trusted-proxy` addresses are exempt: they carry many clients.
+    pub max_connections_per_source: usize,
+    /// `--max-connections`: connections held at once, from all sources. `None`
+    /// derives it from the open-files limit, keeping room for the database, so a
+    /// flood is refused at the door instead of failing `accept` and database opens.
+    pub max_connections: Option<usize>,
+    /// `--request-body-timeout`: how long a request may take to send its body after
+    /// its headers; then 408 and the connection closes. A body sent slowly or never
+    /// would otherwise hold its connection forever.
+    pub request_body_timeout: Duration,
+    /// `--idle-timeout`: a connection with no request in flight this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike; a WebSocket session is never idle).
+    pub idle_timeout: Duration,
     /// `MUSTER_ADMIN_USER` / `MUSTER_ADMIN_PASSWORD`: an admin user made at first start.
     pub admin_user: Option<(String, String)>,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
@@ -84,6 +102,56 @@ impl std::fmt::Debug for HubOptions {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
+}
+
+/// An advertised URL as agents will be told it: `https://HOST[:PORT]`, nothing
+/// after (no path, query, user or fragment), without a trailing slash. Agents join
+/// paths to it and pin its host, so anything else would break them later, far from
+/// the typo.
+pub fn check_advertise_url(url: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!("{url:?} {why}: expected https://HOST[:PORT], e.g. https://hub.example.com:8443")
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("is not an https:// URL"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if authority
+        .chars()
+        .any(|c| matches!(c, '/' | '?' | '#' | '@' | ' ') || c.is_control())
+    {
+        return Err(bad("has more than a host and port"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("has an unclosed ["))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("has an invalid IPv6 address"));
+            }
+            (h, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        || authority.starts_with('[');
+    if !host_ok {
+        return Err(bad("has an invalid host name"));
+    }
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(bad("has an invalid port"));
+    }
+    Ok(format!("https://{authority}"))
 }
 
 /// A database URL with any password replaced, safe to log.
@@ -119,6 +187,10 @@ impl HubOptions {
             pending_ttl: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
             max_enrollments_in_flight: 64,
+            max_connections_per_source: 256,
+            max_connections: None,
+            request_body_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
             admin_user: None,
             secret: None,
         }
@@ -165,6 +237,9 @@ pub struct Hub {
     tls: Arc<rustls::ServerConfig>,
     listener: std::net::TcpListener,
     files: HubFiles,
+    connections: Arc<conn_limit::ConnLimits>,
+    request_body_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Hub {
@@ -187,11 +262,11 @@ impl Hub {
             addr: opts.listen,
             source,
         })?;
-        let hub_url = opts
-            .advertise_url
-            .clone()
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| default_advertise_url(local));
+        let hub_url = match &opts.advertise_url {
+            Some(u) => check_advertise_url(u)
+                .map_err(|e| HubError::Invalid(format!("--advertise-url {e}")))?,
+            None => default_advertise_url(local),
+        };
         let names = server_names(&hub_url, local);
         let trusted_proxies = opts
             .trusted_proxies
@@ -223,12 +298,21 @@ impl Hub {
         if let Some((name, password)) = &opts.admin_user {
             bootstrap::ensure_admin_user(&state, name, password).await?;
         }
+        let max_connections = opts
+            .max_connections
+            .unwrap_or_else(|| conn_limit::default_max_connections(conn_limit::open_files_limit()));
+        let connections = conn_limit::ConnLimits::new(
+            opts.max_connections_per_source,
+            max_connections,
+            state.trusted_proxies.clone(),
+        );
         let files = bootstrap::write_hub_json(&opts.data_dir, &local_url(local), &state)?;
         tracing::info!(
             url = %state.hub_url,
             listen = %local,
             ca_hash = %state.ca_hash,
             backend = state.store.backend(),
+            max_connections = connections.total(),
             "hub listening"
         );
         Ok(Hub {
@@ -236,6 +320,9 @@ impl Hub {
             tls: Arc::new(tls),
             listener,
             files,
+            connections,
+            request_body_timeout: opts.request_body_timeout,
+            idle_timeout: opts.idle_timeout,
         })
     }
 
@@ -298,7 +385,7 @@ impl Hub {
             on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
             state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
         });
-        let app = api::router(self.state.clone());
+        let app = api::router(self.state.clone(), self.request_body_timeout);
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
         // NODELAY: a TLS handshake is several small writes; without it Nagle and
         // delayed ACKs add ~40 ms to every new connection. Keepalive finds peers
@@ -310,10 +397,12 @@ impl Hub {
                     axum_server::accept::TcpKeepaliveConfig::new().time(Duration::from_secs(60)),
                 ),
         );
+        // Connection caps come first, so a refused connection costs no handshake.
+        let limited = conn_limit::LimitAcceptor::new(tcp, self.connections, self.idle_timeout);
         let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
             // A peer that never finishes its handshake must not hold a slot forever.
             .handshake_timeout(Duration::from_secs(10))
-            .acceptor(tcp);
+            .acceptor(limited);
         let local = self.listener.local_addr().ok();
         let mut server = axum_server::from_tcp(self.listener)
             .map_err(|source| HubError::Bind {
@@ -328,6 +417,15 @@ impl Hub {
             .http_builder()
             .http1()
             .header_read_timeout(Duration::from_secs(15));
+        // Pings find HTTP/2 peers that vanished mid-request (the idle timeout takes
+        // care of connections with nothing in flight). Fewer streams than hyper's
+        // 200 per connection bound what one connection may have buffered at once.
+        server
+            .http_builder()
+            .http2()
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(32);
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
@@ -415,6 +513,7 @@ fn url_host(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -429,5 +528,41 @@ mod tests {
             Some("hub.example")
         );
         assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn advertised_urls_are_a_host_and_port() {
+        for good in [
+            "https://hub.example.com:8443",
+            "https://hub.example.com/",
+            "https://10.0.0.5",
+            "https://[2001:db8::1]:8443",
+            "https://hub",
+        ] {
+            assert!(check_advertise_url(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            check_advertise_url("https://hub.example.com:8443/").as_deref(),
+            Ok("https://hub.example.com:8443")
+        );
+        for bad in [
+            "http://hub:8443",
+            "hub:8443",
+            "https://",
+            "https://hub:0",
+            "https://hub:99999",
+            "https://hub:8443/api",
+            "https://user@hub",
+            "https://hub?x=1",
+            "https://hu b",
+            "https://[::1",
+            "https://hub..example",
+        ] {
+            let e = check_advertise_url(bad).unwrap_err();
+            assert!(
+                e.contains("https://HOST[:PORT]") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
     }
 }

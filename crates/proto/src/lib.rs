@@ -64,6 +64,10 @@ pub mod codes {
     pub const NAME_IN_USE: &str = "name_in_use";
     pub const CONFLICT: &str = "conflict";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// The path exists, but not with this method; the `Allow` header lists those it has.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// The request's body did not arrive in time; the connection is closed.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
     pub const UNAVAILABLE: &str = "unavailable";

@@ -49,6 +49,9 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A bare TLS connection to a hub ([`TestHub::raw_tls`]).
+pub type RawTls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
 /// A hub running in this process.
 pub struct TestHub {
     pub url: String,
@@ -309,6 +312,36 @@ impl TestHub {
     /// A client with no credential.
     pub fn anonymous(&self) -> HubClient {
         HubClient::new(&self.url, Trust::Hash(self.ca_hash)).unwrap()
+    }
+
+    /// A bare TLS connection from local address `from` (127.0.0.x are distinct
+    /// sources on loopback) offering `alpn`, trusting the hub's CA: for tests that
+    /// speak HTTP byte by byte (stalled bodies, idle connections, connection caps).
+    pub async fn raw_tls(&self, from: std::net::IpAddr, alpn: &[&[u8]]) -> std::io::Result<RawTls> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(self.data_dir.join("ca.pem"))?;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots
+                .add(c.map_err(std::io::Error::other)?)
+                .map_err(std::io::Error::other)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let addr: std::net::SocketAddr = self.url.trim_start_matches("https://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(from, 0))?;
+        let tcp = socket.connect(addr).await?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
     }
 
     pub async fn token(&self, req: CreateTokenRequest) -> CreateTokenResponse {

@@ -24,8 +24,8 @@ pub struct HubArgs {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Default: SQLite in the data dir.
     #[arg(long, env = "MUSTER_DB")]
     db: Option<String>,
-    /// URL agents are told to use, e.g. https://hub.example.com:8443.
-    #[arg(long, env = "MUSTER_ADVERTISE_URL")]
+    /// URL agents are told to use: https://HOST[:PORT], e.g. https://hub.example.com:8443.
+    #[arg(long, env = "MUSTER_ADVERTISE_URL", value_parser = advertise_url)]
     advertise_url: Option<String>,
     /// Serve this certificate chain (PEM), e.g. a publicly trusted one, to browsers and
     /// other clients; Muster's agent and CLI still get the hub CA's certificate, so
@@ -56,6 +56,24 @@ pub struct HubArgs {
     /// Enrollments handled at once; beyond it, 429 with a jittered Retry-After.
     #[arg(long, default_value_t = 64)]
     max_enrollments_in_flight: usize,
+    /// Open connections one address may hold (IPv6: one /64); beyond it new ones are
+    /// closed at once. Agent sessions and --trusted-proxy addresses do not count.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_source: usize,
+    /// Open connections in all; default: the open-files limit less a reserve.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Time a request body may take to arrive in full; slower ones get 408.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    request_body_timeout: Duration,
+    /// Close a connection with no request in flight for this long (sessions excepted).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+}
+
+/// `--advertise-url` checked once, at parse time.
+fn advertise_url(s: &str) -> Result<String, String> {
+    muster_hub::check_advertise_url(s)
 }
 
 #[derive(Subcommand)]
@@ -178,6 +196,10 @@ async fn serve(args: HubArgs) -> Result<()> {
         pending_ttl: args.pending_ttl,
         trusted_proxies: args.trusted_proxies,
         max_enrollments_in_flight: args.max_enrollments_in_flight,
+        max_connections_per_source: args.max_connections_per_source,
+        max_connections: args.max_connections,
+        request_body_timeout: args.request_body_timeout,
+        idle_timeout: args.idle_timeout,
         admin_user,
         secret: non_empty_env("MUSTER_SECRET"),
     };

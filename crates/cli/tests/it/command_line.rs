@@ -320,3 +320,40 @@ async fn tables_show_labels_names_and_one_time_format() {
     }
     hub.stop().await;
 }
+
+/// Mistakes on the command line are one line that names the help to read, and
+/// `--advertise-url` must be an https host and port (it is what agents are told).
+#[tokio::test]
+async fn command_line_mistakes_are_one_line_with_a_working_hint() {
+    for (args, expect, help) in [
+        (
+            &["hub", "--advertise-url", "http://hub.example:8443"][..],
+            "https://HOST[:PORT]",
+            "muster hub --help",
+        ),
+        (
+            &["hub", "--advertise-url", "https://hub.example:8443/api"][..],
+            "more than a host and port",
+            "muster hub --help",
+        ),
+        (
+            &["--hub", "https://h", "tokens", "create", "--ttl", "5x"][..],
+            "invalid duration unit",
+            "muster tokens create --help",
+        ),
+        (
+            &["agents", "list", "--status", "bogus"][..],
+            "possible values: online",
+            "muster agents list --help",
+        ),
+    ] {
+        let out = run(strings(args)).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = one_error_line(&out);
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(err.contains(&format!("`{help}`")), "{args:?}: {err}");
+        // The hint works as printed.
+        let hint: Vec<String> = help.split(' ').skip(1).map(str::to_owned).collect();
+        assert!(run(hint).await.status.success(), "{help}");
+    }
+}

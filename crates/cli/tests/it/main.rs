@@ -15,6 +15,7 @@ mod binary;
 mod command_line;
 mod enroll;
 mod envfile;
+mod exhaustion;
 mod identity;
 mod multihub;
 mod public_cert;
