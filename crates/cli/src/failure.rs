@@ -46,7 +46,12 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     };
     use std::io::Write as _;
     // Nothing better to do when stderr is gone too.
-    let _ = writeln!(std::io::stderr(), "{prefix}{}", render(err));
+    let line = render(err);
+    let _ = writeln!(
+        std::io::stderr(),
+        "{prefix}{}",
+        crate::output::escape(&line, true)
+    );
     code
 }
 

@@ -2,6 +2,12 @@
 //! or [`emit`] (JSON or text), so a failed write is an error the command returns,
 //! never a panic, and a reader that closed the pipe early (`| head -1`) ends the
 //! command quietly ([`Stop::ClosedOutput`]).
+//!
+//! Much of what is printed was sent by agents (names, facts). The hub refuses
+//! control and invisible characters on entry, but a terminal must not depend on
+//! that: [`write_line`] escapes every control character but newline and tab, and
+//! every bidi or zero-width character, as `\uXXXX` (which is also how JSON spells
+//! them, so `--json` output stays valid and means the same).
 
 use std::io::Write as _;
 
@@ -22,11 +28,13 @@ macro_rules! out {
 }
 pub(crate) use out;
 
-/// One line on stdout; what `out!` expands to.
+/// One line on stdout, escaped (see the module docs); what `out!` expands to.
 pub fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let raw = args.to_string();
+    let text = escape(&raw, false);
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_fmt(args)
+        .write_all(text.as_bytes())
         .and_then(|()| stdout.write_all(b"\n"))
     {
         Ok(()) => Ok(()),
@@ -35,10 +43,41 @@ pub fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     }
 }
 
+/// `text` with control characters (but newline and tab, unless `one_line`) and
+/// bidi or zero-width characters written as `\uXXXX`, so nothing in it can move
+/// the cursor, retitle the terminal, or make one name look like another.
+pub fn escape(text: &str, one_line: bool) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && (one_line || !matches!(c, '\n' | '\t')))
+            || matches!(
+                c,
+                '\u{061C}'
+                    | '\u{180E}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{FEFF}'
+            )
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A warning on stderr: `warning: …`. A closed stderr is ignored, as there is
 /// nowhere else to say it.
 pub fn warn(message: &str) {
-    let _ = writeln!(std::io::stderr(), "warning: {message}");
+    let _ = writeln!(std::io::stderr(), "warning: {}", escape(message, true));
 }
 
 /// The `--json` flag of every command that shows something.
@@ -105,7 +144,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(escape(cell, true).chars().count());
             }
         }
     }
@@ -125,7 +164,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = line(header.to_vec());
     for row in rows {
         out.push('\n');
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        let cells: Vec<std::borrow::Cow<'_, str>> = row.iter().map(|c| escape(c, true)).collect();
+        out.push_str(&line(cells.iter().map(|c| c.as_ref()).collect()));
     }
     out
 }
@@ -133,6 +173,22 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_agents_sent_cannot_drive_the_terminal() {
+        assert_eq!(escape("web-01", false), "web-01");
+        assert_eq!(escape("a\u{1b}]0;x\u{7}b", false), "a\\u001b]0;x\\u0007b");
+        assert_eq!(escape("web\u{202e}10", false), "web\\u202e10");
+        assert_eq!(escape("two\nlines", false), "two\nlines");
+        assert_eq!(escape("two\nlines", true), "two\\u000alines");
+        // JSON stays JSON, with the same meaning.
+        let json = serde_json::to_string("x\u{202e}y").unwrap();
+        let escaped = escape(&json, false);
+        assert_eq!(
+            serde_json::from_str::<String>(&escaped).unwrap(),
+            "x\u{202e}y"
+        );
+    }
 
     #[test]
     fn times_print_in_utc_to_the_second() {

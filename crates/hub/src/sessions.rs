@@ -17,7 +17,7 @@ use crate::clock::now_ms;
 use crate::clones::mark_cloned;
 use crate::registry::{Control, register};
 use crate::state::AppState;
-use crate::validate::check_text;
+use crate::validate::{check_facts, check_text};
 
 async fn send(socket: &mut WebSocket, msg: &HubMessage) -> bool {
     match serde_json::to_string(msg) {
@@ -86,10 +86,26 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
             packs: packs.into_iter().take(64).collect(),
             interfaces: f.interfaces.into_iter().take(256).collect(),
         };
+        // Facts that would not pass enrollment are not stored (the old ones stay);
+        // packs are names like any other.
         let valid = check_text("hostname", &fresh.hostname, false).is_ok()
-            && [&fresh.ip, &fresh.os_info, &fresh.arch, &fresh.agent_version]
+            && fresh
+                .packs
                 .iter()
-                .all(|v| check_text("fact", v, true).is_ok());
+                .all(|p| check_text("pack", p, false).is_ok())
+            && check_facts(
+                &[
+                    ("os_info", &fresh.os_info),
+                    ("arch", &fresh.arch),
+                    ("agent_version", &fresh.agent_version),
+                ],
+                &fresh.ip,
+                &fresh.interfaces,
+            )
+            .is_ok();
+        if !valid {
+            tracing::info!(agent_id = %agent.id, "refreshed facts refused: not printable or malformed");
+        }
         if valid
             && fresh != agent.facts
             && let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await

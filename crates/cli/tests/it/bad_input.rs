@@ -168,3 +168,102 @@ async fn a_burst_beyond_the_hubs_capacity_is_told_to_come_back_and_does() {
     }
     hub.stop().await;
 }
+
+/// Terminal escapes and invisible characters in what an agent sends are refused on
+/// entry (every fact, not just the name), and whatever the database holds anyway
+/// reaches an admin's terminal escaped.
+#[tokio::test]
+async fn facts_with_terminal_escapes_are_refused_and_never_printed_raw() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let client = hub.anonymous();
+        let token = hub.default_token().await;
+        let iface = |name: &str, mac: Option<&str>, addr: &str| muster_proto::Interface {
+            name: name.to_owned(),
+            mac: mac.map(str::to_owned),
+            addresses: vec![addr.to_owned()],
+            ..Default::default()
+        };
+        for bad in [
+            iface("eth0\u{1b}]0;owned\u{7}", None, "10.0.0.5"),
+            iface("eth0", Some("52:54:00:ab:cd:\u{1b}["), "10.0.0.5"),
+            iface("eth0", None, "10.0.0.5\u{1b}[2J"),
+            iface("eth\u{0}0", None, "10.0.0.5"),
+        ] {
+            let (mut req, _) = request("facts", None);
+            req.interfaces = vec![bad];
+            assert_eq!(
+                code(client.enroll(Some(&token), &req).await),
+                "invalid_request"
+            );
+        }
+        for name in ["web\u{202e}10-bew", "web\u{200b}01"] {
+            let (req, _) = request("web-01", Some(name));
+            assert_eq!(
+                code(client.enroll(Some(&token), &req).await),
+                "invalid_request",
+                "{name:?}"
+            );
+            let (req, _) = request(name, None);
+            assert_eq!(
+                code(client.enroll(Some(&token), &req).await),
+                "invalid_request",
+                "{name:?}"
+            );
+        }
+        let (mut req, _) = request("web-01", None);
+        req.interfaces = vec![iface("eth0", Some("52:54:00:ab:cd:ef"), "10.0.0.5")];
+        let muster_client::EnrollOutcome::Created(enrolled) =
+            client.enroll(Some(&token), &req).await.unwrap()
+        else {
+            panic!("not created")
+        };
+
+        // A row written behind the hub's back (an old version, a restore) still
+        // cannot drive the terminal.
+        let chr = match b {
+            muster_testkit::Backend::Sqlite => "char",
+            muster_testkit::Backend::Postgres(_) => "chr",
+        };
+        hub.raw_sql(&format!(
+            "UPDATE agents SET hostname = 'evil' || {chr}(27) || ']0;owned' || {chr}(7), \
+             os_info = 'x' || {chr}(8206) || 'y'"
+        ))
+        .await;
+        let out = tokio::task::spawn_blocking({
+            let args = vec![
+                "agents".to_owned(),
+                "show".to_owned(),
+                enrolled.agent_id.clone(),
+                "--hub".to_owned(),
+                hub.url.clone(),
+                "--api-key".to_owned(),
+                hub.admin_key.clone(),
+                "--ca-hash".to_owned(),
+                hub.ca_hash.to_string(),
+            ];
+            move || {
+                let cwd = tempfile::tempdir().unwrap();
+                crate::binary::muster(cwd.path())
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let shown = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\u{200e}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("evil\\u001b]0;owned\\u0007"), "{shown}");
+        hub.stop().await;
+    })
+    .await;
+}

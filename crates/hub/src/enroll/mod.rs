@@ -33,7 +33,7 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::metrics::Metrics;
 use crate::secrets::random_body;
 use crate::state::AppState;
-use crate::validate::{check_label, check_text};
+use crate::validate::{check_facts, check_label, check_text};
 
 /// How long a completed enrollment can be retried with the same id.
 const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -541,14 +541,15 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
     if let Some(name) = &req.name {
         check_text("name", name, true)?;
     }
-    for (field, value) in [
-        ("os_info", &req.os_info),
-        ("arch", &req.arch),
-        ("agent_version", &req.agent_version),
-        ("ip", &req.ip),
-    ] {
-        check_text(field, value, true)?;
-    }
+    check_facts(
+        &[
+            ("os_info", &req.os_info),
+            ("arch", &req.arch),
+            ("agent_version", &req.agent_version),
+        ],
+        &req.ip,
+        &req.interfaces,
+    )?;
     if req.labels.len() > 64 || req.packs.len() > 64 || req.interfaces.len() > 256 {
         return Err(ApiFailure::bad_request(
             "too many labels, packs or interfaces",
