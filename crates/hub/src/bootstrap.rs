@@ -33,6 +33,50 @@ pub struct Prepared {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,
+    /// Held as long as the hub runs (SPEC §12).
+    pub lock: DataDirLock,
+}
+
+/// The lock that makes a hub the only one on its data dir (SPEC §12): an exclusive
+/// `flock` on `<data-dir>/hub.lock`, released by the kernel however the process
+/// ends, so a crash never leaves a stale lock. The file stays empty (a refused
+/// start must change nothing); the owner's pid, for the message a second hub
+/// gets, is in its `hub.json`.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+const LOCK_FILE: &str = "hub.lock";
+
+/// Take the data dir's lock, or say which process holds it. Taken before anything
+/// in the data dir is read or written, so a refused second hub changes nothing
+/// (in particular, never rewrites `hub.json`).
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, HubError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read(data_dir.join("hub.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["pid"].as_u64())
+                .and_then(|p| u32::try_from(p).ok());
+            Err(HubError::Locked {
+                data_dir: data_dir.to_path_buf(),
+                pid,
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", &path)(e)),
+    }
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubError {
@@ -47,6 +91,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubEr
 pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
     let data_dir = &opts.data_dir;
     create_private_dir_all(data_dir).map_err(io("create data dir", data_dir))?;
+    let lock = lock_data_dir(data_dir)?;
 
     let secret_path = data_dir.join(SECRET_FILE);
     let (secret, generated) = match &opts.secret {
@@ -123,7 +168,12 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
     let ca_path = data_dir.join("ca.pem");
     write_atomic_path(&ca_path, ca.cert_pem().as_bytes(), PUBLIC).map_err(io("write", &ca_path))?;
     ensure_initial_admin_key(store.as_ref(), &keys, data_dir).await?;
-    Ok(Prepared { store, keys, ca })
+    Ok(Prepared {
+        store,
+        keys,
+        ca,
+        lock,
+    })
 }
 
 /// SQLite creates its file with the umask's mode; ours holds hashes and ciphertext,
@@ -259,17 +309,9 @@ pub async fn rotate_secret(
     new_secret: Option<String>,
 ) -> Result<(usize, Option<String>), HubError> {
     let data_dir = &opts.data_dir;
-    if let Ok(text) = std::fs::read_to_string(data_dir.join("hub.json"))
-        && let Some(pid) = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["pid"].as_u64())
-        && pid != u64::from(std::process::id())
-        && Path::new(&format!("/proc/{pid}")).exists()
-    {
-        return Err(HubError::Invalid(format!(
-            "the hub (pid {pid}) seems to be running; stop it before rotating the secret"
-        )));
-    }
+    // A running hub holds the lock: rotating under it would leave it with keys
+    // that no longer open its own database.
+    let _lock = lock_data_dir(data_dir)?;
     let secret_path = data_dir.join(SECRET_FILE);
     let from_file = opts.secret.is_none();
     let old_secret = match &opts.secret {

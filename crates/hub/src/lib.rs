@@ -221,6 +221,13 @@ pub enum HubError {
     Tls(String),
     #[error("invalid option: {0}")]
     Invalid(String),
+    /// Another process holds the data dir (SPEC §12); nothing was changed.
+    #[error(
+        "another hub{} is using the data dir {}; stop it, or give this one another --data-dir. Nothing was changed",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        data_dir.display()
+    )]
+    Locked { data_dir: PathBuf, pid: Option<u32> },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -233,6 +240,8 @@ const SHUTDOWN_RECONNECT_SPREAD: Duration = Duration::from_secs(10);
 
 /// A hub that is bound and ready to serve.
 pub struct Hub {
+    /// Released when the hub stops serving, not before.
+    _lock: bootstrap::DataDirLock,
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
     listener: std::net::TcpListener,
@@ -316,6 +325,7 @@ impl Hub {
             "hub listening"
         );
         Ok(Hub {
+            _lock: prepared.lock,
             state,
             tls: Arc::new(tls),
             listener,

@@ -192,7 +192,10 @@ mod tests {
             iface("eth0", None, &["10.0.0.5\u{1b}[2J"]),
             iface("", None, &[]),
         ] {
-            assert!(check_facts(&[], "", std::slice::from_ref(&bad)).is_err(), "{bad:?}");
+            assert!(
+                check_facts(&[], "", std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
         }
         assert!(check_facts(&[], "10.0.0.5\u{7}", &[]).is_err());
         assert!(check_facts(&[("os_info", "x\u{202E}y")], "", &[]).is_err());

@@ -146,3 +146,35 @@ async fn rotating_the_secret_keeps_everything_working_and_the_old_secret_out() {
     })
     .await;
 }
+
+/// One hub per data dir (SPEC §12): a second one is refused in one line, leaves
+/// `hub.json` as the first wrote it, and the first keeps working; once the first
+/// stops, the data dir is free again.
+#[tokio::test]
+async fn a_second_hub_on_the_same_data_dir_is_refused() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let hub_json = std::fs::read(hub.data_dir.join("hub.json")).unwrap();
+        let err = match TestHub::start_on(hub.options.clone()).await {
+            Ok(_) => panic!("a second hub started on the same data dir"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("another hub")
+                && err.contains(&format!("pid {}", std::process::id()))
+                && !err.contains('\n'),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(hub.data_dir.join("hub.json")).unwrap(),
+            hub_json
+        );
+        hub.admin().list_agents().await.unwrap();
+        let (options, pg, tmp) = hub.stop_keeping_data().await;
+        let mut again = TestHub::start_on(options).await.unwrap();
+        again.adopt(pg, tmp);
+        again.admin().list_agents().await.unwrap();
+        again.stop().await;
+    })
+    .await;
+}
