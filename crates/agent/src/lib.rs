@@ -1,5 +1,5 @@
-//! The Muster agent: its config dir, host facts, enrollment and status. (The live
-//! session and renewal arrive with SPEC §9.)
+//! The Muster agent: its config dir, host facts, enrollment, status, the live
+//! session with the hub and certificate renewal (SPEC §8, §9).
 
 pub mod configdir;
 pub mod enroll;

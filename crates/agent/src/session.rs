@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use muster_client::{ClientIdentity, Session, connect_session};
 use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
-use sha2::{Digest, Sha256};
 
 use crate::AgentError;
 use crate::configdir::{ConfigDir, Credentials};
@@ -179,19 +178,10 @@ async fn drive(
     let facts = tokio::task::spawn_blocking(move || collect(&src, hub_addr.as_deref()))
         .await
         .unwrap_or_default();
-    let digest = serde_json::to_vec(&facts)
-        .map(|b| {
-            Sha256::digest(&b)
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
-        })
-        .unwrap_or_default();
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         packs: Vec::new(),
-        facts_digest: digest,
         facts: Some(facts),
         generation: creds.config.generation,
     };

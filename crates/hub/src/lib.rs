@@ -1,13 +1,13 @@
-//! The Muster hub: one HTTPS port serving the REST API (and, later, agent sessions
-//! and the dashboard).
+//! The Muster hub: one HTTPS port serving the REST API and agent sessions (and,
+//! with issue 11, the dashboard).
 //!
 //! [`Hub::start`] prepares everything a hub needs — data dir, hub secret, database,
 //! CA, first admin key, TLS — binds the listener and writes `hub.json`;
 //! [`Hub::serve`] then runs until the shutdown future completes. Nothing is global,
 //! so tests run many hubs in one process.
 
-// Modules from the bottom of the import graph up: each imports only modules listed
-// above it (see docs/ARCHITECTURE.md, "Inside the hub").
+// The layers these modules form, and the rule that keeps their imports acyclic,
+// are in docs/ARCHITECTURE.md ("Inside the hub").
 mod accounts;
 mod api;
 mod audit;

@@ -1,4 +1,5 @@
-//! Hostname globs and source CIDRs, as tokens (and later trust rules) use them.
+//! Hostname globs and source CIDRs, as tokens, trust rules and member keys use them,
+//! and the client address as forwarded by trusted proxies.
 //! Both are validated when an admin creates them, so matching never fails.
 
 use std::net::IpAddr;

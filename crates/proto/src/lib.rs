@@ -327,15 +327,14 @@ pub enum AgentHealth {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMessage {
-    /// First frame of every session.
+    /// First frame of every session. (Agents before 0.1 also sent a
+    /// `facts_digest`; the facts arrive in the same frame and the hub compares
+    /// them itself, so a digest added nothing and is ignored.)
     Hello {
         protocol_version: u32,
         agent_version: String,
         #[serde(default)]
         packs: Vec<String>,
-        /// SHA-256 of the facts, so the hub can tell when they changed.
-        #[serde(default)]
-        facts_digest: String,
         /// The facts themselves, refreshed at every session start.
         #[serde(default)]
         facts: Option<HostFacts>,

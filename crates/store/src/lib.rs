@@ -11,6 +11,7 @@ mod audit;
 mod group;
 mod migrate;
 mod model;
+mod pg_locks;
 mod sql;
 mod watch;
 

@@ -27,8 +27,8 @@ pub(crate) fn latest() -> i64 {
 
 pub(crate) async fn run(tx: &mut Transaction<'static, Any>, postgres: bool) -> Result<()> {
     if postgres {
-        // Any arbitrary constant: it only has to be the same in every Muster hub.
-        sqlx::query("SELECT pg_advisory_xact_lock(7361726)")
+        sqlx::query(crate::pg_locks::XACT_LOCK)
+            .bind(crate::pg_locks::MIGRATIONS)
             .execute(&mut **tx)
             .await?;
     }

@@ -466,7 +466,6 @@ fn hello(generation: i64) -> AgentMessage {
         protocol_version: muster_proto::PROTOCOL_VERSION,
         agent_version: "test".into(),
         packs: vec![],
-        facts_digest: String::new(),
         facts: None,
         generation,
     }

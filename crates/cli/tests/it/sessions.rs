@@ -170,7 +170,6 @@ async fn sessions_need_the_certificate_and_key_of_one_live_agent() {
             protocol_version: 0,
             agent_version: "0.0.1".into(),
             packs: vec![],
-            facts_digest: String::new(),
             facts: None,
             generation: 1,
         })

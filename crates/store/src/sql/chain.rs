@@ -7,7 +7,7 @@ use tokio::sync::MutexGuard;
 
 use crate::Result;
 use crate::model::AuditEntry;
-use crate::sql::db::{CHAIN_LOCK, Db};
+use crate::sql::db::Db;
 use crate::sql::rows::{AnyQuery, RowsInsert, rows_sql, uuid_like};
 
 /// An audit row without the chain (the benchmark's baseline): eight binds.
@@ -87,7 +87,10 @@ impl Db {
         if self.postgres && !chain_locked {
             // Hubs sharing a database append one at a time (SQLite writers are
             // already serialized).
-            sqlx::query(CHAIN_LOCK).execute(&mut **tx).await?;
+            sqlx::query(crate::pg_locks::XACT_LOCK)
+                .bind(crate::pg_locks::AUDIT_CHAIN)
+                .execute(&mut **tx)
+                .await?;
         }
         let tail = sqlx::query(
             "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",

@@ -27,16 +27,14 @@ macro_rules! agent_channel {
 }
 pub(crate) const AGENT_CHANNEL: &str = agent_channel!();
 
-/// The audit chain's lock on PostgreSQL (see [`CHAIN_LOCK`]), as a literal for `concat!`.
+/// The audit chain's lock on PostgreSQL, taken by every transaction that appends
+/// to the chain so that hubs sharing a database append one at a time; a literal
+/// for `concat!` into `BEGIN`. Its id is `pg_locks::AUDIT_CHAIN` (a test checks).
 macro_rules! chain_lock {
     () => {
         "SELECT pg_advisory_xact_lock(7361728)"
     };
 }
-
-/// Taken by every transaction that appends to the audit chain on PostgreSQL, so that
-/// hubs sharing a database append one at a time.
-pub(crate) const CHAIN_LOCK: &str = chain_lock!();
 
 /// A write transaction and, on SQLite, this process's turn to write (held until the
 /// transaction ends).
@@ -135,4 +133,18 @@ pub(crate) async fn open_pool(url: &str, postgres: bool, max: u32) -> Result<Any
         })
         .connect(url)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_chain_lock_literal_is_the_named_id() {
+        assert_eq!(
+            chain_lock!(),
+            format!(
+                "SELECT pg_advisory_xact_lock({})",
+                crate::pg_locks::AUDIT_CHAIN
+            )
+        );
+    }
 }

@@ -7,7 +7,6 @@ use sqlx::Row;
 
 use crate::model::*;
 use crate::sql::SqlStore;
-use crate::sql::db::CHAIN_LOCK;
 use crate::sql::rows::FromRow;
 use crate::{MetaStore, Result};
 
@@ -39,7 +38,8 @@ impl MetaStore for SqlStore {
         let (_turn, mut tx) = self.db.begin_write().await?;
         if self.db.postgres {
             // Two hubs starting together on one database: one writes, the other sees it.
-            sqlx::query("SELECT pg_advisory_xact_lock(7361727)")
+            sqlx::query(crate::pg_locks::XACT_LOCK)
+                .bind(crate::pg_locks::META_INIT)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -73,7 +73,10 @@ impl MetaStore for SqlStore {
         let mut w = self.db.begin_audited().await?;
         if self.db.postgres {
             // The whole chain is re-signed: no hub may append meanwhile.
-            sqlx::query(CHAIN_LOCK).execute(&mut *w.tx).await?;
+            sqlx::query(crate::pg_locks::XACT_LOCK)
+                .bind(crate::pg_locks::AUDIT_CHAIN)
+                .execute(&mut *w.tx)
+                .await?;
         }
         for (key, value) in meta {
             sqlx::query("DELETE FROM hub_meta WHERE key = $1")

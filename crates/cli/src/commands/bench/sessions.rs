@@ -411,7 +411,6 @@ async fn simulate(
             protocol_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             packs: Vec::new(),
-            facts_digest: String::new(),
             facts: None,
             generation: 1,
         };
