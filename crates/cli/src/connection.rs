@@ -1,7 +1,13 @@
 //! How admin commands find the hub (SPEC §11): flags or environment first, then
 //! `muster login`'s saved profile, then the `hub.json` and `initial-admin-key` a hub
-//! writes into `./muster-data` on its own machine. Each setting falls back
-//! independently.
+//! writes into `./muster-data` on its own machine.
+//!
+//! A saved credential belongs to the hub it was saved for: the profile's key and CA
+//! hash go only to the profile's URL, `initial-admin-key` and `hub.json`'s hash
+//! only to that hub's URL. `--hub` naming another hub without `--api-key` is an
+//! error, never a key sent to the wrong place. When no `--hub` is given and the
+//! profile and `./muster-data` name different hubs, the profile wins (SPEC §11's
+//! order) and a note on stderr says which hub is used and how to pick the other.
 //!
 //! Only admin commands take these flags. They are accepted after the command name
 //! (`muster tokens list --hub URL`, via [`ConnectionArgs`]) and before it
@@ -139,26 +145,62 @@ fn trust_from(conn: &ConnectionArgs, fallback_hash: Option<&str>) -> Result<Trus
     }
 }
 
+/// Where a hub URL came from, and the saved credentials that belong to it.
+struct Saved {
+    url: String,
+    key: Option<String>,
+    ca_hash: Option<String>,
+    what: &'static str,
+}
+
+/// URLs compared as the hub writes them: no trailing slash, host case-insensitive.
+fn same_hub(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
 /// An authenticated client for admin commands.
 pub fn client(conn: &ConnectionArgs) -> Result<HubClient> {
-    let profile = load_profile();
-    let local = local_hub();
-    let hub = conn
-        .hub
-        .clone()
-        .or_else(|| profile.as_ref().map(|p| p.hub_url.clone()))
-        .or_else(|| local.as_ref().map(|(h, _)| h.url.clone()))
-        .context("no hub given: use --hub URL (or MUSTER_HUB_URL), run `muster login`, or run this on the hub's machine")?;
-    let key = conn
-        .api_key
-        .clone()
-        .or_else(|| profile.as_ref().map(|p| p.api_key.clone()))
-        .or_else(|| local.as_ref().and_then(|(_, k)| k.clone()))
-        .context("no API key given: use --api-key (or MUSTER_API_KEY), or run `muster login`")?;
-    let fallback_hash = profile
-        .as_ref()
-        .map(|p| p.ca_hash.clone())
-        .or_else(|| local.as_ref().map(|(h, _)| h.ca_hash.clone()));
+    let profile = load_profile().map(|p| Saved {
+        url: p.hub_url,
+        key: Some(p.api_key),
+        ca_hash: Some(p.ca_hash),
+        what: "the saved profile (muster login)",
+    });
+    let local = local_hub().map(|(h, key)| Saved {
+        url: h.url,
+        key,
+        ca_hash: Some(h.ca_hash),
+        what: "./muster-data/hub.json",
+    });
+    let hub = match (&conn.hub, &profile, &local) {
+        (Some(hub), _, _) => hub.clone(),
+        (None, Some(p), Some(l)) if !same_hub(&p.url, &l.url) => {
+            crate::output::warn(&format!(
+                "using {} from {}; {} names {} (pass --hub to choose it)",
+                p.url, p.what, l.what, l.url
+            ));
+            p.url.clone()
+        }
+        (None, Some(p), _) => p.url.clone(),
+        (None, None, Some(l)) => l.url.clone(),
+        (None, None, None) => anyhow::bail!(
+            "no hub given: use --hub URL (or MUSTER_HUB_URL), run `muster login`, or run this on the hub's machine"
+        ),
+    };
+    // Saved settings only for the hub they were saved for.
+    let saved = [profile, local]
+        .into_iter()
+        .flatten()
+        .find(|s| same_hub(&s.url, &hub));
+    let key = match (&conn.api_key, &saved) {
+        (Some(k), _) => k.clone(),
+        (None, Some(Saved { key: Some(k), .. })) => k.clone(),
+        (None, _) => anyhow::bail!(
+            "no API key for {hub}: use --api-key (or MUSTER_API_KEY), or run `muster login --hub {hub} --api-key KEY --ca-hash HASH`"
+        ),
+    };
+    let fallback_hash = saved.as_ref().and_then(|s| s.ca_hash.clone());
     let trust = trust_from(conn, fallback_hash.as_deref())?;
     Ok(HubClient::new(&hub, trust)?.with_bearer(key))
 }

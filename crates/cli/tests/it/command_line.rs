@@ -357,3 +357,78 @@ async fn command_line_mistakes_are_one_line_with_a_working_hint() {
         assert!(run(hint).await.status.success(), "{help}");
     }
 }
+
+/// A saved key goes only to the hub it was saved for (issue 9): on the hub's own
+/// machine, `--hub` naming another hub without `--api-key` is refused before any
+/// connection; and when the saved profile and `./muster-data` name different hubs,
+/// the command says which one it uses.
+#[tokio::test]
+async fn saved_keys_go_only_to_their_own_hub() {
+    let here = TestHub::start(&Backend::Sqlite).await;
+    let other = TestHub::start(&Backend::Sqlite).await;
+    let cwd = here.data_dir.parent().unwrap().to_owned();
+    let run_here = |args: Vec<String>| {
+        let cwd = cwd.clone();
+        tokio::task::spawn_blocking(move || muster(&cwd).args(&args).output().unwrap())
+    };
+
+    // The local hub's files work with no flags at all.
+    let out = run_here(strings(&["tokens", "list", "--json"]))
+        .await
+        .unwrap();
+    ok(out);
+    // Another hub, and no key of its own: refused, nothing sent.
+    let out = run_here(strings(&[
+        "tokens",
+        "list",
+        "--hub",
+        &other.url,
+        "--ca-hash",
+        &other.ca_hash.to_string(),
+    ]))
+    .await
+    .unwrap();
+    let err = one_error_line(&out);
+    assert!(
+        err.contains(&format!("no API key for {}", other.url)),
+        "{err}"
+    );
+    assert!(
+        other
+            .audit_actions()
+            .await
+            .iter()
+            .all(|a| !a.contains("denied"))
+    );
+
+    // A profile for the other hub: it wins, and says so.
+    let profile = serde_json::json!({
+        "hub_url": other.url, "api_key": other.admin_key, "ca_hash": other.ca_hash.to_string(),
+    });
+    let dir = cwd.join("xdg").join("muster");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("profile.json"), profile.to_string()).unwrap();
+    other.token(Default::default()).await;
+    let out = run_here(strings(&["tokens", "list", "--json"]))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let listed: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "listed the profile's hub"
+    );
+    assert!(
+        stderr.contains(&other.url) && stderr.contains(&here.url) && stderr.contains("--hub"),
+        "{stderr}"
+    );
+    // Naming the local hub picks its own saved key, not the profile's.
+    let out = run_here(strings(&["tokens", "list", "--json", "--hub", &here.url]))
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0);
+    here.stop().await;
+    other.stop().await;
+}
