@@ -76,6 +76,9 @@ fn start_hub(data: &Path, listen: &str, args: &SessionsArgs) -> Result<HubProc> 
         .args([
             "--heartbeat-interval",
             &format!("{}s", args.heartbeat_interval.as_secs()),
+            // Every simulated agent connects from this machine's address.
+            "--max-connections-per-source",
+            "1000000",
         ])
         .env("MUSTER_LOG", "warn")
         .stdout(Stdio::null())
