@@ -51,6 +51,37 @@ impl ApiFailure {
         Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
+    /// 409: the request conflicts with the state of a record.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 429 `rate_limited`: this caller asked too often; come back after `retry_after_s`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        let mut f = Self::new(StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, message);
+        f.retry_after = Some(retry_after_s);
+        f
+    }
+
+    /// 503 `unavailable`: the hub cannot answer now (busy, database down); retry
+    /// after `retry_after_s`, if given.
+    pub fn unavailable(message: impl Into<String>, retry_after_s: Option<u64>) -> Self {
+        let mut f = Self::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message);
+        f.retry_after = retry_after_s;
+        f
+    }
+
+    /// A CA failure on a CSR the client sent: 400 `invalid_csr` when the CSR is at
+    /// fault, else an internal failure (logged with `context`).
+    pub fn from_csr(context: &str, e: muster_ca::CaError) -> Self {
+        match e {
+            muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
+                Self::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
+            }
+            other => Self::internal(context, &other),
+        }
+    }
+
     /// 413: the body is over the hub's limit.
     pub fn too_large() -> Self {
         Self::new(
@@ -122,13 +153,10 @@ impl ApiFailure {
     /// 429 for an enrollment burst beyond what the hub takes at once: come back at a
     /// random moment in the next few seconds, so the burst spreads out.
     pub fn busy() -> Self {
-        let mut busy = ApiFailure::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::RATE_LIMITED,
+        ApiFailure::rate_limited(
             "the hub is busy enrolling other machines; retry shortly",
-        );
-        busy.retry_after = Some(rand::random_range(1..=5));
-        busy
+            rand::random_range(1..=5),
+        )
     }
 }
 
@@ -154,26 +182,15 @@ impl From<StoreError> for ApiFailure {
                 "another live agent holds that name",
             ),
             StoreError::NotFound => ApiFailure::not_found("no such record"),
-            StoreError::RuleRateLimited => {
-                let mut f = ApiFailure::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    codes::RATE_LIMITED,
-                    "too many enrollments through this trust rule this hour",
-                );
-                f.retry_after = Some(60);
-                f
-            }
+            StoreError::RuleRateLimited => ApiFailure::rate_limited(
+                "too many enrollments through this trust rule this hour",
+                60,
+            ),
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             StoreError::Busy => ApiFailure::busy(),
             ref err if err.is_unavailable() => {
                 tracing::error!(error = %err, "database unavailable");
-                let mut f = ApiFailure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::UNAVAILABLE,
-                    "the hub's database is unavailable; retry shortly",
-                );
-                f.retry_after = Some(5);
-                f
+                ApiFailure::unavailable("the hub's database is unavailable; retry shortly", Some(5))
             }
             other => ApiFailure::internal("store operation failed", &other),
         }

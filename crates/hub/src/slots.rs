@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use muster_proto::codes;
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiFailure, ApiResult};
@@ -121,19 +119,17 @@ impl WorkSlots {
 }
 
 fn busy() -> ApiFailure {
-    let mut f = ApiFailure::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        codes::UNAVAILABLE,
+    ApiFailure::unavailable(
         "the hub is busy checking other logins; retry shortly",
-    );
-    f.retry_after = Some(rand::random_range(1..=3));
-    f
+        Some(rand::random_range(1..=3)),
+    )
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[tokio::test]
     async fn the_excess_is_refused_not_queued_without_bound() {

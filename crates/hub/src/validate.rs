@@ -5,19 +5,14 @@
 //! identifiers; a CSR parses. Used on entry by enrollment, sessions, the approval
 //! queue and the admin API alike, so the store only ever holds checked values.
 
-use axum::http::StatusCode;
-use muster_proto::{Interface, MAX_NAME_LEN, codes};
+use muster_proto::{Interface, MAX_NAME_LEN};
 
 use crate::error::{ApiFailure, ApiResult};
 
 /// SHA-256 of a CSR's public key, after checking the CSR (400 `invalid_csr`).
 pub fn csr_key(csr_pem: &str) -> ApiResult<String> {
-    muster_ca::csr_public_key_sha256(csr_pem).map_err(|e| match e {
-        muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
-            ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
-        }
-        other => ApiFailure::internal("reading a CSR failed", &other),
-    })
+    muster_ca::csr_public_key_sha256(csr_pem)
+        .map_err(|e| ApiFailure::from_csr("reading a CSR failed", e))
 }
 
 /// Names, hostnames and facts: bounded, printable, no surrounding space.

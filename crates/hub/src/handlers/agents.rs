@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use muster_proto::{AgentHealth, AgentInfo, AgentList, AgentStatus, codes};
 use muster_store::{AgentEnd, AgentRecord, AgentState};
@@ -195,8 +194,7 @@ pub async fn end_agent_as(
         .end_agent(&agent.id, end, now, &audit)
         .await
         .map_err(|e| match e {
-            muster_store::StoreError::NotFound => ApiFailure::new(
-                StatusCode::CONFLICT,
+            muster_store::StoreError::NotFound => ApiFailure::conflict(
                 codes::CONFLICT,
                 format!("agent {id:?} is already {}", agent.state.as_str()),
             ),

@@ -137,12 +137,7 @@ pub async fn renew(
     let issued = state
         .ca
         .sign_agent_csr(&req.csr_pem, &agent.id, state.cert_validity)
-        .map_err(|e| match e {
-            muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
-                ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
-            }
-            other => ApiFailure::internal("signing a renewal CSR failed", &other),
-        })?;
+        .map_err(|e| ApiFailure::from_csr("signing a renewal CSR failed", e))?;
     // A retry of the renewal that made the current certificate: same new key.
     let retry =
         req.generation + 1 == agent.generation && issued.public_key_sha256 == agent.cert_pubkey;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
-use muster_proto::{CaResponse, Health, PrincipalKind, WhoAmI, codes};
+use muster_proto::{CaResponse, Health, PrincipalKind, WhoAmI};
 
 use crate::error::{ApiFailure, ApiResult};
 use crate::principal::Principal;
@@ -24,11 +24,7 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::UNAVAILABLE,
-            "database unreachable",
-        )
+        ApiFailure::unavailable("database unreachable", None)
     })?;
     Ok(Json(Health {
         status: "ready".to_owned(),

@@ -39,13 +39,10 @@ pub async fn login(
     let now = now_ms();
     match state.login_throttle.reserve(&req.user, source, now) {
         Verdict::Refuse(retry_after) => {
-            let mut f = ApiFailure::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::RATE_LIMITED,
+            return Err(ApiFailure::rate_limited(
                 "too many failed logins; try again later",
-            );
-            f.retry_after = Some(retry_after);
-            return Err(f);
+                retry_after,
+            ));
         }
         Verdict::Go(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
         Verdict::Go(_) => {}
