@@ -114,6 +114,20 @@ impl From<StoreError> for ApiFailure {
                 f.retry_after = Some(60);
                 f
             }
+            StoreError::QueueFull { per_source } => {
+                let mut f = ApiFailure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    codes::RATE_LIMITED,
+                    if per_source {
+                        "too many enrollments from this address are waiting for approval; retry later, or enroll with a token"
+                    } else {
+                        "the approval queue is full; retry later, or enroll with a token"
+                    },
+                );
+                // Places free up at the speed admins decide, not in seconds.
+                f.retry_after = Some(60);
+                f
+            }
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             StoreError::Busy => ApiFailure::busy(),
             ref err if err.is_unavailable() => {

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// No token with that hash (or id) exists.
     #[error("unknown enrollment token")]
     TokenUnknown,
+    /// The approval queue holds as many waiting requests as it may, from this
+    /// source network (`per_source`) or in all: retry later.
+    #[error("too many requests are waiting for approval")]
+    QueueFull { per_source: bool },
     /// The trust rule's hourly allowance is used up.
     #[error("the trust rule's hourly allowance is used up")]
     RuleRateLimited,
@@ -194,10 +198,13 @@ pub trait AgentStore: Send + Sync {
 #[async_trait]
 pub trait ApprovalStore: Send + Sync {
     /// Queue a request for approval; returns the stored request, or the existing one
-    /// with the same secret (a poll).
+    /// with the same secret (a poll). A new request past `limits` (when given) is
+    /// refused with `QueueFull`; each new one also deletes a few expired requests, so
+    /// the table never holds much more than the limits allow.
     async fn queue_request(
         &self,
         request: &PendingRecord,
+        limits: Option<QueueLimits>,
         audit: &AuditEntry,
     ) -> Result<PendingRecord>;
     async fn find_request_by_secret(&self, secret_hash: &str) -> Result<Option<PendingRecord>>;

@@ -180,6 +180,8 @@ async fn serve(args: HubArgs) -> Result<()> {
         max_enrollments_in_flight: args.max_enrollments_in_flight,
         admin_user,
         secret: non_empty_env("MUSTER_SECRET"),
+        // Options without a flag yet keep the hub's defaults.
+        ..muster_hub::HubOptions::new(std::path::PathBuf::new())
     };
     let hub = muster_hub::Hub::start(opts).await?;
     Ok(hub.serve(crate::signal::shutdown()).await?)
