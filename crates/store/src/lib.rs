@@ -225,6 +225,17 @@ pub trait ApprovalStore: Send + Sync {
     async fn list_trust_rules(&self) -> Result<Vec<TrustRuleRecord>>;
     /// `NotFound` when no such rule.
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()>;
+
+    /// Approve every request waiting at `now` that `matches` accepts, in one
+    /// transaction: all of them or, on any failure, none. Each gets its own audit
+    /// entry: `audit` with the request as its target. Returns them, oldest first.
+    async fn approve_matching(
+        &self,
+        matches: &(dyn for<'r> Fn(&'r PendingRecord) -> bool + Send + Sync),
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<Vec<PendingRecord>>;
 }
 
 /// Who may call the API: API keys, users and their login sessions.

@@ -703,3 +703,88 @@ async fn the_queue_keeps_its_limits_and_sheds_expired_requests() {
         scratch.remove().await;
     }
 }
+
+#[tokio::test]
+async fn approving_by_pattern_is_one_transaction_with_an_entry_each() {
+    for (store, scratch) in stores().await {
+        for (i, host) in ["web-1", "db-1", "web-2", "web-3"].iter().enumerate() {
+            store
+                .queue_request(
+                    &pending(host, "10.0.0.1", 100 + i as i64, 1000),
+                    None,
+                    &audit("q"),
+                )
+                .await
+                .unwrap();
+        }
+        let web = |r: &PendingRecord| r.hostname.starts_with("web-");
+        // A fault on the last match (a trigger behind the store's back) rolls the
+        // first ones back too.
+        raw(
+            &store,
+            if store.backend() == "sqlite" {
+                "CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                 WHEN OLD.hostname = 'web-3' BEGIN SELECT RAISE(ABORT, 'fault'); END;"
+            } else {
+                "CREATE FUNCTION fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'fault'; \
+                 END $$ LANGUAGE plpgsql; CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                 FOR EACH ROW WHEN (OLD.hostname = 'web-3') EXECUTE FUNCTION fault();"
+            },
+        )
+        .await;
+        let mut template = audit("request.approved");
+        template.target = "request".into();
+        assert!(
+            store
+                .approve_matching(&web, "admin", 500, &template)
+                .await
+                .is_err()
+        );
+        assert_eq!(store.list_pending(500).await.unwrap().len(), 4);
+        assert_eq!(rows(&store, "audit_log").await, 4);
+        raw(
+            &store,
+            if store.backend() == "sqlite" {
+                "DROP TRIGGER fault"
+            } else {
+                "DROP TRIGGER fault ON pending_requests"
+            },
+        )
+        .await;
+
+        let approved = store
+            .approve_matching(&web, "admin", 500, &template)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = approved.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["web-1", "web-2", "web-3"]);
+        assert!(
+            approved
+                .iter()
+                .all(|r| r.status == "approved" && r.decided_by.as_deref() == Some("admin"))
+        );
+        let entries = store
+            .audit_entries(&AuditFilter {
+                action: Some("request.approved".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut targets: Vec<String> = entries.into_iter().map(|e| e.entry.target).collect();
+        targets.sort();
+        assert_eq!(targets, ["request:web-1", "request:web-2", "request:web-3"]);
+        // Nothing left to match: nothing approved, nothing written.
+        assert!(
+            store
+                .approve_matching(&web, "admin", 600, &template)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(rows(&store, "audit_log").await, 7);
+        assert_eq!(store.verify_audit().await.unwrap().broken, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

@@ -245,3 +245,59 @@ async fn expired_requests_are_deleted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn approving_by_pattern_is_all_or_nothing() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let client = hub.anonymous();
+        for host in ["web-1", "web-2", "web-3", "db-1"] {
+            client.enroll(None, &anonymous_request(host)).await.unwrap();
+        }
+        // The database refuses to approve the last match (a fault injected behind the
+        // hub's back): the matches before it must not stay approved.
+        let fault = match b.name() {
+            "sqlite" => "CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                         WHEN OLD.hostname = 'web-3' BEGIN SELECT RAISE(ABORT, 'fault'); END;"
+                .to_owned(),
+            _ => "CREATE FUNCTION fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'fault'; END $$ \
+                  LANGUAGE plpgsql; CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                  FOR EACH ROW WHEN (OLD.hostname = 'web-3') EXECUTE FUNCTION fault();"
+                .to_owned(),
+        };
+        hub.raw_sql(&fault).await;
+        let admin = hub.admin();
+        assert_eq!(code(admin.approve_matching("web-*").await), "internal");
+        assert_eq!(admin.list_approvals().await.unwrap().len(), 4, "nothing approved");
+        assert!(!hub.audit_actions().await.contains(&"request.approved".to_owned()));
+
+        hub.raw_sql(match b.name() {
+            "sqlite" => "DROP TRIGGER fault",
+            _ => "DROP TRIGGER fault ON pending_requests",
+        })
+        .await;
+        let approved = admin.approve_matching("web-*").await.unwrap();
+        let mut hosts: Vec<&str> = approved.iter().map(|r| r.hostname.as_str()).collect();
+        hosts.sort();
+        assert_eq!(hosts, ["web-1", "web-2", "web-3"]);
+        assert!(approved.iter().all(|r| r.status == "approved"));
+        let remaining = admin.list_approvals().await.unwrap();
+        assert_eq!(remaining.len(), 1);
+        assert_eq!(remaining[0].hostname, "db-1");
+        // One audit entry per request, each naming it.
+        let entries = admin
+            .audit(&muster_client::AuditQuery {
+                action: Some("request.approved".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut targets: Vec<String> = entries.iter().map(|e| e.target.clone()).collect();
+        targets.sort();
+        let mut want: Vec<String> = approved.iter().map(|r| format!("request:{}", r.id)).collect();
+        want.sort();
+        assert_eq!(targets, want);
+        hub.stop().await;
+    })
+    .await;
+}

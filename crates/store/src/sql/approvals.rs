@@ -176,6 +176,57 @@ impl ApprovalStore for SqlStore {
         decode_all(&rows)
     }
 
+    async fn approve_matching(
+        &self,
+        matches: &(dyn for<'r> Fn(&'r PendingRecord) -> bool + Send + Sync),
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<Vec<PendingRecord>> {
+        let mut w = self.db.begin_audited().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM pending_requests WHERE status = 'pending' AND expires_at > $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(now)
+        .fetch_all(&mut *w.tx)
+        .await?;
+        let mut approved = Vec::new();
+        for row in &rows {
+            let request = PendingRecord::from_row(row)?;
+            if !matches(&request) {
+                continue;
+            }
+            // Guarded like a single decision: a request another admin (or hub)
+            // decided since the read fails the whole approval, rolled back.
+            let row = sqlx::query(
+                "UPDATE pending_requests SET status = 'approved', decided_at = $2, \
+                 decided_by = $3 WHERE id = $1 AND status = 'pending' RETURNING *",
+            )
+            .bind(&request.id)
+            .bind(now)
+            .bind(by)
+            .fetch_optional(&mut *w.tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "request {} was decided meanwhile; nothing was approved",
+                    request.id
+                ))
+            })?;
+            approved.push(PendingRecord::from_row(&row)?);
+        }
+        let entries: Vec<AuditEntry> = approved
+            .iter()
+            .map(|r| AuditEntry {
+                target: format!("request:{}", r.id),
+                ..audit.clone()
+            })
+            .collect();
+        w.commit(&entries.iter().collect::<Vec<_>>()).await?;
+        Ok(approved)
+    }
+
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()> {
         let mut w = self.db.begin_audited().await?;
         let done = sqlx::query("DELETE FROM trust_rules WHERE id = $1")
