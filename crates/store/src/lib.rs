@@ -130,7 +130,8 @@ pub trait TokenStore: Send + Sync {
     async fn create_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
-    /// Revoke a token by id or display prefix. `NotFound` when no such token.
+    /// Revoke a token by id or display prefix. `NotFound` when no such token. A token
+    /// revoked already is returned as it is, with nothing written (no second entry).
     async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord>;
 }
 

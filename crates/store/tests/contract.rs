@@ -788,3 +788,26 @@ async fn approving_by_pattern_is_one_transaction_with_an_entry_each() {
         scratch.remove().await;
     }
 }
+
+#[tokio::test]
+async fn revoking_a_revoked_token_writes_nothing() {
+    for (store, scratch) in stores().await {
+        store
+            .create_token(&token("once", None, None), &audit("token.created"))
+            .await
+            .unwrap();
+        let first = store
+            .revoke_token("once", 10, &audit("token.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(first.revoked_at, Some(10));
+        let again = store
+            .revoke_token("once", 20, &audit("token.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(again.revoked_at, Some(10), "the first revocation stands");
+        assert_eq!(rows(&store, "audit_log").await, 2);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
