@@ -21,6 +21,7 @@ mod extract;
 mod handlers;
 mod metrics;
 mod principal;
+mod refusals;
 mod registry;
 mod rules;
 pub mod secrets;
@@ -221,6 +222,7 @@ impl Hub {
                 per_source: opts.max_pending_per_source.max(1) as i64,
                 total: opts.max_pending_total.max(1) as i64,
             },
+            refusals: Default::default(),
             trusted_proxies,
             key_use: Default::default(),
             login_throttle: Default::default(),

@@ -10,6 +10,7 @@
 mod api_key;
 pub mod approval;
 mod existing;
+mod refused;
 mod token;
 mod trust_rule;
 
@@ -123,12 +124,14 @@ pub async fn enroll(
         Metrics::inc(&state.metrics.enrollments_throttled);
         return Err(ApiFailure::busy());
     };
+    let claimed = refused::Claimed::of(&req);
     let result = enroll_inner(state, source, bearer, req, None).await;
     match &result {
         Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
         Err(f) if f.status.is_client_error() => {
             tracing::info!(%source, code = f.code, "enrollment refused");
-            Metrics::inc(&state.metrics.enrollments_refused)
+            Metrics::inc(&state.metrics.enrollments_refused);
+            refused::audit(state, source, bearer, f, claimed).await;
         }
         Err(_) => Metrics::inc(&state.metrics.enrollments_failed),
     }
