@@ -50,7 +50,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     let _ = writeln!(
         std::io::stderr(),
         "{prefix}{}",
-        crate::output::escape(&line, true)
+        crate::escape::escape(&line, true)
     );
     code
 }

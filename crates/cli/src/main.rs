@@ -5,6 +5,7 @@
 mod commands;
 mod connection;
 mod duration;
+mod escape;
 mod failure;
 mod output;
 mod signal;

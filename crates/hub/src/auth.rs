@@ -6,18 +6,21 @@
 //! by the middleware layered on its group; handlers read the resulting `Principal`
 //! from the request extensions.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use muster_proto::{AGENT_KEY_PREFIX, API_KEY_PREFIX, codes};
 use muster_store::{AgentRecord, AgentState, ApiKeyRecord, UserRecord};
 
+use crate::audit::{self, AuditExt};
 use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
 use crate::principal::{Principal, Role};
+use crate::rules::client_source;
 use crate::state::AppState;
 
 /// The bearer value of `Authorization`, if any.
@@ -109,13 +112,7 @@ async fn authenticate(
             ));
         }
         let user = user_for_cookie(state, cookie).await?;
-        return match (user.role.as_str(), role) {
-            ("admin", _) | ("member", Role::Member) => Ok(Principal::User(Box::new(user))),
-            _ => Err(ApiFailure::forbidden(
-                codes::FORBIDDEN,
-                "this user's role does not allow that",
-            )),
-        };
+        return Ok(Principal::User(Box::new(user)));
     }
     let Some(value) = bearer(headers) else {
         return Err(ApiFailure::unauthorized(
@@ -141,27 +138,79 @@ async fn authenticate(
         Role::Member | Role::Admin => {
             let key = api_key(state, value).await?;
             note_key_use(state, &key);
-            match (key.role.as_str(), role) {
-                ("admin", _) => Ok(Principal::Admin(key)),
-                ("member", Role::Member) => Ok(Principal::Member(key)),
-                _ => Err(ApiFailure::forbidden(
-                    codes::FORBIDDEN,
-                    "this API key's role does not allow that",
-                )),
-            }
+            Ok(match key.role.as_str() {
+                "admin" => Principal::Admin(key),
+                _ => Principal::Member(key),
+            })
         }
     }
 }
 
-/// Middleware that admits only callers holding `role` and records who they are.
+/// Why `principal` may not call a route needing `role`; `None` when it may.
+fn role_refusal(principal: &Principal, role: Role) -> Option<&'static str> {
+    let user_role = |u: &UserRecord| match (u.role.as_str(), role) {
+        ("admin", _) | ("member", Role::Member) => None,
+        _ => Some("this user's role does not allow that"),
+    };
+    match principal {
+        Principal::Admin(_) | Principal::Agent(_) => None,
+        Principal::Member(_) if role == Role::Member => None,
+        Principal::Member(_) => Some("this API key's role does not allow that"),
+        Principal::User(u) => user_role(u),
+    }
+}
+
+/// Middleware that admits only callers holding `role` and records who they are. A
+/// known caller refused for its role is audited (`access.denied`, within the
+/// refusal budget): it holds a real credential and tried to go beyond it.
 pub async fn require(
     State((state, role)): State<(Arc<AppState>, Role)>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiFailure> {
     let principal = authenticate(&state, request.headers(), request.method(), role).await?;
+    if let Some(why) = role_refusal(&principal, role) {
+        let route = route_of(&request);
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        if let Some(peer) = peer {
+            let source = client_source(peer, request.headers(), &state.trusted_proxies);
+            audit_denied(&state, route, source, principal.actor()).await;
+        }
+        return Err(ApiFailure::forbidden(codes::FORBIDDEN, why));
+    }
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// Longest request path an `access.denied` entry keeps.
+const MAX_ROUTE: usize = 256;
+
+/// A request's method and path as called (with the id it named), cut to
+/// [`MAX_ROUTE`] characters.
+fn route_of(request: &Request) -> String {
+    let path: String = request.uri().path().chars().take(MAX_ROUTE).collect();
+    format!("{} {path}", request.method())
+}
+
+/// Record `access.denied` for `actor` calling `route` from `source`.
+async fn audit_denied(state: &AppState, route: String, source: IpAddr, actor: String) {
+    let make = || async move {
+        audit::entry(
+            actor.clone(),
+            "access.denied",
+            format!("route:{route}"),
+            source,
+        )
+        .outcome("denied")
+        .details(serde_json::json!({ "route": route, "principal": actor }))
+    };
+    state
+        .refusals
+        .record(&*state.store, &state.metrics, source, make)
+        .await;
 }
 
 /// The login session cookie's name.

@@ -186,6 +186,15 @@ impl From<StoreError> for ApiFailure {
                 "too many enrollments through this trust rule this hour",
                 60,
             ),
+            // Places free up at the speed admins decide, not in seconds.
+            StoreError::QueueFull { per_source } => ApiFailure::rate_limited(
+                if per_source {
+                    "too many enrollments from this address are waiting for approval; retry later, or enroll with a token"
+                } else {
+                    "the approval queue is full; retry later, or enroll with a token"
+                },
+                60,
+            ),
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             StoreError::Busy => ApiFailure::busy(),
             ref err if err.is_unavailable() => {

@@ -23,6 +23,7 @@ mod extract;
 mod handlers;
 mod metrics;
 mod principal;
+mod refusals;
 mod registry;
 mod rules;
 pub mod secrets;
@@ -65,6 +66,11 @@ pub struct HubOptions {
     pub approval_queue: bool,
     /// `--pending-ttl`: how long a queued request waits before it expires.
     pub pending_ttl: Duration,
+    /// `--max-pending-per-source`: requests one source network (an IPv4 address, an
+    /// IPv6 /64) may have waiting in the approval queue; beyond, 429.
+    pub max_pending_per_source: usize,
+    /// `--max-pending`: requests waiting in the approval queue in all; beyond, 429.
+    pub max_pending_total: usize,
     /// `--trusted-proxy`: CIDRs of proxies whose `X-Forwarded-For`/`Forwarded` we believe.
     pub trusted_proxies: Vec<String>,
     /// `--max-enrollments-in-flight`: beyond this many at once, enrollments get 429
@@ -185,6 +191,8 @@ impl HubOptions {
             renewal_grace: Duration::from_secs(90 * 24 * 3600),
             approval_queue: true,
             pending_ttl: Duration::from_secs(24 * 3600),
+            max_pending_per_source: 16,
+            max_pending_total: 10_000,
             trusted_proxies: Vec::new(),
             max_enrollments_in_flight: 64,
             max_connections_per_source: 256,
@@ -294,6 +302,11 @@ impl Hub {
             renewal_grace: opts.renewal_grace,
             approval_queue: opts.approval_queue,
             pending_ttl: opts.pending_ttl,
+            queue_limits: muster_store::QueueLimits {
+                per_source: opts.max_pending_per_source.max(1) as i64,
+                total: opts.max_pending_total.max(1) as i64,
+            },
+            refusals: Default::default(),
             trusted_proxies,
             key_use: Default::default(),
             login_throttle: Default::default(),

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub enrollments_failed: AtomicU64,
     pub enrollments_throttled: AtomicU64,
     pub http_requests: AtomicU64,
+    /// Refused attempts not written to the audit log: past the budget (`refusals.rs`).
+    pub audit_refusals_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -50,7 +52,10 @@ impl Metrics {
              muster_last_seen_flushes_total {}\n\
              # HELP muster_last_seen_rows_total Agent rows written by those batches.\n\
              # TYPE muster_last_seen_rows_total counter\n\
-             muster_last_seen_rows_total {}\n",
+             muster_last_seen_rows_total {}\n\
+             # HELP muster_audit_refusals_dropped_total Refused attempts counted here instead of in the audit log.\n\
+             # TYPE muster_audit_refusals_dropped_total counter\n\
+             muster_audit_refusals_dropped_total {}\n",
             get(&self.enrollments_ok),
             get(&self.enrollments_refused),
             get(&self.enrollments_failed),
@@ -62,6 +67,7 @@ impl Metrics {
             get(&sessions.heartbeats),
             get(&sessions.flushes),
             get(&sessions.flushed_rows),
+            get(&self.audit_refusals_dropped),
         ) + &process_metrics()
     }
 }

@@ -38,6 +38,18 @@ pub fn cidrs_contain(cidrs: &[String], source: IpAddr) -> bool {
         .any(|net| net.contains(&source))
 }
 
+/// The network a per-source limit counts a client by: its IPv4 address, or the /64
+/// holding its IPv6 one, since one host or home line is usually given a whole /64 and
+/// could otherwise take a fresh address for every request.
+pub fn source_net(source: IpAddr) -> String {
+    match source.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| v6.to_string()),
+    }
+}
+
 /// The client's address: the TCP peer, or, when the peer is a proxy we trust, the
 /// address it forwarded (`Forwarded: for=` or the right-most `X-Forwarded-For` entry
 /// that is not itself a trusted proxy). From anyone else the headers are ignored:
@@ -143,5 +155,14 @@ mod tests {
         assert!(!cidrs_contain(&cidrs, "127.0.0.1".parse().unwrap()));
         assert!(cidrs_contain(&cidrs, "::ffff:10.0.0.1".parse().unwrap()));
         assert!(parse_cidr("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_by_their_64() {
+        let net = |s: &str| source_net(s.parse().unwrap());
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(net("2001:db8:1:2:bbbb::9"), net("2001:db8:1:2::1"));
     }
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use muster_ca::{Authority, CaHash};
-use muster_store::Store;
+use muster_store::{QueueLimits, Store};
 
 use crate::metrics::Metrics;
+use crate::refusals::RefusalLog;
 use crate::registry::Sessions;
 use crate::secrets::Keys;
 use crate::slots::WorkSlots;
@@ -32,6 +33,11 @@ pub struct AppState {
     pub approval_queue: bool,
     /// How long a queued request waits before it expires.
     pub pending_ttl: Duration,
+    /// How many credential-less requests may wait, per source network and in all:
+    /// anyone can queue one, so the queue must not grow with what they send.
+    pub queue_limits: QueueLimits,
+    /// How many refused attempts may still be audited this minute.
+    pub refusals: RefusalLog,
     /// Proxies whose forwarded client address we believe (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Recent login attempts, by user and source (see `throttle.rs`).

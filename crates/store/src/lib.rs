@@ -35,6 +35,10 @@ pub enum StoreError {
     /// No token with that hash (or id) exists.
     #[error("unknown enrollment token")]
     TokenUnknown,
+    /// The approval queue holds as many waiting requests as it may, from this
+    /// source network (`per_source`) or in all: retry later.
+    #[error("too many requests are waiting for approval")]
+    QueueFull { per_source: bool },
     /// The trust rule's hourly allowance is used up.
     #[error("the trust rule's hourly allowance is used up")]
     RuleRateLimited,
@@ -127,7 +131,8 @@ pub trait TokenStore: Send + Sync {
     async fn create_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
-    /// Revoke a token by id or display prefix. `NotFound` when no such token.
+    /// Revoke a token by id or display prefix. `NotFound` when no such token. A token
+    /// revoked already is returned as it is, with nothing written (no second entry).
     async fn revoke_token(&self, id: &str, now: i64, audit: &AuditEntry) -> Result<TokenRecord>;
 }
 
@@ -195,10 +200,13 @@ pub trait AgentStore: Send + Sync {
 #[async_trait]
 pub trait ApprovalStore: Send + Sync {
     /// Queue a request for approval; returns the stored request, or the existing one
-    /// with the same secret (a poll).
+    /// with the same secret (a poll). A new request past `limits` (when given) is
+    /// refused with `QueueFull`; each new one also deletes a few expired requests, so
+    /// the table never holds much more than the limits allow.
     async fn queue_request(
         &self,
         request: &PendingRecord,
+        limits: Option<QueueLimits>,
         audit: &AuditEntry,
     ) -> Result<PendingRecord>;
     async fn find_request_by_secret(&self, secret_hash: &str) -> Result<Option<PendingRecord>>;
@@ -219,6 +227,17 @@ pub trait ApprovalStore: Send + Sync {
     async fn list_trust_rules(&self) -> Result<Vec<TrustRuleRecord>>;
     /// `NotFound` when no such rule.
     async fn remove_trust_rule(&self, id: &str, audit: &AuditEntry) -> Result<()>;
+
+    /// Approve every request waiting at `now` that `matches` accepts, in one
+    /// transaction: all of them or, on any failure, none. Each gets its own audit
+    /// entry: `audit` with the request as its target. Returns them, oldest first.
+    async fn approve_matching(
+        &self,
+        matches: &(dyn for<'r> Fn(&'r PendingRecord) -> bool + Send + Sync),
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<Vec<PendingRecord>>;
 }
 
 /// Who may call the API: API keys, users and their login sessions.

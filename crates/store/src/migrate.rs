@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_key_scopes.sql"),
     include_str!("../migrations/0007_users.sql"),
     include_str!("../migrations/0008_agent_pages.sql"),
+    include_str!("../migrations/0009_queue_limits.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -290,8 +290,14 @@ pub struct PendingRecord {
     pub name: String,
     pub hostname: String,
     pub source: String,
-    /// The host facts as JSON, for the admin deciding.
+    /// The network the per-source cap counts by: the address, or the /64 of an IPv6
+    /// one (a single host often holds a whole /64).
+    pub source_net: String,
+    /// The host facts as JSON, for the admin deciding (bounded by the hub).
     pub facts: String,
+    /// Labels the request's credential gives the agent once approved: a trust rule's,
+    /// when the rule matched but was over its hourly allowance.
+    pub labels: BTreeMap<String, String>,
     /// SHA-256 of the public key the request is bound to.
     pub public_key: String,
     /// `pending`, `approved`, `denied`, `completed`.
@@ -301,6 +307,15 @@ pub struct PendingRecord {
     pub expires_at: i64,
     pub decided_at: Option<i64>,
     pub decided_by: Option<String>,
+}
+
+/// How many requests may wait in the approval queue, which anyone can write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Waiting requests from one source network.
+    pub per_source: i64,
+    /// Waiting requests in all.
+    pub total: i64,
 }
 
 /// A trust rule: machines whose hostname matches and whose source is inside one of

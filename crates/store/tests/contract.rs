@@ -599,3 +599,215 @@ async fn concurrent_enrollments_commit_in_groups_with_the_answers_of_single_ones
         scratch.remove().await;
     }
 }
+
+fn pending(id: &str, source: &str, now: i64, ttl: i64) -> PendingRecord {
+    PendingRecord {
+        id: id.into(),
+        secret_hash: format!("secret-{id}"),
+        kind: "enroll".into(),
+        agent_id: None,
+        name: id.into(),
+        hostname: id.into(),
+        source: source.into(),
+        source_net: source.into(),
+        facts: "{}".into(),
+        labels: Default::default(),
+        public_key: "pk".into(),
+        status: "pending".into(),
+        reason: None,
+        created_at: now,
+        expires_at: now + ttl,
+        decided_at: None,
+        decided_by: None,
+    }
+}
+
+async fn rows(store: &SqlStore, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_queue_keeps_its_limits_and_sheds_expired_requests() {
+    let limits = Some(QueueLimits {
+        per_source: 2,
+        total: 3,
+    });
+    for (store, scratch) in stores().await {
+        let queue = |r: PendingRecord| {
+            let store = &store;
+            async move {
+                store
+                    .queue_request(&r, limits, &audit("enroll.queued"))
+                    .await
+            }
+        };
+        let mut labelled = pending("a1", "10.0.0.1", 100, 1000);
+        labelled.labels = [("site".to_owned(), "dock".to_owned())].into();
+        assert_eq!(queue(labelled.clone()).await.unwrap(), labelled);
+        queue(pending("a2", "10.0.0.1", 100, 1000)).await.unwrap();
+        let full = queue(pending("a3", "10.0.0.1", 100, 1000)).await;
+        assert!(
+            matches!(full, Err(StoreError::QueueFull { per_source: true })),
+            "{full:?}"
+        );
+        // A poll of a waiting request is answered whatever the limits.
+        assert_eq!(
+            queue(labelled.clone()).await.unwrap().labels,
+            labelled.labels
+        );
+        queue(pending("b1", "10.0.0.2", 100, 1000)).await.unwrap();
+        let full = queue(pending("c1", "10.0.0.3", 100, 1000)).await;
+        assert!(
+            matches!(full, Err(StoreError::QueueFull { per_source: false })),
+            "{full:?}"
+        );
+        // Without limits (a renewal, only an agent can ask) nothing is counted.
+        store
+            .queue_request(
+                &pending("r1", "10.0.0.1", 100, 1000),
+                None,
+                &audit("renew.queued"),
+            )
+            .await
+            .unwrap();
+        // Denied requests stop counting; once expired, the next request sweeps
+        // waiting and denied ones away, and approved ones stay to be collected.
+        store
+            .decide_request(
+                "a2",
+                false,
+                Some("no"),
+                "admin",
+                200,
+                &audit("request.denied"),
+            )
+            .await
+            .unwrap();
+        store
+            .decide_request("b1", true, None, "admin", 200, &audit("request.approved"))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store, "pending_requests").await, 4);
+        queue(pending("d1", "10.0.0.1", 5000, 1000)).await.unwrap();
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM pending_requests ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ["b1", "d1"]);
+        // A refused request wrote nothing: one entry per queued request.
+        assert_eq!(rows(&store, "audit_log").await, 5 + 2);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn approving_by_pattern_is_one_transaction_with_an_entry_each() {
+    for (store, scratch) in stores().await {
+        for (i, host) in ["web-1", "db-1", "web-2", "web-3"].iter().enumerate() {
+            store
+                .queue_request(
+                    &pending(host, "10.0.0.1", 100 + i as i64, 1000),
+                    None,
+                    &audit("q"),
+                )
+                .await
+                .unwrap();
+        }
+        let web = |r: &PendingRecord| r.hostname.starts_with("web-");
+        // A fault on the last match (a trigger behind the store's back) rolls the
+        // first ones back too.
+        raw(
+            &store,
+            if store.backend() == "sqlite" {
+                "CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                 WHEN OLD.hostname = 'web-3' BEGIN SELECT RAISE(ABORT, 'fault'); END;"
+            } else {
+                "CREATE FUNCTION fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'fault'; \
+                 END $$ LANGUAGE plpgsql; CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                 FOR EACH ROW WHEN (OLD.hostname = 'web-3') EXECUTE FUNCTION fault();"
+            },
+        )
+        .await;
+        let mut template = audit("request.approved");
+        template.target = "request".into();
+        assert!(
+            store
+                .approve_matching(&web, "admin", 500, &template)
+                .await
+                .is_err()
+        );
+        assert_eq!(store.list_pending(500).await.unwrap().len(), 4);
+        assert_eq!(rows(&store, "audit_log").await, 4);
+        raw(
+            &store,
+            if store.backend() == "sqlite" {
+                "DROP TRIGGER fault"
+            } else {
+                "DROP TRIGGER fault ON pending_requests"
+            },
+        )
+        .await;
+
+        let approved = store
+            .approve_matching(&web, "admin", 500, &template)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = approved.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["web-1", "web-2", "web-3"]);
+        assert!(
+            approved
+                .iter()
+                .all(|r| r.status == "approved" && r.decided_by.as_deref() == Some("admin"))
+        );
+        let entries = store
+            .audit_entries(&AuditFilter {
+                action: Some("request.approved".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut targets: Vec<String> = entries.into_iter().map(|e| e.entry.target).collect();
+        targets.sort();
+        assert_eq!(targets, ["request:web-1", "request:web-2", "request:web-3"]);
+        // Nothing left to match: nothing approved, nothing written.
+        assert!(
+            store
+                .approve_matching(&web, "admin", 600, &template)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(rows(&store, "audit_log").await, 7);
+        assert_eq!(store.verify_audit().await.unwrap().broken, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_revoked_token_writes_nothing() {
+    for (store, scratch) in stores().await {
+        store
+            .create_token(&token("once", None, None), &audit("token.created"))
+            .await
+            .unwrap();
+        let first = store
+            .revoke_token("once", 10, &audit("token.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(first.revoked_at, Some(10));
+        let again = store
+            .revoke_token("once", 20, &audit("token.revoked"))
+            .await
+            .unwrap();
+        assert_eq!(again.revoked_at, Some(10), "the first revocation stands");
+        assert_eq!(rows(&store, "audit_log").await, 2);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

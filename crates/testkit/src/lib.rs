@@ -289,6 +289,20 @@ impl TestHub {
         rows
     }
 
+    /// One number read straight from the database (`SELECT COUNT(*) …`), for tests
+    /// that check what the hub keeps, not what it shows.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let store = muster_store::SqlStore::connect(&self.db_url, [0; 32])
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        store.pool().close().await;
+        n
+    }
+
     /// Stop the hub and drop its PostgreSQL database.
     pub async fn stop(mut self) {
         self.halt().await;

@@ -66,6 +66,13 @@ pub struct HubArgs {
     /// Time a request body may take to arrive in full; slower ones get 408.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     request_body_timeout: Duration,
+    /// Credential-less enrollments one address (IPv6: one /64) may have waiting for
+    /// approval; beyond it, 429. Many machines behind one NAT: use a token.
+    #[arg(long, default_value_t = 16)]
+    max_pending_per_source: usize,
+    /// Credential-less enrollments waiting for approval in all; beyond it, 429.
+    #[arg(long = "max-pending", default_value_t = 10_000)]
+    max_pending_total: usize,
     /// Close a connection with no request in flight for this long (sessions excepted).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -200,6 +207,8 @@ async fn serve(args: HubArgs) -> Result<()> {
         max_connections: args.max_connections,
         request_body_timeout: args.request_body_timeout,
         idle_timeout: args.idle_timeout,
+        max_pending_per_source: args.max_pending_per_source,
+        max_pending_total: args.max_pending_total,
         admin_user,
         secret: non_empty_env("MUSTER_SECRET"),
     };

@@ -116,3 +116,188 @@ async fn a_queued_request_is_bound_to_its_key_and_the_queue_can_be_off() {
     })
     .await;
 }
+
+/// A raw credential-less request for `hostname` with an enrollment id of its own.
+fn anonymous_request(hostname: &str) -> muster_proto::EnrollRequest {
+    let (mut req, _) = request(hostname, None);
+    req.enrollment_id = Some(format!("{:0>32}", hostname.replace('-', "")));
+    req
+}
+
+#[tokio::test]
+async fn a_flood_from_one_source_stops_at_its_share_of_the_queue() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let client = hub.anonymous();
+        let (mut queued, mut refused) = (1, 0);
+        let first = anonymous_request("flood-first");
+        client.enroll(None, &first).await.unwrap();
+        for i in 1..20 {
+            match client
+                .enroll(None, &anonymous_request(&format!("flood-{i}")))
+                .await
+            {
+                Ok(EnrollOutcome::Pending(_)) => queued += 1,
+                Err(e) if e.code() == Some("rate_limited") => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        // 16 waiting per source (the default `--max-pending-per-source`).
+        assert_eq!((queued, refused), (16, 4));
+        assert_eq!(hub.admin().list_approvals().await.unwrap().len(), 16);
+        // A waiting request asking again is no new request: still answered.
+        assert!(matches!(
+            client.enroll(None, &first).await.unwrap(),
+            EnrollOutcome::Pending(_)
+        ));
+        // Another address has a share of its own.
+        let elsewhere = crate::trust::from(&hub, "127.0.0.2", None);
+        assert!(matches!(
+            elsewhere
+                .enroll(None, &anonymous_request("other-1"))
+                .await
+                .unwrap(),
+            EnrollOutcome::Pending(_)
+        ));
+        hub.stop().await;
+
+        // The queue as a whole has a limit too (`--max-pending`).
+        let small = TestHub::start_with(&b, |o| o.max_pending_total = 3).await;
+        for (i, addr) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
+            let client = crate::trust::from(&small, addr, None);
+            let req = anonymous_request(&format!("spread-{i}"));
+            assert!(matches!(
+                client.enroll(None, &req).await.unwrap(),
+                EnrollOutcome::Pending(_)
+            ));
+        }
+        let late = crate::trust::from(&small, "127.0.0.5", None);
+        let req = anonymous_request("spread-late");
+        assert_eq!(code(late.enroll(None, &req).await), "rate_limited");
+        small.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queued_facts_are_cut_to_a_few_kilobytes() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let mut req = anonymous_request("many-nics");
+        req.interfaces = (0..150)
+            .map(|i| muster_proto::Interface {
+                name: format!("veth{i:04}"),
+                mac: Some("02:42:ac:11:00:02".to_owned()),
+                addresses: (0..6)
+                    .map(|a| format!("fd00:1234:5678:{i:x}::{a:x}/64"))
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let sent = serde_json::to_string(&req).unwrap().len();
+        assert!(sent > 40_000, "{sent}");
+        let EnrollOutcome::Pending(p) = hub.anonymous().enroll(None, &req).await.unwrap() else {
+            panic!("not queued")
+        };
+        let stored = hub
+            .count("SELECT MAX(LENGTH(facts)) FROM pending_requests")
+            .await;
+        assert!(stored <= 8 * 1024, "{stored} bytes of facts stored");
+        // What fits is kept, in order, for the admin deciding.
+        let listed = hub.admin().list_approvals().await.unwrap();
+        let facts = listed[0].facts.as_ref().unwrap();
+        assert!(!facts.interfaces.is_empty() && facts.interfaces.len() < 150);
+        assert_eq!(facts.interfaces[0].name, "veth0000");
+        // Approved, the machine enrolls with every interface it reports.
+        hub.admin().approve(&p.request_id).await.unwrap();
+        let EnrollOutcome::Created(r) = hub.anonymous().enroll(None, &req).await.unwrap() else {
+            panic!("not enrolled")
+        };
+        assert_eq!(
+            hub.admin().agent(&r.agent_id).await.unwrap().name,
+            "many-nics"
+        );
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_requests_are_deleted() {
+    each_backend(|b| async move {
+        let hub = TestHub::start_with(&b, |o| o.pending_ttl = Duration::from_secs(1)).await;
+        let client = hub.anonymous();
+        for i in 0..3 {
+            client
+                .enroll(None, &anonymous_request(&format!("stale-{i}")))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(hub.admin().list_approvals().await.unwrap().is_empty());
+        // The next request sweeps the expired ones away.
+        client
+            .enroll(None, &anonymous_request("fresh-1"))
+            .await
+            .unwrap();
+        assert_eq!(hub.count("SELECT COUNT(*) FROM pending_requests").await, 1);
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn approving_by_pattern_is_all_or_nothing() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let client = hub.anonymous();
+        for host in ["web-1", "web-2", "web-3", "db-1"] {
+            client.enroll(None, &anonymous_request(host)).await.unwrap();
+        }
+        // The database refuses to approve the last match (a fault injected behind the
+        // hub's back): the matches before it must not stay approved.
+        let fault = match b.name() {
+            "sqlite" => "CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                         WHEN OLD.hostname = 'web-3' BEGIN SELECT RAISE(ABORT, 'fault'); END;"
+                .to_owned(),
+            _ => "CREATE FUNCTION fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'fault'; END $$ \
+                  LANGUAGE plpgsql; CREATE TRIGGER fault BEFORE UPDATE ON pending_requests \
+                  FOR EACH ROW WHEN (OLD.hostname = 'web-3') EXECUTE FUNCTION fault();"
+                .to_owned(),
+        };
+        hub.raw_sql(&fault).await;
+        let admin = hub.admin();
+        assert_eq!(code(admin.approve_matching("web-*").await), "internal");
+        assert_eq!(admin.list_approvals().await.unwrap().len(), 4, "nothing approved");
+        assert!(!hub.audit_actions().await.contains(&"request.approved".to_owned()));
+
+        hub.raw_sql(match b.name() {
+            "sqlite" => "DROP TRIGGER fault",
+            _ => "DROP TRIGGER fault ON pending_requests",
+        })
+        .await;
+        let approved = admin.approve_matching("web-*").await.unwrap();
+        let mut hosts: Vec<&str> = approved.iter().map(|r| r.hostname.as_str()).collect();
+        hosts.sort();
+        assert_eq!(hosts, ["web-1", "web-2", "web-3"]);
+        assert!(approved.iter().all(|r| r.status == "approved"));
+        let remaining = admin.list_approvals().await.unwrap();
+        assert_eq!(remaining.len(), 1);
+        assert_eq!(remaining[0].hostname, "db-1");
+        // One audit entry per request, each naming it.
+        let entries = admin
+            .audit(&muster_client::AuditQuery {
+                action: Some("request.approved".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut targets: Vec<String> = entries.iter().map(|e| e.target.clone()).collect();
+        targets.sort();
+        let mut want: Vec<String> = approved.iter().map(|r| format!("request:{}", r.id)).collect();
+        want.sort();
+        assert_eq!(targets, want);
+        hub.stop().await;
+    })
+    .await;
+}

@@ -100,3 +100,105 @@ async fn the_audit_log_records_changes_and_verify_catches_tampering() {
     })
     .await;
 }
+
+fn audit_query(action: &str) -> AuditQuery {
+    AuditQuery {
+        action: Some(action.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn refused_enrollments_and_denied_admin_calls_are_audited() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let admin = hub.admin();
+        let anonymous = hub.anonymous();
+        let (req, _) = crate::request("intruder", Some("front-door"));
+        let bogus = "met_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            crate::code(anonymous.enroll(Some(bogus), &req).await),
+            "token_unknown"
+        );
+        let narrow = hub
+            .token(muster_proto::CreateTokenRequest {
+                pattern: Some("web-*".into()),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(
+            crate::code(anonymous.enroll(Some(&narrow.token), &req).await),
+            "hostname_not_allowed"
+        );
+
+        let refused = admin
+            .audit(&audit_query("agent.enroll_refused"))
+            .await
+            .unwrap();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        // Newest first: the token that did not allow the hostname, named by its id.
+        assert_eq!(refused[0].actor, format!("token:{}", narrow.id));
+        assert_eq!(refused[0].details["code"], "hostname_not_allowed");
+        // An unknown token names nobody.
+        assert_eq!(refused[1].actor, "anonymous");
+        assert_eq!(refused[1].outcome, "denied");
+        assert_eq!(refused[1].source, "127.0.0.1");
+        assert_eq!(refused[1].details["code"], "token_unknown");
+        assert_eq!(refused[1].details["hostname"], "intruder");
+        assert_eq!(refused[1].details["name"], "front-door");
+
+        // A member key on an admin route.
+        let member = admin
+            .create_key(&muster_proto::CreateKeyRequest {
+                name: "viewer".into(),
+                role: muster_proto::Role::Member,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let viewer = hub.anonymous().with_bearer(member.key.clone());
+        assert_eq!(crate::code(viewer.list_tokens().await), "forbidden");
+        let denied = admin.audit(&audit_query("access.denied")).await.unwrap();
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert_eq!(denied[0].actor, format!("key:{}", member.info.id));
+        assert_eq!(denied[0].outcome, "denied");
+        assert_eq!(denied[0].details["route"], "GET /api/v1/tokens");
+        let (ok, out) = verify_with_cli(&hub).await;
+        assert!(ok, "{out}");
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flood_of_refusals_leaves_a_bounded_trace() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let anonymous = hub.anonymous();
+        let (req, _) = crate::request("flooder", None);
+        let bogus = "met_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+        for _ in 0..200 {
+            assert_eq!(
+                crate::code(anonymous.enroll(Some(bogus), &req).await),
+                "token_unknown"
+            );
+        }
+        let refused = hub
+            .admin()
+            .audit(&audit_query("agent.enroll_refused"))
+            .await
+            .unwrap();
+        // The first refusals are recorded, then at most 10 a minute from one source.
+        assert!((1..=10).contains(&refused.len()), "{}", refused.len());
+        let (_, metrics) = anonymous.get_raw("/metrics").await.unwrap();
+        let metrics = String::from_utf8(metrics).unwrap();
+        let dropped: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("muster_audit_refusals_dropped_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no dropped count in {metrics}"));
+        assert_eq!(dropped as usize + refused.len(), 200);
+        hub.stop().await;
+    })
+    .await;
+}

@@ -198,3 +198,29 @@ async fn token_creation_validates_its_rules() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn revoking_a_revoked_token_changes_nothing() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let admin = hub.admin();
+        let t = hub.token(CreateTokenRequest::default()).await;
+        let first = admin.revoke_token(&t.id).await.unwrap();
+        assert_eq!(first.state, "revoked");
+        // Asked again: 200 with the token as it is, and no second audit entry.
+        let again = admin.revoke_token(&t.id).await.unwrap();
+        assert_eq!(again.state, "revoked");
+        assert_eq!(again.id, first.id);
+        let revocations = admin
+            .audit(&muster_client::AuditQuery {
+                action: Some("token.revoked".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(revocations.len(), 1);
+        assert_eq!(code(admin.revoke_token("no-such-token").await), "not_found");
+        hub.stop().await;
+    })
+    .await;
+}

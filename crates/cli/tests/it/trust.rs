@@ -8,7 +8,9 @@ use muster_testkit::TestHub;
 
 use crate::{each_backend, request};
 
-fn from(hub: &TestHub, local: &str, forwarded_for: Option<&str>) -> HubClient {
+/// A client whose requests come from `local` (a loopback address of its own), with
+/// an `X-Forwarded-For` claim when given.
+pub(crate) fn from(hub: &TestHub, local: &str, forwarded_for: Option<&str>) -> HubClient {
     HubClient::with_options(
         &hub.url,
         Trust::Hash(hub.ca_hash),
@@ -121,6 +123,43 @@ async fn a_trusted_proxy_forwards_the_client_address() {
             enroll_as(&direct, "claims-proxy").await,
             EnrollOutcome::Pending(_)
         ));
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_machine_queued_by_the_rate_limit_keeps_the_rules_labels() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let admin = hub.admin();
+        admin
+            .create_trust_rule(&CreateTrustRule {
+                pattern: "cam-*".to_owned(),
+                cidrs: vec!["127.0.0.2/32".to_owned()],
+                labels: [("site".to_owned(), "dock".to_owned())].into(),
+                max_per_hour: Some(1),
+            })
+            .await
+            .unwrap();
+        let client = from(&hub, "127.0.0.2", None);
+        assert!(matches!(
+            enroll_as(&client, "cam-1").await,
+            EnrollOutcome::Created(_)
+        ));
+        // Over the hourly allowance: the second camera waits for an admin…
+        let (mut req, _) = request("cam-2", None);
+        req.enrollment_id = Some("cam2cam2cam2cam2cam2cam2cam2cam2".to_owned());
+        let EnrollOutcome::Pending(p) = client.enroll(None, &req).await.unwrap() else {
+            panic!("not queued")
+        };
+        admin.approve(&p.request_id).await.unwrap();
+        // …and, approved, carries the labels the rule would have given it.
+        let EnrollOutcome::Created(r) = client.enroll(None, &req).await.unwrap() else {
+            panic!("not enrolled")
+        };
+        let agent = admin.agent(&r.agent_id).await.unwrap();
+        assert_eq!(agent.labels.get("site").map(String::as_str), Some("dock"));
         hub.stop().await;
     })
     .await;

@@ -6,18 +6,20 @@
 //! hash) and the key pair of its CSR. Polling repeats the enrollment with both;
 //! nobody else can collect the credentials an approval releases.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use muster_proto::{ApprovalStatus, EnrollRequest, HostFacts, PendingResponse, codes};
-use muster_store::PendingRecord;
+use muster_store::{PendingRecord, QueueLimits};
 
 use super::{Context, Grant, Method};
 use crate::audit::{self, AuditExt};
 use crate::auth::by_hash;
 use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
+use crate::rules::source_net;
 use crate::state::AppState;
 use crate::validate::csr_key;
 
@@ -50,13 +52,22 @@ impl Method for ApprovalMethod {
         Ok(Grant {
             credential: self.credential(),
             complete_request: Some(self.request.id.clone()),
+            // What the credential that queued it would have given (a trust rule over
+            // its hourly allowance); the admin approved the request with them.
+            labels: self.request.labels.clone(),
             ..Grant::default()
         })
     }
 }
 
-/// Find the caller's queued request, or queue a new one.
-pub async fn lookup(state: &AppState, source: IpAddr, req: &EnrollRequest) -> ApiResult<Lookup> {
+/// Find the caller's queued request, or queue a new one carrying `labels` (those of a
+/// trust rule that matched but was over its hourly allowance; else none).
+pub async fn lookup(
+    state: &AppState,
+    source: IpAddr,
+    req: &EnrollRequest,
+    labels: &BTreeMap<String, String>,
+) -> ApiResult<Lookup> {
     if !state.approval_queue {
         return Err(ApiFailure::unauthorized(
             codes::UNAUTHORIZED,
@@ -83,11 +94,16 @@ pub async fn lookup(state: &AppState, source: IpAddr, req: &EnrollRequest) -> Ap
         .unwrap_or_else(|| req.hostname.clone());
     let record = queue(
         state,
-        "enroll",
-        None,
-        &name,
-        &facts,
-        source,
+        Queued {
+            kind: "enroll",
+            agent_id: None,
+            name: &name,
+            facts: &facts,
+            labels,
+            source,
+            // Anyone can ask: such requests count against the queue's limits.
+            limits: Some(state.queue_limits),
+        },
         &format!("enroll:{eid}"),
         &key,
     )
@@ -98,18 +114,37 @@ pub async fn lookup(state: &AppState, source: IpAddr, req: &EnrollRequest) -> Ap
     })
 }
 
+/// What a new queued request holds, besides the secret and key it is bound to.
+pub struct Queued<'a> {
+    /// `enroll` or `renew`.
+    pub kind: &'a str,
+    /// For renewals: the agent to renew.
+    pub agent_id: Option<&'a str>,
+    pub name: &'a str,
+    pub facts: &'a HostFacts,
+    /// Labels the agent gets once approved.
+    pub labels: &'a BTreeMap<String, String>,
+    pub source: IpAddr,
+    /// How many requests may wait; `None` for those only an agent can make.
+    pub limits: Option<QueueLimits>,
+}
+
 /// Queue a request under `secret` unless one exists; return what is stored.
-#[allow(clippy::too_many_arguments)]
 pub async fn queue(
     state: &AppState,
-    kind: &str,
-    agent_id: Option<&str>,
-    name: &str,
-    facts: &HostFacts,
-    source: IpAddr,
+    q: Queued<'_>,
     secret: &str,
     key: &str,
 ) -> ApiResult<PendingRecord> {
+    let Queued {
+        kind,
+        agent_id,
+        name,
+        facts,
+        labels,
+        source,
+        limits,
+    } = q;
     let secret_hash = state.keys.hash_secret(secret);
     if let Some(existing) = by_hash(state, secret, |h| async move {
         state.store.find_request_by_secret(&h).await
@@ -127,7 +162,9 @@ pub async fn queue(
         name: name.to_owned(),
         hostname: facts.hostname.clone(),
         source: source.to_string(),
-        facts: serde_json::to_string(facts).unwrap_or_default(),
+        source_net: source_net(source),
+        facts: bounded_facts(facts),
+        labels: labels.clone(),
         public_key: key.to_owned(),
         status: "pending".to_owned(),
         reason: None,
@@ -144,11 +181,39 @@ pub async fn queue(
     )
     .at(now)
     .details(serde_json::json!({"name": name, "hostname": facts.hostname}));
-    let stored = state.store.queue_request(&record, &audit).await?;
+    let stored = state.store.queue_request(&record, limits, &audit).await?;
     if stored.id == record.id {
         tracing::info!(request_id = %record.id, kind, hostname = %facts.hostname, %source, "request queued for approval");
     }
     Ok(stored)
+}
+
+/// The most host facts a queued request keeps, as JSON. The body limit (64 KiB) would
+/// let every anonymous request store eight times that; the admin deciding needs the
+/// host's name, system and main interfaces, and the agent sends its full facts again
+/// when it collects the approval, so nothing cut here is lost.
+pub const MAX_QUEUED_FACTS: usize = 8 * 1024;
+
+/// `facts` as JSON of at most [`MAX_QUEUED_FACTS`] bytes: the interfaces that fit, in
+/// the order the agent reported them. Cutting rather than refusing, because a real
+/// host with many interfaces (a container host) must still be able to ask. The rest
+/// of the facts are short validated text, so they always fit.
+fn bounded_facts(facts: &HostFacts) -> String {
+    let mut kept = HostFacts {
+        interfaces: Vec::new(),
+        ..facts.clone()
+    };
+    let mut size = serde_json::to_string(&kept).map_or(0, |s| s.len());
+    for interface in &facts.interfaces {
+        // Its JSON and the comma before it.
+        let add = serde_json::to_string(interface).map_or(usize::MAX, |s| s.len() + 1);
+        if size.saturating_add(add) > MAX_QUEUED_FACTS {
+            break;
+        }
+        size += add;
+        kept.interfaces.push(interface.clone());
+    }
+    serde_json::to_string(&kept).unwrap_or_default()
 }
 
 /// What a stored request means for the caller holding `key`: approved (go on),

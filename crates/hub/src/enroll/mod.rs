@@ -10,6 +10,7 @@
 mod api_key;
 pub mod approval;
 mod existing;
+mod refused;
 mod token;
 mod trust_rule;
 
@@ -123,33 +124,38 @@ pub async fn enroll(
         Metrics::inc(&state.metrics.enrollments_throttled);
         return Err(ApiFailure::busy());
     };
-    let result = enroll_inner(state, source, bearer, req, true).await;
+    let claimed = refused::Claimed::of(&req);
+    let result = enroll_inner(state, source, bearer, req, None).await;
     match &result {
         Ok(_) => Metrics::inc(&state.metrics.enrollments_ok),
         Err(f) if f.status.is_client_error() => {
             tracing::info!(%source, code = f.code, "enrollment refused");
-            Metrics::inc(&state.metrics.enrollments_refused)
+            Metrics::inc(&state.metrics.enrollments_refused);
+            refused::audit(state, source, bearer, f, claimed).await;
         }
         Err(_) => Metrics::inc(&state.metrics.enrollments_failed),
     }
     result
 }
 
+/// `over_limit`: a trust rule matched but had used its hourly allowance, so the
+/// rules are skipped and the request is queued with the rule's labels.
 async fn enroll_inner(
     state: &AppState,
     source: IpAddr,
     bearer: Option<&str>,
     req: EnrollRequest,
-    use_rules: bool,
+    over_limit: Option<BTreeMap<String, String>>,
 ) -> ApiResult<Answer> {
     validate(&req)?;
     let rule = match bearer {
-        None if use_rules => trust_rule::matching(state, &req.hostname, source).await?,
+        None if over_limit.is_none() => trust_rule::matching(state, &req.hostname, source).await?,
         _ => None,
     };
+    let queued_labels = over_limit.unwrap_or_default();
     let method: Box<dyn Method> = match (bearer, rule) {
         (None, Some(rule)) => Box::new(rule),
-        (None, None) => match approval::lookup(state, source, &req).await? {
+        (None, None) => match approval::lookup(state, source, &req, &queued_labels).await? {
             approval::Lookup::Approved(m) => m,
             approval::Lookup::Waiting(pending) => return Ok(Answer::Pending(pending)),
         },
@@ -249,7 +255,8 @@ async fn enroll_inner(
         }
     };
     let Some((agent, issued)) = agent else {
-        return Box::pin(enroll_inner(state, source, None, req, false)).await;
+        let labels = grant.labels.clone();
+        return Box::pin(enroll_inner(state, source, None, req, Some(labels))).await;
     };
     let (mode, action) = (target.mode, target.action);
     tracing::info!(agent_id = %agent.id, name = %agent.name, %source, action, "agent enrolled");

@@ -98,7 +98,9 @@ pub async fn deny_request(
     ))
 }
 
-/// Approve every waiting request whose hostname matches the pattern.
+/// Approve every waiting request whose hostname matches the pattern: all of them in
+/// one transaction, each with its audit entry, or none (an admin who approved
+/// `web-*` must not find half the web servers approved after an error).
 pub async fn approve_matching(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -108,14 +110,31 @@ pub async fn approve_matching(
         .pattern
         .as_deref()
         .ok_or_else(|| ApiFailure::bad_request("give a hostname pattern to approve"))?;
+    check_text("pattern", pattern, false)?;
     let matcher = parse_pattern(pattern).map_err(ApiFailure::bad_request)?;
-    let mut approved = Vec::new();
-    for r in state.store.list_pending(now_ms()).await? {
-        if matcher.is_match(&r.hostname) {
-            approved.push(decide(&state, &caller, &r.id, true, None).await?);
-        }
-    }
-    Ok(Json(ApprovalList { requests: approved }))
+    let now = now_ms();
+    // The store names each request as the entry's target.
+    let audit = caller
+        .audit("request.approved", "request")
+        .at(now)
+        .details(serde_json::json!({ "pattern": pattern }));
+    let approved = state
+        .store
+        .approve_matching(
+            &|r: &PendingRecord| matcher.is_match(&r.hostname),
+            &caller.actor(),
+            now,
+            &audit,
+        )
+        .await?;
+    tracing::info!(
+        pattern,
+        count = approved.len(),
+        "queued requests approved by pattern"
+    );
+    Ok(Json(ApprovalList {
+        requests: approved.iter().map(|r| approval_info(r, now)).collect(),
+    }))
 }
 
 fn rule_info(r: &TrustRuleRecord) -> TrustRuleInfo {

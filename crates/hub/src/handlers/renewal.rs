@@ -120,11 +120,17 @@ pub async fn renew(
         let secret = format!("renew:{}:{key}", agent.id);
         let record = approval::queue(
             &state,
-            "renew",
-            Some(&agent.id),
-            &agent.name,
-            &facts,
-            source,
+            approval::Queued {
+                kind: "renew",
+                agent_id: Some(&agent.id),
+                name: &agent.name,
+                facts: &facts,
+                labels: &Default::default(),
+                source,
+                // Only a known agent, proving its key, gets here: it is not counted
+                // against the limits meant for anonymous requests.
+                limits: None,
+            },
             &secret,
             &key,
         )

@@ -179,7 +179,12 @@ impl FromRow for PendingRecord {
             name: row.try_get("name")?,
             hostname: row.try_get("hostname")?,
             source: row.try_get("source")?,
+            source_net: row.try_get("source_net")?,
             facts: row.try_get("facts")?,
+            labels: from_json(
+                "pending_requests.labels",
+                &row.try_get::<String, _>("labels")?,
+            )?,
             public_key: row.try_get("public_key")?,
             status: row.try_get("status")?,
             reason: row.try_get("reason")?,

@@ -65,6 +65,11 @@ impl TokenStore for SqlStore {
                 )));
             }
         };
+        if token.revoked_at.is_some() {
+            // Revoking is idempotent: asking again changes nothing and records
+            // nothing, so a retried or repeated command cannot pad the audit log.
+            return Ok(token);
+        }
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(&token.id)
@@ -75,7 +80,7 @@ impl TokenStore for SqlStore {
         audit.target = format!("token:{}", token.id);
         w.commit(&[&audit]).await?;
         Ok(TokenRecord {
-            revoked_at: token.revoked_at.or(Some(now)),
+            revoked_at: Some(now),
             ..token
         })
     }
