@@ -254,6 +254,16 @@ impl ConfigDir {
         &self.path
     }
 
+    /// `config.json`, the file an operator edits to point the agent at another hub.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join(CONFIG_FILE)
+    }
+
+    /// What an agent says to check when its hub refuses the connection.
+    pub fn hub_url_hint(&self) -> String {
+        format!("check hub_url in {}", self.config_path().display())
+    }
+
     /// `Ok(None)` when there is no `config.json` (not enrolled); an error when it is
     /// present but unreadable or invalid, or when a PEM file next to it is missing.
     /// Finishes or discards an interrupted `store` first, when no other process is

@@ -51,6 +51,7 @@ pub async fn status(dir: &ConfigDir) -> Result<Status, AgentError> {
                 key_pem: creds.key_pem.clone(),
             }),
             timeout: Some(Duration::from_secs(5)),
+            address_hint: Some(dir.hub_url_hint()),
             ..Default::default()
         },
     )?

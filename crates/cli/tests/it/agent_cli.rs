@@ -169,3 +169,45 @@ fn verify_unit(unit: &Path) {
         "systemd-analyze verify: {messages}"
     );
 }
+
+/// Connection refused names the URL and what to check, once, on one line: for an
+/// enrollment and for an admin command alike.
+#[tokio::test]
+async fn a_refused_connection_names_the_url_and_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("https://127.0.0.1:{port}");
+    let token = format!("met_{}.{}", "A".repeat(43), "B".repeat(22));
+    let hash = format!("sha256:{}", "a".repeat(64));
+    let expected = format!(
+        "error: cannot reach the hub at {url}: connection refused (is the hub running and \
+         listening there? check --hub / the address in hub.json)"
+    );
+    for args in [
+        vec![
+            "enroll",
+            "--hub",
+            &url,
+            "--token",
+            &token,
+            "--config-dir",
+            "agent",
+        ],
+        vec![
+            "tokens",
+            "list",
+            "--hub",
+            &url,
+            "--api-key",
+            "mak_x",
+            "--ca-hash",
+            &hash,
+        ],
+    ] {
+        let err = one_error_line(&run_in(tmp.path(), strings(&args)).await);
+        assert_eq!(err, expected, "{args:?}");
+    }
+}
