@@ -170,6 +170,49 @@ fn verify_unit(unit: &Path) {
     );
 }
 
+/// SPEC §8: an unreachable hub is reported, not an error; a hub that revoked this
+/// agent is reported too, and `status` then exits like `muster agent` does (3).
+#[tokio::test]
+async fn status_exits_3_for_a_revoked_agent_and_0_for_an_unreachable_hub() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let (agent, id) = enrolled(&hub, "gone-01").await;
+    let dir = path(agent.dir.path());
+    let status = |json: bool| {
+        let mut args = strings(&["status", "--config-dir", &dir]);
+        if json {
+            args.push("--json".to_owned());
+        }
+        run_in(agent.root(), args)
+    };
+    assert!(ok(status(false).await).contains("Hub view:     offline"));
+
+    hub.admin().revoke_agent(&id).await.unwrap();
+    let out = status(false).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Name:         gone-01"), "{text}");
+    assert!(text.contains("agent_revoked"), "{text}");
+    let err = one_error_line(&out);
+    assert!(err.contains("agent_revoked"), "{err}");
+    let out = status(true).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["hub"]["error_code"], "agent_revoked");
+
+    let url = hub.url.clone();
+    hub.stop().await;
+    let text = ok(status(false).await);
+    let config = agent.dir.path().join("config.json");
+    assert!(
+        text.contains(&format!(
+            "Hub view:     unreachable: cannot reach the hub at {url}: connection refused \
+             (is the hub running and listening there? check hub_url in {})",
+            config.display()
+        )),
+        "{text}"
+    );
+}
+
 /// Connection refused names the URL and what to check, once, on one line: for an
 /// enrollment and for an admin command alike.
 #[tokio::test]
