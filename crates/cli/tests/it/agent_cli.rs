@@ -213,6 +213,77 @@ async fn status_exits_3_for_a_revoked_agent_and_0_for_an_unreachable_hub() {
     );
 }
 
+/// `muster agent` says where it connected, once per session, at its default level;
+/// and while it runs, `muster status` is not kept waiting for the config dir.
+#[tokio::test]
+async fn the_agent_logs_the_hub_it_connects_to_and_leaves_the_dir_to_status() {
+    use std::io::BufRead as _;
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let (agent, id) = enrolled(&hub, "web-01").await;
+    #[allow(clippy::zombie_processes)] // waited for at the end
+    let mut child = muster(agent.root())
+        .args(["agent", "--config-dir"])
+        .arg(agent.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let expected = format!("connected to {} as web-01 ({id})", hub.url);
+    // Off the runtime: the hub the agent talks to runs on it.
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.contains(&expected)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no {expected:?} in {seen:#?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    hub.wait_status(&id, "online", std::time::Duration::from_secs(5))
+        .await;
+
+    let started = std::time::Instant::now();
+    let out = run_in(
+        agent.root(),
+        strings(&["status", "--json", "--config-dir", &path(agent.dir.path())]),
+    )
+    .await;
+    let status: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(status["hub"]["agent"]["status"], "online");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "status waited {:?} for the running agent",
+        started.elapsed()
+    );
+
+    assert!(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    hub.stop().await;
+}
+
 /// Connection refused names the URL and what to check, once, on one line: for an
 /// enrollment and for an admin command alike.
 #[tokio::test]
