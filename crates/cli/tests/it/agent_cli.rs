@@ -284,6 +284,41 @@ async fn the_agent_logs_the_hub_it_connects_to_and_leaves_the_dir_to_status() {
     hub.stop().await;
 }
 
+/// A token that lost its end is called truncated, before anything is sent or written.
+#[tokio::test]
+async fn a_truncated_token_is_named_before_anything_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("agent");
+    let secret = "A".repeat(43);
+    let pin = "B".repeat(22);
+    for token in [
+        format!("met_{}", &secret[..30]),
+        format!("met_{secret}.{}", &pin[..12]),
+    ] {
+        // Nothing listens on port 1: had the token been used, this would say so.
+        let out = run_in(
+            tmp.path(),
+            strings(&[
+                "enroll",
+                "--hub",
+                "https://127.0.0.1:1",
+                "--token",
+                &token,
+                "--config-dir",
+                &path(&config),
+            ]),
+        )
+        .await;
+        let err = one_error_line(&out);
+        assert_eq!(
+            err,
+            "error: the token looks truncated (expected met_ + 43 characters + . + 22 \
+             characters); copy it again from `muster tokens create`"
+        );
+        assert!(!config.exists(), "nothing written");
+    }
+}
+
 /// Connection refused names the URL and what to check, once, on one line: for an
 /// enrollment and for an admin command alike.
 #[tokio::test]
