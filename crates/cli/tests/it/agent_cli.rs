@@ -360,3 +360,87 @@ async fn a_refused_connection_names_the_url_and_what_to_check() {
         assert_eq!(err, expected, "{args:?}");
     }
 }
+
+/// The hint printed for a queued enrollment works as printed: the admin's approve
+/// command, then the machine's command to pick the request up (config dir, name,
+/// labels and the way to verify the hub included).
+#[tokio::test]
+async fn the_queued_request_hint_works_as_printed() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("my agent");
+    let out = run_in(
+        tmp.path(),
+        strings(&[
+            "enroll",
+            "--hub",
+            &hub.url,
+            "--ca-hash",
+            &hub.ca_hash.to_string(),
+            "--config-dir",
+            "my agent",
+            "--name",
+            "queued-01",
+            "--label",
+            "env=lab",
+        ]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let commands: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+    let [approve, resume] = commands[..] else {
+        panic!("two commands in {line}")
+    };
+    assert!(approve.starts_with("muster approvals approve "), "{line}");
+    assert!(resume.starts_with("muster enroll "), "{line}");
+
+    // The admin's command, on a machine with the admin connection in its environment.
+    let words: Vec<String> = approve.split(' ').skip(1).map(str::to_owned).collect();
+    let (url, key, hash) = (
+        hub.url.clone(),
+        hub.admin_key.clone(),
+        hub.ca_hash.to_string(),
+    );
+    let admin_dir = tempfile::tempdir().unwrap();
+    let admin_cwd = admin_dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        muster(&admin_cwd)
+            .args(&words)
+            .env("MUSTER_HUB_URL", url)
+            .env("MUSTER_API_KEY", key)
+            .env("MUSTER_CA_HASH", hash)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    ok(out);
+
+    // The machine's command, through a shell, from another directory.
+    let script = format!("'{BIN}'{}", resume.strip_prefix("muster").unwrap());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cwd = elsewhere.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", &script]).current_dir(&cwd);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MUSTER_") {
+                sh.env_remove(k);
+            }
+        }
+        sh.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ok(out).contains("Enrolled queued-01"));
+    let creds = muster_agent::configdir::ConfigDir::new(&config)
+        .load()
+        .unwrap()
+        .unwrap();
+    let agent = hub.admin().agent(&creds.config.agent_id).await.unwrap();
+    assert_eq!(agent.name, "queued-01");
+    assert_eq!(agent.labels.get("env").map(String::as_str), Some("lab"));
+    hub.stop().await;
+}
