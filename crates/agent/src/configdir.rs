@@ -7,6 +7,10 @@
 //! once `.staging/COMPLETE` exists, so a crash is either rolled forward or discarded by
 //! the next [`ConfigDir::load`]. Secrets are created with their final mode (0600) and
 //! the dir is kept at 0700.
+//!
+//! Processes coordinate through the advisory lock of [`lock`]: writes, and the cleanup
+//! of what an interrupted write left, happen only under the exclusive lock; `load`
+//! reads under the shared one.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -14,8 +18,12 @@ use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod lock;
+use lock::{DirLock, LOCK_FILE, Mode};
 
 const CONFIG_FILE: &str = "config.json";
 const KEY_FILE: &str = "key.pem";
@@ -31,6 +39,21 @@ use muster_files::TEMP_INFIX;
 const DIR_MODE: u32 = 0o700;
 const SECRET_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
+
+/// How long a reader waits for a writer to finish before reading without the lock.
+/// Writers hold it for milliseconds; one holding it longer is stuck (or stopped), and
+/// every file is replaced atomically, so reading then is safe, only cleanup is not.
+const READ_WAIT: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(3)
+};
+/// How long a writer waits for readers and other writers before giving up.
+const WRITE_WAIT: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(30)
+};
 
 /// The credential set, in the order `store` commits it. `config.json` goes last so that a
 /// reader racing an (uninterrupted) commit sees the old config until the PEMs are in place.
@@ -77,6 +100,13 @@ pub enum ConfigError {
         path: PathBuf,
         /// What serde rejected.
         source: serde_json::Error,
+    },
+    /// Another muster process held the config dir's lock for longer than a write
+    /// waits; nothing was changed, and trying again later is safe.
+    #[error("{} is busy: another muster process holds {}; try again", path.display(), path.join(LOCK_FILE).display())]
+    Busy {
+        /// The config dir.
+        path: PathBuf,
     },
     /// An I/O operation failed; for writes, the previous content is intact unless the
     /// failure happened while committing a complete staged set, which the next `load`
@@ -224,9 +254,20 @@ impl ConfigDir {
         &self.path
     }
 
+    /// `config.json`, the file an operator edits to point the agent at another hub.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join(CONFIG_FILE)
+    }
+
+    /// What an agent says to check when its hub refuses the connection.
+    pub fn hub_url_hint(&self) -> String {
+        format!("check hub_url in {}", self.config_path().display())
+    }
+
     /// `Ok(None)` when there is no `config.json` (not enrolled); an error when it is
     /// present but unreadable or invalid, or when a PEM file next to it is missing.
-    /// Finishes or discards an interrupted `store` first.
+    /// Finishes or discards an interrupted `store` first, when no other process is
+    /// writing.
     pub fn load(&self) -> Result<Option<Credentials>, ConfigError> {
         match fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -238,7 +279,17 @@ impl ConfigDir {
             }
             Ok(_) => {}
         }
-        self.recover_staging()?;
+        // A `.staging/` may be another process's store in progress: it is finished or
+        // discarded only under the exclusive lock, which proves no writer is active.
+        let _lock = if fs::symlink_metadata(self.path.join(STAGING_DIR)).is_ok() {
+            let held = self.lock_for_reading(Mode::Exclusive);
+            if held.is_some() {
+                self.recover_staging()?;
+            }
+            held
+        } else {
+            self.lock_for_reading(Mode::Shared)
+        };
 
         let config_path = self.path.join(CONFIG_FILE);
         let Some(raw) = read_optional(&config_path)? else {
@@ -262,6 +313,7 @@ impl ConfigDir {
     /// set that the next `load` moves into place.
     pub fn store(&self, creds: &Credentials) -> Result<(), ConfigError> {
         self.ensure_dir()?;
+        let _lock = self.lock_for_writing()?;
         let config_json = encode(&creds.config, &self.path.join(CONFIG_FILE))?;
         let staging = self.path.join(STAGING_DIR);
         // A leftover staging dir belongs to an older store; this one supersedes it.
@@ -326,12 +378,18 @@ impl ConfigDir {
 
     fn store_secret_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ConfigError> {
         self.ensure_dir()?;
+        let _lock = self.lock_for_writing()?;
         let json = encode(value, &self.path.join(name))?;
         write_atomic(&self.path, name, json.as_bytes(), SECRET_MODE)
     }
 
     fn remove_file(&self, name: &str) -> Result<(), ConfigError> {
         let path = self.path.join(name);
+        if fs::symlink_metadata(&path).is_err() {
+            // Nothing to remove (or nothing we could remove): no need to wait for the lock.
+            return Ok(());
+        }
+        let _lock = self.lock_for_writing()?;
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -347,7 +405,11 @@ impl ConfigDir {
             .join(format!(".probe{TEMP_INFIX}{}", std::process::id()));
         muster_files::write_new_synced(&probe, b"", SECRET_MODE)
             .map_err(io_err("write into", &self.path))?;
-        fs::remove_file(&probe).map_err(io_err("remove", &probe))
+        match fs::remove_file(&probe) {
+            // An unenroll running meanwhile removed it with the rest.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(io_err("remove", &probe)),
+        }
     }
 
     /// Delete the config dir (for unenroll). Only files this module writes are removed; if
@@ -359,6 +421,7 @@ impl ConfigDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("list", &self.path)(e)),
         };
+        let lock = self.lock_for_writing()?;
         for entry in entries {
             let entry = entry.map_err(io_err("list", &self.path))?;
             let name = entry.file_name();
@@ -370,6 +433,15 @@ impl ConfigDir {
                 fs::remove_file(&path).map_err(io_err("remove", &path))?;
             }
         }
+        // Last, while still held: a process waiting on it then finds the file gone
+        // and takes a new one (see `lock::lock`).
+        match fs::remove_file(self.path.join(LOCK_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove", &self.path.join(LOCK_FILE))(e));
+            }
+            _ => {}
+        }
+        drop(lock);
         match fs::remove_dir(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
@@ -381,6 +453,35 @@ impl ConfigDir {
             }
             Err(e) => Err(io_err("remove", &self.path)(e)),
         }
+    }
+
+    /// The lock a reader holds while it reads, or none when another process held it
+    /// for all of [`READ_WAIT`] or it cannot be opened (a read-only dir): the reader
+    /// then reads the atomically replaced files as they are and cleans nothing up.
+    fn lock_for_reading(&self, mode: Mode) -> Option<DirLock> {
+        match lock::lock(&self.path, mode, READ_WAIT) {
+            Ok(Some(held)) => Some(held),
+            Ok(None) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "another muster process is writing the config dir; reading it without waiting longer"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "cannot lock the config dir; reading without the lock");
+                None
+            }
+        }
+    }
+
+    /// The exclusive lock every change to the dir holds; the dir must exist.
+    fn lock_for_writing(&self) -> Result<DirLock, ConfigError> {
+        lock::lock(&self.path, Mode::Exclusive, WRITE_WAIT)
+            .map_err(io_err("lock", &self.path.join(LOCK_FILE)))?
+            .ok_or_else(|| ConfigError::Busy {
+                path: self.path.clone(),
+            })
     }
 
     /// Create the dir (and parents) as 0700, or tighten an existing one to 0700.
@@ -618,6 +719,7 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != LOCK_FILE)
             .collect();
         assert_eq!(names.len(), 4, "no temp or staging leftovers: {names:?}");
     }
@@ -660,6 +762,58 @@ mod tests {
 
         assert_eq!(dir.load().unwrap(), Some(creds(2)));
         assert!(!tmp.path().join(STAGING_DIR).exists());
+    }
+
+    /// A store in progress in another process (it holds the exclusive lock) is not a
+    /// leftover: reading must neither delete nor finish it.
+    #[test]
+    fn load_leaves_a_writers_staging_and_temp_files_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        let writer = lock::lock(tmp.path(), Mode::Exclusive, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        fake_staging(tmp.path(), &creds(2), &[KEY_FILE, CERT_FILE], false);
+        let temp = tmp
+            .path()
+            .join(format!(".{PENDING_FILE}{TEMP_INFIX}writer"));
+        fs::write(&temp, "half").unwrap();
+
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+        assert!(tmp.path().join(STAGING_DIR).join(CERT_FILE).exists());
+        assert!(temp.exists());
+
+        // Once the writer is gone (crashed), what it left is stale and discarded.
+        drop(writer);
+        assert_eq!(dir.load().unwrap(), Some(creds(1)));
+        assert!(!tmp.path().join(STAGING_DIR).exists());
+    }
+
+    #[test]
+    fn writers_wait_for_readers_and_give_up_on_a_stuck_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path());
+        dir.store(&creds(1)).unwrap();
+        let reader = lock::lock(tmp.path(), Mode::Shared, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let err = dir.store(&creds(2)).unwrap_err();
+        assert!(matches!(err, ConfigError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains(".lock"), "{err}");
+        assert_eq!(
+            dir.load().unwrap(),
+            Some(creds(1)),
+            "readers share the lock"
+        );
+
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(reader);
+        });
+        dir.store(&creds(2)).unwrap();
+        released.join().unwrap();
+        assert_eq!(dir.load().unwrap(), Some(creds(2)));
     }
 
     #[test]
@@ -780,7 +934,7 @@ mod tests {
         let dir = ConfigDir::new(tmp.path().join("m"));
         dir.store(&creds(1)).unwrap();
         dir.remove_all().unwrap();
-        assert!(!dir.path().exists());
+        assert!(!dir.path().exists(), "the lock file goes too");
         dir.remove_all().unwrap();
 
         dir.store(&creds(1)).unwrap();

@@ -71,12 +71,8 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
             "give --token or --key, not both".to_owned(),
         ));
     }
-    if let Some(t) = &opts.token
-        && !t.starts_with(TOKEN_PREFIX)
-    {
-        return Err(AgentError::Usage(format!(
-            "that does not look like an enrollment token (they start with {TOKEN_PREFIX})"
-        )));
+    if let Some(t) = &opts.token {
+        check_token_shape(t)?;
     }
     let existing = dir.load()?;
     // With no credential at all, the request goes to the hub's approval queue.
@@ -212,6 +208,34 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     })
 }
 
+/// Characters of a token's secret and of its CA pin (SPEC §2: 32 and 16 bytes,
+/// base64url without padding).
+const TOKEN_SECRET_CHARS: usize = 43;
+const TOKEN_PIN_CHARS: usize = 22;
+
+/// Refuse, before anything touches the network or the disk, a token that cannot be
+/// whole: a copy that lost its end would otherwise fail as an unknown token or, with
+/// a cut pin, as a CA mismatch, neither of which says what happened. A token without
+/// a pin (the secret alone) is whole; the hub is then verified by other means.
+fn check_token_shape(token: &str) -> Result<(), AgentError> {
+    let Some(body) = token.strip_prefix(TOKEN_PREFIX) else {
+        return Err(AgentError::Usage(format!(
+            "that does not look like an enrollment token (they start with {TOKEN_PREFIX})"
+        )));
+    };
+    let (secret, pin) = match body.split_once('.') {
+        Some((secret, pin)) => (secret, Some(pin)),
+        None => (body, None),
+    };
+    if secret.len() < TOKEN_SECRET_CHARS || pin.is_some_and(|p| p.len() != TOKEN_PIN_CHARS) {
+        return Err(AgentError::Usage(format!(
+            "the token looks truncated (expected {TOKEN_PREFIX} + {TOKEN_SECRET_CHARS} characters + . + \
+             {TOKEN_PIN_CHARS} characters); copy it again from `muster tokens create`"
+        )));
+    }
+    Ok(())
+}
+
 /// How to verify the hub before sending the credential.
 fn trust(opts: &EnrollOptions, existing: Option<&Credentials>) -> Result<Trust, AgentError> {
     if let Some(file) = &opts.ca_file {
@@ -322,7 +346,30 @@ pub(crate) fn host_port(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_cut_token_is_called_truncated() {
+        let secret = "s".repeat(43);
+        let pin = "p".repeat(22);
+        assert!(check_token_shape(&format!("met_{secret}.{pin}")).is_ok());
+        assert!(
+            check_token_shape(&format!("met_{secret}")).is_ok(),
+            "no pin"
+        );
+        for cut in [
+            format!("met_{}", &secret[..20]),
+            format!("met_{secret}."),
+            format!("met_{secret}.{}", &pin[..21]),
+            format!("met_{}.{pin}", &secret[..42]),
+        ] {
+            let err = check_token_shape(&cut).unwrap_err().to_string();
+            assert!(err.contains("looks truncated"), "{cut}: {err}");
+        }
+        let err = check_token_shape("mak_x").unwrap_err().to_string();
+        assert!(err.contains("does not look like"), "{err}");
+    }
 
     #[test]
     fn host_port_of_urls() {

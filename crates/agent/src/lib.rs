@@ -59,6 +59,7 @@ pub async fn unenroll(dir: &configdir::ConfigDir, force: bool) -> Result<String,
                 key_pem: creds.key_pem.clone(),
             }),
             timeout: Some(std::time::Duration::from_secs(15)),
+            address_hint: Some(dir.hub_url_hint()),
             ..Default::default()
         },
     )?

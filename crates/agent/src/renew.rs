@@ -89,6 +89,7 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
         ClientOptions {
             identity,
             timeout: Some(Duration::from_secs(30)),
+            address_hint: Some(dir.hub_url_hint()),
             ..Default::default()
         },
     )?

@@ -194,7 +194,15 @@ async fn drive(
             hub_time_ms,
             ..
         }))) => {
-            tracing::info!(agent_id = %creds.config.agent_id, heartbeat_interval_s, "session open");
+            // One line per session, naming the hub: what an operator reading the
+            // journal needs to see where this machine is (re)connected.
+            tracing::info!(
+                heartbeat_interval_s,
+                "connected to {} as {} ({})",
+                creds.config.hub_url,
+                creds.config.agent_name,
+                creds.config.agent_id
+            );
             let _ = skew_problem(hub_time_ms);
             Duration::from_secs(heartbeat_interval_s.max(1))
         }

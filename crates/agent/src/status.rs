@@ -33,6 +33,19 @@ pub struct HubView {
     pub error_code: Option<String>,
 }
 
+impl HubView {
+    /// Whether the hub refused these credentials for good (revoked, replaced by a
+    /// re-enrollment elsewhere, or locked as a clone): the cases in which
+    /// `muster agent` stops with [`crate::service::EXIT_REVOKED`] instead of retrying.
+    pub fn refused_for_good(&self) -> bool {
+        use muster_proto::codes::{AGENT_CLONED, AGENT_REVOKED, KEY_INVALID};
+        matches!(
+            self.error_code.as_deref(),
+            Some(AGENT_REVOKED | KEY_INVALID | AGENT_CLONED)
+        )
+    }
+}
+
 pub async fn status(dir: &ConfigDir) -> Result<Status, AgentError> {
     let creds = dir
         .load()?
@@ -51,6 +64,7 @@ pub async fn status(dir: &ConfigDir) -> Result<Status, AgentError> {
                 key_pem: creds.key_pem.clone(),
             }),
             timeout: Some(Duration::from_secs(5)),
+            address_hint: Some(dir.hub_url_hint()),
             ..Default::default()
         },
     )?

@@ -132,11 +132,15 @@ fn main() -> ExitCode {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging(if matches!(cli.command, Command::Hub(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    // The two long-running services log their progress; one-shot commands only
+    // what went wrong.
+    init_logging(
+        if matches!(cli.command, Command::Hub(_) | Command::Agent(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

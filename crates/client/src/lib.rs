@@ -106,6 +106,8 @@ pub struct HubClient {
     base: String,
     bearer: Option<String>,
     mismatch: Arc<trust::MismatchFlag>,
+    /// Where the operator can correct the hub URL, for the unreachable-hub line.
+    address_hint: String,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -126,6 +128,9 @@ pub struct ClientOptions {
     pub local_address: Option<std::net::IpAddr>,
     /// Extra headers on every request (e.g. what a proxy in front would add).
     pub headers: Vec<(String, String)>,
+    /// Where the hub URL came from, said when the hub refuses the connection
+    /// (default: "check --hub / the address in hub.json", the admin's sources).
+    pub address_hint: Option<String>,
 }
 
 impl HubClient {
@@ -163,6 +168,9 @@ impl HubClient {
             base,
             bearer: None,
             mismatch,
+            address_hint: opts
+                .address_hint
+                .unwrap_or_else(|| "check --hub / the address in hub.json".to_owned()),
         })
     }
 
@@ -200,14 +208,26 @@ impl HubClient {
         }
         // The innermost cause says what happened ("connection refused", "certificate…").
         let mut detail = e.to_string();
+        let mut io_kind = None;
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             detail = s.to_string();
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                io_kind = Some(io.kind());
+            }
             source = s.source();
         }
         ClientError::Unreachable {
             url: self.base.clone(),
-            detail,
+            detail: match io_kind {
+                // The commonest mistake of all (wrong port, hub not started): say what
+                // to check instead of the OS's "Connection refused (os error 111)".
+                Some(std::io::ErrorKind::ConnectionRefused) => format!(
+                    "connection refused (is the hub running and listening there? {})",
+                    self.address_hint
+                ),
+                _ => detail,
+            },
         }
     }
 

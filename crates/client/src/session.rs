@@ -92,8 +92,14 @@ pub async fn connect_session(
         TcpStream::connect((host.as_str(), port)),
     )
     .await
-    .map_err(|_| SessionError::Transport("connect timed out".to_owned()))?
-    .map_err(|e| SessionError::Transport(e.to_string()))?;
+    .map_err(|_| SessionError::Transport(format!("connecting to {hub_url} timed out")))?
+    .map_err(|e| {
+        SessionError::Transport(if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            format!("{hub_url} refused the connection (is the hub running and listening there?)")
+        } else {
+            format!("cannot connect to {hub_url}: {e}")
+        })
+    })?;
     let _ = tcp.set_nodelay(true);
     let server_name = rustls_pki_types::ServerName::try_from(host.clone())
         .map_err(|_| SessionError::Transport(format!("invalid host {host:?}")))?;

@@ -27,11 +27,14 @@ pub struct AgentArgs {
 
 #[derive(Subcommand)]
 enum AgentAction {
-    /// Write and enable a systemd unit that runs `muster agent`.
+    /// Write and enable a systemd unit that runs `muster agent` for an enrolled config dir.
     InstallService {
-        /// The config dir the unit's agent uses (default: ~/.muster).
+        /// The enrolled config dir the unit's agent uses (default: ~/.muster).
         #[arg(long, env = "MUSTER_CONFIG_DIR")]
         config_dir: Option<PathBuf>,
+        /// The muster binary the unit runs (default: this one), written as an absolute path.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
         /// Install under this directory and do not call systemctl.
         #[arg(long)]
         root: Option<PathBuf>,
@@ -46,13 +49,19 @@ enum AgentAction {
 
 pub async fn exec(args: AgentArgs) -> Result<()> {
     match args.action {
-        Some(AgentAction::InstallService { config_dir, root }) => {
+        Some(AgentAction::InstallService {
+            config_dir,
+            binary,
+            root,
+        }) => {
             let dir = ConfigDir::resolve(config_dir.as_deref())?;
-            let binary = std::env::current_exe().context("cannot find this binary")?;
+            let binary = match binary {
+                Some(path) => path,
+                None => std::env::current_exe().context("cannot find this binary")?,
+            };
             let opts = muster_agent::service::ServiceOptions {
                 binary,
-                config_dir: std::path::absolute(dir.path())
-                    .unwrap_or_else(|_| dir.path().to_path_buf()),
+                config_dir: dir.path().to_path_buf(),
                 root,
             };
             let path = muster_agent::service::install(&opts)?;

@@ -2,7 +2,7 @@
 //! the machine, not as an admin, so it has its own `--hub`, `--ca-hash` and
 //! `--ca-file` and none of the admin connection's fallbacks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -49,7 +49,7 @@ pub struct EnrollArgs {
 
 pub async fn exec(args: EnrollArgs) -> Result<()> {
     let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref())?;
-    let hub_url = match args.hub {
+    let hub_url = match args.hub.clone() {
         Some(h) => h,
         None => match dir.load() {
             Ok(Some(creds)) => creds.config.hub_url,
@@ -60,6 +60,7 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
             }
         },
     };
+    let resume = resume_command(&args, &hub_url, dir.path());
     let opts = muster_agent::EnrollOptions {
         hub_url,
         token: args.token,
@@ -77,10 +78,9 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
         Ok(r) => r,
         Err(muster_agent::AgentError::Pending { request_id }) => {
             return Err(Stop::Pending(format!(
-                "enrollment request {request_id} is waiting for an admin's approval \
-                 (muster approvals approve {request_id}); run `muster enroll --hub {} --wait 10m` \
-                 here to wait for it",
-                opts.hub_url
+                "enrollment request {request_id} is waiting for an admin's approval: an admin \
+                 runs `muster approvals approve {request_id}`; then run `{resume}` here (or run \
+                 it now to wait for the approval)"
             ))
             .into());
         }
@@ -99,4 +99,66 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
     )?;
     out!("Credentials written to {}", report.config_dir.display())?;
     out!("Certificate expires {}", time(&report.cert_expires_at))
+}
+
+/// The `muster enroll` line that picks a queued request up again, as it can be pasted
+/// into a shell: the same hub, the same way of verifying it (nothing secret), the same
+/// config dir (its pending enrollment holds the key the request is bound to), name
+/// and labels, and `--wait` so it returns once an admin has decided.
+fn resume_command(args: &EnrollArgs, hub_url: &str, config_dir: &Path) -> String {
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let mut words = vec!["muster".to_owned(), "enroll".to_owned()];
+    let mut flag = |name: &str, value: &str| {
+        words.push(name.to_owned());
+        words.push(shell_word(value));
+    };
+    flag("--hub", hub_url);
+    if let Some(hash) = &args.ca_hash {
+        flag("--ca-hash", hash);
+    }
+    if let Some(file) = &args.ca_file {
+        flag("--ca-file", &absolute(file));
+    }
+    if args.config_dir.is_some() {
+        flag("--config-dir", &absolute(config_dir));
+    }
+    if let Some(name) = &args.name {
+        flag("--name", name);
+    }
+    for (k, v) in &args.labels {
+        flag("--label", &format!("{k}={v}"));
+    }
+    flag("--wait", "10m");
+    if args.insecure_skip_verify {
+        words.push("--insecure-skip-verify".to_owned());
+    }
+    words.join(" ")
+}
+
+/// `s` as one POSIX shell word: bare when it is plainly safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_survive_a_shell() {
+        assert_eq!(shell_word("https://h:8443"), "https://h:8443");
+        assert_eq!(shell_word("/srv/my dir"), "'/srv/my dir'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

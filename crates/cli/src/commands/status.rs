@@ -1,5 +1,6 @@
-//! `muster status`: this machine's identity and the hub's view of it (an
-//! unreachable hub is reported, not an error).
+//! `muster status`: this machine's identity and the hub's view of it. An unreachable
+//! hub is reported, not an error; a hub that revoked this agent is both reported and
+//! the exit status `muster agent` would stop with, so scripts can tell.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use muster_agent::Status;
 
+use crate::failure::Stop;
 use crate::output::{Format, emit, time, time_or};
 
 #[derive(Args)]
@@ -21,7 +23,15 @@ pub struct StatusArgs {
 pub async fn exec(args: StatusArgs) -> Result<()> {
     let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref())?;
     let status = muster_agent::status(&dir).await?;
-    emit(args.format, &status, text)
+    emit(args.format, &status, text)?;
+    if status.hub.refused_for_good() {
+        return Err(Stop::Revoked(format!(
+            "the hub refused this agent: {}",
+            status.hub.error.as_deref().unwrap_or("refused")
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn text(status: &Status) -> String {

@@ -289,43 +289,6 @@ async fn a_frozen_agent_goes_offline_within_two_and_a_half_intervals() {
 }
 
 #[test]
-fn install_service_writes_an_enabled_unit_into_a_root() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let out = ok(muster(tmp.path())
-        .args([
-            "agent",
-            "install-service",
-            "--config-dir",
-            "/var/lib/muster",
-            "--root",
-        ])
-        .arg(&root)
-        .output()
-        .unwrap());
-    assert!(out.contains("Installed"), "{out}");
-    let unit = root.join("etc/systemd/system/muster-agent.service");
-    let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(
-        text.contains(&format!(
-            "ExecStart={BIN} agent --config-dir /var/lib/muster"
-        )),
-        "{text}"
-    );
-    assert!(text.contains("Restart=on-failure") && text.contains("After=network-online.target"));
-    assert!(
-        root.join("etc/systemd/system/multi-user.target.wants/muster-agent.service")
-            .exists()
-    );
-    ok(muster(tmp.path())
-        .args(["agent", "uninstall-service", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap());
-    assert!(!unit.exists());
-}
-
-#[test]
 fn a_tls_cert_with_the_wrong_key_is_refused_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = muster_ca::Authority::generate("Other CA").unwrap();

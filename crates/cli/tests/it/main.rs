@@ -7,6 +7,7 @@
 
 mod access;
 mod adversarial;
+mod agent_cli;
 mod approvals;
 mod audit;
 mod backup;
