@@ -187,6 +187,11 @@ pub trait AgentStore: Send + Sync {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<AgentRecord>;
+
+    /// The agent an admin means by `name` (SPEC §6): the live one holding it, else
+    /// the most recently revoked one, so that `revoke` then `remove` by name works.
+    /// Removed agents are never found by name.
+    async fn find_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>>;
 }
 
 /// Requests waiting for an admin's approval, and the trust rules that approve

@@ -250,6 +250,52 @@ async fn live_names_are_unique_and_ended_agents_free_them() {
 }
 
 #[tokio::test]
+async fn a_name_finds_the_live_agent_else_the_latest_revoked_never_a_removed_one() {
+    for (store, scratch) in stores().await {
+        let id_by_name = |name: &'static str| {
+            let store = &store;
+            async move { store.find_agent_by_name(name).await.unwrap().map(|a| a.id) }
+        };
+        for (id, at) in [("a1", 1), ("a2", 3)] {
+            store
+                .enroll(&write(id, "web", EnrollMode::New, None, at))
+                .await
+                .unwrap();
+            assert_eq!(id_by_name("web").await.as_deref(), Some(id), "the live one");
+            store
+                .end_agent(id, AgentEnd::Revoke, at + 1, &audit("agent.revoked"))
+                .await
+                .unwrap();
+            assert_eq!(
+                id_by_name("web").await.as_deref(),
+                Some(id),
+                "the latest revoked"
+            );
+        }
+        store
+            .enroll(&write("a3", "web", EnrollMode::New, None, 5))
+            .await
+            .unwrap();
+        assert_eq!(id_by_name("web").await.as_deref(), Some("a3"));
+        for id in ["a3", "a2"] {
+            store
+                .end_agent(id, AgentEnd::Remove, 6, &audit("agent.removed"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(id_by_name("web").await.as_deref(), Some("a1"));
+        store
+            .end_agent("a1", AgentEnd::Remove, 7, &audit("agent.removed"))
+            .await
+            .unwrap();
+        assert_eq!(id_by_name("web").await, None);
+        assert_eq!(id_by_name("nobody").await, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
 async fn meta_is_written_once_and_enrollment_ids_are_unique() {
     for (store, scratch) in stores().await {
         assert!(store.init_meta(&[("k", "v1".into())]).await.unwrap());

@@ -120,7 +120,8 @@ fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
     }
 }
 
-/// An agent by UUID, or by the name of a live agent.
+/// An agent by UUID, or by name: the live agent holding it, else the most recently
+/// revoked one (SPEC §6), so `revoke` then `remove` by name works.
 pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRecord> {
     let by_id = if uuid::Uuid::parse_str(id_or_name).is_ok() {
         state.store.get_agent(id_or_name).await?
@@ -129,7 +130,7 @@ pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRe
     };
     let found = match by_id {
         Some(a) => Some(a),
-        None => state.store.find_live_agent_by_name(id_or_name).await?,
+        None => state.store.find_agent_by_name(id_or_name).await?,
     };
     found.ok_or_else(|| ApiFailure::not_found(format!("no agent {id_or_name:?}")))
 }

@@ -260,6 +260,19 @@ impl AgentStore for SqlStore {
         w.commit(&[audit]).await?;
         Ok(agent)
     }
+
+    async fn find_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>> {
+        // At most one live agent holds a name (`agents_live_name`); it sorts first.
+        let row = sqlx::query(agent_select!(
+            "WHERE name = $1 AND state <> 'removed' \
+             ORDER BY CASE WHEN state = 'active' THEN 0 ELSE 1 END, revoked_at DESC, \
+             enrolled_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        decode_one(row)
+    }
 }
 
 /// [`AgentStore::get_agent`] inside a transaction, to answer with what it wrote.
