@@ -18,6 +18,7 @@ mod envfile;
 mod identity;
 mod multihub;
 mod public_cert;
+mod reenroll;
 mod renewal;
 mod secrets;
 mod sessions;

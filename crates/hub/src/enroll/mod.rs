@@ -29,6 +29,7 @@ use muster_store::{
 
 use crate::audit::{self, AuditExt};
 use crate::clock::{now_ms, rfc3339};
+use crate::clones::cloned_refusal;
 use crate::error::{ApiFailure, ApiResult};
 use crate::metrics::Metrics;
 use crate::secrets::random_body;
@@ -216,6 +217,8 @@ async fn enroll_inner(
             Ok(agent) => break Some((agent, write.issued)),
             Err(StoreError::NameInUse) if target.claimed_free_name => {
                 match state.store.find_live_agent_by_name(&name).await? {
+                    // Taking the name would hand a locked identity new credentials.
+                    Some(live) if live.cloned_at.is_some() => return Err(cloned_refusal()),
                     Some(live) => {
                         if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
                             return Err(ApiFailure::new(
@@ -430,6 +433,9 @@ async fn retry(
                 "the agent this enrollment created was revoked",
             )
         })?;
+    if agent.cloned_at.is_some() {
+        return Err(cloned_refusal());
+    }
     let issued = issue(state, &req.csr_pem, &agent.id)?;
     if issued.creds.cert_pubkey != prior.public_key {
         return Err(conflict());
