@@ -178,12 +178,6 @@ async fn enroll_inner(
             Err(refusal) => return Err(refusal),
         },
     };
-    let name = req
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| req.hostname.clone());
-
     // A retry of a completed enrollment is rare, so it is looked for only when the
     // normal path fails: its credential is used up, or its id is already recorded.
     // Nothing is written before then, so falling back is always safe.
@@ -194,6 +188,16 @@ async fn enroll_inner(
     let grant = match method.authorize(&cx).await {
         Ok(grant) => grant,
         Err(refusal) => return retry_or(state, method.as_ref(), &req, source, refusal).await,
+    };
+    // A machine proven to be an agent keeps that agent's name unless it asks for
+    // another (SPEC §6 "renamed host"): a new hostname is a fact, not a new name.
+    let name = match (
+        req.name.clone().filter(|n| !n.is_empty()),
+        &grant.existing_agent,
+    ) {
+        (Some(asked), _) => asked,
+        (None, Some(agent)) => agent.name.clone(),
+        (None, None) => req.hostname.clone(),
     };
 
     // A new machine's name is usually free, so it is first claimed without looking:
