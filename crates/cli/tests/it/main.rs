@@ -16,6 +16,7 @@ mod command_line;
 mod enroll;
 mod envfile;
 mod identity;
+mod labels;
 mod multihub;
 mod public_cert;
 mod reenroll;

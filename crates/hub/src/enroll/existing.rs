@@ -50,7 +50,6 @@ impl Method for ExistingMethod {
     async fn authorize(&self, _cx: &Context<'_>) -> ApiResult<Grant> {
         Ok(Grant {
             credential: self.credential(),
-            labels: self.agent.facts.labels.clone(),
             existing_agent: Some(self.agent.clone()),
             ..Grant::default()
         })

@@ -211,7 +211,7 @@ async fn enroll_inner(
             {
                 return Err(name_in_use(&name));
             }
-            Target::replace(agent.id.clone())
+            Target::replace(agent)
         }
         None => Target::new_agent(),
     };
@@ -233,7 +233,7 @@ async fn enroll_inner(
                                 ),
                             ));
                         }
-                        target = Target::replace(live.id);
+                        target = Target::replace(&live);
                     }
                     // Freed meanwhile (revoked or removed): claim it again, once.
                     None => {
@@ -282,6 +282,9 @@ struct Target {
     /// A new agent whose name was not looked up first: if the store says it is taken,
     /// look up its holder and replace it instead.
     claimed_free_name: bool,
+    /// The labels of the agent re-enrolled: they survive unless the credential sets
+    /// them (SPEC §6), so a reimaged machine keeps what admins gave it.
+    kept_labels: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -291,15 +294,17 @@ impl Target {
             agent_id: uuid::Uuid::new_v4().to_string(),
             action: "agent.enrolled",
             claimed_free_name: true,
+            kept_labels: BTreeMap::new(),
         }
     }
 
-    fn replace(agent_id: String) -> Self {
+    fn replace(agent: &AgentRecord) -> Self {
         Target {
             mode: EnrollMode::Replace,
-            agent_id,
+            agent_id: agent.id.clone(),
             action: "agent.reenrolled",
             claimed_free_name: false,
+            kept_labels: agent.facts.labels.clone(),
         }
     }
 }
@@ -328,7 +333,10 @@ fn enroll_write(
         issued.creds.key_hash = hash.clone();
         issued.agent_key = String::new();
     }
+    // Key by key: what the agent claims, under the labels it already has, under the
+    // credential's (an admin vouched for those).
     let mut labels = req.labels.clone();
+    labels.extend(target.kept_labels.clone());
     labels.extend(grant.labels.clone());
     let now = now_ms();
     let write = EnrollWrite {
