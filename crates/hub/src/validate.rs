@@ -41,6 +41,9 @@ pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()>
     Ok(())
 }
 
+/// How many labels an agent may hold, whoever sets them.
+pub const MAX_LABELS: usize = 64;
+
 /// Label keys are identifiers (`[A-Za-z0-9._/-]`, up to 63); values are short text.
 pub fn check_label(key: &str, value: &str) -> ApiResult<()> {
     let key_ok = !key.is_empty()

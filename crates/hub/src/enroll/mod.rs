@@ -34,7 +34,7 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::metrics::Metrics;
 use crate::secrets::random_body;
 use crate::state::AppState;
-use crate::validate::{check_label, check_text};
+use crate::validate::{MAX_LABELS, check_label, check_text};
 
 /// How long a completed enrollment can be retried with the same id.
 const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -567,7 +567,7 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
     ] {
         check_text(field, value, true)?;
     }
-    if req.labels.len() > 64 || req.packs.len() > 64 || req.interfaces.len() > 256 {
+    if req.labels.len() > MAX_LABELS || req.packs.len() > 64 || req.interfaces.len() > 256 {
         return Err(ApiFailure::bad_request(
             "too many labels, packs or interfaces",
         ));
