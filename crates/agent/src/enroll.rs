@@ -103,8 +103,9 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     // with them, and only `--force` makes it a new agent, never leaving the old
     // one behind as a ghost.
     if opts.force {
-        let unenrolled = unenroll_old(&own).await?;
+        // Known before the old identity goes: how to verify the hub to enroll with.
         let trust = trust(opts, Some(&own))?;
+        let unenrolled = unenroll_old(&own).await?;
         let mut report = attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await?;
         report.unenrolled = unenrolled.then(|| own.config.agent_id.clone());
         return Ok(report);
@@ -115,9 +116,12 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
             own.config.hub_url, own.config.agent_name, own.config.agent_id
         )));
     }
-    // An enrollment with the given credential whose answer was lost is finished
-    // first: only a retry with its id gets the agent it made without another use.
-    if given.is_some() && usable_pending(dir, &hub_url, None)?.is_some() {
+    // An enrollment not sent with these credentials (they were found dead, or
+    // `--force` gave them up) whose answer was lost, or that waits for approval, is
+    // finished first: only its id gets the agent it made without another token use.
+    if usable_pending(dir, &hub_url, None)?
+        .is_some_and(|p| !earlier(&p.created_at, &own.config.enrolled_at))
+    {
         let trust = trust(opts, Some(&own))?;
         return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
     }
@@ -380,6 +384,16 @@ fn usable_pending(
     Ok((fresh && p.hub_url == hub_url && p.agent_id.as_deref() == own_id).then_some(p))
 }
 
+/// Whether RFC 3339 time `a` is before `b`. A pending enrollment begun before the
+/// credentials in the dir were written is one whose answer they are (the process
+/// stopped before deleting it): nothing to resume. Unreadable times say no.
+fn earlier(a: &str, b: &str) -> bool {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a < b)
+}
+
 /// Check the hub's answer fits what we asked for before keeping it.
 fn check_answer(
     resp: &EnrollResponse,
@@ -439,6 +453,14 @@ pub(crate) fn host_port(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_enrollment_older_than_the_credentials_is_finished() {
+        let (before, after) = ("2026-01-01T10:00:00.1Z", "2026-01-01T10:00:00.2Z");
+        assert!(earlier(before, after));
+        assert!(!earlier(after, before));
+        assert!(!earlier(before, "not a time"));
+    }
 
     #[test]
     fn host_port_of_urls() {

@@ -152,6 +152,36 @@ async fn force_makes_a_new_agent_and_unenrolls_the_old_identity() {
 }
 
 #[tokio::test]
+async fn force_without_a_credential_waits_for_approval_and_a_plain_enroll_collects_it() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let (machine, old_id) = enrolled(&hub, "lab-01").await;
+        let mut opts = hub.enroll_options(&machine, None, None);
+        opts.force = true;
+        let err = muster_agent::enroll(&opts, &machine.dir).await.unwrap_err();
+        let muster_agent::AgentError::Pending { request_id } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(hub.admin().agent(&old_id).await.unwrap().status, "revoked");
+
+        // Once approved, `muster enroll` (as the CLI's hint says) finishes the
+        // waiting request rather than trying the old, revoked credentials.
+        hub.admin().approve(&request_id).await.unwrap();
+        let report = muster_agent::enroll(&hub.enroll_options(&machine, None, None), &machine.dir)
+            .await
+            .unwrap();
+        assert!(report.created);
+        assert_ne!(report.agent_id, old_id);
+        assert_eq!(
+            machine.client().agent_me().await.unwrap().id,
+            report.agent_id
+        );
+        hub.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn another_hub_needs_force_and_an_unreachable_old_hub_leaves_the_credentials() {
     each_backend(|b| async move {
         let old_hub = TestHub::start(&b).await;
