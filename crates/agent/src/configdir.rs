@@ -198,6 +198,11 @@ pub struct PendingEnrollment {
     /// The key whose CSR was sent; never printed by `Debug`.
     pub key_pem: String,
     pub created_at: String,
+    /// The agent whose own credentials (from this dir) the enrollment was sent with;
+    /// `None` for one sent with a token, a key or no credential. A retry must use
+    /// the same credential, so each kind resumes only its own pending enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
 
 /// A certificate renewal in flight (its new private key: a secret).
@@ -225,6 +230,7 @@ impl fmt::Debug for PendingEnrollment {
             .field("hub_url", &self.hub_url)
             .field("key_pem", &"<redacted>")
             .field("created_at", &self.created_at)
+            .field("agent_id", &self.agent_id)
             .finish()
     }
 }
@@ -746,6 +752,7 @@ mod tests {
             hub_url: "https://h".into(),
             key_pem: "SECRETKEY".into(),
             created_at: "now".into(),
+            agent_id: None,
         };
         assert!(!format!("{p:?}").contains("SECRETKEY"));
     }
@@ -917,6 +924,7 @@ mod tests {
             hub_url: "https://h".into(),
             key_pem: "KEY".into(),
             created_at: "2025-01-01T00:00:00Z".into(),
+            agent_id: Some("agent-1".into()),
         };
         dir.store_pending(&p).unwrap();
         assert_eq!(mode(&dir.path().join(PENDING_FILE)), 0o600);

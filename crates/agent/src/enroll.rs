@@ -5,7 +5,9 @@
 //! pin, `--ca-hash`, `--ca-file`, or the CA an enrolled agent already holds); the
 //! config dir changes only after a complete, checked answer, in one atomic step; a
 //! retry after a lost answer reuses the same enrollment id and key pair, so the hub
-//! returns the same agent without consuming another token use.
+//! returns the same agent without consuming another token use; a machine holding
+//! credentials the hub honours stays that agent (a token given is not used), and
+//! becomes another only with `--force`, after its old identity is unenrolled.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +15,10 @@ use std::time::Duration;
 
 use muster_ca::CaHash;
 use muster_client::{ClientError, EnrollOutcome, HubClient, Trust};
-use muster_proto::{EnrollRequest, EnrollResponse, PROTOCOL_VERSION, TOKEN_PREFIX};
+use muster_proto::{
+    AGENT_KEY_PREFIX, EnrollRequest, EnrollResponse, HostFacts, PROTOCOL_VERSION, TOKEN_PREFIX,
+    codes,
+};
 
 use crate::configdir::{AgentConfig, ConfigDir, Credentials, PendingEnrollment};
 use crate::facts::{FactSources, collect};
@@ -39,6 +44,9 @@ pub struct EnrollOptions {
     /// Re-enrolling with an agent key: keep it, only fetch a certificate (env-file
     /// mode, where the key is the durable identity).
     pub keep_agent_key: bool,
+    /// Become a new agent even though the config dir holds credentials: the old
+    /// identity is unenrolled at its hub first (`--force`, SPEC §6).
+    pub force: bool,
     /// Where host facts come from (tests point these at fixtures).
     pub fact_sources: Option<FactSources>,
 }
@@ -62,6 +70,8 @@ pub struct EnrollReport {
     /// A new agent (true) or an existing one re-enrolled (false).
     pub created: bool,
     pub cert_expires_at: String,
+    /// The agent id `--force` unenrolled before this machine became a new agent.
+    pub unenrolled: Option<String>,
 }
 
 pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollReport, AgentError> {
@@ -74,28 +84,133 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     if let Some(t) = &opts.token {
         check_token_shape(t)?;
     }
-    let existing = dir.load()?;
-    // With no credential at all, the request goes to the hub's approval queue.
-    let credential = match (&opts.token, &opts.key, &existing) {
-        (Some(t), _, _) => Some(t.clone()),
-        (None, Some(k), _) => Some(k.clone()),
-        (None, None, Some(creds)) => Some(creds.config.agent_key.clone()),
-        (None, None, None) => None,
+    let given = opts.token.as_deref().or(opts.key.as_deref());
+    // An agent key given is itself an identity (env-file mode): it is used as it is.
+    let own = dir
+        .load()?
+        .filter(|_| !given.is_some_and(|g| g.starts_with(AGENT_KEY_PREFIX)));
+    let facts = host_facts(opts, &hub_url).await?;
+    let Some(own) = own else {
+        let trust = trust(opts, None)?;
+        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
     };
-    let reusing_existing = opts.token.is_none() && opts.key.is_none();
-    let trust = trust(opts, existing.as_ref().filter(|_| reusing_existing))?;
 
-    let name = opts.name.clone();
+    // A machine that holds credentials stays that agent (SPEC §6): it re-enrolls
+    // with them, and only `--force` makes it a new agent, never leaving the old
+    // one behind as a ghost.
+    if opts.force {
+        // Known before the old identity goes: how to verify the hub to enroll with.
+        let trust = trust(opts, Some(&own))?;
+        let unenrolled = unenroll_old(dir, &own).await?;
+        let mut report = attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await?;
+        report.unenrolled = unenrolled.then(|| own.config.agent_id.clone());
+        return Ok(report);
+    }
+    if names_another_ca(opts, &own)? {
+        return Err(AgentError::Usage(format!(
+            "this machine is enrolled with another hub ({}) as {} ({}); to make it a new agent of this one, add --force: the old identity is unenrolled at its hub first",
+            own.config.hub_url, own.config.agent_name, own.config.agent_id
+        )));
+    }
+    // An enrollment not sent with these credentials (they were found dead, or
+    // `--force` gave them up) whose answer was lost, or that waits for approval, is
+    // finished first: only its id gets the agent it made without another token use.
+    if usable_pending(dir, &hub_url, None)?
+        .is_some_and(|p| !earlier(&p.created_at, &own.config.enrolled_at))
+    {
+        let trust = trust(opts, Some(&own))?;
+        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
+    }
+    let trust = Trust::CaPem(own.ca_pem.clone());
+    match attempt(
+        opts,
+        dir,
+        &hub_url,
+        &facts,
+        Sending::Own(&own),
+        trust.clone(),
+    )
+    .await
+    {
+        // The hub no longer honours them (revoked, or replaced by another
+        // enrollment): there is no identity left to keep, so the credential given
+        // enrolls the machine.
+        Err(AgentError::Client(e))
+            if given.is_some()
+                && matches!(e.code(), Some(codes::AGENT_REVOKED | codes::KEY_INVALID)) =>
+        {
+            tracing::info!(
+                agent_id = %own.config.agent_id, error = %e,
+                "the hub no longer honours this machine's credentials; enrolling with the credential given"
+            );
+            attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await
+        }
+        other => other,
+    }
+}
+
+/// Which credential an enrollment is sent with.
+enum Sending<'a> {
+    /// The credentials in the config dir: the machine proves it is that agent.
+    Own(&'a Credentials),
+    /// What the command was given (token, API key, agent key), or nothing (a trust
+    /// rule or the approval queue decides).
+    Given(Option<&'a str>),
+}
+
+async fn host_facts(opts: &EnrollOptions, hub_url: &str) -> Result<HostFacts, AgentError> {
     let sources = opts
         .fact_sources
         .clone()
         .unwrap_or_else(FactSources::from_env);
-    let hub_addr = host_port(&hub_url);
-    let facts = tokio::task::spawn_blocking(move || collect(&sources, hub_addr.as_deref()))
+    let hub_addr = host_port(hub_url);
+    tokio::task::spawn_blocking(move || collect(&sources, hub_addr.as_deref()))
         .await
-        .map_err(|e| AgentError::Internal(format!("collecting host facts: {e}")))?;
+        .map_err(|e| AgentError::Internal(format!("collecting host facts: {e}")))
+}
 
-    let pending = usable_pending(dir, &hub_url)?;
+/// Revoke the identity `--force` replaces, at its own hub, with its own credentials.
+/// True when it was revoked now, false when the hub had already ended it. When the
+/// hub cannot be asked, nothing changes: the old credentials stay where they are.
+async fn unenroll_old(dir: &ConfigDir, own: &Credentials) -> Result<bool, AgentError> {
+    crate::revoke_at_hub(dir, own).await.map_err(|e| {
+        AgentError::Usage(format!(
+            "cannot unenroll the old identity {} ({}) at {}: {e}; nothing was changed and its credentials are left in place (`muster unenroll --force` drops them without the hub)",
+            own.config.agent_name, own.config.agent_id, own.config.hub_url
+        ))
+    })
+}
+
+/// Whether `--ca-file`, `--ca-hash` or the token's pin names a CA other than the one
+/// the config dir's credentials belong to: then the command is aimed at another hub.
+fn names_another_ca(opts: &EnrollOptions, own: &Credentials) -> Result<bool, AgentError> {
+    let mine = CaHash::of_pem(&own.ca_pem)?;
+    Ok(match explicit_trust(opts)? {
+        Some(Trust::CaPem(pem)) => CaHash::of_pem(&pem)? != mine,
+        Some(Trust::Hash(hash)) => hash != mine,
+        Some(Trust::Pin(pin)) => pin != mine.pin(),
+        Some(Trust::Insecure) | None => false,
+    })
+}
+
+/// One enrollment request (repeated while the hub is busy or the approval waits),
+/// and the config dir written from its answer.
+async fn attempt(
+    opts: &EnrollOptions,
+    dir: &ConfigDir,
+    hub_url: &str,
+    facts: &HostFacts,
+    sending: Sending<'_>,
+    trust: Trust,
+) -> Result<EnrollReport, AgentError> {
+    let (credential, own_id) = match sending {
+        Sending::Own(c) => (
+            Some(c.config.agent_key.as_str()),
+            Some(c.config.agent_id.clone()),
+        ),
+        Sending::Given(g) => (g, None),
+    };
+    let pending = usable_pending(dir, hub_url, own_id.as_deref())?;
     let (enrollment_id, key_pem, csr_pem) = match pending {
         Some(p) => {
             let csr = muster_ca::csr_for_key(&p.key_pem, &facts.hostname)?;
@@ -105,9 +220,10 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
             let (key_pem, csr_pem) = muster_ca::new_key_and_csr(&facts.hostname)?;
             let p = PendingEnrollment {
                 enrollment_id: uuid::Uuid::new_v4().simple().to_string(),
-                hub_url: hub_url.clone(),
+                hub_url: hub_url.to_owned(),
                 key_pem: key_pem.clone(),
                 created_at: now_rfc3339(),
+                agent_id: own_id,
             };
             dir.store_pending(&p)?;
             (p.enrollment_id, key_pem, csr_pem)
@@ -115,7 +231,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     };
 
     let mut req = EnrollRequest {
-        name,
+        name: opts.name.clone(),
         hostname: facts.hostname.clone(),
         os_info: facts.os_info.clone(),
         arch: facts.arch.clone(),
@@ -129,18 +245,16 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         protocol_version: Some(PROTOCOL_VERSION),
         keep_agent_key: opts.keep_agent_key,
     };
-    let client = HubClient::new(&hub_url, trust)?;
+    let client = HubClient::new(hub_url, trust)?;
     let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
     let mut busy_retries = 0;
     let outcome = loop {
-        match client.enroll(credential.as_deref(), &req).await {
+        match client.enroll(credential, &req).await {
             // The hub is busy (429) or its database briefly away (503): come back
             // at a random moment, with the same enrollment id.
             Err(e @ ClientError::Api { .. })
-                if matches!(
-                    e.code(),
-                    Some(muster_proto::codes::RATE_LIMITED | muster_proto::codes::UNAVAILABLE)
-                ) && busy_retries < 8 =>
+                if matches!(e.code(), Some(codes::RATE_LIMITED | codes::UNAVAILABLE))
+                    && busy_retries < 8 =>
             {
                 busy_retries += 1;
                 let delay = Duration::from_millis(rand::random_range(500..=5000));
@@ -190,21 +304,17 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
             });
         }
     };
-    let creds = check_answer(
-        &resp,
-        &hub_url,
-        key_pem,
-        credential.as_deref().unwrap_or_default(),
-    )?;
+    let creds = check_answer(&resp, hub_url, key_pem, credential.unwrap_or_default())?;
     dir.store(&creds)?;
     dir.clear_pending()?;
     Ok(EnrollReport {
         agent_id: resp.agent_id,
         name: resp.name,
-        hub_url,
+        hub_url: hub_url.to_owned(),
         config_dir: dir.path().to_path_buf(),
         created,
         cert_expires_at: resp.cert_expires_at,
+        unenrolled: None,
     })
 }
 
@@ -238,24 +348,8 @@ fn check_token_shape(token: &str) -> Result<(), AgentError> {
 
 /// How to verify the hub before sending the credential.
 fn trust(opts: &EnrollOptions, existing: Option<&Credentials>) -> Result<Trust, AgentError> {
-    if let Some(file) = &opts.ca_file {
-        let pem = std::fs::read_to_string(file).map_err(|e| {
-            AgentError::Usage(format!("cannot read --ca-file {}: {e}", file.display()))
-        })?;
-        return Ok(Trust::CaPem(pem));
-    }
-    if let Some(h) = &opts.ca_hash {
-        let hash =
-            CaHash::parse(h).map_err(|e| AgentError::Usage(format!("invalid --ca-hash: {e}")))?;
-        return Ok(Trust::Hash(hash));
-    }
-    if let Some(pin) = opts
-        .token
-        .as_deref()
-        .and_then(|t| t.split_once('.'))
-        .map(|(_, p)| p)
-    {
-        return Ok(Trust::Pin(pin.to_owned()));
+    if let Some(t) = explicit_trust(opts)? {
+        return Ok(t);
     }
     if let Some(creds) = existing {
         return Ok(Trust::CaPem(creds.ca_pem.clone()));
@@ -271,8 +365,34 @@ fn trust(opts: &EnrollOptions, existing: Option<&Credentials>) -> Result<Trust, 
     ))
 }
 
-/// The pending enrollment to retry, if it is for this hub and recent.
-fn usable_pending(dir: &ConfigDir, hub_url: &str) -> Result<Option<PendingEnrollment>, AgentError> {
+/// What the command itself says identifies the hub: `--ca-file`, else `--ca-hash`,
+/// else the pin in the token.
+fn explicit_trust(opts: &EnrollOptions) -> Result<Option<Trust>, AgentError> {
+    if let Some(file) = &opts.ca_file {
+        let pem = std::fs::read_to_string(file).map_err(|e| {
+            AgentError::Usage(format!("cannot read --ca-file {}: {e}", file.display()))
+        })?;
+        return Ok(Some(Trust::CaPem(pem)));
+    }
+    if let Some(h) = &opts.ca_hash {
+        let hash =
+            CaHash::parse(h).map_err(|e| AgentError::Usage(format!("invalid --ca-hash: {e}")))?;
+        return Ok(Some(Trust::Hash(hash)));
+    }
+    Ok(opts
+        .token
+        .as_deref()
+        .and_then(|t| t.split_once('.'))
+        .map(|(_, pin)| Trust::Pin(pin.to_owned())))
+}
+
+/// The pending enrollment to retry, if it is for this hub, recent, and was sent
+/// with the same kind of credential (`own_id`: this dir's agent, or none).
+fn usable_pending(
+    dir: &ConfigDir,
+    hub_url: &str,
+    own_id: Option<&str>,
+) -> Result<Option<PendingEnrollment>, AgentError> {
     let Some(p) = dir.load_pending()? else {
         return Ok(None);
     };
@@ -285,7 +405,17 @@ fn usable_pending(dir: &ConfigDir, hub_url: &str) -> Result<Option<PendingEnroll
         let age = time::OffsetDateTime::now_utc() - t;
         age >= time::Duration::ZERO && age.unsigned_abs() < PENDING_MAX_AGE
     });
-    Ok((fresh && p.hub_url == hub_url).then_some(p))
+    Ok((fresh && p.hub_url == hub_url && p.agent_id.as_deref() == own_id).then_some(p))
+}
+
+/// Whether RFC 3339 time `a` is before `b`. A pending enrollment begun before the
+/// credentials in the dir were written is one whose answer they are (the process
+/// stopped before deleting it): nothing to resume. Unreadable times say no.
+fn earlier(a: &str, b: &str) -> bool {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a < b)
 }
 
 /// Check the hub's answer fits what we asked for before keeping it.
@@ -369,6 +499,14 @@ mod tests {
         }
         let err = check_token_shape("mak_x").unwrap_err().to_string();
         assert!(err.contains("does not look like"), "{err}");
+    }
+
+    #[test]
+    fn a_pending_enrollment_older_than_the_credentials_is_finished() {
+        let (before, after) = ("2026-01-01T10:00:00.1Z", "2026-01-01T10:00:00.2Z");
+        assert!(earlier(before, after));
+        assert!(!earlier(after, before));
+        assert!(!earlier(before, "not a time"));
     }
 
     #[test]

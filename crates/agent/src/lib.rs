@@ -50,6 +50,27 @@ pub async fn unenroll(dir: &configdir::ConfigDir, force: bool) -> Result<String,
     let creds = dir
         .load()?
         .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
+    match revoke_at_hub(dir, &creds).await {
+        Ok(_) => {}
+        Err(e) if force => {
+            tracing::warn!(error = %e, "could not reach the hub; deleting the local credentials anyway")
+        }
+        Err(e) => {
+            return Err(AgentError::Usage(format!(
+                "{e}; nothing was deleted (use --force to delete the local credentials anyway)"
+            )));
+        }
+    }
+    dir.remove_all()?;
+    Ok(creds.config.agent_id)
+}
+
+/// Revoke `creds` at their hub, as that agent (key and client certificate): true
+/// when revoked now, false when the hub had already revoked or replaced them.
+pub(crate) async fn revoke_at_hub(
+    dir: &configdir::ConfigDir,
+    creds: &configdir::Credentials,
+) -> Result<bool, muster_client::ClientError> {
     let client = muster_client::HubClient::with_options(
         &creds.config.hub_url,
         muster_client::Trust::CaPem(creds.ca_pem.clone()),
@@ -65,24 +86,18 @@ pub async fn unenroll(dir: &configdir::ConfigDir, force: bool) -> Result<String,
     )?
     .with_bearer(creds.config.agent_key.clone());
     match client.unenroll().await {
-        Ok(()) => {}
+        Ok(()) => Ok(true),
         // Already revoked or replaced at the hub: nothing left to revoke.
         Err(e)
             if matches!(
                 e.code(),
                 Some(muster_proto::codes::AGENT_REVOKED | muster_proto::codes::KEY_INVALID)
-            ) => {}
-        Err(e) if force => {
-            tracing::warn!(error = %e, "could not reach the hub; deleting the local credentials anyway")
+            ) =>
+        {
+            Ok(false)
         }
-        Err(e) => {
-            return Err(AgentError::Usage(format!(
-                "{e}; nothing was deleted (use --force to delete the local credentials anyway)"
-            )));
-        }
+        Err(e) => Err(e),
     }
-    dir.remove_all()?;
-    Ok(creds.config.agent_id)
 }
 
 pub(crate) fn now_rfc3339() -> String {

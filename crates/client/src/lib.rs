@@ -354,6 +354,20 @@ impl HubClient {
         Self::decode(self.send(req, None).await?).await
     }
 
+    /// Set and remove an agent's labels in one change (admin); the agent as it is
+    /// afterwards.
+    pub async fn change_labels(
+        &self,
+        id_or_name: &str,
+        change: &muster_proto::ChangeLabelsRequest,
+    ) -> Result<AgentInfo> {
+        self.post(
+            &format!("/api/v1/agents/{}/labels", path_segment(id_or_name)),
+            change,
+        )
+        .await
+    }
+
     /// The calling agent revokes itself (it is being uninstalled).
     pub async fn unenroll(&self) -> Result<()> {
         let resp = self

@@ -71,6 +71,12 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             "/api/v1/agents/{id}",
             delete(agents::remove_agent),
         ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/agents/{id}/labels",
+            post(agents::change_labels),
+        ),
         (admin, M::POST, "/api/v1/tokens", post(tokens::create_token)),
         (admin, M::GET, "/api/v1/tokens", get(tokens::list_tokens)),
         (

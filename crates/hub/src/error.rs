@@ -26,7 +26,9 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// Private: everything outside this module names a kind of failure through
+    /// the constructors below, and only this module pairs it with a status.
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -71,12 +73,17 @@ impl ApiFailure {
         f
     }
 
+    /// 400 `invalid_csr`: the CSR cannot be used.
+    pub fn invalid_csr(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, message)
+    }
+
     /// A CA failure on a CSR the client sent: 400 `invalid_csr` when the CSR is at
     /// fault, else an internal failure (logged with `context`).
     pub fn from_csr(context: &str, e: muster_ca::CaError) -> Self {
         match e {
             muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
-                Self::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
+                Self::invalid_csr(m)
             }
             other => Self::internal(context, &other),
         }

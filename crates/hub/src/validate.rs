@@ -122,6 +122,9 @@ fn is_mac(mac: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// How many labels an agent may hold, whoever sets them.
+pub const MAX_LABELS: usize = 64;
+
 /// Label keys are identifiers (`[A-Za-z0-9._/-]`, up to 63); values are short text.
 pub fn check_label(key: &str, value: &str) -> ApiResult<()> {
     let key_ok = !key.is_empty()

@@ -558,3 +558,16 @@ pub struct UserInfo {
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
+
+/// `POST /api/v1/agents/{id}/labels`: an admin's edit of an agent's labels, applied
+/// as one change. A key may be set or removed, not both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeLabelsRequest {
+    /// Labels to add or overwrite.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Label keys to drop; absent keys are ignored.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}

@@ -193,6 +193,22 @@ pub trait AgentStore: Send + Sync {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<AgentRecord>;
+
+    /// The agent an admin means by `name` (SPEC §6): the live one holding it, else
+    /// the most recently revoked one, so that `revoke` then `remove` by name works.
+    /// Removed agents are never found by name.
+    async fn find_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>>;
+
+    /// Apply an admin's label edit to a live agent, with its audit entry, in one
+    /// transaction. `NotFound` when the agent is not live; `Conflict` when it would
+    /// hold more than `edit.max_labels` labels.
+    async fn change_labels(
+        &self,
+        id: &str,
+        edit: &LabelEdit,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
 }
 
 /// Requests waiting for an admin's approval, and the trust rules that approve

@@ -400,3 +400,15 @@ pub enum UserChange {
     /// Gone, with every login session.
     Remove,
 }
+
+/// An admin's edit of an agent's labels, applied to the labels the agent holds
+/// when it commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelEdit {
+    /// Labels to add or overwrite.
+    pub set: BTreeMap<String, String>,
+    /// Keys to drop (absent ones are ignored).
+    pub remove: Vec<String>,
+    /// How many labels the agent may hold afterwards; beyond it nothing changes.
+    pub max_labels: usize,
+}

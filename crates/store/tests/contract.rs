@@ -250,6 +250,117 @@ async fn live_names_are_unique_and_ended_agents_free_them() {
 }
 
 #[tokio::test]
+async fn a_name_finds_the_live_agent_else_the_latest_revoked_never_a_removed_one() {
+    for (store, scratch) in stores().await {
+        let id_by_name = |name: &'static str| {
+            let store = &store;
+            async move { store.find_agent_by_name(name).await.unwrap().map(|a| a.id) }
+        };
+        for (id, at) in [("a1", 1), ("a2", 3)] {
+            store
+                .enroll(&write(id, "web", EnrollMode::New, None, at))
+                .await
+                .unwrap();
+            assert_eq!(id_by_name("web").await.as_deref(), Some(id), "the live one");
+            store
+                .end_agent(id, AgentEnd::Revoke, at + 1, &audit("agent.revoked"))
+                .await
+                .unwrap();
+            assert_eq!(
+                id_by_name("web").await.as_deref(),
+                Some(id),
+                "the latest revoked"
+            );
+        }
+        store
+            .enroll(&write("a3", "web", EnrollMode::New, None, 5))
+            .await
+            .unwrap();
+        assert_eq!(id_by_name("web").await.as_deref(), Some("a3"));
+        for id in ["a3", "a2"] {
+            store
+                .end_agent(id, AgentEnd::Remove, 6, &audit("agent.removed"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(id_by_name("web").await.as_deref(), Some("a1"));
+        store
+            .end_agent("a1", AgentEnd::Remove, 7, &audit("agent.removed"))
+            .await
+            .unwrap();
+        assert_eq!(id_by_name("web").await, None);
+        assert_eq!(id_by_name("nobody").await, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn label_edits_apply_to_what_the_agent_holds_or_change_nothing() {
+    for (store, scratch) in stores().await {
+        let mut w = write("a1", "web", EnrollMode::New, None, 1);
+        w.facts.labels = [("env", "prod"), ("team", "a")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        store.enroll(&w).await.unwrap();
+        let entries = store.verify_audit().await.unwrap().count;
+        let edit = LabelEdit {
+            set: [("env".to_owned(), "staging".to_owned())].into(),
+            remove: vec!["team".to_owned(), "absent".to_owned()],
+            max_labels: 2,
+        };
+        let edited = store
+            .change_labels("a1", &edit, 2, &audit("agent.labels_changed"))
+            .await
+            .unwrap();
+        let expected: std::collections::BTreeMap<String, String> =
+            [("env".to_owned(), "staging".to_owned())].into();
+        assert_eq!(
+            (edited.facts.labels.clone(), edited.updated_at),
+            (expected.clone(), 2)
+        );
+        assert_eq!(store.verify_audit().await.unwrap().count, entries + 1);
+
+        let too_many = LabelEdit {
+            set: [("a", "1"), ("b", "2")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            remove: vec![],
+            max_labels: 2,
+        };
+        let refused = store
+            .change_labels("a1", &too_many, 3, &audit("agent.labels_changed"))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.get_agent("a1").await.unwrap().unwrap().facts.labels,
+            expected
+        );
+        assert_eq!(
+            store.verify_audit().await.unwrap().count,
+            entries + 1,
+            "nothing written"
+        );
+
+        store
+            .end_agent("a1", AgentEnd::Revoke, 4, &audit("agent.revoked"))
+            .await
+            .unwrap();
+        for id in ["a1", "nobody"] {
+            let gone = store
+                .change_labels(id, &edit, 5, &audit("agent.labels_changed"))
+                .await;
+            assert!(matches!(gone, Err(StoreError::NotFound)), "{id}: {gone:?}");
+        }
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
 async fn meta_is_written_once_and_enrollment_ids_are_unique() {
     for (store, scratch) in stores().await {
         assert!(store.init_meta(&[("k", "v1".into())]).await.unwrap());

@@ -45,6 +45,37 @@ enum AgentsCommand {
         /// The agent's id or name.
         id: String,
     },
+    /// Set and remove an agent's labels in one change, e.g. `label web-01 env=prod
+    /// team-`; prints the labels it has afterwards.
+    Label {
+        /// The agent's id or name.
+        id: String,
+        /// k=v sets label k to v; k- removes label k.
+        #[arg(required = true, value_parser = parse_label_change)]
+        changes: Vec<LabelChange>,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// One word of `agents label`.
+#[derive(Clone, Debug)]
+enum LabelChange {
+    Set(String, String),
+    Remove(String),
+}
+
+/// `k=v` sets, `k-` removes (as kubectl spells it).
+fn parse_label_change(s: &str) -> Result<LabelChange, String> {
+    if s.contains('=') {
+        return parse_label(s).map(|(k, v)| LabelChange::Set(k, v));
+    }
+    match s.strip_suffix('-') {
+        Some(k) if !k.is_empty() => Ok(LabelChange::Remove(k.to_owned())),
+        _ => Err(format!(
+            "invalid label change {s:?}: expected key=value to set or key- to remove"
+        )),
+    }
 }
 
 /// The states the hub reports an agent in (`status` in `agents list --json`).
@@ -97,6 +128,34 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
         AgentsCommand::Remove { id } => {
             let a = client.remove_agent(&id).await?;
             out!("Removed agent {} ({})", a.name, a.id)
+        }
+        AgentsCommand::Label {
+            id,
+            changes,
+            format,
+        } => {
+            let mut change = muster_proto::ChangeLabelsRequest::default();
+            for c in changes {
+                match c {
+                    LabelChange::Set(k, v) => {
+                        change.set.insert(k, v);
+                    }
+                    LabelChange::Remove(k) => change.remove.push(k),
+                }
+            }
+            let a = client.change_labels(&id, &change).await?;
+            emit(format, &a, |a| {
+                format!(
+                    "Labels of {} ({}): {}",
+                    a.name,
+                    a.id,
+                    if a.labels.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        labels(&a.labels)
+                    }
+                )
+            })
         }
     }
 }

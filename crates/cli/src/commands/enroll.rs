@@ -45,6 +45,11 @@ pub struct EnrollArgs {
     /// With no credential the request waits for an admin: wait this long for it.
     #[arg(long, value_parser = parse_duration)]
     wait: Option<Duration>,
+    /// Make this machine a new agent although its config dir holds credentials
+    /// (without it, `enroll` re-enrolls as the agent it is): the old identity is
+    /// unenrolled at its hub first.
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn exec(args: EnrollArgs) -> Result<()> {
@@ -72,6 +77,7 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
         labels: args.labels.into_iter().collect(),
         wait: args.wait,
         keep_agent_key: false,
+        force: args.force,
         fact_sources: None,
     };
     let report = match muster_agent::enroll(&opts, &dir).await {
@@ -86,6 +92,9 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(old) = &report.unenrolled {
+        out!("Unenrolled the previous identity {old}")?;
+    }
     out!(
         "{} {} ({}) with {}",
         if report.created {

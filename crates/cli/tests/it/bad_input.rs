@@ -95,14 +95,16 @@ async fn a_failed_enrollment_leaves_the_earlier_config_dir_untouched() {
             .await
             .unwrap();
         let before = snapshot(machine.dir.path());
-        // The same (now used) token again: refused, and nothing on disk changes.
+        // Re-enrolling under a name another live agent holds: refused, and nothing
+        // on disk changes.
+        crate::enrolled(&hub, "other").await;
         let err = muster_agent::enroll(
-            &hub.enroll_options(&machine, Some(&t), Some("other")),
+            &hub.enroll_options(&machine, None, Some("other")),
             &machine.dir,
         )
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("token_exhausted"), "{err}");
+        assert!(err.to_string().contains("name_in_use"), "{err}");
         assert_eq!(snapshot(machine.dir.path()), before);
         // An unreachable hub: also nothing changes but the pending enrollment marker.
         let mut opts = hub.enroll_options(&machine, None, None);

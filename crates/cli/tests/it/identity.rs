@@ -209,3 +209,49 @@ async fn unenroll_revokes_at_the_hub_and_removes_the_config_dir() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_name_addresses_the_live_agent_else_the_latest_revoked_one() {
+    each_backend(|b| async move {
+        let hub = TestHub::start(&b).await;
+        let admin = hub.admin();
+        let (_, first) = crate::enrolled(&hub, "web-01").await;
+
+        // Revoke, then everything else, by name.
+        admin.revoke_agent("web-01").await.unwrap();
+        let shown = admin.agent("web-01").await.unwrap();
+        assert_eq!(
+            (shown.id.as_str(), shown.status.as_str()),
+            (first.as_str(), "revoked")
+        );
+        let history = admin
+            .audit(&muster_client::AuditQuery {
+                agent: Some("web-01".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["agent.revoked", "agent.enrolled"], "{history:?}");
+
+        // A live agent holding the name comes first.
+        let (_, second) = crate::enrolled(&hub, "web-01").await;
+        assert_eq!(admin.agent("web-01").await.unwrap().id, second);
+        // Of two revoked ones, the latest.
+        admin.revoke_agent("web-01").await.unwrap();
+        assert_eq!(admin.agent("web-01").await.unwrap().id, second);
+
+        let removed = admin.remove_agent("web-01").await.unwrap();
+        assert_eq!(
+            (removed.id.as_str(), removed.status.as_str()),
+            (second.as_str(), "removed")
+        );
+        // Removed agents stay out of sight; the older revoked one is next in line.
+        assert_eq!(admin.agent("web-01").await.unwrap().id, first);
+        admin.remove_agent("web-01").await.unwrap();
+        assert_eq!(crate::code(admin.agent("web-01").await), "not_found");
+        assert_eq!(crate::code(admin.remove_agent("web-01").await), "not_found");
+        hub.stop().await;
+    })
+    .await;
+}

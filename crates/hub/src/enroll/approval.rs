@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use axum::http::StatusCode;
 use muster_proto::{ApprovalStatus, EnrollRequest, HostFacts, PendingResponse, codes};
 use muster_store::{PendingRecord, QueueLimits};
 
@@ -223,8 +222,7 @@ pub fn decide(
     key: &str,
 ) -> ApiResult<Result<PendingRecord, PendingResponse>> {
     if record.public_key != key {
-        return Err(ApiFailure::new(
-            StatusCode::CONFLICT,
+        return Err(ApiFailure::conflict(
             codes::CONFLICT,
             "this request is bound to another key pair; start a fresh enrollment",
         ));

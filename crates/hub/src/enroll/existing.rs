@@ -8,6 +8,7 @@ use muster_store::{AgentRecord, AgentState};
 
 use super::{Context, Grant, Method};
 use crate::auth::agent_by_key;
+use crate::clones::cloned_refusal;
 use crate::error::{ApiFailure, ApiResult};
 use crate::state::AppState;
 
@@ -18,6 +19,11 @@ pub struct ExistingMethod {
 impl ExistingMethod {
     pub async fn lookup(state: &AppState, value: &str) -> ApiResult<Self> {
         match agent_by_key(state, value).await? {
+            // A locked identity is not renewed by re-enrolling either: two machines
+            // hold it, and new credentials would go to whichever asked first.
+            Some(agent) if agent.state == AgentState::Active && agent.cloned_at.is_some() => {
+                Err(cloned_refusal())
+            }
             Some(agent) if agent.state == AgentState::Active => Ok(ExistingMethod { agent }),
             Some(_) => Err(ApiFailure::forbidden(
                 codes::AGENT_REVOKED,
@@ -44,7 +50,6 @@ impl Method for ExistingMethod {
     async fn authorize(&self, _cx: &Context<'_>) -> ApiResult<Grant> {
         Ok(Grant {
             credential: self.credential(),
-            labels: self.agent.facts.labels.clone(),
             existing_agent: Some(self.agent.clone()),
             ..Grant::default()
         })

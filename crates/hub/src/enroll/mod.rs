@@ -30,11 +30,12 @@ use muster_store::{
 
 use crate::audit::{self, AuditExt};
 use crate::clock::{now_ms, rfc3339};
+use crate::clones::cloned_refusal;
 use crate::error::{ApiFailure, ApiResult};
 use crate::metrics::Metrics;
 use crate::secrets::random_body;
 use crate::state::AppState;
-use crate::validate::{check_facts, check_label, check_text};
+use crate::validate::{MAX_LABELS, check_facts, check_label, check_text};
 
 /// How long a completed enrollment can be retried with the same id.
 const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -183,12 +184,6 @@ async fn enroll_inner(
             Err(refusal) => return Err(refusal),
         },
     };
-    let name = req
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| req.hostname.clone());
-
     // A retry of a completed enrollment is rare, so it is looked for only when the
     // normal path fails: its credential is used up, or its id is already recorded.
     // Nothing is written before then, so falling back is always safe.
@@ -199,6 +194,16 @@ async fn enroll_inner(
     let grant = match method.authorize(&cx).await {
         Ok(grant) => grant,
         Err(refusal) => return retry_or(state, method.as_ref(), &req, source, refusal).await,
+    };
+    // A machine proven to be an agent keeps that agent's name unless it asks for
+    // another (SPEC §6 "renamed host"): a new hostname is a fact, not a new name.
+    let name = match (
+        req.name.clone().filter(|n| !n.is_empty()),
+        &grant.existing_agent,
+    ) {
+        (Some(asked), _) => asked,
+        (None, Some(agent)) => agent.name.clone(),
+        (None, None) => req.hostname.clone(),
     };
 
     // A new machine's name is usually free, so it is first claimed without looking:
@@ -212,7 +217,7 @@ async fn enroll_inner(
             {
                 return Err(name_in_use(&name));
             }
-            Target::replace(agent.id.clone())
+            Target::replace(agent)
         }
         None => Target::new_agent(),
     };
@@ -222,17 +227,18 @@ async fn enroll_inner(
             Ok(agent) => break Some((agent, write.issued)),
             Err(StoreError::NameInUse) if target.claimed_free_name => {
                 match state.store.find_live_agent_by_name(&name).await? {
+                    // Taking the name would hand a locked identity new credentials.
+                    Some(live) if live.cloned_at.is_some() => return Err(cloned_refusal()),
                     Some(live) => {
                         if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
-                            return Err(ApiFailure::new(
-                                StatusCode::CONFLICT,
+                            return Err(ApiFailure::conflict(
                                 codes::NAME_IN_USE,
                                 format!(
                                     "agent {name:?} is online; replacing it needs an admin key or a token created with --allow-replace"
                                 ),
                             ));
                         }
-                        target = Target::replace(live.id);
+                        target = Target::replace(&live);
                     }
                     // Freed meanwhile (revoked or removed): claim it again, once.
                     None => {
@@ -282,6 +288,9 @@ struct Target {
     /// A new agent whose name was not looked up first: if the store says it is taken,
     /// look up its holder and replace it instead.
     claimed_free_name: bool,
+    /// The labels of the agent re-enrolled: they survive unless the credential sets
+    /// them (SPEC §6), so a reimaged machine keeps what admins gave it.
+    kept_labels: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -291,15 +300,17 @@ impl Target {
             agent_id: uuid::Uuid::new_v4().to_string(),
             action: "agent.enrolled",
             claimed_free_name: true,
+            kept_labels: BTreeMap::new(),
         }
     }
 
-    fn replace(agent_id: String) -> Self {
+    fn replace(agent: &AgentRecord) -> Self {
         Target {
             mode: EnrollMode::Replace,
-            agent_id,
+            agent_id: agent.id.clone(),
             action: "agent.reenrolled",
             claimed_free_name: false,
+            kept_labels: agent.facts.labels.clone(),
         }
     }
 }
@@ -328,7 +339,10 @@ fn enroll_write(
         issued.creds.key_hash = hash.clone();
         issued.agent_key = String::new();
     }
+    // Key by key: what the agent claims, under the labels it already has, under the
+    // credential's (an admin vouched for those).
     let mut labels = req.labels.clone();
+    labels.extend(target.kept_labels.clone());
     labels.extend(grant.labels.clone());
     let now = now_ms();
     let write = EnrollWrite {
@@ -413,8 +427,7 @@ async fn retry(
     source: IpAddr,
 ) -> ApiResult<Answer> {
     let conflict = || {
-        ApiFailure::new(
-            StatusCode::CONFLICT,
+        ApiFailure::conflict(
             codes::CONFLICT,
             "this enrollment id belongs to another enrollment; start a fresh enrollment",
         )
@@ -437,6 +450,9 @@ async fn retry(
                 "the agent this enrollment created was revoked",
             )
         })?;
+    if agent.cloned_at.is_some() {
+        return Err(cloned_refusal());
+    }
     let issued = issue(state, &req.csr_pem, &agent.id)?;
     if issued.creds.cert_pubkey != prior.public_key {
         return Err(conflict());
@@ -480,12 +496,7 @@ fn issue(state: &AppState, csr_pem: &str, agent_id: &str) -> ApiResult<Issued> {
     let cert = state
         .ca
         .sign_agent_csr(csr_pem, agent_id, state.cert_validity)
-        .map_err(|e| match e {
-            muster_ca::CaError::InvalidCsr(m) | muster_ca::CaError::UnsupportedKey(m) => {
-                ApiFailure::new(StatusCode::BAD_REQUEST, codes::INVALID_CSR, m)
-            }
-            other => ApiFailure::internal("signing a CSR failed", &other),
-        })?;
+        .map_err(|e| ApiFailure::from_csr("signing a CSR failed", e))?;
     let agent_key = format!("{AGENT_KEY_PREFIX}{}", random_body());
     Ok(Issued {
         creds: IssuedCredentials {
@@ -527,8 +538,7 @@ fn facts(req: &EnrollRequest, labels: BTreeMap<String, String>) -> AgentFacts {
 }
 
 fn name_in_use(name: &str) -> ApiFailure {
-    ApiFailure::new(
-        StatusCode::CONFLICT,
+    ApiFailure::conflict(
         codes::NAME_IN_USE,
         format!("another live agent is named {name:?}"),
     )
@@ -557,7 +567,7 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
         &req.ip,
         &req.interfaces,
     )?;
-    if req.labels.len() > 64 || req.packs.len() > 64 || req.interfaces.len() > 256 {
+    if req.labels.len() > MAX_LABELS || req.packs.len() > 64 || req.interfaces.len() > 256 {
         return Err(ApiFailure::bad_request(
             "too many labels, packs or interfaces",
         ));
@@ -580,11 +590,7 @@ fn validate(req: &EnrollRequest) -> ApiResult<()> {
         }
     }
     if req.csr_pem.len() > 16 * 1024 {
-        return Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            codes::INVALID_CSR,
-            "the CSR is larger than 16 KiB",
-        ));
+        return Err(ApiFailure::invalid_csr("the CSR is larger than 16 KiB"));
     }
     Ok(())
 }

@@ -1,20 +1,22 @@
 //! The fleet as admins and members see it (SPEC §6): list (paged, scoped for
-//! members), show, revoke, remove; and how an agent record is rendered on the wire.
+//! members), show, revoke, remove, label; and how an agent record is rendered on
+//! the wire.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use muster_proto::{AgentHealth, AgentInfo, AgentList, AgentStatus, codes};
-use muster_store::{AgentEnd, AgentRecord, AgentState};
+use muster_proto::{AgentHealth, AgentInfo, AgentList, AgentStatus, ChangeLabelsRequest, codes};
+use muster_store::{AgentEnd, AgentRecord, AgentState, LabelEdit, StoreError};
 
 use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
-use crate::extract::Caller;
+use crate::extract::{ApiJson, Caller};
 use crate::principal::Principal;
 use crate::rules::hostname_matches;
 use crate::state::AppState;
+use crate::validate::{MAX_LABELS, check_label};
 
 pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
     let status = match a.state {
@@ -119,7 +121,8 @@ fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
     }
 }
 
-/// An agent by UUID, or by the name of a live agent.
+/// An agent by UUID, or by name: the live agent holding it, else the most recently
+/// revoked one (SPEC §6), so `revoke` then `remove` by name works.
 pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRecord> {
     let by_id = if uuid::Uuid::parse_str(id_or_name).is_ok() {
         state.store.get_agent(id_or_name).await?
@@ -128,7 +131,7 @@ pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRe
     };
     let found = match by_id {
         Some(a) => Some(a),
-        None => state.store.find_live_agent_by_name(id_or_name).await?,
+        None => state.store.find_agent_by_name(id_or_name).await?,
     };
     found.ok_or_else(|| ApiFailure::not_found(format!("no agent {id_or_name:?}")))
 }
@@ -194,7 +197,7 @@ pub async fn end_agent_as(
         .end_agent(&agent.id, end, now, &audit)
         .await
         .map_err(|e| match e {
-            muster_store::StoreError::NotFound => ApiFailure::conflict(
+            StoreError::NotFound => ApiFailure::conflict(
                 codes::CONFLICT,
                 format!("agent {id:?} is already {}", agent.state.as_str()),
             ),
@@ -225,4 +228,73 @@ pub async fn remove_agent(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentInfo>> {
     end_agent(&state, &caller, &id, AgentEnd::Remove).await
+}
+
+/// `POST /api/v1/agents/{id}/labels`: set and remove labels of a live agent in one
+/// audited change (SPEC §6 `muster agents label`); answers with the agent after it.
+pub async fn change_labels(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(change): ApiJson<ChangeLabelsRequest>,
+) -> ApiResult<Json<AgentInfo>> {
+    if change.set.is_empty() && change.remove.is_empty() {
+        return Err(ApiFailure::bad_request(
+            "nothing to change: give labels to set or keys to remove",
+        ));
+    }
+    if change.set.len() > MAX_LABELS || change.remove.len() > MAX_LABELS {
+        return Err(ApiFailure::bad_request(format!(
+            "an agent holds at most {MAX_LABELS} labels"
+        )));
+    }
+    for (k, v) in &change.set {
+        check_label(k, v)?;
+    }
+    for k in &change.remove {
+        check_label(k, "")?;
+        if change.set.contains_key(k) {
+            return Err(ApiFailure::bad_request(format!(
+                "label {k:?} is both set and removed"
+            )));
+        }
+    }
+    let agent = find_agent(&state, &id).await?;
+    let not_live = || {
+        ApiFailure::conflict(
+            codes::CONFLICT,
+            format!(
+                "agent {id:?} is {}: its labels are history",
+                agent.state.as_str()
+            ),
+        )
+    };
+    if agent.state != AgentState::Active {
+        return Err(not_live());
+    }
+    let now = now_ms();
+    let audit = caller
+        .audit("agent.labels_changed", format!("agent:{}", agent.id))
+        .at(now)
+        .details(serde_json::json!({
+            "name": agent.name, "set": change.set, "remove": change.remove,
+        }));
+    let edit = LabelEdit {
+        set: change.set,
+        remove: change.remove,
+        max_labels: MAX_LABELS,
+    };
+    let changed = state
+        .store
+        .change_labels(&agent.id, &edit, now, &audit)
+        .await
+        .map_err(|e| match e {
+            // The edit alone was fine; with what the agent holds it is too many.
+            StoreError::Conflict(m) => ApiFailure::bad_request(m),
+            // Revoked or removed meanwhile.
+            StoreError::NotFound => not_live(),
+            other => other.into(),
+        })?;
+    tracing::info!(agent_id = %changed.id, "agent labels changed");
+    Ok(Json(agent_info(&changed, &state)))
 }

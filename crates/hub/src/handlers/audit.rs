@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use muster_proto::{AuditEntryInfo, AuditList, AuditVerifyResult};
 
 use crate::clock::rfc3339;
@@ -29,7 +30,12 @@ pub async fn list_audit(
     let target = match q.agent {
         Some(a) => Some(format!(
             "agent:{}",
-            find_agent(&state, &a).await.map(|r| r.id).unwrap_or(a)
+            match find_agent(&state, &a).await {
+                Ok(agent) => agent.id,
+                // No name leads to a removed agent; its id still finds its history.
+                Err(f) if f.status == StatusCode::NOT_FOUND => a,
+                Err(f) => return Err(f),
+            }
         )),
         None => None,
     };

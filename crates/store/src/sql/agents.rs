@@ -260,6 +260,60 @@ impl AgentStore for SqlStore {
         w.commit(&[audit]).await?;
         Ok(agent)
     }
+
+    async fn find_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>> {
+        // At most one live agent holds a name (`agents_live_name`); it sorts first.
+        let row = sqlx::query(agent_select!(
+            "WHERE name = $1 AND state <> 'removed' \
+             ORDER BY CASE WHEN state = 'active' THEN 0 ELSE 1 END, revoked_at DESC, \
+             enrolled_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        decode_one(row)
+    }
+
+    async fn change_labels(
+        &self,
+        id: &str,
+        edit: &LabelEdit,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord> {
+        // Read, edit, write: with the chain's lock taken first, PostgreSQL runs this
+        // after any other audited write in flight (two edits of one agent included),
+        // as SQLite's single writer does anyway, so no edit is lost.
+        let mut w = self.db.begin_audited_chain().await?;
+        let agent = get_agent_tx(&mut w.tx, id)
+            .await?
+            .filter(|a| a.state == AgentState::Active)
+            .ok_or(StoreError::NotFound)?;
+        let mut labels = agent.facts.labels;
+        for key in &edit.remove {
+            labels.remove(key);
+        }
+        labels.extend(edit.set.clone());
+        if labels.len() > edit.max_labels {
+            return Err(StoreError::Conflict(format!(
+                "an agent holds at most {} labels; this edit would leave {}",
+                edit.max_labels,
+                labels.len()
+            )));
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET labels = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            agent_columns!()
+        ))
+        .bind(id)
+        .bind(json(&labels))
+        .bind(now)
+        .fetch_one(&mut *w.tx)
+        .await?;
+        let agent = AgentRecord::from_row(&row)?;
+        w.commit(&[audit]).await?;
+        Ok(agent)
+    }
 }
 
 /// [`AgentStore::get_agent`] inside a transaction, to answer with what it wrote.
