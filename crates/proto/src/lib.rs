@@ -468,6 +468,13 @@ pub struct AuditEntryInfo {
     pub source: String,
     pub outcome: String,
     pub details: serde_json::Value,
+    /// The actor's current name, when the actor is an agent or an API key the hub
+    /// still knows (`agent:<id>` → its name, `key:<id>` → the key's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
+    /// The target's current name, as for `actor_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -98,19 +98,20 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
 
 fn entries_table(entries: &[AuditEntryInfo]) -> String {
     let names = names(entries);
-    let named = |who: &str| match names.get(who) {
-        Some(name) => format!("{who} ({name})"),
-        None => who.to_owned(),
-    };
+    let named =
+        |who: &str, given: &Option<String>| match given.as_deref().or(names.get(who).copied()) {
+            Some(name) => format!("{who} ({name})"),
+            None => who.to_owned(),
+        };
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             vec![
                 e.seq.to_string(),
                 time(&e.at),
-                named(&e.actor),
+                named(&e.actor, &e.actor_name),
                 e.action.clone(),
-                named(&e.target),
+                named(&e.target, &e.target_name),
                 e.source.clone(),
                 e.outcome.clone(),
             ]
@@ -124,10 +125,9 @@ fn entries_table(entries: &[AuditEntryInfo]) -> String {
     )
 }
 
-/// The names the listing itself gives for ids: an entry's `details.name` names its
-/// target (`agent:<id>`, `key:<id>`, `request:<id>`). The newest entry wins, so a
-/// renamed agent shows its latest name; ids whose naming entry is not in the
-/// listing stay bare.
+/// Names for ids the hub did not name (removed keys, requests): an entry's
+/// `details.name` names its target (`agent:<id>`, `key:<id>`, `request:<id>`). The
+/// newest entry wins; ids named nowhere stay bare.
 fn names(entries: &[AuditEntryInfo]) -> HashMap<&str, &str> {
     let mut names = HashMap::new();
     for e in entries {

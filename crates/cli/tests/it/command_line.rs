@@ -318,6 +318,18 @@ async fn tables_show_labels_names_and_one_time_format() {
             "{at:?} in {audit}"
         );
     }
+
+    // Names come from the hub, not only from entries on the same page: the admin
+    // key that revokes is named though no listed entry mentions its name.
+    hub.admin().revoke_agent(&id).await.unwrap();
+    let mut args = strings(&["audit", "list", "--action", "agent.revoked"]);
+    args.extend(admin_flags(&hub));
+    let audit = ok(run(args).await);
+    let row = audit.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("(initial-admin)") && row.contains(&format!("agent:{id} (labelled)")),
+        "{audit}"
+    );
     hub.stop().await;
 }
 

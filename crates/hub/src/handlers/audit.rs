@@ -1,5 +1,6 @@
 //! The audit log (SPEC §11): filtered listing and chain verification.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -48,12 +49,21 @@ pub async fn list_audit(
         limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
     };
     let entries = state.store.audit_entries(&filter).await?;
+    let names = Names::of(
+        &state,
+        entries
+            .iter()
+            .flat_map(|r| [&r.entry.actor, &r.entry.target]),
+    )
+    .await?;
     Ok(Json(AuditList {
         entries: entries
             .into_iter()
             .map(|r| AuditEntryInfo {
                 seq: r.seq,
                 at: rfc3339(r.entry.at),
+                actor_name: names.get(&r.entry.actor),
+                target_name: names.get(&r.entry.target),
                 actor: r.entry.actor,
                 action: r.entry.action,
                 target: r.entry.target,
@@ -63,6 +73,41 @@ pub async fn list_audit(
             })
             .collect(),
     }))
+}
+
+/// Current names of the agents and API keys a page of entries mentions, so a
+/// listing reads `agent:<id> (web-01)` rather than bare ids. One lookup per
+/// distinct agent (a page holds at most 10,000 entries) and one read of the keys.
+struct Names(HashMap<String, String>);
+
+impl Names {
+    async fn of<'a>(state: &AppState, refs: impl Iterator<Item = &'a String>) -> ApiResult<Names> {
+        let mut agents = HashSet::new();
+        let mut wants_keys = false;
+        for r in refs {
+            if let Some(id) = r.strip_prefix("agent:") {
+                agents.insert(id.to_owned());
+            } else if r.starts_with("key:") {
+                wants_keys = true;
+            }
+        }
+        let mut names = HashMap::new();
+        for id in agents {
+            if let Some(a) = state.store.get_agent(&id).await? {
+                names.insert(format!("agent:{id}"), a.name);
+            }
+        }
+        if wants_keys {
+            for k in state.store.list_api_keys().await? {
+                names.insert(format!("key:{}", k.id), k.name);
+            }
+        }
+        Ok(Names(names))
+    }
+
+    fn get(&self, who: &str) -> Option<String> {
+        self.0.get(who).cloned()
+    }
 }
 
 pub async fn verify_audit(
