@@ -8,17 +8,7 @@
 /// the cursor, retitle the terminal, or make one name look like another.
 pub fn escape(text: &str, one_line: bool) -> std::borrow::Cow<'_, str> {
     let hidden = |c: char| {
-        (c.is_control() && (one_line || !matches!(c, '\n' | '\t')))
-            || matches!(
-                c,
-                '\u{061C}'
-                    | '\u{180E}'
-                    | '\u{200B}'..='\u{200F}'
-                    | '\u{202A}'..='\u{202E}'
-                    | '\u{2060}'..='\u{2064}'
-                    | '\u{2066}'..='\u{2069}'
-                    | '\u{FEFF}'
-            )
+        (c.is_control() && (one_line || !matches!(c, '\n' | '\t'))) || muster_proto::is_invisible(c)
     };
     if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);

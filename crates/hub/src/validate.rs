@@ -36,7 +36,7 @@ pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()>
             "{field} must be printable text without surrounding spaces"
         )));
     }
-    if value.chars().any(is_invisible) {
+    if value.chars().any(muster_proto::is_invisible) {
         return Err(ApiFailure::bad_request(format!(
             "{field} must not contain bidirectional overrides or zero-width characters"
         )));
@@ -44,20 +44,32 @@ pub fn check_text(field: &str, value: &str, may_be_empty: bool) -> ApiResult<()>
     Ok(())
 }
 
-/// Format characters that change how text displays without showing themselves:
-/// bidirectional embeddings, overrides and isolates, and zero-width characters. A
-/// hostname `web-01\u{202E}10-bew` reads as another machine's in a table.
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
+/// The scope an admin gives a token or a trust rule: a hostname glob, source CIDRs
+/// (returned normalised) and labels, each bounded and checked the same way for
+/// both.
+pub fn check_scope(
+    what: &str,
+    pattern: Option<&str>,
+    cidrs: &[String],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<Vec<String>> {
+    if let Some(p) = pattern {
+        check_text("pattern", p, false)?;
+        crate::rules::parse_pattern(p).map_err(ApiFailure::bad_request)?;
+    }
+    if cidrs.len() > 64 || labels.len() > MAX_LABELS {
+        return Err(ApiFailure::bad_request(format!(
+            "at most 64 CIDRs and {MAX_LABELS} labels per {what}"
+        )));
+    }
+    for (k, v) in labels {
+        check_label(k, v)?;
+    }
+    cidrs
+        .iter()
+        .map(|c| crate::rules::parse_cidr(c).map(|n| n.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiFailure::bad_request)
 }
 
 /// Most addresses one interface may report.

@@ -32,6 +32,24 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest agent name, hostname, label key or value the hub accepts.
 pub const MAX_NAME_LEN: usize = 253;
 
+/// Format characters that change how text displays without showing themselves:
+/// bidirectional embeddings, overrides and isolates, and zero-width characters. A
+/// name `web-01\u{202E}10-bew` reads as another machine's in a table. The hub
+/// refuses them in every text an agent or admin sends; the CLI escapes them in
+/// everything it prints.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 /// Prefixes of the secrets of SPEC §2.
 pub const TOKEN_PREFIX: &str = "met_";
 pub const AGENT_KEY_PREFIX: &str = "mag_";

@@ -16,9 +16,9 @@ use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller};
-use crate::rules::{parse_cidr, parse_pattern};
+use crate::rules::parse_pattern;
 use crate::state::AppState;
-use crate::validate::{check_label, check_text};
+use crate::validate::{check_scope, check_text};
 
 fn approval_info(r: &PendingRecord, now: i64) -> ApprovalInfo {
     ApprovalInfo {
@@ -153,22 +153,7 @@ pub async fn create_trust_rule(
     caller: Caller,
     ApiJson(req): ApiJson<CreateTrustRule>,
 ) -> ApiResult<(StatusCode, Json<TrustRuleInfo>)> {
-    check_text("pattern", &req.pattern, false)?;
-    parse_pattern(&req.pattern).map_err(ApiFailure::bad_request)?;
-    if req.cidrs.len() > 64 || req.labels.len() > 64 {
-        return Err(ApiFailure::bad_request(
-            "at most 64 CIDRs and 64 labels per rule",
-        ));
-    }
-    let cidrs = req
-        .cidrs
-        .iter()
-        .map(|c| parse_cidr(c).map(|n| n.to_string()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiFailure::bad_request)?;
-    for (k, v) in &req.labels {
-        check_label(k, v)?;
-    }
+    let cidrs = check_scope("rule", Some(&req.pattern), &req.cidrs, &req.labels)?;
     let max_per_hour = req.max_per_hour.unwrap_or(100);
     if max_per_hour == 0 {
         return Err(ApiFailure::bad_request("max_per_hour must be at least 1"));

@@ -15,10 +15,9 @@ use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller};
-use crate::rules::{parse_cidr, parse_pattern};
 use crate::secrets::{display_prefix, random_body};
 use crate::state::AppState;
-use crate::validate::{check_label, check_text};
+use crate::validate::check_scope;
 
 /// Longest token lifetime: ten years, beyond which `--no-expiry` says it better.
 const MAX_TTL_S: u64 = 10 * 365 * 24 * 3600;
@@ -60,27 +59,11 @@ pub async fn create_token(
             "ttl must be between 1 second and 10 years (or use no expiry)",
         ));
     }
-    if let Some(p) = &req.pattern {
-        check_text("pattern", p, false)?;
-        parse_pattern(p).map_err(ApiFailure::bad_request)?;
-    }
-    if req.cidrs.len() > 64 {
-        return Err(ApiFailure::bad_request("at most 64 CIDRs per token"));
-    }
-    let cidrs = req
-        .cidrs
-        .iter()
-        .map(|c| parse_cidr(c).map(|n| n.to_string()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiFailure::bad_request)?;
-    if req.labels.len() > 64 {
-        return Err(ApiFailure::bad_request("at most 64 labels per token"));
-    }
-    for (k, v) in &req.labels {
-        check_label(k, v)?;
-    }
+    let cidrs = check_scope("token", req.pattern.as_deref(), &req.cidrs, &req.labels)?;
     if let Some(d) = &req.description
-        && (d.len() > 1024 || d.chars().any(char::is_control))
+        && (d.len() > 1024
+            || d.chars()
+                .any(|c| c.is_control() || muster_proto::is_invisible(c)))
     {
         return Err(ApiFailure::bad_request(
             "description must be printable text of at most 1024 bytes",
