@@ -1,6 +1,15 @@
 //! What an unauthenticated peer can throw at a hub, bounded: concurrent password
-//! guesses, a flood of logins that would each hash a password. (Bad bodies are in
-//! `bad_input.rs`, the privilege matrix in `access.rs`.)
+//! guesses, guesses spread over many addresses, a flood of logins that would each
+//! hash a password.
+//!
+//! The rest of the adversarial run behind issue 9 lives beside the feature it
+//! attacks, all in this test binary:
+//! - bad bodies, escapes and invisible characters in facts: `bad_input.rs`;
+//! - the privilege matrix (every route with every kind of caller): `access.rs`;
+//! - token races (N concurrent enrollments, one use): `enroll.rs`;
+//! - stalled bodies, idle connections, connection caps, 413: `exhaustion.rs`;
+//! - approval-queue floods: `approvals.rs`; audit floods: `audit.rs`;
+//! - a second hub on the same data dir: `secrets.rs`.
 
 use std::net::IpAddr;
 
