@@ -23,6 +23,7 @@ mod extract;
 mod handlers;
 mod metrics;
 mod principal;
+mod queue;
 mod refusals;
 mod registry;
 mod rules;

@@ -23,9 +23,9 @@ use muster_store::{AgentRecord, RenewWrite, StoreError};
 use crate::audit::{self, AuditExt};
 use crate::clock::{now_ms, rfc3339};
 use crate::clones::{cloned_refusal, mark_cloned};
-use crate::enroll::approval;
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, CallingAgent, check_agent_cert};
+use crate::queue;
 use crate::state::AppState;
 use crate::validate::csr_key;
 
@@ -118,9 +118,9 @@ pub async fn renew(
             interfaces: Vec::new(),
         };
         let secret = format!("renew:{}:{key}", agent.id);
-        let record = approval::queue(
+        let record = queue::queue(
             &state,
-            approval::Queued {
+            queue::Queued {
                 kind: "renew",
                 agent_id: Some(&agent.id),
                 name: &agent.name,
@@ -135,7 +135,7 @@ pub async fn renew(
             &key,
         )
         .await?;
-        match approval::decide(record, &key)? {
+        match queue::decide(record, &key)? {
             Ok(approved) => complete_request = Some(approved.id),
             Err(waiting) => return Ok((StatusCode::ACCEPTED, Json(waiting)).into_response()),
         }
