@@ -251,13 +251,26 @@ async fn attempt(
     let outcome = loop {
         match client.enroll(credential, &req).await {
             // The hub is busy (429) or its database briefly away (503): come back
-            // at a random moment, with the same enrollment id.
+            // at a random moment, with the same enrollment id. Eight quick tries;
+            // with `--wait`, slower ones for as long as the wait lasts (a full
+            // approval queue frees up at the speed admins decide).
             Err(e @ ClientError::Api { .. })
                 if matches!(e.code(), Some(codes::RATE_LIMITED | codes::UNAVAILABLE))
-                    && busy_retries < 8 =>
+                    && (busy_retries < 8
+                        || deadline.is_some_and(|d| d > std::time::Instant::now())) =>
             {
                 busy_retries += 1;
-                let delay = Duration::from_millis(rand::random_range(500..=5000));
+                let delay = if busy_retries <= 8 {
+                    Duration::from_millis(rand::random_range(500..=5000))
+                } else {
+                    Duration::from_secs(rand::random_range(15..=60))
+                };
+                let delay = match deadline {
+                    Some(d) if busy_retries > 8 => {
+                        delay.min(d.saturating_duration_since(std::time::Instant::now()))
+                    }
+                    _ => delay,
+                };
                 tracing::info!(?delay, "the hub is busy; retrying the enrollment");
                 tokio::time::sleep(delay).await;
                 req.csr_pem = muster_ca::csr_for_key(&key_pem, &facts.hostname)?;

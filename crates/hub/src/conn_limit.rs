@@ -53,19 +53,26 @@ pub fn default_max_connections(open_files: Option<u64>) -> usize {
 }
 
 /// This process's soft limit on open files, from `/proc/self/limits` (Linux).
-/// `None` when it cannot be read or is unlimited.
+/// `None` when it cannot be read; "unlimited" reads as [`UNLIMITED_AS`].
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     parse_open_files(&limits)
 }
 
+/// What an unlimited open-files limit counts as: past a million connections the
+/// hub's memory, not its descriptors, is what runs out.
+const UNLIMITED_AS: u64 = 1 << 20;
+
 fn parse_open_files(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files")
+    match line
+        .trim_start_matches("Max open files")
         .split_whitespace()
         .next()?
-        .parse()
-        .ok()
+    {
+        "unlimited" => Some(UNLIMITED_AS),
+        n => n.parse().ok(),
+    }
 }
 
 /// Who counts as one source: an IPv4 address, or an IPv6 /64 (one host usually
@@ -435,7 +442,7 @@ mod tests {
         assert_eq!(parse_open_files(limits), Some(1024));
         assert_eq!(
             parse_open_files("Max open files  unlimited  unlimited  files"),
-            None
+            Some(UNLIMITED_AS)
         );
         assert_eq!(default_max_connections(Some(1024)), 896);
         assert_eq!(default_max_connections(Some(20_000)), 18_976);

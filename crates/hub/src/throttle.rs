@@ -1,6 +1,7 @@
-//! Login throttling (SPEC §11): failed logins counted in memory over a sliding
-//! window, so guessing slows down and then stops, without letting an attacker lock
-//! the real user out.
+//! Login throttling (SPEC §11): failed logins counted in memory, over 15 minutes
+//! from each key's first failure, so guessing slows down and then stops, without
+//! letting an attacker lock the real user out. A source is an IPv4 address or an
+//! IPv6 /64 (one host usually holds a whole /64), as for the connection caps.
 //!
 //! An attempt is *reserved* before its password is checked and counts as a failure
 //! until it succeeds, so fifty guesses sent at once are fifty counted attempts, not
@@ -104,6 +105,16 @@ fn unbump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, key: &K) {
     }
 }
 
+/// The source an attempt is counted under: the address, or its /64 for IPv6.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
+
 /// Recent login attempts; see the module docs for the rules.
 #[derive(Default)]
 pub struct LoginThrottle {
@@ -118,6 +129,7 @@ impl LoginThrottle {
     /// Reserve one attempt for `user` from `source`, counted as a failure until
     /// [`succeeded`](Self::succeeded) or [`release`](Self::release) says otherwise.
     pub fn reserve(&self, user: &str, source: IpAddr, now: i64) -> Verdict {
+        let source = bucket(source);
         let mut c = self.lock();
         let pair_key = (user.to_owned(), source);
         let known_good = c.known_good.contains(&pair_key);
@@ -161,6 +173,7 @@ impl LoginThrottle {
     /// The reserved attempt logged in: it was no failure, this pair starts afresh,
     /// and the source is known-good for this user from now on.
     pub fn succeeded(&self, user: &str, source: IpAddr) {
+        let source = bucket(source);
         let mut c = self.lock();
         let pair_key = (user.to_owned(), source);
         c.pairs.remove(&pair_key);
@@ -174,6 +187,7 @@ impl LoginThrottle {
     /// The reserved attempt was never judged (the hub was too busy to check it):
     /// it counts for nothing.
     pub fn release(&self, user: &str, source: IpAddr) {
+        let source = bucket(source);
         let mut c = self.lock();
         unbump(&mut c.pairs, &(user.to_owned(), source));
         unbump(&mut c.sources, &source);
@@ -227,6 +241,19 @@ mod tests {
             t.reserve("root", ip(200), WINDOW_MS + 1),
             Verdict::Go(_)
         ));
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_rotate_past_its_limit_within_its_64() {
+        let t = LoginThrottle::default();
+        for i in 0..u16::try_from(PAIR_LIMIT).unwrap() {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]);
+            assert!(matches!(t.reserve("root", ip, 0), Verdict::Go(_)));
+        }
+        let next = IpAddr::from([0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 99]);
+        assert!(matches!(t.reserve("root", next, 0), Verdict::Refuse(_)));
+        let elsewhere = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(matches!(t.reserve("root", elsewhere, 0), Verdict::Go(_)));
     }
 
     #[test]
