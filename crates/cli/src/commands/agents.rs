@@ -78,7 +78,9 @@ fn parse_label_change(s: &str) -> Result<LabelChange, String> {
     }
 }
 
-/// The states the hub reports an agent in (`status` in `agents list --json`).
+/// The states an agent in the fleet view can be in (`status` in `agents list
+/// --json`). Not `removed`: removed agents leave the fleet view (SPEC §6), so that
+/// filter could only ever list nothing.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum AgentStatus {
     /// In a live session, healthy.
@@ -91,8 +93,6 @@ enum AgentStatus {
     Cloned,
     /// Credentials revoked; the UUID never comes back.
     Revoked,
-    /// Gone from the fleet view; history kept.
-    Removed,
 }
 
 impl AgentStatus {
