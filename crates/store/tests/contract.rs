@@ -922,3 +922,40 @@ async fn revoking_a_revoked_token_writes_nothing() {
         scratch.remove().await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_request_still_sheds_expired_ones() {
+    let limits = Some(QueueLimits {
+        per_source: 1,
+        total: 10,
+    });
+    for (store, scratch) in stores().await {
+        let queue = |r: PendingRecord| {
+            let store = &store;
+            async move {
+                store
+                    .queue_request(&r, limits, &audit("enroll.queued"))
+                    .await
+            }
+        };
+        // One that will have expired, from elsewhere; one that fills 10.0.0.1.
+        queue(pending("old", "10.0.0.9", 100, 1000)).await.unwrap();
+        queue(pending("f1", "10.0.0.1", 2000, 9000)).await.unwrap();
+        let full = queue(pending("f2", "10.0.0.1", 5000, 9000)).await;
+        assert!(
+            matches!(full, Err(StoreError::QueueFull { per_source: true })),
+            "{full:?}"
+        );
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM pending_requests ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            left,
+            ["f1"],
+            "the refusal kept the sweep of the expired request"
+        );
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

@@ -67,10 +67,14 @@ impl ApprovalStore for SqlStore {
         if let Some(limits) = limits {
             let from_source =
                 waiting(&mut w, Some(&r.source_net), r.created_at, limits.per_source).await?;
+            // A full queue still keeps the sweep above: refusals are exactly when
+            // the room it frees is wanted.
             if from_source >= limits.per_source {
+                w.commit(&[]).await?;
                 return Err(StoreError::QueueFull { per_source: true });
             }
             if waiting(&mut w, None, r.created_at, limits.total).await? >= limits.total {
+                w.commit(&[]).await?;
                 return Err(StoreError::QueueFull { per_source: false });
             }
         }
