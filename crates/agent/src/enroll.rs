@@ -251,25 +251,38 @@ async fn attempt(
     let outcome = loop {
         match client.enroll(credential, &req).await {
             // The hub is busy (429) or its database briefly away (503): come back
-            // at a random moment, with the same enrollment id. Eight quick tries;
-            // with `--wait`, slower ones for as long as the wait lasts (a full
-            // approval queue frees up at the speed admins decide).
+            // at a random moment, with the same enrollment id: eight quick tries,
+            // or with `--wait`, for as long as the wait lasts (a full approval
+            // queue frees up at the speed admins decide).
             Err(e @ ClientError::Api { .. })
                 if matches!(e.code(), Some(codes::RATE_LIMITED | codes::UNAVAILABLE))
-                    && (busy_retries < 8
-                        || deadline.is_some_and(|d| d > std::time::Instant::now())) =>
+                    && match deadline {
+                        None => busy_retries < 8,
+                        Some(d) => d > std::time::Instant::now(),
+                    } =>
             {
                 busy_retries += 1;
-                let delay = if busy_retries <= 8 {
+                let jitter = if busy_retries <= 8 {
                     Duration::from_millis(rand::random_range(500..=5000))
                 } else {
                     Duration::from_secs(rand::random_range(15..=60))
                 };
+                // Never sooner than the hub asked; the jitter on top keeps a fleet
+                // from coming back at one moment. A long wait (a full approval
+                // queue says 60 s) is only worth it with `--wait`: without, say so
+                // now rather than after minutes of silence.
+                let asked = Duration::from_secs(e.retry_after().unwrap_or(0).min(300));
+                if asked > Duration::from_secs(10) && deadline.is_none() {
+                    break Err(e);
+                }
+                let delay = if asked.is_zero() {
+                    jitter
+                } else {
+                    asked + jitter / 4
+                };
                 let delay = match deadline {
-                    Some(d) if busy_retries > 8 => {
-                        delay.min(d.saturating_duration_since(std::time::Instant::now()))
-                    }
-                    _ => delay,
+                    Some(d) => delay.min(d.saturating_duration_since(std::time::Instant::now())),
+                    None => delay,
                 };
                 tracing::info!(?delay, "the hub is busy; retrying the enrollment");
                 tokio::time::sleep(delay).await;

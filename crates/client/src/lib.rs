@@ -31,6 +31,8 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+        /// Seconds the hub asked the caller to wait (`Retry-After` on 429 and 503).
+        retry_after: Option<u64>,
     },
     /// The hub's CA is not the one pinned: possibly someone in the middle. Nothing
     /// secret was sent.
@@ -51,6 +53,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Seconds the hub asked the caller to wait before trying again.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ClientError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The hub's error code, when the hub answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -233,6 +243,7 @@ impl HubClient {
 
     async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
         let status = resp.status();
+        let retry_after = retry_after(&resp);
         let body = resp
             .bytes()
             .await
@@ -241,7 +252,7 @@ impl HubClient {
             serde_json::from_slice(&body)
                 .map_err(|e| ClientError::Protocol(format!("{e} (HTTP {status})")))
         } else {
-            Err(api_error(status, &body))
+            Err(api_error(status, &body, retry_after))
         }
     }
 
@@ -377,8 +388,9 @@ impl HubClient {
         if status.is_success() {
             Ok(())
         } else {
+            let retry_after = retry_after(&resp);
             let body = resp.bytes().await.unwrap_or_default();
-            Err(api_error(status, &body))
+            Err(api_error(status, &body, retry_after))
         }
     }
 
@@ -459,8 +471,9 @@ impl HubClient {
         if status.is_success() {
             Ok(())
         } else {
+            let retry_after = retry_after(&resp);
             let body = resp.bytes().await.unwrap_or_default();
-            Err(api_error(status, &body))
+            Err(api_error(status, &body, retry_after))
         }
     }
 
@@ -673,14 +686,27 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+/// The `Retry-After` seconds of an answer, when it has them.
+fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn api_error(status: StatusCode, body: &[u8], retry_after: Option<u64>) -> ClientError {
     match serde_json::from_slice::<ApiError>(body) {
         Ok(e) => ClientError::Api {
             status: status.as_u16(),
             code: e.error.code,
             message: e.error.message,
+            retry_after,
         },
         Err(_) => ClientError::Api {
+            retry_after,
             status: status.as_u16(),
             code: format!("http_{}", status.as_u16()),
             message: format!(

@@ -301,3 +301,47 @@ async fn approving_by_pattern_is_all_or_nothing() {
     })
     .await;
 }
+
+/// A machine that meets a full approval queue is told at once without `--wait`
+/// (the hub asks for 60 s, so quick retries would only be minutes of silence), and
+/// with `--wait` it keeps asking until the wait is over.
+#[tokio::test]
+async fn a_full_queue_is_reported_at_once_and_waited_out_with_wait() {
+    let hub = TestHub::start_with(&muster_testkit::Backend::Sqlite, |o| {
+        o.max_pending_per_source = 1
+    })
+    .await;
+    hub.anonymous()
+        .enroll(None, &anonymous_request("first"))
+        .await
+        .unwrap();
+    let agent = TestAgent::new("second");
+    let mut opts = hub.enroll_options(&agent, None, None);
+    opts.ca_hash = Some(hub.ca_hash.to_string());
+
+    let start = std::time::Instant::now();
+    let err = muster_agent::enroll(&opts, &agent.dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rate_limited"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    opts.wait = Some(Duration::from_secs(3));
+    let start = std::time::Instant::now();
+    let err = muster_agent::enroll(&opts, &agent.dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rate_limited"), "{err}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    hub.stop().await;
+}
