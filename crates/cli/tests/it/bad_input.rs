@@ -3,6 +3,7 @@
 use muster_proto::ApiError;
 use muster_testkit::{TestAgent, TestHub};
 
+use crate::command_line::{admin_flags, run, strings};
 use crate::{code, each_backend, request, snapshot};
 
 fn error_code(status: u16, body: &[u8]) -> (u16, String) {
@@ -232,28 +233,9 @@ async fn facts_with_terminal_escapes_are_refused_and_never_printed_raw() {
              os_info = 'x' || {chr}(8206) || 'y'"
         ))
         .await;
-        let out = tokio::task::spawn_blocking({
-            let args = vec![
-                "agents".to_owned(),
-                "show".to_owned(),
-                enrolled.agent_id.clone(),
-                "--hub".to_owned(),
-                hub.url.clone(),
-                "--api-key".to_owned(),
-                hub.admin_key.clone(),
-                "--ca-hash".to_owned(),
-                hub.ca_hash.to_string(),
-            ];
-            move || {
-                let cwd = tempfile::tempdir().unwrap();
-                crate::binary::muster(cwd.path())
-                    .args(&args)
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
+        let mut args = strings(&["agents", "show", &enrolled.agent_id]);
+        args.extend(admin_flags(&hub));
+        let out = run(args).await;
         let shown = String::from_utf8(out.stdout).unwrap();
         assert!(
             out.status.success(),

@@ -10,7 +10,7 @@ use crate::binary::{muster, ok};
 
 /// Runs `muster ARGS` in a fresh directory (no profile, no local hub), off the
 /// async runtime so the in-process hub can answer.
-async fn run(args: Vec<String>) -> Output {
+pub(crate) async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         let cwd = tempfile::tempdir().unwrap();
         muster(cwd.path()).args(&args).output().unwrap()
@@ -19,7 +19,7 @@ async fn run(args: Vec<String>) -> Output {
     .unwrap()
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -197,7 +197,8 @@ async fn a_reader_that_stops_early_ends_the_command_quietly() {
 }
 
 /// The admin connection of `hub` as flags.
-fn admin_flags(hub: &TestHub) -> Vec<String> {
+/// `--hub`, `--api-key` and `--ca-hash` for `hub`, as an admin types them.
+pub(crate) fn admin_flags(hub: &TestHub) -> Vec<String> {
     strings(&[
         "--hub",
         &hub.url,

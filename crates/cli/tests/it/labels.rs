@@ -9,6 +9,7 @@ use muster_proto::{ChangeLabelsRequest, CreateKeyRequest, CreateTokenRequest};
 use muster_testkit::{Backend, TestAgent, TestHub};
 
 use crate::binary::{muster, ok};
+use crate::command_line::{admin_flags, run, strings};
 use crate::{code, each_backend};
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -184,26 +185,11 @@ async fn agents_label_sets_and_removes_from_the_command_line() {
         .await
         .unwrap()
         .agent_id;
-    let mut args: Vec<String> = [
+    let mut args = strings(&[
         "agents", "label", "cache-01", "env=prod", "note=a=b", "team-",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend([
-        "--hub".to_owned(),
-        hub.url.clone(),
-        "--api-key".to_owned(),
-        hub.admin_key.clone(),
-        "--ca-hash".to_owned(),
-        hub.ca_hash.to_string(),
     ]);
-    let out = tokio::task::spawn_blocking(move || {
-        let cwd = tempfile::tempdir().unwrap();
-        muster(cwd.path()).args(&args).output().unwrap()
-    })
-    .await
-    .unwrap();
+    args.extend(admin_flags(&hub));
+    let out = run(args).await;
     let printed = ok(out);
     assert!(printed.contains("env=prod,note=a=b"), "{printed}");
     assert!(!printed.contains("team"), "{printed}");
