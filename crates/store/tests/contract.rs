@@ -740,6 +740,17 @@ async fn rows(store: &SqlStore, table: &str) -> i64 {
         .unwrap()
 }
 
+/// Queue `r` as an anonymous enrollment under `limits`.
+async fn queue_limited(
+    store: &SqlStore,
+    limits: Option<QueueLimits>,
+    r: PendingRecord,
+) -> Result<PendingRecord> {
+    store
+        .queue_request(&r, limits, &audit("enroll.queued"))
+        .await
+}
+
 #[tokio::test]
 async fn the_queue_keeps_its_limits_and_sheds_expired_requests() {
     let limits = Some(QueueLimits {
@@ -747,14 +758,7 @@ async fn the_queue_keeps_its_limits_and_sheds_expired_requests() {
         total: 3,
     });
     for (store, scratch) in stores().await {
-        let queue = |r: PendingRecord| {
-            let store = &store;
-            async move {
-                store
-                    .queue_request(&r, limits, &audit("enroll.queued"))
-                    .await
-            }
-        };
+        let queue = |r: PendingRecord| queue_limited(&store, limits, r);
         let mut labelled = pending("a1", "10.0.0.1", 100, 1000);
         labelled.labels = [("site".to_owned(), "dock".to_owned())].into();
         assert_eq!(queue(labelled.clone()).await.unwrap(), labelled);
@@ -930,14 +934,7 @@ async fn a_refused_request_still_sheds_expired_ones() {
         total: 10,
     });
     for (store, scratch) in stores().await {
-        let queue = |r: PendingRecord| {
-            let store = &store;
-            async move {
-                store
-                    .queue_request(&r, limits, &audit("enroll.queued"))
-                    .await
-            }
-        };
+        let queue = |r: PendingRecord| queue_limited(&store, limits, r);
         // One that will have expired, from elsewhere; one that fills 10.0.0.1.
         queue(pending("old", "10.0.0.9", 100, 1000)).await.unwrap();
         queue(pending("f1", "10.0.0.1", 2000, 9000)).await.unwrap();
