@@ -29,7 +29,10 @@ type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 /// At most `slots` jobs run at once, each on one of `slots` threads kept for them,
 /// and at most `max_waiting` wait for a turn.
 pub struct WorkSlots {
-    slots: Semaphore,
+    /// Shared with the jobs: a permit is released when its job ends, not when its
+    /// caller stops waiting (a client that hangs up must not free a slot whose
+    /// hash is still running).
+    slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
     /// Jobs for the threads; dropping it (with the hub's state) ends them.
@@ -60,7 +63,7 @@ impl WorkSlots {
             }
         }
         WorkSlots {
-            slots: Semaphore::new(slots),
+            slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
             max_waiting,
             jobs: Mutex::new(tx),
@@ -79,16 +82,13 @@ impl WorkSlots {
         &self,
         job: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> ApiResult<T> {
-        let permit = match self.slots.try_acquire() {
+        let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                let Some(_waiting) = Waiting::enter(&self.waiting, self.max_waiting) else {
                     return Err(busy());
-                }
-                let waited = tokio::time::timeout(WAIT, self.slots.acquire()).await;
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-                match waited {
+                };
+                match tokio::time::timeout(WAIT, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(p)) => p,
                     _ => return Err(busy()),
                 }
@@ -97,6 +97,7 @@ impl WorkSlots {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |scratch| {
             let _ = done.send(job(scratch));
+            drop(permit);
         });
         let sent = self
             .jobs
@@ -109,12 +110,31 @@ impl WorkSlots {
                 &"its threads ended",
             ));
         }
-        // A permit per running job and a thread per permit: the job starts at once.
-        let out = result
+        // A permit per queued or running job and a thread per permit: the job
+        // starts at once.
+        result
             .await
-            .map_err(|e| ApiFailure::internal("a password hash job failed", &e));
-        drop(permit);
-        out
+            .map_err(|e| ApiFailure::internal("a password hash job failed", &e))
+    }
+}
+
+/// One caller in the waiting room, counted out however its wait ends (a slot, a
+/// timeout, or a client that hung up).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -160,5 +180,30 @@ mod tests {
         for r in running {
             assert!(r.await.unwrap().is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_keeps_its_slot_until_the_job_ends() {
+        let slots = std::sync::Arc::new(WorkSlots::new(1, 2));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let caller = tokio::spawn({
+            let slots = slots.clone();
+            async move {
+                slots
+                    .run(move |_| {
+                        let _ = rx.recv();
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        caller.abort();
+        let _ = caller.await;
+        // The hash is still running: its slot is still taken.
+        assert_eq!(slots.slots.available_permits(), 0);
+        tx.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(slots.slots.available_permits(), 1);
+        assert_eq!(slots.waiting.load(Ordering::Acquire), 0);
     }
 }

@@ -99,9 +99,14 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, key: K, now: i64)
     true
 }
 
+/// Take back one count; an entry left at zero is dropped, so attempts that were
+/// released or succeeded leave nothing behind.
 fn unbump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, key: &K) {
     if let Some(w) = map.get_mut(key) {
         w.count = w.count.saturating_sub(1);
+        if w.count == 0 {
+            map.remove(key);
+        }
     }
 }
 
@@ -263,5 +268,8 @@ mod tests {
             assert!(matches!(t.reserve("root", ip(1), 0), Verdict::Go(_)));
             t.release("root", ip(1));
         }
+        // Nothing is left behind to fill memory with.
+        let c = t.lock();
+        assert!(c.pairs.is_empty() && c.sources.is_empty() && c.users.is_empty());
     }
 }

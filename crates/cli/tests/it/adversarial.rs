@@ -49,6 +49,11 @@ async fn concurrent_guesses_are_counted_before_they_are_checked() {
     })
     .await;
     let attacker = client_from(&hub, IpAddr::from([127, 0, 0, 66]));
+    // A name is bounded text before it is counted or audited.
+    assert_eq!(
+        code(attacker.login(&"u".repeat(10_000), "whatever it is").await),
+        "invalid_request"
+    );
     let guesses = (0..50).map(|i| {
         let attacker = attacker.clone();
         tokio::spawn(async move { attacker.login("root", &format!("guess number {i}")).await })

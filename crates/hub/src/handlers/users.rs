@@ -24,7 +24,7 @@ use crate::extract::{ApiJson, Caller, ClientSource};
 use crate::secrets::random_body;
 use crate::state::AppState;
 use crate::throttle::Verdict;
-use crate::validate::stored_role;
+use crate::validate::{check_text, stored_role};
 
 const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
@@ -36,6 +36,8 @@ pub async fn login(
     ClientSource(source): ClientSource,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
+    // Bounded before it becomes a throttle key or an audit target.
+    check_text("user", &req.user, false)?;
     let now = now_ms();
     match state.login_throttle.reserve(&req.user, source, now) {
         Verdict::Refuse(retry_after) => {
@@ -57,14 +59,15 @@ pub async fn login(
         }
     };
     let Some(user) = user else {
-        let entry = audit::entry(
-            "anonymous",
-            "user.login_failed",
-            format!("user:{}", req.user),
-            source,
-        )
-        .outcome("denied");
-        state.store.record_audit(&entry).await?;
+        // A failed login is a refusal like any other: audited within the same
+        // budget, so guessing cannot grow the log without bound.
+        let target = format!("user:{}", req.user);
+        state
+            .refusals
+            .record(&*state.store, &state.metrics, source, || async move {
+                audit::entry("anonymous", "user.login_failed", target, source).outcome("denied")
+            })
+            .await;
         return Err(ApiFailure::unauthorized(
             codes::UNAUTHORIZED,
             "invalid user name or password",
