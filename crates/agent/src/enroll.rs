@@ -102,7 +102,22 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         // Known before the old identity goes: how to verify the hub to enroll with.
         let trust = trust(opts, Some(&own))?;
         let unenrolled = unenroll_old(dir, &own).await?;
-        let mut report = attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await?;
+        let mut report = match attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust)
+            .await
+        {
+            Ok(report) => report,
+            // Waiting for approval is the way on, and its hint says how to go on.
+            Err(e @ AgentError::Pending { .. }) => return Err(e),
+            // The old identity is gone already: say so, or the operator would
+            // believe the machine still holds it.
+            Err(e) if unenrolled => {
+                return Err(AgentError::Usage(format!(
+                    "{e}; the old identity {} ({}) was already unenrolled at {}: run `muster enroll` again with a valid credential",
+                    own.config.agent_name, own.config.agent_id, own.config.hub_url
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         report.unenrolled = unenrolled.then(|| own.config.agent_id.clone());
         return Ok(report);
     }

@@ -117,9 +117,6 @@ pub async fn add_user(
     source: IpAddr,
 ) -> ApiResult<UserRecord> {
     check_text("name", &req.name, false)?;
-    if req.role != "admin" && req.role != "member" {
-        return Err(ApiFailure::bad_request("role must be admin or member"));
-    }
     if req.password.chars().count() < 12 || req.password.len() > 1024 {
         return Err(ApiFailure::bad_request(
             "the password must be 12 to 1024 characters",

@@ -138,7 +138,15 @@ pub fn check_advertise_url(url: &str) -> Result<String, String> {
             if h.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(bad("has an invalid IPv6 address"));
             }
-            (h, after.strip_prefix(':'))
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("has more than a host and port"))?,
+                ),
+            };
+            (h, port)
         }
         None => match authority.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
@@ -580,6 +588,8 @@ mod tests {
             "https://hub?x=1",
             "https://hu b",
             "https://[::1",
+            "https://[::1]x",
+            "https://[::1]:",
             "https://hub..example",
         ] {
             let e = check_advertise_url(bad).unwrap_err();

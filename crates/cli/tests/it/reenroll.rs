@@ -146,6 +146,18 @@ async fn force_makes_a_new_agent_and_unenrolls_the_old_identity() {
             hub.admin().agent(&report.agent_id).await.unwrap().status,
             "revoked"
         );
+
+        // A used-up token after the old identity went: the error says it went.
+        let mut opts = hub.enroll_options(&machine, Some(&t), None);
+        opts.force = true;
+        let err = muster_agent::enroll(&opts, &machine.dir)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token_exhausted") && err.contains("was already unenrolled"),
+            "{err}"
+        );
         hub.stop().await;
     })
     .await;

@@ -48,9 +48,6 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     check_text("name", &req.name, false)?;
-    if req.role != "admin" && req.role != "member" {
-        return Err(ApiFailure::bad_request("role must be admin or member"));
-    }
     if let Some(glob) = &req.agents {
         check_text("agents", glob, false)?;
         parse_pattern(glob).map_err(ApiFailure::bad_request)?;
