@@ -140,6 +140,9 @@ pub trait TokenStore: Send + Sync {
 #[async_trait]
 pub trait AgentStore: Send + Sync {
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>>;
+    /// The names of the agents with these ids (any state), as (id, name): for
+    /// naming a page of audit entries in a few queries rather than one per agent.
+    async fn agent_names(&self, ids: &[String]) -> Result<Vec<(String, String)>>;
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
     /// The live (not revoked, not removed) agent holding `name`.
     async fn find_live_agent_by_name(&self, name: &str) -> Result<Option<AgentRecord>>;

@@ -76,8 +76,8 @@ pub async fn list_audit(
 }
 
 /// Current names of the agents and API keys a page of entries mentions, so a
-/// listing reads `agent:<id> (web-01)` rather than bare ids. One lookup per
-/// distinct agent (a page holds at most 10,000 entries) and one read of the keys.
+/// listing reads `agent:<id> (web-01)` rather than bare ids: one query per 500
+/// distinct agents and one read of the keys.
 struct Names(HashMap<String, String>);
 
 impl Names {
@@ -91,12 +91,14 @@ impl Names {
                 wants_keys = true;
             }
         }
-        let mut names = HashMap::new();
-        for id in agents {
-            if let Some(a) = state.store.get_agent(&id).await? {
-                names.insert(format!("agent:{id}"), a.name);
-            }
-        }
+        let agents: Vec<String> = agents.into_iter().collect();
+        let mut names: HashMap<String, String> = state
+            .store
+            .agent_names(&agents)
+            .await?
+            .into_iter()
+            .map(|(id, name)| (format!("agent:{id}"), name))
+            .collect();
         if wants_keys {
             for k in state.store.list_api_keys().await? {
                 names.insert(format!("key:{}", k.id), k.name);

@@ -21,6 +21,25 @@ impl AgentStore for SqlStore {
         decode_one(row)
     }
 
+    async fn agent_names(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        const CHUNK: usize = 500;
+        let mut names = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, name FROM agents WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            // Only generated placeholders are spliced in; every value is bound.
+            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            names.extend(query.fetch_all(&self.db.pool).await?);
+        }
+        Ok(names)
+    }
+
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {
         let row = sqlx::query(agent_select!("WHERE key_hash = $1"))
             .bind(hash)
