@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,18 +75,6 @@ fn parse_open_files(limits: &str) -> Option<u64> {
     }
 }
 
-/// Who counts as one source: an IPv4 address, or an IPv6 /64 (one host usually
-/// holds a whole /64, so counting single addresses would not bound it).
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-        v4 => v4,
-    }
-}
-
 /// The connection counts, shared by the acceptor and every open connection.
 pub struct ConnLimits {
     per_source: usize,
@@ -135,7 +123,8 @@ impl ConnLimits {
     /// A slot for a connection from `peer`, or `None` when it must be refused.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
         let peer = peer.to_canonical();
-        let source = (!self.exempt.iter().any(|n| n.contains(&peer))).then(|| source_of(peer));
+        let source = (!self.exempt.iter().any(|n| n.contains(&peer)))
+            .then(|| crate::rules::source_bucket(peer));
         let mut counts = self.counts();
         let refusal = if counts.total >= self.total {
             Some("the hub holds --max-connections connections")

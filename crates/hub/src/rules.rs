@@ -42,11 +42,21 @@ pub fn cidrs_contain(cidrs: &[String], source: IpAddr) -> bool {
 /// holding its IPv6 one, since one host or home line is usually given a whole /64 and
 /// could otherwise take a fresh address for every request.
 pub fn source_net(source: IpAddr) -> String {
-    match source.to_canonical() {
+    match source_bucket(source) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64)
-            .map(|n| n.trunc().to_string())
-            .unwrap_or_else(|_| v6.to_string()),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// Who counts as one source for every per-source limit (connections, logins,
+/// the queue, audited refusals): an IPv4 address, or an IPv6 address with its
+/// host half cleared (one host usually holds a whole /64).
+pub fn source_bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
     }
 }
 

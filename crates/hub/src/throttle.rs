@@ -110,16 +110,6 @@ fn unbump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, key: &K) {
     }
 }
 
-/// The source an attempt is counted under: the address, or its /64 for IPv6.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
-        v4 => v4,
-    }
-}
-
 /// Recent login attempts; see the module docs for the rules.
 #[derive(Default)]
 pub struct LoginThrottle {
@@ -134,7 +124,7 @@ impl LoginThrottle {
     /// Reserve one attempt for `user` from `source`, counted as a failure until
     /// [`succeeded`](Self::succeeded) or [`release`](Self::release) says otherwise.
     pub fn reserve(&self, user: &str, source: IpAddr, now: i64) -> Verdict {
-        let source = bucket(source);
+        let source = crate::rules::source_bucket(source);
         let mut c = self.lock();
         let pair_key = (user.to_owned(), source);
         let known_good = c.known_good.contains(&pair_key);
@@ -178,7 +168,7 @@ impl LoginThrottle {
     /// The reserved attempt logged in: it was no failure, this pair starts afresh,
     /// and the source is known-good for this user from now on.
     pub fn succeeded(&self, user: &str, source: IpAddr) {
-        let source = bucket(source);
+        let source = crate::rules::source_bucket(source);
         let mut c = self.lock();
         let pair_key = (user.to_owned(), source);
         c.pairs.remove(&pair_key);
@@ -192,7 +182,7 @@ impl LoginThrottle {
     /// The reserved attempt was never judged (the hub was too busy to check it):
     /// it counts for nothing.
     pub fn release(&self, user: &str, source: IpAddr) {
-        let source = bucket(source);
+        let source = crate::rules::source_bucket(source);
         let mut c = self.lock();
         unbump(&mut c.pairs, &(user.to_owned(), source));
         unbump(&mut c.sources, &source);
