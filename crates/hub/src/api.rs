@@ -12,7 +12,7 @@ use axum::{Router, middleware};
 use muster_proto::MAX_BODY_BYTES;
 
 use crate::auth::require;
-use crate::body_limit::bound_body;
+use crate::body_limit::{BodyBudget, bound_body};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
     agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, users,
@@ -205,7 +205,10 @@ pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
     // a handler waits on them.
     app.fallback(|| async { ApiFailure::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(body_timeout, bound_body))
+        .layer(middleware::from_fn_with_state(
+            BodyBudget::new(body_timeout),
+            bound_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

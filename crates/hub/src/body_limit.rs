@@ -11,8 +11,14 @@
 //!
 //! The deadline is what keeps a connection that sent headers and `{` from being held
 //! forever: past it the answer is 408 and the connection closes.
+//!
+//! Bodies are read before authentication, so what they may hold together is
+//! bounded too ([`BodyBudget`]): without it, one address's 256 connections times
+//! 32 HTTP/2 streams could keep 512 MiB buffered. A body that finds the budget spent
+//! gets 503 with `Retry-After`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -21,6 +27,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use muster_proto::MAX_BODY_BYTES;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::ApiFailure;
@@ -28,10 +35,35 @@ use crate::error::ApiFailure;
 /// Most a refused body is read (and thrown away) so its 413 reaches the client.
 const DRAIN_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// Middleware: bound the request body (see the module doc). `timeout` is
-/// `--request-body-timeout`.
-pub async fn bound_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    let deadline = Instant::now() + timeout;
+/// Bytes of request bodies held at once, in all: 64 MiB (a thousand full bodies).
+const BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// The budget is counted in KiB, so a permit count fits a `u32`.
+const UNIT: usize = 1024;
+
+/// How long bodies may take, and how much of them the hub holds at once.
+#[derive(Clone)]
+pub struct BodyBudget {
+    /// `--request-body-timeout`.
+    pub timeout: Duration,
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    pub fn new(timeout: Duration) -> Self {
+        BodyBudget {
+            timeout,
+            bytes: Arc::new(Semaphore::new(BUDGET_BYTES / UNIT)),
+        }
+    }
+}
+
+/// Middleware: bound the request body (see the module doc).
+pub async fn bound_body(
+    State(budget): State<BodyBudget>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let deadline = Instant::now() + budget.timeout;
     let (parts, mut body) = request.into_parts();
     let announced = parts
         .headers
@@ -55,6 +87,8 @@ pub async fn bound_body(State(timeout): State<Duration>, request: Request, next:
         return next.run(Request::from_parts(parts, body)).await;
     }
     let mut kept = Vec::new();
+    // Held until the handler is done with the body.
+    let mut held = Vec::new();
     loop {
         let frame = tokio::time::timeout_at(deadline, next_frame(&mut body)).await;
         match frame {
@@ -71,11 +105,25 @@ pub async fn bound_body(State(timeout): State<Duration>, request: Request, next:
                     drain(body, deadline);
                     return ApiFailure::too_large().into_response();
                 }
+                let units = u32::try_from(data.len().div_ceil(UNIT)).unwrap_or(u32::MAX);
+                match budget.bytes.clone().try_acquire_many_owned(units) {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => {
+                        drain(body, deadline);
+                        return ApiFailure::unavailable(
+                            "the hub is reading too many request bodies; retry shortly",
+                            Some(rand::random_range(1..=3)),
+                        )
+                        .into_response();
+                    }
+                }
                 kept.extend_from_slice(&data);
             }
         }
     }
-    next.run(Request::from_parts(parts, Body::from(kept))).await
+    let response = next.run(Request::from_parts(parts, Body::from(kept))).await;
+    drop(held);
+    response
 }
 
 /// The next chunk of body data (trailers are skipped); `None` at the end.
