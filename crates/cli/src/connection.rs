@@ -110,8 +110,9 @@ fn load_profile() -> Option<Profile> {
     serde_json::from_str(&text).ok()
 }
 
-/// The hub on this machine, from the files it writes at start.
-fn local_hub() -> Option<(HubJson, Option<String>)> {
+/// The hub on this machine, from the files it writes at start: `hub.json`, the
+/// initial admin key, and the path they were read from (for messages).
+fn local_hub() -> Option<(HubJson, Option<String>, PathBuf)> {
     let dir = std::env::var_os("MUSTER_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("./muster-data"));
@@ -120,7 +121,7 @@ fn local_hub() -> Option<(HubJson, Option<String>)> {
     let key = std::fs::read_to_string(dir.join(muster_hub::INITIAL_ADMIN_KEY_FILE))
         .ok()
         .map(|k| k.trim().to_owned());
-    Some((hub, key))
+    Some((hub, key, dir.join("hub.json")))
 }
 
 /// The CA in `--ca-file`, read as PEM.
@@ -150,7 +151,8 @@ struct Saved {
     url: String,
     key: Option<String>,
     ca_hash: Option<String>,
-    what: &'static str,
+    /// Where it was read from, as messages name it.
+    what: String,
 }
 
 /// URLs compared as the hub writes them: no trailing slash, host case-insensitive.
@@ -165,13 +167,13 @@ pub fn client(conn: &ConnectionArgs) -> Result<HubClient> {
         url: p.hub_url,
         key: Some(p.api_key),
         ca_hash: Some(p.ca_hash),
-        what: "the saved profile (muster login)",
+        what: "the saved profile (muster login)".to_owned(),
     });
-    let local = local_hub().map(|(h, key)| Saved {
+    let local = local_hub().map(|(h, key, path)| Saved {
         url: h.url,
         key,
         ca_hash: Some(h.ca_hash),
-        what: "./muster-data/hub.json",
+        what: path.display().to_string(),
     });
     let hub = match (&conn.hub, &profile, &local) {
         (Some(hub), _, _) => hub.clone(),
