@@ -48,6 +48,19 @@ use muster_ca::CaHash;
 pub use principal::Role;
 use state::AppState;
 
+/// The numeric defaults of [`HubOptions::new`], which `muster hub`'s flags show as
+/// theirs: one place, so the two cannot drift apart.
+pub mod defaults {
+    /// `--max-enrollments-in-flight`.
+    pub const MAX_ENROLLMENTS_IN_FLIGHT: usize = 64;
+    /// `--max-connections-per-source`.
+    pub const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+    /// `--max-pending-per-source`.
+    pub const MAX_PENDING_PER_SOURCE: usize = 16;
+    /// `--max-pending`.
+    pub const MAX_PENDING_TOTAL: usize = 10_000;
+}
+
 /// How an operator configured this hub (`muster hub` flags and environment).
 #[derive(Clone)]
 pub struct HubOptions {
@@ -200,11 +213,11 @@ impl HubOptions {
             renewal_grace: Duration::from_secs(90 * 24 * 3600),
             approval_queue: true,
             pending_ttl: Duration::from_secs(24 * 3600),
-            max_pending_per_source: 16,
-            max_pending_total: 10_000,
+            max_pending_per_source: defaults::MAX_PENDING_PER_SOURCE,
+            max_pending_total: defaults::MAX_PENDING_TOTAL,
             trusted_proxies: Vec::new(),
-            max_enrollments_in_flight: 64,
-            max_connections_per_source: 256,
+            max_enrollments_in_flight: defaults::MAX_ENROLLMENTS_IN_FLIGHT,
+            max_connections_per_source: defaults::MAX_CONNECTIONS_PER_SOURCE,
             max_connections: None,
             request_body_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),

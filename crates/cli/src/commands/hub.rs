@@ -54,11 +54,11 @@ pub struct HubArgs {
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
     /// Enrollments handled at once; beyond it, 429 with a jittered Retry-After.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = muster_hub::defaults::MAX_ENROLLMENTS_IN_FLIGHT)]
     max_enrollments_in_flight: usize,
     /// Open connections one address may hold (IPv6: one /64); beyond it new ones are
     /// closed at once. Agent sessions and --trusted-proxy addresses do not count.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = muster_hub::defaults::MAX_CONNECTIONS_PER_SOURCE)]
     max_connections_per_source: usize,
     /// Open connections in all; default: the open-files limit less a reserve.
     #[arg(long)]
@@ -68,10 +68,10 @@ pub struct HubArgs {
     request_body_timeout: Duration,
     /// Credential-less enrollments one address (IPv6: one /64) may have waiting for
     /// approval; beyond it, 429. Many machines behind one NAT: use a token.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = muster_hub::defaults::MAX_PENDING_PER_SOURCE)]
     max_pending_per_source: usize,
     /// Credential-less enrollments waiting for approval in all; beyond it, 429.
-    #[arg(long = "max-pending", default_value_t = 10_000)]
+    #[arg(long = "max-pending", default_value_t = muster_hub::defaults::MAX_PENDING_TOTAL)]
     max_pending_total: usize,
     /// Close a connection with no request in flight for this long (sessions excepted).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
