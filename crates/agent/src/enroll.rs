@@ -250,7 +250,7 @@ async fn attempt(
         hostname: facts.hostname.clone(),
         os_info: facts.os_info.clone(),
         arch: facts.arch.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: muster_release::running_version(),
         ip: facts.ip.clone(),
         interfaces: facts.interfaces.clone(),
         packs: Vec::new(),

@@ -180,7 +180,7 @@ async fn drive(
         .unwrap_or_default();
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: muster_release::running_version(),
         packs: Vec::new(),
         facts: Some(facts),
         generation: creds.config.generation,
