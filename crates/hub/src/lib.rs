@@ -338,6 +338,7 @@ impl Hub {
             metrics: Default::default(),
             tokens: Default::default(),
             sessions: Default::default(),
+            releases: muster_release::ReleaseDir::new(opts.data_dir.join("releases")),
         });
         if let Some((name, password)) = &opts.admin_user {
             bootstrap::ensure_admin_user(&state, name, password).await?;

@@ -57,4 +57,7 @@ pub struct AppState {
     /// Shared with each session's registration guard, which outlives no request but
     /// must not hold the whole state.
     pub sessions: Arc<Sessions>,
+    #[allow(dead_code)] // read by the release routes, which land next
+    /// Signed agent releases published to this hub (`<data-dir>/releases/`, SPEC §10).
+    pub releases: muster_release::ReleaseDir,
 }
