@@ -15,7 +15,8 @@ use crate::auth::require;
 use crate::body_limit::{BodyBudget, bound_body};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, users,
+    agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, updates,
+    users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -76,6 +77,12 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             M::POST,
             "/api/v1/agents/{id}/labels",
             post(agents::change_labels),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/agents/{id}/update",
+            post(updates::update_agent),
         ),
         (admin, M::POST, "/api/v1/tokens", post(tokens::create_token)),
         (admin, M::GET, "/api/v1/tokens", get(tokens::list_tokens)),

@@ -53,6 +53,11 @@ impl ApiFailure {
         Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
+    /// 404 with a more precise code than `not_found` (e.g. `no_release`).
+    pub fn not_found_code(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
     /// 409: the request conflicts with the state of a record.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)

@@ -34,6 +34,7 @@ mod state;
 mod throttle;
 mod tls;
 mod token_cache;
+mod updates;
 mod validate;
 
 use std::future::Future;

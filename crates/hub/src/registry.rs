@@ -27,6 +27,8 @@ pub enum Control {
     Shutdown { reconnect_within_ms: u64 },
     /// A newer session of the same agent took over: close quietly.
     Superseded,
+    /// Send this frame to the agent (an update order) and carry on.
+    Send(Box<muster_proto::HubMessage>),
 }
 
 struct Live {
@@ -131,6 +133,16 @@ impl Sessions {
         let control = self.lock().get(agent_id).map(|l| l.control.clone());
         match control {
             Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Send `msg` over the agent's live session on this hub; false when it has none
+    /// here (or its queue is full).
+    pub fn send(&self, agent_id: &str, msg: muster_proto::HubMessage) -> bool {
+        let control = self.lock().get(agent_id).map(|l| l.control.clone());
+        match control {
+            Some(tx) => tx.try_send(Control::Send(Box::new(msg))).is_ok(),
             None => false,
         }
     }

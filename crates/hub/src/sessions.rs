@@ -74,6 +74,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         return;
     }
 
+    let running_version: String = agent_version.chars().take(64).collect();
     // Facts are refreshed at every session start (SPEC §8), when they changed.
     if let Some(f) = facts {
         let fresh = muster_store::AgentFacts {
@@ -163,6 +164,9 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                         beats += 1;
                     }
                     Ok(AgentMessage::Hello { .. }) => {}
+                    Ok(AgentMessage::UpdateStatus { phase, version, message }) => {
+                        crate::updates::record_report(&state, &agent, &running_version, peer, phase, &version, &message).await;
+                    }
                     Err(_) => break "unreadable frame",
                 },
                 Some(Ok(_)) => {}
@@ -175,6 +179,11 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                 Some(Control::Shutdown { reconnect_within_ms }) => {
                     let _ = send(&mut socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
                     break "hub shutting down";
+                }
+                Some(Control::Send(msg)) => {
+                    if !send(&mut socket, &msg).await {
+                        break "send failed";
+                    }
                 }
                 Some(Control::Superseded) | None => break "superseded by a newer session",
             },

@@ -87,6 +87,10 @@ pub mod codes {
     /// The request's body did not arrive in time; the connection is closed.
     pub const REQUEST_TIMEOUT: &str = "request_timeout";
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The agent has no live session on this hub (an update is sent over it).
+    pub const AGENT_OFFLINE: &str = "agent_offline";
+    /// No signed release is published for the agent's platform (or that version).
+    pub const NO_RELEASE: &str = "no_release";
     pub const INTERNAL: &str = "internal";
     pub const UNAVAILABLE: &str = "unavailable";
 }
@@ -298,6 +302,127 @@ pub struct AgentInfo {
     /// When the agent was caught cloned: which addresses presented which generation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clone_events: Vec<CloneEventInfo>,
+    /// Older than the newest release published for its platform (or, with none
+    /// published, than the hub itself).
+    #[serde(default)]
+    pub outdated: bool,
+    /// The last step of its last self-update (SPEC §10 "Updates"), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateInfo>,
+}
+
+/// Steps of a self-update, as the hub records them (`agent.update.<phase>`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePhase {
+    /// An admin asked the agent to update (recorded by the hub, never sent by agents).
+    Requested,
+    /// Already running that version: nothing to do.
+    Skipped,
+    /// Checks passed; downloading.
+    Started,
+    /// The download matches the signed manifest.
+    Verified,
+    /// Refused before anything changed (bad signature, no key, downgrade…).
+    Refused,
+    /// The new binary is in place; the trial run starts.
+    Installed,
+    /// The new binary reached the hub and now runs as the agent.
+    Completed,
+    /// The new binary did not reach the hub in time; the previous one is back.
+    RolledBack,
+    /// Something broke (download, disk); the previous binary stays.
+    Failed,
+}
+
+impl UpdatePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdatePhase::Requested => "requested",
+            UpdatePhase::Skipped => "skipped",
+            UpdatePhase::Started => "started",
+            UpdatePhase::Verified => "verified",
+            UpdatePhase::Refused => "refused",
+            UpdatePhase::Installed => "installed",
+            UpdatePhase::Completed => "completed",
+            UpdatePhase::RolledBack => "rolled_back",
+            UpdatePhase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UpdatePhase> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    pub const ALL: [UpdatePhase; 9] = [
+        UpdatePhase::Requested,
+        UpdatePhase::Skipped,
+        UpdatePhase::Started,
+        UpdatePhase::Verified,
+        UpdatePhase::Refused,
+        UpdatePhase::Installed,
+        UpdatePhase::Completed,
+        UpdatePhase::RolledBack,
+        UpdatePhase::Failed,
+    ];
+
+    /// Whether an update ends here (no further report follows).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            UpdatePhase::Skipped
+                | UpdatePhase::Refused
+                | UpdatePhase::Completed
+                | UpdatePhase::RolledBack
+                | UpdatePhase::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for UpdatePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An agent's last update step as the hub stored it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateInfo {
+    pub phase: UpdatePhase,
+    /// The version the update is about.
+    pub version: String,
+    /// Why (refused, rolled back, failed), or what (skipped); may be empty.
+    #[serde(default)]
+    pub message: String,
+    pub at: String,
+}
+
+/// `POST /api/v1/agents/{id}/update`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The release to install; the newest published for the agent's platform when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// Seconds the new binary has to reach the hub before the agent rolls back.
+    #[serde(default)]
+    pub deadline_s: Option<u64>,
+}
+
+/// Answer to `POST /api/v1/agents/{id}/update`: the order was sent to the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateOrder {
+    pub agent_id: String,
+    pub name: String,
+    /// The version the agent runs now, as it reported it.
+    pub from_version: String,
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+    /// When the hub sent it; later update reports of this agent answer it.
+    pub requested_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -365,6 +490,14 @@ pub enum AgentMessage {
         #[serde(default)]
         problems: Vec<String>,
     },
+    /// A step of a self-update (answering `update`, or queued since and sent after
+    /// the next `hello`).
+    UpdateStatus {
+        phase: UpdatePhase,
+        version: String,
+        #[serde(default)]
+        message: String,
+    },
 }
 
 /// Session frames from hub to agent.
@@ -386,6 +519,23 @@ pub enum HubMessage {
     Refused { code: String, message: String },
     /// The hub is shutting down: reconnect after a random delay up to this.
     Shutdown { reconnect_within_ms: u64 },
+    /// Install this signed release (SPEC §10 "Updates"). The manifest fields are
+    /// what the release's signature covers; the agent checks them against its own
+    /// baked-in key, never trusting the hub for it.
+    Update {
+        version: String,
+        os: String,
+        arch: String,
+        sha256: String,
+        size: u64,
+        signature: String,
+        /// Where to download it; the agent fetches this path from its own hub.
+        url: String,
+        #[serde(default)]
+        allow_downgrade: bool,
+        /// Seconds the new binary has to reach the hub before the agent rolls back.
+        deadline_s: u64,
+    },
 }
 
 /// `POST /api/v1/agent/renew`.

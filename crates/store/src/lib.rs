@@ -212,6 +212,15 @@ pub trait AgentStore: Send + Sync {
         now: i64,
         audit: &AuditEntry,
     ) -> Result<AgentRecord>;
+
+    /// Record a step of an agent's self-update on the agent, with its audit entry, in
+    /// one transaction. `NotFound` when no such agent.
+    async fn record_update(
+        &self,
+        agent_id: &str,
+        update: &AgentUpdate,
+        audit: &AuditEntry,
+    ) -> Result<()>;
 }
 
 /// Requests waiting for an admin's approval, and the trust rules that approve

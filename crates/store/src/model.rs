@@ -163,6 +163,18 @@ pub struct AgentRecord {
     pub prev_cert_expires_at: Option<i64>,
     /// When two machines were caught sharing this identity; sessions are refused.
     pub cloned_at: Option<i64>,
+    /// The last step of its last self-update, if it ever had one.
+    pub update: Option<AgentUpdate>,
+}
+
+/// One step of an agent's self-update, as stored on the agent (the latest wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUpdate {
+    /// `requested`, `skipped`, `started`, … (`muster_proto::UpdatePhase`).
+    pub phase: String,
+    pub version: String,
+    pub message: String,
+    pub at: i64,
 }
 
 /// A completed enrollment, remembered so that a retry with the same id returns the

@@ -46,6 +46,8 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
         interfaces: a.facts.interfaces.clone(),
         generation: a.generation,
         clone_events: Vec::new(),
+        outdated: crate::updates::outdated(state, a),
+        update: a.update.as_ref().and_then(crate::updates::info),
     }
 }
 

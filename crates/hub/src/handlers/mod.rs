@@ -12,4 +12,5 @@ pub mod renewal;
 pub mod sessions;
 pub mod system;
 pub mod tokens;
+pub mod updates;
 pub mod users;

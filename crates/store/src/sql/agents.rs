@@ -333,6 +333,32 @@ impl AgentStore for SqlStore {
         w.commit(&[audit]).await?;
         Ok(agent)
     }
+
+    async fn record_update(
+        &self,
+        agent_id: &str,
+        u: &AgentUpdate,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut w = self.db.begin_audited().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET update_state = $2, update_version = $3, update_message = $4, \
+             update_at = $5 WHERE id = $1",
+        )
+        .bind(agent_id)
+        .bind(&u.phase)
+        .bind(&u.version)
+        .bind(&u.message)
+        .bind(u.at)
+        .execute(&mut *w.tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        w.commit(&[audit]).await?;
+        Ok(())
+    }
 }
 
 /// [`AgentStore::get_agent`] inside a transaction, to answer with what it wrote.

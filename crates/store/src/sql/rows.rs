@@ -20,7 +20,7 @@ macro_rules! agent_columns {
         "id, name, hostname, ip, os_info, arch, agent_version, labels, packs, \
          interfaces, state, key_hash, cert_serial, cert_pubkey, cert_expires_at, generation, \
          enrolled_at, updated_at, last_seen_at, revoked_at, removed_at, prev_cert_serial, \
-         prev_cert_expires_at, cloned_at"
+         prev_cert_expires_at, cloned_at, update_state, update_version, update_message, update_at"
     };
 }
 
@@ -126,6 +126,19 @@ impl FromRow for AgentRecord {
             prev_cert_serial: row.try_get("prev_cert_serial")?,
             prev_cert_expires_at: row.try_get("prev_cert_expires_at")?,
             cloned_at: row.try_get("cloned_at")?,
+            update: match row.try_get::<Option<String>, _>("update_state")? {
+                Some(phase) => Some(AgentUpdate {
+                    phase,
+                    version: row
+                        .try_get::<Option<String>, _>("update_version")?
+                        .unwrap_or_default(),
+                    message: row
+                        .try_get::<Option<String>, _>("update_message")?
+                        .unwrap_or_default(),
+                    at: row.try_get::<Option<i64>, _>("update_at")?.unwrap_or(0),
+                }),
+                None => None,
+            },
         })
     }
 }
