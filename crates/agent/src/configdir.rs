@@ -32,6 +32,8 @@ const CERT_FILE: &str = "cert.pem";
 const CA_FILE: &str = "ca.pem";
 const PENDING_FILE: &str = "pending-enrollment.json";
 const PENDING_RENEWAL_FILE: &str = "pending-renewal.json";
+/// A self-update's trial in progress (see `update.rs`).
+const UPDATE_TRIAL_FILE: &str = "update-trial.json";
 const STAGING_DIR: &str = ".staging";
 const COMPLETE_MARKER: &str = "COMPLETE";
 /// Temp files are `.<name>.tmp-<random>`; the marker lets `remove_all` recognise them.
@@ -363,6 +365,21 @@ impl ConfigDir {
         self.remove_file(PENDING_RENEWAL_FILE)
     }
 
+    /// The self-update trial in progress, if any (a crash mid-trial leaves it).
+    pub fn load_update_trial<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<T>, ConfigError> {
+        self.load_json(UPDATE_TRIAL_FILE)
+    }
+
+    pub fn store_update_trial<T: Serialize>(&self, trial: &T) -> Result<(), ConfigError> {
+        self.store_secret_json(UPDATE_TRIAL_FILE, trial)
+    }
+
+    pub fn clear_update_trial(&self) -> Result<(), ConfigError> {
+        self.remove_file(UPDATE_TRIAL_FILE)
+    }
+
     /// When the current `cert.pem` was written: the start of its useful life here.
     pub fn cert_written_at(&self) -> Option<std::time::SystemTime> {
         fs::metadata(self.path.join(CERT_FILE))
@@ -542,7 +559,13 @@ fn resolve_with(
 fn is_owned_file(name: &str) -> bool {
     matches!(
         name,
-        CONFIG_FILE | KEY_FILE | CERT_FILE | CA_FILE | PENDING_FILE | PENDING_RENEWAL_FILE
+        CONFIG_FILE
+            | KEY_FILE
+            | CERT_FILE
+            | CA_FILE
+            | PENDING_FILE
+            | PENDING_RENEWAL_FILE
+            | UPDATE_TRIAL_FILE
     ) || (name.starts_with('.') && name.contains(TEMP_INFIX))
 }
 

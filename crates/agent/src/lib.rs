@@ -9,6 +9,7 @@ pub mod renew;
 pub mod service;
 pub mod session;
 pub mod status;
+pub mod update;
 
 pub use enroll::{EnrollOptions, EnrollReport, enroll};
 pub use status::{Status, status};

@@ -59,6 +59,59 @@ enum Ended {
     HubShutdown(Duration),
     /// The link broke or the hub went silent.
     Lost(String),
+    /// A new binary is installed: the session is closed for its trial run.
+    Trial(crate::update::Trial),
+}
+
+/// Self-updates in flight, and the reports that wait for a session: kept across
+/// reconnects so no step goes unreported.
+struct Updates {
+    tx: tokio::sync::mpsc::UnboundedSender<AgentMessage>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<AgentMessage>,
+    /// The update being prepared (download, verify, swap), if any.
+    task: Option<tokio::task::JoinHandle<Option<crate::update::Trial>>>,
+}
+
+impl Updates {
+    fn new() -> Updates {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Updates { tx, rx, task: None }
+    }
+
+    /// Start preparing `order`, unless one is already under way.
+    fn start(&mut self, order: crate::update::Order, creds: &Credentials) {
+        use muster_proto::UpdatePhase;
+        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            let _ = self.tx.send(crate::update::report(
+                UpdatePhase::Refused,
+                &order.manifest.version,
+                "another update is in progress",
+            ));
+            return;
+        }
+        let exe = match crate::update::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                let _ = self.tx.send(crate::update::report(
+                    UpdatePhase::Failed,
+                    &order.manifest.version,
+                    e,
+                ));
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let creds = creds.clone();
+        self.task = Some(tokio::spawn(async move {
+            match crate::update::prepare(&order, &creds, &exe, &tx).await {
+                Ok(trial) => Some(trial),
+                Err(last) => {
+                    let _ = tx.send(last);
+                    None
+                }
+            }
+        }));
+    }
 }
 
 pub async fn run(
@@ -68,6 +121,10 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
+    let mut updates = Updates::new();
+    for r in crate::update::recover(dir) {
+        let _ = updates.tx.send(r);
+    }
     loop {
         let mut creds = dir
             .load()?
@@ -114,8 +171,15 @@ pub async fn run(
         let wait = match connected {
             Ok(session) => {
                 let started = Instant::now();
-                match drive(session, &creds, dir, &sources, &mut shutdown).await {
+                match drive(session, &creds, dir, &sources, &mut updates, &mut shutdown).await {
                     Ended::Stopped => return Ok(()),
+                    Ended::Trial(trial) => {
+                        // Returns only when the new binary failed its trial.
+                        let rolled_back = crate::update::run_trial(dir, &creds, trial).await;
+                        let _ = updates.tx.send(rolled_back);
+                        backoff.reset();
+                        continue;
+                    }
                     Ended::Revoked(reason) => {
                         // A re-enrollment on this machine replaced the credentials:
                         // carry on with the new ones instead of stopping.
@@ -170,6 +234,7 @@ async fn drive(
     start_creds: &Credentials,
     dir: &ConfigDir,
     sources: &FactSources,
+    updates: &mut Updates,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
     let mut creds = start_creds.clone();
@@ -229,6 +294,32 @@ async fn drive(
     loop {
         tokio::select! {
             _ = &mut hub_silent => return Ended::Lost("nothing heard from the hub".to_owned()),
+            Some(report) = updates.rx.recv() => {
+                if let Err(e) = session.send(&report).await {
+                    // Sent again after the next hello.
+                    let _ = updates.tx.send(report);
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            prepared = async {
+                match updates.task.as_mut() {
+                    Some(t) => t.await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            }, if updates.task.is_some() => {
+                updates.task = None;
+                if let Some(trial) = prepared {
+                    // Say everything up to `installed` before the session closes.
+                    while let Ok(report) = updates.rx.try_recv() {
+                        if session.send(&report).await.is_err() {
+                            let _ = updates.tx.send(report);
+                            break;
+                        }
+                    }
+                    session.close().await;
+                    return Ended::Trial(trial);
+                }
+            }
             _ = &mut renewal => {
                 // The session carries on over its connection while the certificate
                 // is replaced; the hub accepts the previous one until it expires.
@@ -271,6 +362,12 @@ async fn drive(
                     return Ended::HubShutdown(Duration::from_millis(reconnect_within_ms));
                 }
                 Ok(Some(HubMessage::Welcome { .. })) => {}
+                Ok(Some(msg @ HubMessage::Update { .. })) => {
+                    if let Some(order) = crate::update::Order::from_message(&msg) {
+                        tracing::info!(version = %order.manifest.version, "update ordered by the hub");
+                        updates.start(order, &creds);
+                    }
+                }
                 Ok(None) => return Ended::Lost("the hub closed the session".to_owned()),
                 Err(e) => return Ended::Lost(e.to_string()),
             },

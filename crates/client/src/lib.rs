@@ -399,6 +399,43 @@ impl HubClient {
         self.get("/api/v1/agent/me").await
     }
 
+    /// GET `path` and stream the body into `out`, refusing more than `max_bytes`
+    /// (a release binary, whose size the signed manifest announced). Returns how many
+    /// bytes were written; `out` is synced. An error answer comes back typed.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut std::fs::File,
+        max_bytes: u64,
+    ) -> Result<u64> {
+        use std::io::Write as _;
+        let mut resp = self.send(self.http.get(self.url(path)), None).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = retry_after(&resp);
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &body, retry_after));
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("reading the download: {e}")))?
+        {
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Err(ClientError::Protocol(format!(
+                    "the download is larger than the {max_bytes} bytes announced"
+                )));
+            }
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
+        }
+        out.sync_all()
+            .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
+        Ok(written)
+    }
+
     /// GET a path and return the status and raw body (metrics, diagnostics).
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>)> {
         let resp = self.send(self.http.get(self.url(path)), None).await?;

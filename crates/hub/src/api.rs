@@ -15,8 +15,8 @@ use crate::auth::require;
 use crate::body_limit::{BodyBudget, bound_body};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, keys, renewal, sessions, system, tokens, updates,
-    users,
+    agent, agents, approvals, audit, download, enroll, keys, renewal, sessions, system, tokens,
+    updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -37,6 +37,12 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         (None, M::GET, "/api/v1/ca", get(system::ca)),
         (None, M::POST, "/api/v1/enroll", post(enroll::enroll)),
         (None, M::POST, "/api/v1/login", post(users::login)),
+        (
+            None,
+            M::GET,
+            "/api/v1/agent/download/{version}/{os}/{arch}",
+            get(download::download),
+        ),
         (None, M::POST, "/api/v1/logout", post(users::logout)),
         (agent, M::GET, "/api/v1/agent/me", get(agent::agent_me)),
         (

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod download;
 pub mod enroll;
 pub mod keys;
 pub mod renewal;
