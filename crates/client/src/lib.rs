@@ -379,6 +379,21 @@ impl HubClient {
         .await
     }
 
+    /// Ask a live agent to install a published release (admin, SPEC §10): the
+    /// order as sent. `agent_offline` when it has no session on this hub,
+    /// `no_release` when nothing fits its platform.
+    pub async fn update_agent(
+        &self,
+        id_or_name: &str,
+        req: &muster_proto::UpdateRequest,
+    ) -> Result<muster_proto::UpdateOrder> {
+        self.post(
+            &format!("/api/v1/agents/{}/update", path_segment(id_or_name)),
+            req,
+        )
+        .await
+    }
+
     /// The calling agent revokes itself (it is being uninstalled).
     pub async fn unenroll(&self) -> Result<()> {
         let resp = self

@@ -156,15 +156,6 @@ pub async fn order(
         allow_downgrade: req.allow_downgrade,
         deadline_s,
     };
-    if !state.sessions.send(&agent.id, message) {
-        return Err(ApiFailure::conflict(
-            codes::AGENT_OFFLINE,
-            format!(
-                "agent {:?} is offline (no live session on this hub)",
-                agent.name
-            ),
-        ));
-    }
     let now = now_ms();
     let audit = audit.at(now).details(serde_json::json!({
         "name": agent.name,
@@ -180,7 +171,24 @@ pub async fn order(
         message: String::new(),
         at: now,
     };
+    // Recorded before it is sent, so the agent's first report (which can come back
+    // at once) is never overwritten by the request.
+    let offline = || {
+        ApiFailure::conflict(
+            codes::AGENT_OFFLINE,
+            format!(
+                "agent {:?} is offline (no live session on this hub)",
+                agent.name
+            ),
+        )
+    };
+    if state.sessions.session_of(&agent.id).is_none() {
+        return Err(offline());
+    }
     state.store.record_update(&agent.id, &step, &audit).await?;
+    if !state.sessions.send(&agent.id, message) {
+        return Err(offline());
+    }
     Ok(UpdateOrder {
         agent_id: agent.id.clone(),
         name: agent.name.clone(),

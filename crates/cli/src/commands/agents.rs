@@ -56,6 +56,32 @@ enum AgentsCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// Update agents to a published release over their live sessions, in waves; a
+    /// wave with any failure stops the rollout (SPEC §10).
+    Update {
+        /// The agent's id or name (or use --label / --all).
+        name: Option<String>,
+        /// Every live agent with this label, k=v; repeatable (all must match).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Every live agent in the fleet.
+        #[arg(long)]
+        all: bool,
+        /// The release to install (default: the newest published for each agent's platform).
+        #[arg(long)]
+        version: Option<String>,
+        /// How many agents update at once (one wave).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_parallel: u32,
+        /// Allow installing a version older than the running one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// How long a new binary has to reach the hub before the agent rolls back.
+        #[arg(long, default_value = "2m", value_parser = crate::duration::parse_duration)]
+        deadline: std::time::Duration,
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 /// One word of `agents label`.
@@ -157,6 +183,30 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
                 )
             })
         }
+        AgentsCommand::Update {
+            name,
+            labels,
+            all,
+            version,
+            max_parallel,
+            allow_downgrade,
+            deadline,
+            format,
+        } => {
+            let rollout = super::rollout::Rollout {
+                name,
+                labels,
+                all,
+                max_parallel: max_parallel as usize,
+                order: super::rollout::Order {
+                    version,
+                    allow_downgrade,
+                    deadline,
+                },
+                format,
+            };
+            super::rollout::run(&client, rollout).await
+        }
     }
 }
 
@@ -170,6 +220,7 @@ fn agents_table(agents: &[AgentInfo]) -> String {
                 a.status.to_string(),
                 a.hostname.clone(),
                 a.ip.clone(),
+                version_cell(a),
                 time_or(a.last_seen_at.as_deref(), "never"),
                 labels(&a.labels),
             ]
@@ -182,11 +233,28 @@ fn agents_table(agents: &[AgentInfo]) -> String {
             "STATUS",
             "HOSTNAME",
             "IP",
+            "VERSION",
             "LAST SEEN",
             "LABELS",
         ],
         &rows,
     )
+}
+
+/// The version, marked when outdated or when its last update failed.
+fn version_cell(a: &AgentInfo) -> String {
+    let mut cell = a.agent_version.clone();
+    if a.outdated {
+        cell.push_str(" OUTDATED");
+    }
+    if let Some(u) = a
+        .update
+        .as_ref()
+        .filter(|u| super::rollout::is_failure(u.phase))
+    {
+        cell.push_str(&format!(" ({} {})", u.phase, u.version));
+    }
+    cell
 }
 
 fn agent_text(a: &AgentInfo) -> String {
@@ -198,7 +266,15 @@ fn agent_text(a: &AgentInfo) -> String {
         format!("IP:            {}", a.ip),
         format!("OS:            {}", a.os_info),
         format!("Arch:          {}", a.arch),
-        format!("Agent version: {}", a.agent_version),
+        format!(
+            "Agent version: {}{}",
+            a.agent_version,
+            if a.outdated { " (outdated)" } else { "" }
+        ),
+        format!(
+            "Last update:   {}",
+            super::rollout::update_line(a).unwrap_or_else(|| "never".to_owned())
+        ),
         format!("Labels:        {}", labels(&a.labels)),
         format!("Enrolled:      {}", time(&a.enrolled_at)),
         format!(
