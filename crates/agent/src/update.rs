@@ -450,7 +450,6 @@ pub fn recover(dir: &ConfigDir) -> Vec<AgentMessage> {
         TrialState::Confirmed => {
             let _ = dir.clear_update_trial();
             if running == v {
-                let _ = std::fs::remove_file(previous_of(&trial.exe));
                 vec![report(
                     UpdatePhase::Completed,
                     &v,

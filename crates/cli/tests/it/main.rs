@@ -27,6 +27,7 @@ mod secrets;
 mod sessions;
 mod tokens;
 mod trust;
+mod update;
 mod users;
 
 use std::future::Future;

@@ -1,0 +1,343 @@
+//! Self-updates (SPEC §10 "Updates") with real agent processes: the test build of
+//! `muster`, copied into a temp dir (the cargo-built binary is never touched), runs
+//! `muster agent` against an in-process hub over real TLS. "A newer release" is a
+//! small sh stand-in that runs another copy of the same binary as another version
+//! (`MUSTER_TEST_VERSION`, honoured by debug builds only), signed with a key the
+//! agent trusts through `MUSTER_TEST_RELEASE_PUBKEY` (debug builds only).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use muster_proto::{AgentInfo, UpdatePhase, UpdateRequest};
+use muster_release::{ReleaseDir, SigningKey, this_arch, this_os};
+use muster_testkit::{Backend, TestAgent, TestHub};
+
+use crate::enrolled;
+
+const BIN: &str = env!("CARGO_BIN_EXE_muster");
+const RUNNING: &str = env!("CARGO_PKG_VERSION");
+
+async fn hub() -> TestHub {
+    TestHub::start_with(&Backend::Sqlite, |o| {
+        o.heartbeat_interval = Duration::from_secs(1);
+    })
+    .await
+}
+
+/// One machine: its own copy of the binary, enrolled, running `muster agent`.
+struct Machine {
+    tmp: tempfile::TempDir,
+    exe: PathBuf,
+    agent: TestAgent,
+    id: String,
+    child: Child,
+}
+
+impl Machine {
+    /// Enroll `name` and start its agent; `key` is the release key it trusts
+    /// (`None`: a build without one).
+    async fn start(hub: &TestHub, name: &str, key: Option<&SigningKey>) -> Machine {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("bin")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("real")).unwrap();
+        let exe = tmp.path().join("bin/muster");
+        std::fs::copy(BIN, &exe).unwrap();
+        // What the stand-ins run: another copy, so a swapped `exe` is never their target.
+        std::fs::copy(BIN, tmp.path().join("real/muster")).unwrap();
+        let (agent, id) = enrolled(hub, name).await;
+        let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+        let mut cmd = Command::new(&exe);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MUSTER_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["agent", "--config-dir"])
+            .arg(agent.dir.path())
+            .env("MUSTER_HOST_HOSTNAME_FILE", agent.root().join("hostname"))
+            .env(
+                "MUSTER_HOST_OS_RELEASE_FILE",
+                agent.root().join("os-release"),
+            )
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(k) = key {
+            cmd.env("MUSTER_TEST_RELEASE_PUBKEY", k.public_key().to_string());
+        }
+        let child = cmd.spawn().unwrap();
+        let m = Machine {
+            tmp,
+            exe,
+            agent,
+            id,
+            child,
+        };
+        m.wait(hub, "agent online", |a| a.status == "online").await;
+        m
+    }
+
+    /// A stand-in release: a script that runs the real binary as `version`.
+    fn stand_in(&self, version: &str) -> PathBuf {
+        let real = self.tmp.path().join("real/muster");
+        self.script(
+            &format!("standin-{version}"),
+            &format!(
+                "#!/bin/sh\nMUSTER_TEST_VERSION={version} exec {} \"$@\"\n",
+                real.display()
+            ),
+        )
+    }
+
+    fn script(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    async fn wait(&self, hub: &TestHub, what: &str, ok: impl Fn(&AgentInfo) -> bool) -> AgentInfo {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = hub.admin().agent(&self.id).await.unwrap();
+            if ok(&a) {
+                return a;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.tmp.path().join("agent.log")).unwrap_or_default();
+                panic!("waited 30 s for {what}; agent is {a:?}\nagent log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Wait for the update to end; its final phase and message.
+    async fn outcome(&self, hub: &TestHub, version: &str) -> (UpdatePhase, String) {
+        let a = self
+            .wait(hub, "a final update report", |a| {
+                a.update
+                    .as_ref()
+                    .is_some_and(|u| u.phase.is_final() && u.version == version)
+            })
+            .await;
+        let u = a.update.unwrap();
+        (u.phase, u.message)
+    }
+
+    fn exe_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.exe).unwrap()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sign `file` as `version` for this platform with `key` and publish it on `hub`.
+fn publish(hub: &TestHub, key: &SigningKey, file: &Path, version: &str) {
+    let m = key
+        .sign_file(file, version, this_os(), this_arch())
+        .unwrap();
+    ReleaseDir::new(hub.data_dir.join("releases"))
+        .publish(&m, file)
+        .unwrap();
+}
+
+fn order(version: Option<&str>, allow_downgrade: bool, deadline_s: u64) -> UpdateRequest {
+    UpdateRequest {
+        version: version.map(str::to_owned),
+        allow_downgrade,
+        deadline_s: Some(deadline_s),
+    }
+}
+
+fn update_actions(actions: &[String]) -> Vec<&str> {
+    actions
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.starts_with("agent.update."))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_updates_itself_and_comes_back_as_the_new_version() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let mut m = Machine::start(&hub, "upd-ok", Some(&key)).await;
+    let original = m.exe_bytes();
+    let stand_in = m.stand_in("0.2.0");
+    publish(&hub, &key, &stand_in, "0.2.0");
+    assert!(hub.admin().agent(&m.id).await.unwrap().outdated);
+
+    let sent = hub
+        .admin()
+        .update_agent(&m.id, &order(None, false, 30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (sent.from_version.as_str(), sent.version.as_str()),
+        (RUNNING, "0.2.0")
+    );
+    let (phase, message) = m.outcome(&hub, "0.2.0").await;
+    assert_eq!(phase, UpdatePhase::Completed, "{message}");
+    let a = m
+        .wait(&hub, "online as 0.2.0", |a| {
+            a.status == "online" && a.agent_version == "0.2.0"
+        })
+        .await;
+    assert!(!a.outdated);
+    assert_eq!(m.exe_bytes(), std::fs::read(&stand_in).unwrap());
+    assert_eq!(
+        std::fs::read(m.exe.with_file_name("muster.previous")).unwrap(),
+        original,
+        "the previous binary is kept beside the new one"
+    );
+    // Same process, replaced in place (exec): the PID a service manager tracks.
+    assert!(m.child.try_wait().unwrap().is_none());
+    let actions = hub.audit_actions().await;
+    assert_eq!(
+        update_actions(&actions),
+        [
+            "agent.update.requested",
+            "agent.update.started",
+            "agent.update.verified",
+            "agent.update.installed",
+            "agent.update.completed"
+        ],
+        "{actions:?}"
+    );
+    // Asking again for the version it runs: nothing to do, no exec loop.
+    hub.admin()
+        .update_agent(&m.id, &order(Some("0.2.0"), false, 30))
+        .await
+        .unwrap();
+    let (phase, _) = m.outcome(&hub, "0.2.0").await;
+    assert_eq!(phase, UpdatePhase::Skipped);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bad_signatures_missing_keys_and_downgrades_are_refused_with_nothing_changed() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let (other, _) = SigningKey::generate().unwrap();
+    let m = Machine::start(&hub, "upd-refuse", Some(&key)).await;
+    let keyless = Machine::start(&hub, "upd-nokey", None).await;
+    let original = m.exe_bytes();
+
+    // Signed by a key the agent does not trust.
+    publish(&hub, &other, &m.stand_in("0.3.0"), "0.3.0");
+    hub.admin()
+        .update_agent(&m.id, &order(Some("0.3.0"), false, 30))
+        .await
+        .unwrap();
+    let (phase, why) = m.outcome(&hub, "0.3.0").await;
+    assert_eq!(phase, UpdatePhase::Refused);
+    assert!(why.contains("does not verify"), "{why}");
+    assert_eq!(m.exe_bytes(), original);
+
+    // A build without a release key refuses every update (fail closed).
+    hub.admin()
+        .update_agent(&keyless.id, &order(Some("0.3.0"), false, 30))
+        .await
+        .unwrap();
+    let (phase, why) = keyless.outcome(&hub, "0.3.0").await;
+    assert_eq!(phase, UpdatePhase::Refused);
+    assert!(why.contains("without a release key"), "{why}");
+    assert_eq!(keyless.exe_bytes(), original);
+
+    // Older than the running version: refused unless allowed.
+    let old = m.stand_in("0.0.1");
+    publish(&hub, &key, &old, "0.0.1");
+    hub.admin()
+        .update_agent(&m.id, &order(Some("0.0.1"), false, 30))
+        .await
+        .unwrap();
+    let (phase, why) = m.outcome(&hub, "0.0.1").await;
+    assert_eq!(phase, UpdatePhase::Refused);
+    assert!(why.contains("--allow-downgrade"), "{why}");
+    assert_eq!(m.exe_bytes(), original);
+    hub.admin()
+        .update_agent(&m.id, &order(Some("0.0.1"), true, 30))
+        .await
+        .unwrap();
+    let (phase, why) = m.outcome(&hub, "0.0.1").await;
+    assert_eq!(phase, UpdatePhase::Completed, "{why}");
+    m.wait(&hub, "online as 0.0.1", |a| a.agent_version == "0.0.1")
+        .await;
+
+    let actions = hub.audit_actions().await;
+    assert_eq!(
+        update_actions(&actions)
+            .iter()
+            .filter(|a| **a == "agent.update.refused")
+            .count(),
+        3,
+        "{actions:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_binary_that_never_reaches_the_hub_is_rolled_back() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let m = Machine::start(&hub, "upd-rollback", Some(&key)).await;
+    let original = m.exe_bytes();
+    let dud = m.script("dud", "#!/bin/sh\nexec sleep 600\n");
+    publish(&hub, &key, &dud, "0.2.0");
+    hub.admin()
+        .update_agent(&m.id, &order(None, false, 3))
+        .await
+        .unwrap();
+    let (phase, why) = m.outcome(&hub, "0.2.0").await;
+    assert_eq!(phase, UpdatePhase::RolledBack);
+    assert!(why.contains("deadline"), "{why}");
+    assert_eq!(m.exe_bytes(), original, "the original binary is back");
+    let a = m.wait(&hub, "back online", |a| a.status == "online").await;
+    assert_eq!(a.agent_version, RUNNING);
+    let actions = hub.audit_actions().await;
+    assert!(
+        update_actions(&actions).contains(&"agent.update.rolled_back"),
+        "{actions:?}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_stops_after_a_failing_wave() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    // Waves go in name order: the keyless one fails first.
+    let first = Machine::start(&hub, "wave-a", None).await;
+    let second = Machine::start(&hub, "wave-b", Some(&key)).await;
+    publish(&hub, &key, &second.stand_in("0.2.0"), "0.2.0");
+    let mut cli = Command::new(BIN);
+    cli.args(["agents", "update", "--all", "--max-parallel", "1", "--json"])
+        .args(["--deadline", "20s", "--hub", &hub.url, "--api-key"])
+        .arg(&hub.admin_key)
+        .args(["--ca-hash", &hub.ca_hash.to_string()])
+        .env("XDG_CONFIG_HOME", first.tmp.path().join("xdg"))
+        .current_dir(first.tmp.path());
+    // The hub runs on this test's runtime: wait for the CLI off it.
+    let out = tokio::task::spawn_blocking(move || cli.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 agent(s) left untouched"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcomes"][0]["name"], "wave-a");
+    assert_eq!(report["outcomes"][0]["outcome"], "refused");
+    assert_eq!(report["untouched"], serde_json::json!(["wave-b"]));
+    let b = hub.admin().agent(&second.id).await.unwrap();
+    assert!(b.update.is_none(), "{b:?}");
+    hub.stop().await;
+}
