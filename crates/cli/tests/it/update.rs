@@ -30,7 +30,8 @@ async fn hub() -> TestHub {
 struct Machine {
     tmp: tempfile::TempDir,
     exe: PathBuf,
-    agent: TestAgent,
+    /// Holds the machine's config dir for as long as it runs.
+    _agent: TestAgent,
     id: String,
     child: Child,
 }
@@ -72,7 +73,7 @@ impl Machine {
         let m = Machine {
             tmp,
             exe,
-            agent,
+            _agent: agent,
             id,
             child,
         };
