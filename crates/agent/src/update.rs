@@ -498,7 +498,7 @@ pub fn recover(dir: &ConfigDir) -> Vec<AgentMessage> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -524,5 +524,59 @@ mod tests {
         restore(&exe).unwrap();
         assert_eq!(std::fs::read(&exe).unwrap(), b"old");
         assert!(!previous_of(&exe).exists());
+    }
+
+    fn trial(exe: &Path, version: &str, state: TrialState) -> Trial {
+        Trial {
+            version: version.to_owned(),
+            previous_version: "0.0.1".to_owned(),
+            exe: exe.to_path_buf(),
+            deadline_ms: 0,
+            state,
+            reason: String::new(),
+        }
+    }
+
+    fn phase(m: &AgentMessage) -> UpdatePhase {
+        match m {
+            AgentMessage::UpdateStatus { phase, .. } => *phase,
+            other => panic!("not a report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_interrupted_trial_is_rolled_back_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("config"));
+        let exe = tmp.path().join("muster");
+        std::fs::write(&exe, b"new").unwrap();
+        std::fs::write(previous_of(&exe), b"old").unwrap();
+        // Not the running version: this process is not the binary on trial.
+        dir.store_update_trial(&trial(&exe, "99.0.0", TrialState::Trial))
+            .unwrap();
+        let reports = recover(&dir);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(phase(&reports[0]), UpdatePhase::RolledBack);
+        assert_eq!(std::fs::read(&exe).unwrap(), b"old");
+        assert!(dir.load_update_trial::<Trial>().unwrap().is_none());
+        assert!(recover(&dir).is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_confirmed_trial_reports_completed_once_the_new_version_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("config"));
+        let exe = tmp.path().join("muster");
+        std::fs::write(&exe, b"new").unwrap();
+        let running = muster_release::running_version();
+        dir.store_update_trial(&trial(&exe, &running, TrialState::Confirmed))
+            .unwrap();
+        let reports = recover(&dir);
+        assert_eq!(phase(&reports[0]), UpdatePhase::Completed);
+        assert_eq!(std::fs::read(&exe).unwrap(), b"new");
+        // Confirmed, yet another version runs: the update failed.
+        dir.store_update_trial(&trial(&exe, "99.0.0", TrialState::Confirmed))
+            .unwrap();
+        assert_eq!(phase(&recover(&dir)[0]), UpdatePhase::Failed);
     }
 }
