@@ -10,6 +10,7 @@ pub mod service;
 pub mod session;
 pub mod status;
 pub mod update;
+pub mod update_cmd;
 
 pub use enroll::{EnrollOptions, EnrollReport, enroll};
 pub use status::{Status, status};

@@ -124,7 +124,7 @@ pub enum TrialState {
     RolledBack,
 }
 
-fn previous_of(exe: &Path) -> PathBuf {
+pub(crate) fn previous_of(exe: &Path) -> PathBuf {
     let mut name = exe.file_name().unwrap_or_default().to_os_string();
     name.push(".previous");
     exe.with_file_name(name)
@@ -309,7 +309,7 @@ fn install(exe: &Path, new: &Path) -> Result<(), String> {
 }
 
 /// Put `<exe>.previous` back at `<exe>` (one rename); nothing to do without one.
-fn restore(exe: &Path) -> Result<(), String> {
+pub(crate) fn restore(exe: &Path) -> Result<(), String> {
     let previous = previous_of(exe);
     if !previous.exists() {
         return Ok(());

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 /// Exit status of `muster enroll` when the request waits for approval.
 const EXIT_PENDING: u8 = 4;
+/// Exit status of `muster update --check` when a newer release is available.
+const EXIT_UPDATE_AVAILABLE: u8 = 10;
 
 /// An ending with its own exit status, found by `main` with `downcast_ref`.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub enum Stop {
     Revoked(String),
     /// The enrollment request waits for an admin: not an error, not done either.
     Pending(String),
+    /// `muster update --check` found a newer release (already printed).
+    UpdateAvailable,
     /// Whoever read stdout closed it (`muster agents list | head -1`): nothing is
     /// left to say, so the command ends quietly and successfully.
     ClosedOutput,
@@ -26,6 +30,7 @@ impl fmt::Display for Stop {
         match self {
             Stop::Revoked(m) | Stop::Pending(m) => f.write_str(m),
             Stop::ClosedOutput => f.write_str("stdout was closed"),
+            Stop::UpdateAvailable => f.write_str("a newer release is available"),
         }
     }
 }
@@ -37,6 +42,7 @@ impl std::error::Error for Stop {}
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let (prefix, code) = match err.downcast_ref::<Stop>() {
         Some(Stop::ClosedOutput) => return ExitCode::SUCCESS,
+        Some(Stop::UpdateAvailable) => return ExitCode::from(EXIT_UPDATE_AVAILABLE),
         Some(Stop::Pending(_)) => ("", ExitCode::from(EXIT_PENDING)),
         Some(Stop::Revoked(_)) => (
             "error: ",

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     agent, agents, approvals, audit, bench, enroll, hub, keys, login, status, tokens, trust,
-    unenroll, users,
+    unenroll, update, users,
 };
 use crate::connection::{ConnectionArgs, LeadingConnection};
 
@@ -50,6 +50,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Run the agent: keep the live session with the hub (the service entry point).
     Agent(agent::AgentArgs),
+    /// Update this agent to the signed release its hub offers (`--check`: only compare).
+    Update(update::UpdateArgs),
     /// Trust rules: hostname globs and source networks that may enroll without a credential.
     Trust(trust::TrustArgs),
     /// Dashboard users (admin or member).
@@ -83,7 +85,8 @@ impl Command {
             | Command::Enroll(_)
             | Command::Unenroll(_)
             | Command::Status(_)
-            | Command::Agent(_) => None,
+            | Command::Agent(_)
+            | Command::Update(_) => None,
         }
     }
 }
@@ -225,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unenroll(args) => unenroll::exec(args).await,
         Command::Status(args) => status::exec(args).await,
         Command::Agent(args) => agent::exec(args).await,
+        Command::Update(args) => update::exec(args).await,
         Command::Trust(args) => trust::exec(args).await,
         Command::Users(args) => users::exec(args).await,
         Command::Keys(args) => keys::exec(args).await,

@@ -394,6 +394,38 @@ impl HubClient {
         .await
     }
 
+    /// The signed release the calling agent should install (`version`, else the
+    /// newest for its platform).
+    pub async fn update_offer(&self, version: Option<&str>) -> Result<muster_proto::UpdateOffer> {
+        match version {
+            Some(v) => {
+                self.get(&format!("/api/v1/agent/update?version={}", path_segment(v)))
+                    .await
+            }
+            None => self.get("/api/v1/agent/update").await,
+        }
+    }
+
+    /// Report a step of a self-update the calling agent ran outside its session.
+    pub async fn report_update(&self, report: &muster_proto::UpdateReport) -> Result<()> {
+        let resp = self
+            .send(
+                self.http
+                    .post(self.url("/api/v1/agent/update-status"))
+                    .json(report),
+                None,
+            )
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let retry_after = retry_after(&resp);
+            let body = resp.bytes().await.unwrap_or_default();
+            Err(api_error(status, &body, retry_after))
+        }
+    }
+
     /// The calling agent revokes itself (it is being uninstalled).
     pub async fn unenroll(&self) -> Result<()> {
         let resp = self

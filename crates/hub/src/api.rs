@@ -54,6 +54,18 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         (agent, M::POST, "/api/v1/agent/renew", post(renewal::renew)),
         (
             agent,
+            M::GET,
+            "/api/v1/agent/update",
+            get(updates::agent_offer),
+        ),
+        (
+            agent,
+            M::POST,
+            "/api/v1/agent/update-status",
+            post(updates::agent_report),
+        ),
+        (
+            agent,
             M::POST,
             "/api/v1/agent/unenroll",
             post(agent::unenroll),

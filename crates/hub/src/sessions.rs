@@ -165,7 +165,9 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                     }
                     Ok(AgentMessage::Hello { .. }) => {}
                     Ok(AgentMessage::UpdateStatus { phase, version, message }) => {
-                        crate::updates::record_report(&state, &agent, &running_version, peer, phase, &version, &message).await;
+                        if let Err(e) = crate::updates::record_report(&state, &agent, &running_version, peer, phase, &version, &message).await {
+                            tracing::info!(agent_id = %agent.id, error = %e.message, "update report not recorded");
+                        }
                     }
                     Err(_) => break "unreadable frame",
                 },

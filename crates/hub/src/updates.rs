@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use muster_proto::{HubMessage, UpdateOrder, UpdatePhase, UpdateRequest, codes};
+use muster_proto::{HubMessage, UpdateOffer, UpdateOrder, UpdatePhase, UpdateRequest, codes};
 use muster_release::Published;
 use muster_store::{AgentRecord, AgentUpdate};
 
@@ -77,30 +77,17 @@ pub fn outdated(state: &AppState, a: &AgentRecord) -> bool {
     )
 }
 
-/// Pick the release `req` asks for, send it over the agent's live session, and
-/// record and audit the request (`agent.update.requested`).
-pub async fn order(
+/// The signed release `agent` should install: `version`, or the newest published
+/// for its platform. 404 `no_release` when there is none; 409 when it is unsigned.
+pub fn offer(
     state: &AppState,
-    audit: muster_store::AuditEntry,
     agent: &AgentRecord,
-    req: &UpdateRequest,
-) -> ApiResult<UpdateOrder> {
-    if agent.state != muster_store::AgentState::Active || agent.cloned_at.is_some() {
-        return Err(ApiFailure::conflict(
-            codes::CONFLICT,
-            format!("agent {:?} is not live: it cannot be updated", agent.name),
-        ));
-    }
-    let deadline_s = req.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
-    if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
-        return Err(ApiFailure::bad_request(format!(
-            "deadline_s must be between 1 and {MAX_DEADLINE_S}"
-        )));
-    }
+    version: Option<&str>,
+) -> ApiResult<UpdateOffer> {
     let os = os_family(&agent.facts.os_info);
     let arch = agent.facts.arch.as_str();
     let platform = format!("{os}/{arch}");
-    let found = match &req.version {
+    let found = match version {
         Some(v) => {
             check_text("version", v, false)?;
             muster_release::parse_version(v).map_err(|e| ApiFailure::bad_request(e.to_string()))?;
@@ -113,7 +100,7 @@ pub async fn order(
         Ok(None) => {
             return Err(ApiFailure::not_found_code(
                 codes::NO_RELEASE,
-                match &req.version {
+                match version {
                     Some(v) => format!("no release {v} is published for {platform}"),
                     None => format!("no release is published for {platform}"),
                 },
@@ -145,6 +132,39 @@ pub async fn order(
         m.os,
         m.arch
     );
+    Ok(UpdateOffer {
+        version: m.version,
+        os: m.os,
+        arch: m.arch,
+        sha256: m.sha256,
+        size: m.size,
+        signature: m.signature,
+        url,
+    })
+}
+
+/// Pick the release `req` asks for, send it over the agent's live session, and
+/// record and audit the request (`agent.update.requested`).
+pub async fn order(
+    state: &AppState,
+    audit: muster_store::AuditEntry,
+    agent: &AgentRecord,
+    req: &UpdateRequest,
+) -> ApiResult<UpdateOrder> {
+    if agent.state != muster_store::AgentState::Active || agent.cloned_at.is_some() {
+        return Err(ApiFailure::conflict(
+            codes::CONFLICT,
+            format!("agent {:?} is not live: it cannot be updated", agent.name),
+        ));
+    }
+    let deadline_s = req.deadline_s.unwrap_or(DEFAULT_DEADLINE_S);
+    if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
+        return Err(ApiFailure::bad_request(format!(
+            "deadline_s must be between 1 and {MAX_DEADLINE_S}"
+        )));
+    }
+    let m = offer(state, agent, req.version.as_deref())?;
+    let platform = format!("{}/{}", m.os, m.arch);
     let message = HubMessage::Update {
         version: m.version.clone(),
         os: m.os.clone(),
@@ -152,7 +172,7 @@ pub async fn order(
         sha256: m.sha256.clone(),
         size: m.size,
         signature: m.signature.clone(),
-        url,
+        url: m.url.clone(),
         allow_downgrade: req.allow_downgrade,
         deadline_s,
     };
@@ -205,8 +225,8 @@ pub fn action(phase: UpdatePhase) -> String {
     format!("agent.update.{phase}")
 }
 
-/// Store and audit a step an agent reported over its session. What does not pass
-/// the checks is logged and dropped (a report is information, not a command).
+/// Store and audit a step an agent reported (over its session, or `muster update`
+/// over REST). A report that does not pass the checks is refused (400).
 pub async fn record_report(
     state: &AppState,
     agent: &AgentRecord,
@@ -215,13 +235,15 @@ pub async fn record_report(
     phase: UpdatePhase,
     version: &str,
     message: &str,
-) {
-    if phase == UpdatePhase::Requested
-        || check_text("update version", version, false).is_err()
-        || version.len() > 64
-    {
-        tracing::info!(agent_id = %agent.id, "update report refused: malformed");
-        return;
+) -> ApiResult<()> {
+    if phase == UpdatePhase::Requested {
+        return Err(ApiFailure::bad_request(
+            "an agent cannot report the phase requested",
+        ));
+    }
+    check_text("update version", version, false)?;
+    if version.len() > 64 {
+        return Err(ApiFailure::bad_request("update version is too long"));
     }
     let message = if message_ok(message) {
         message.to_owned()
@@ -249,9 +271,8 @@ pub async fn record_report(
         message,
         at: now,
     };
-    if let Err(e) = state.store.record_update(&agent.id, &step, &audit).await {
-        tracing::warn!(agent_id = %agent.id, error = %e, "could not record an update report");
-    }
+    state.store.record_update(&agent.id, &step, &audit).await?;
+    Ok(())
 }
 
 fn message_ok(m: &str) -> bool {

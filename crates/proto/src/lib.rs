@@ -411,6 +411,31 @@ pub struct UpdateRequest {
     pub deadline_s: Option<u64>,
 }
 
+/// `GET /api/v1/agent/update[?version=V]`: the signed release the calling agent
+/// should install (its platform; the newest unless asked for a version). The
+/// fields are the release manifest's, which the agent verifies itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateOffer {
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+    pub sha256: String,
+    pub size: u64,
+    pub signature: String,
+    pub url: String,
+}
+
+/// `POST /api/v1/agent/update-status`: a step of an update the agent ran outside a
+/// session (`muster update` on the machine).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateReport {
+    pub phase: UpdatePhase,
+    pub version: String,
+    #[serde(default)]
+    pub message: String,
+}
+
 /// Answer to `POST /api/v1/agents/{id}/update`: the order was sent to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateOrder {

@@ -15,4 +15,5 @@ pub mod status;
 pub mod tokens;
 pub mod trust;
 pub mod unenroll;
+pub mod update;
 pub mod users;

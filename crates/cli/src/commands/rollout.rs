@@ -171,7 +171,9 @@ async fn update_one(client: &HubClient, a: &AgentInfo, r: &Order) -> Outcome {
         match client.agent(&a.id).await {
             Ok(now) => {
                 if let Some(u) = now.update.filter(|u| {
-                    u.phase.is_final() && u.version == order.version && u.at >= order.requested_at
+                    u.phase.is_final()
+                        && u.version == order.version
+                        && not_before(&u.at, &order.requested_at)
                 }) {
                     outcome.outcome = u.phase.to_string();
                     outcome.reason = u.message;
@@ -191,6 +193,20 @@ async fn update_one(client: &HubClient, a: &AgentInfo, r: &Order) -> Outcome {
             return outcome;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether the time `at` is not before `since` (both RFC 3339 from the hub, whose
+/// text does not sort: fractions of a second are written only when not zero).
+fn not_before(at: &str, since: &str) -> bool {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    match (
+        OffsetDateTime::parse(at, &Rfc3339),
+        OffsetDateTime::parse(since, &Rfc3339),
+    ) {
+        (Ok(a), Ok(s)) => a >= s,
+        _ => true,
     }
 }
 
@@ -216,4 +232,19 @@ pub fn is_failure(phase: UpdatePhase) -> bool {
         phase,
         UpdatePhase::Refused | UpdatePhase::RolledBack | UpdatePhase::Failed
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_times_compare_as_times_not_text() {
+        assert!(not_before("2026-11-30T09:39:28.5Z", "2026-11-30T09:39:28Z"));
+        assert!(!not_before(
+            "2026-11-30T09:39:27.999Z",
+            "2026-11-30T09:39:28Z"
+        ));
+        assert!(not_before("2026-11-30T09:39:28Z", "2026-11-30T09:39:28Z"));
+    }
 }

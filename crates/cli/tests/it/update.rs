@@ -30,8 +30,7 @@ async fn hub() -> TestHub {
 struct Machine {
     tmp: tempfile::TempDir,
     exe: PathBuf,
-    /// Holds the machine's config dir for as long as it runs.
-    _agent: TestAgent,
+    agent: TestAgent,
     id: String,
     child: Child,
 }
@@ -73,7 +72,7 @@ impl Machine {
         let m = Machine {
             tmp,
             exe,
-            _agent: agent,
+            agent,
             id,
             child,
         };
@@ -340,5 +339,66 @@ async fn a_rollout_stops_after_a_failing_wave() {
     assert_eq!(report["untouched"], serde_json::json!(["wave-b"]));
     let b = hub.admin().agent(&second.id).await.unwrap();
     assert!(b.update.is_none(), "{b:?}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn muster_update_on_the_machine_checks_and_installs_what_the_hub_offers() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let m = Machine::start(&hub, "upd-local", Some(&key)).await;
+    let original = m.exe_bytes();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(&m.exe);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MUSTER_") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("update")
+            .args(args)
+            .arg("--config-dir")
+            .arg(m.agent.dir.path())
+            .env("MUSTER_TEST_RELEASE_PUBKEY", key.public_key().to_string());
+        // The hub runs on this test's runtime: wait for the command off it.
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let out = run(&["--check"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no release is published"),
+        "{out:?}"
+    );
+
+    let stand_in = m.stand_in("0.2.0");
+    publish(&hub, &key, &stand_in, "0.2.0");
+    let out = run(&["--check", "--json"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["available"], "0.2.0");
+    assert_eq!(check["running"], RUNNING);
+    assert_eq!(m.exe_bytes(), original, "--check changes nothing");
+
+    let out = run(&[]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("restart the agent"), "{stdout}");
+    assert_eq!(m.exe_bytes(), std::fs::read(&stand_in).unwrap());
+    assert_eq!(
+        std::fs::read(m.exe.with_file_name("muster.previous")).unwrap(),
+        original
+    );
+    let actions = hub.audit_actions().await;
+    assert_eq!(
+        update_actions(&actions),
+        [
+            "agent.update.started",
+            "agent.update.verified",
+            "agent.update.installed"
+        ],
+        "{actions:?}"
+    );
+    let a = hub.admin().agent(&m.id).await.unwrap();
+    assert_eq!(a.update.unwrap().phase, UpdatePhase::Installed);
     hub.stop().await;
 }

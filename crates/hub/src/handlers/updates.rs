@@ -1,14 +1,18 @@
-//! `POST /api/v1/agents/{id}/update` (SPEC §10 "Updates"): an admin asks a live
-//! agent to install a published release; the work is in `updates.rs`.
+//! Self-updates (SPEC §10 "Updates"): `POST /api/v1/agents/{id}/update`, where an
+//! admin asks a live agent to install a published release, and the calling agent's
+//! own `GET /api/v1/agent/update` (what to install) and `POST
+//! /api/v1/agent/update-status` (a step of `muster update`). The work is in
+//! `updates.rs`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use muster_proto::{UpdateOrder, UpdateRequest};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use muster_proto::{UpdateOffer, UpdateOrder, UpdateReport, UpdateRequest};
 
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, Caller, CallingAgent};
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
@@ -23,4 +27,36 @@ pub async fn update_agent(
     let order = crate::updates::order(&state, audit, &agent, &req).await?;
     tracing::info!(agent_id = %order.agent_id, version = %order.version, "update sent to agent");
     Ok(Json(order))
+}
+
+#[derive(serde::Deserialize)]
+pub struct OfferQuery {
+    version: Option<String>,
+}
+
+pub async fn agent_offer(
+    State(state): State<Arc<AppState>>,
+    calling: CallingAgent,
+    Query(q): Query<OfferQuery>,
+) -> ApiResult<Json<UpdateOffer>> {
+    crate::updates::offer(&state, &calling.agent, q.version.as_deref()).map(Json)
+}
+
+pub async fn agent_report(
+    State(state): State<Arc<AppState>>,
+    calling: CallingAgent,
+    ApiJson(r): ApiJson<UpdateReport>,
+) -> ApiResult<StatusCode> {
+    let a = &calling.agent;
+    crate::updates::record_report(
+        &state,
+        a,
+        &a.facts.agent_version,
+        calling.caller.source,
+        r.phase,
+        &r.version,
+        &r.message,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
