@@ -174,11 +174,16 @@ pub async fn run(
                 match drive(session, &creds, dir, &sources, &mut updates, &mut shutdown).await {
                     Ended::Stopped => return Ok(()),
                     Ended::Trial(trial) => {
-                        // Returns only when the new binary failed its trial.
-                        let rolled_back = crate::update::run_trial(dir, &creds, trial).await;
-                        let _ = updates.tx.send(rolled_back);
-                        backoff.reset();
-                        continue;
+                        // Returns only when the new binary failed its trial (or we
+                        // are stopping): the previous binary is back either way.
+                        match crate::update::run_trial(dir, &creds, trial, &mut shutdown).await {
+                            crate::update::TrialEnd::RolledBack(report) => {
+                                let _ = updates.tx.send(report);
+                                backoff.reset();
+                                continue;
+                            }
+                            crate::update::TrialEnd::Stopped => return Ok(()),
+                        }
                     }
                     Ended::Revoked(reason) => {
                         // A re-enrollment on this machine replaced the credentials:

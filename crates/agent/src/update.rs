@@ -327,11 +327,65 @@ fn own_args() -> Vec<std::ffi::OsString> {
     std::env::args_os().skip(1).collect()
 }
 
+/// How a trial that did not become the new binary ended.
+pub enum TrialEnd {
+    /// The previous binary is back; send this report once reconnected.
+    RolledBack(AgentMessage),
+    /// Our shutdown signal came first: the previous binary is back, and the next
+    /// start reports the rollback (the trial file says so).
+    Stopped,
+}
+
 /// Run the new binary as a child until the hub reports this agent online with the
 /// new version, then become it (exec, same PID: a service manager keeps tracking
-/// it). Returns only when the trial failed: the previous binary is back, and the
-/// answer is the report to send once reconnected.
-pub async fn run_trial(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -> AgentMessage {
+/// it). Returns only when the trial failed or the agent is stopping; either way the
+/// previous binary is back.
+pub async fn run_trial(
+    dir: &ConfigDir,
+    creds: &Credentials,
+    trial: Trial,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> TrialEnd {
+    let judged = tokio::select! {
+        end = judge(dir, creds, trial.clone()) => return TrialEnd::RolledBack(end),
+        _ = shutdown => trial,
+    };
+    // `judge` was dropped mid-way: its child was killed with it (`TrialChild`).
+    let report = roll_back(
+        dir,
+        &judged,
+        None,
+        "the agent was stopped during the trial".to_owned(),
+    );
+    if let AgentMessage::UpdateStatus { message, .. } = report {
+        let _ = dir.store_update_trial(&Trial {
+            state: TrialState::RolledBack,
+            reason: message,
+            ..judged
+        });
+    }
+    TrialEnd::Stopped
+}
+
+/// Kills the trial child when dropped, however the trial ends.
+struct TrialChild(Option<Child>);
+
+impl TrialChild {
+    fn take(&mut self) -> Option<Child> {
+        self.0.take()
+    }
+}
+
+impl Drop for TrialChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn judge(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -> AgentMessage {
     let v = trial.version.clone();
     if let Err(e) = dir.store_update_trial(&trial) {
         return roll_back(dir, &trial, None, format!("cannot record the trial: {e}"));
@@ -342,7 +396,7 @@ pub async fn run_trial(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -
         .stdin(Stdio::null())
         .spawn();
     let mut child = match child {
-        Ok(c) => c,
+        Ok(c) => TrialChild(Some(c)),
         Err(e) => {
             return roll_back(
                 dir,
@@ -354,7 +408,7 @@ pub async fn run_trial(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -
     };
     let client = match agent_client(creds, Duration::from_secs(5)) {
         Ok(c) => c,
-        Err(e) => return roll_back(dir, &trial, Some(child), e.to_string()),
+        Err(e) => return roll_back(dir, &trial, child.take(), e.to_string()),
     };
     tracing::info!(version = %v, "trying the new binary");
     loop {
@@ -363,9 +417,10 @@ pub async fn run_trial(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -
                 "the new binary did not reach the hub within the deadline; restored {}",
                 trial.previous_version
             );
-            return roll_back(dir, &trial, Some(child), why);
+            return roll_back(dir, &trial, child.take(), why);
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        let exited = child.0.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
             let why = format!(
                 "the new binary exited ({status}) before reaching the hub; restored {}",
                 trial.previous_version
@@ -385,12 +440,11 @@ pub async fn run_trial(dir: &ConfigDir, creds: &Credentials, mut trial: Trial) -
         return roll_back(
             dir,
             &trial,
-            Some(child),
+            child.take(),
             format!("cannot record the trial: {e}"),
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     tracing::info!(version = %v, "the new binary reached the hub; running it");
     let err = exec_self(&trial.exe);
     // Still here: the exec failed, and the binary on disk is the new one.
