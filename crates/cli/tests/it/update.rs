@@ -32,7 +32,9 @@ struct Machine {
     exe: PathBuf,
     agent: TestAgent,
     id: String,
-    child: Child,
+    /// The release key it trusts (`MUSTER_TEST_RELEASE_PUBKEY`), if any.
+    key: Option<String>,
+    child: Option<Child>,
 }
 
 impl Machine {
@@ -47,37 +49,48 @@ impl Machine {
         // What the stand-ins run: another copy, so a swapped `exe` is never their target.
         std::fs::copy(BIN, tmp.path().join("real/muster")).unwrap();
         let (agent, id) = enrolled(hub, name).await;
-        let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
-        let mut cmd = Command::new(&exe);
+        let mut m = Machine {
+            tmp,
+            exe,
+            agent,
+            id,
+            key: key.map(|k| k.public_key().to_string()),
+            child: None,
+        };
+        m.spawn();
+        m.wait(hub, "agent online", |a| a.status == "online").await;
+        m
+    }
+
+    /// Start `muster agent` (again), logging to `agent.log`.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("agent.log"))
+            .unwrap();
+        let mut cmd = Command::new(&self.exe);
         for (k, _) in std::env::vars() {
             if k.starts_with("MUSTER_") {
                 cmd.env_remove(k);
             }
         }
+        let root = self.agent.root();
         cmd.args(["agent", "--config-dir"])
-            .arg(agent.dir.path())
-            .env("MUSTER_HOST_HOSTNAME_FILE", agent.root().join("hostname"))
-            .env(
-                "MUSTER_HOST_OS_RELEASE_FILE",
-                agent.root().join("os-release"),
-            )
-            .env("RUST_LOG", "info")
+            .arg(self.agent.dir.path())
+            .env("MUSTER_HOST_HOSTNAME_FILE", root.join("hostname"))
+            .env("MUSTER_HOST_OS_RELEASE_FILE", root.join("os-release"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if let Some(k) = key {
-            cmd.env("MUSTER_TEST_RELEASE_PUBKEY", k.public_key().to_string());
+        if let Some(k) = &self.key {
+            cmd.env("MUSTER_TEST_RELEASE_PUBKEY", k);
         }
-        let child = cmd.spawn().unwrap();
-        let m = Machine {
-            tmp,
-            exe,
-            agent,
-            id,
-            child,
-        };
-        m.wait(hub, "agent online", |a| a.status == "online").await;
-        m
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// A stand-in release: a script that runs the real binary as `version`.
@@ -135,8 +148,10 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -200,7 +215,7 @@ async fn an_agent_updates_itself_and_comes_back_as_the_new_version() {
         "the previous binary is kept beside the new one"
     );
     // Same process, replaced in place (exec): the PID a service manager tracks.
-    assert!(m.child.try_wait().unwrap().is_none());
+    assert!(m.child.as_mut().unwrap().try_wait().unwrap().is_none());
     let actions = hub.audit_actions().await;
     assert_eq!(
         update_actions(&actions),
@@ -308,6 +323,50 @@ async fn a_new_binary_that_never_reaches_the_hub_is_rolled_back() {
         update_actions(&actions).contains(&"agent.update.rolled_back"),
         "{actions:?}"
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_stopped_during_the_trial_comes_back_on_the_previous_binary() {
+    let hub = hub().await;
+    let (key, _) = SigningKey::generate().unwrap();
+    let mut m = Machine::start(&hub, "upd-stopped", Some(&key)).await;
+    let original = m.exe_bytes();
+    let dud = m.script("dud", "#!/bin/sh\nexec sleep 600\n");
+    publish(&hub, &key, &dud, "0.2.0");
+    hub.admin()
+        .update_agent(&m.id, &order(None, false, 60))
+        .await
+        .unwrap();
+    m.wait(&hub, "the trial", |a| {
+        a.update
+            .as_ref()
+            .is_some_and(|u| u.phase == UpdatePhase::Installed)
+    })
+    .await;
+    assert_eq!(m.exe_bytes(), std::fs::read(&dud).unwrap());
+    // What a service manager's stop does.
+    let pid = m.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = m.child.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(m.exe_bytes(), original, "the previous binary is back");
+
+    m.spawn();
+    let (phase, why) = m.outcome(&hub, "0.2.0").await;
+    assert_eq!(phase, UpdatePhase::RolledBack);
+    assert!(why.contains("stopped during the trial"), "{why}");
+    let a = m.wait(&hub, "back online", |a| a.status == "online").await;
+    assert_eq!(a.agent_version, RUNNING);
     hub.stop().await;
 }
 
