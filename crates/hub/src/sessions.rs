@@ -146,6 +146,8 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     let deadline = tokio::time::sleep(silence);
     tokio::pin!(deadline);
     let mut beats: u64 = 0;
+    // Each report is a write and an audit entry: a session gets a bounded number.
+    let mut update_reports: u32 = 0;
     let reason = loop {
         tokio::select! {
             _ = &mut deadline => break "heartbeats stopped",
@@ -164,7 +166,11 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                         beats += 1;
                     }
                     Ok(AgentMessage::Hello { .. }) => {}
+                    Ok(AgentMessage::UpdateStatus { .. }) if update_reports >= MAX_UPDATE_REPORTS => {
+                        tracing::info!(agent_id = %agent.id, "update report ignored: too many in one session");
+                    }
                     Ok(AgentMessage::UpdateStatus { phase, version, message }) => {
+                        update_reports += 1;
                         if let Err(e) = crate::updates::record_report(&state, &agent, &running_version, peer, phase, &version, &message).await {
                             tracing::info!(agent_id = %agent.id, error = %e.message, "update report not recorded");
                         }
@@ -226,6 +232,10 @@ pub async fn follow_changes(
         }
     }
 }
+
+/// Update reports one session may make (an update makes at most five; a few
+/// updates in one long session stay well inside).
+const MAX_UPDATE_REPORTS: u32 = 100;
 
 const CREDENTIALS_ENDED: &str = "the agent's credentials were revoked or replaced";
 

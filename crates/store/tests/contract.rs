@@ -361,6 +361,50 @@ async fn label_edits_apply_to_what_the_agent_holds_or_change_nothing() {
 }
 
 #[tokio::test]
+async fn update_steps_are_stored_on_the_agent_with_their_audit_entry() {
+    for (store, scratch) in stores().await {
+        store
+            .enroll(&write("a1", "web", EnrollMode::New, None, 1))
+            .await
+            .unwrap();
+        assert_eq!(store.get_agent("a1").await.unwrap().unwrap().update, None);
+        let entries = store.verify_audit().await.unwrap().count;
+        for (phase, at) in [("requested", 2), ("refused", 3)] {
+            let step = AgentUpdate {
+                phase: phase.to_owned(),
+                version: "0.2.0".to_owned(),
+                message: format!("{phase} for a reason"),
+                at,
+            };
+            store
+                .record_update("a1", &step, &audit(&format!("agent.update.{phase}")))
+                .await
+                .unwrap();
+            let a = store.get_agent("a1").await.unwrap().unwrap();
+            assert_eq!(a.update, Some(step));
+        }
+        assert_eq!(store.verify_audit().await.unwrap().count, entries + 2);
+        let step = AgentUpdate {
+            phase: "started".to_owned(),
+            version: "0.2.0".to_owned(),
+            message: String::new(),
+            at: 4,
+        };
+        let gone = store
+            .record_update("nobody", &step, &audit("agent.update.started"))
+            .await;
+        assert!(matches!(gone, Err(StoreError::NotFound)), "{gone:?}");
+        assert_eq!(
+            store.verify_audit().await.unwrap().count,
+            entries + 2,
+            "nothing written"
+        );
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
 async fn meta_is_written_once_and_enrollment_ids_are_unique() {
     for (store, scratch) in stores().await {
         assert!(store.init_meta(&[("k", "v1".into())]).await.unwrap());

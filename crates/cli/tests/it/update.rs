@@ -461,3 +461,94 @@ async fn muster_update_on_the_machine_checks_and_installs_what_the_hub_offers() 
     assert_eq!(a.update.unwrap().phase, UpdatePhase::Installed);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_hub_refuses_orders_it_cannot_carry_out_and_reports_it_cannot_store() {
+    let hub = hub().await;
+    let (agent, id) = enrolled(&hub, "upd-hub").await;
+    let admin = hub.admin();
+    // Nothing published for its platform.
+    let e = admin.update_agent(&id, &order(None, false, 30)).await;
+    assert_eq!(crate::code(e), "no_release");
+    let (key, _) = SigningKey::generate().unwrap();
+    let file = agent.root().join("release");
+    std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+    publish(&hub, &key, &file, "0.2.0");
+    let e = admin
+        .update_agent(&id, &order(Some("0.3.0"), false, 30))
+        .await;
+    assert_eq!(crate::code(e), "no_release");
+    // Published, but the agent has no session here.
+    let e = admin.update_agent(&id, &order(None, false, 30)).await;
+    assert_eq!(crate::code(e), "agent_offline");
+    let e = admin.update_agent(&id, &order(None, false, 0)).await;
+    assert_eq!(crate::code(e), "invalid_request");
+    let e = admin.update_agent("nobody", &order(None, false, 30)).await;
+    assert_eq!(crate::code(e), "not_found");
+    // An unsigned release is never offered: agents would refuse it anyway.
+    let unsigned = muster_release::Manifest {
+        signature: String::new(),
+        ..key
+            .sign_file(&file, "0.4.0", this_os(), this_arch())
+            .unwrap()
+    };
+    ReleaseDir::new(hub.data_dir.join("releases"))
+        .publish(&unsigned, &file)
+        .unwrap();
+    let e = admin
+        .update_agent(&id, &order(Some("0.4.0"), false, 30))
+        .await;
+    assert_eq!(crate::code(e), "no_release");
+
+    // What the agent may ask and report for itself.
+    let me = agent.client();
+    // The newest is the unsigned one: nothing to offer until it is signed.
+    assert_eq!(crate::code(me.update_offer(None).await), "no_release");
+    let offer = me.update_offer(Some("0.2.0")).await.unwrap();
+    assert_eq!(
+        (offer.version.as_str(), offer.os.as_str()),
+        ("0.2.0", this_os())
+    );
+    assert!(offer.url.ends_with(&format!(
+        "/api/v1/agent/download/0.2.0/{}/{}",
+        this_os(),
+        this_arch()
+    )));
+    let report = |phase, version: &str, message: &str| muster_proto::UpdateReport {
+        phase,
+        version: version.to_owned(),
+        message: message.to_owned(),
+    };
+    for bad in [
+        report(UpdatePhase::Requested, "0.2.0", ""),
+        report(UpdatePhase::Started, "0.2.0\u{202E}", ""),
+        report(UpdatePhase::Started, "", ""),
+    ] {
+        let e = me.report_update(&bad).await;
+        assert_eq!(crate::code(e), "invalid_request", "{bad:?}");
+    }
+    me.report_update(&report(UpdatePhase::Failed, "0.2.0", "disk\nfull"))
+        .await
+        .unwrap();
+    let u = admin.agent(&id).await.unwrap().update.unwrap();
+    assert_eq!(u.phase, UpdatePhase::Failed);
+    assert!(u.message.contains("dropped"), "{u:?}");
+    // The download needs no credentials and serves exactly the published file.
+    let (status, body) = hub
+        .anonymous()
+        .get_raw(&format!(
+            "/api/v1/agent/download/0.2.0/{}/{}",
+            this_os(),
+            this_arch()
+        ))
+        .await
+        .unwrap();
+    assert_eq!((status, body), (200, b"#!/bin/sh\n".to_vec()));
+    let (status, _) = hub
+        .anonymous()
+        .get_raw("/api/v1/agent/download/0.2.0/linux/..%2F..")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    hub.stop().await;
+}
