@@ -47,6 +47,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether this outcome stops the rollout. An offline agent does not (nothing
+    /// was tried on it), but still makes the command fail at the end.
     fn failed(&self) -> bool {
         !matches!(self.outcome.as_str(), "completed" | "skipped" | "offline")
     }
@@ -115,6 +117,14 @@ pub async fn run(client: &HubClient, r: Rollout) -> Result<()> {
             "rollout stopped after a failed wave: {} agent(s) left untouched",
             report.untouched.len()
         );
+    }
+    let offline = report
+        .outcomes
+        .iter()
+        .filter(|o| o.outcome == "offline")
+        .count();
+    if offline > 0 {
+        bail!("{offline} agent(s) were offline and not updated");
     }
     Ok(())
 }
