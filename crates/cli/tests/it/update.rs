@@ -378,15 +378,19 @@ async fn a_rollout_stops_after_a_failing_wave() {
     let first = Machine::start(&hub, "wave-a", None).await;
     let second = Machine::start(&hub, "wave-b", Some(&key)).await;
     publish(&hub, &key, &second.stand_in("0.2.0"), "0.2.0");
-    let mut cli = Command::new(BIN);
-    cli.args(["agents", "update", "--all", "--max-parallel", "1", "--json"])
-        .args(["--deadline", "20s", "--hub", &hub.url, "--api-key"])
-        .arg(&hub.admin_key)
-        .args(["--ca-hash", &hub.ca_hash.to_string()])
-        .env("XDG_CONFIG_HOME", first.tmp.path().join("xdg"))
-        .current_dir(first.tmp.path());
-    // The hub runs on this test's runtime: wait for the CLI off it.
-    let out = tokio::task::spawn_blocking(move || cli.output().unwrap())
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(["agents", "update"])
+            .args(args)
+            .args(["--deadline", "20s", "--hub", &hub.url, "--api-key"])
+            .arg(&hub.admin_key)
+            .args(["--ca-hash", &hub.ca_hash.to_string()])
+            .env("XDG_CONFIG_HOME", first.tmp.path().join("xdg"))
+            .current_dir(first.tmp.path());
+        // The hub runs on this test's runtime: wait for the CLI off it.
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let out = cli(&["--all", "--max-parallel", "1", "--json"])
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -398,6 +402,15 @@ async fn a_rollout_stops_after_a_failing_wave() {
     assert_eq!(report["untouched"], serde_json::json!(["wave-b"]));
     let b = hub.admin().agent(&second.id).await.unwrap();
     assert!(b.update.is_none(), "{b:?}");
+
+    // An agent with no session is reported, and the command fails.
+    let _asleep = enrolled(&hub, "wave-c").await;
+    let out = cli(&["wave-c"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stdout.contains("offline"), "{stdout}");
+    assert!(stderr.contains("1 agent(s) were offline"), "{stderr}");
     hub.stop().await;
 }
 
