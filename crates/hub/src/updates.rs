@@ -11,7 +11,6 @@
 use std::net::IpAddr;
 
 use muster_proto::{HubMessage, UpdateOffer, UpdateOrder, UpdatePhase, UpdateRequest, codes};
-use muster_release::Published;
 use muster_store::{AgentRecord, AgentUpdate};
 
 use crate::audit::{AuditExt, entry};
@@ -55,26 +54,35 @@ pub fn os_family(os_info: &str) -> &'static str {
         .unwrap_or_else(muster_release::this_os)
 }
 
-/// The newest release published for the agent's platform, if any.
-fn latest_for(state: &AppState, a: &AgentRecord) -> Option<Published> {
-    state
-        .releases
-        .latest(os_family(&a.facts.os_info), &a.facts.arch)
-        .ok()
-        .flatten()
-}
+/// The newest version published per platform, read once per platform: a page of
+/// the fleet asks for many agents, mostly of a few platforms.
+#[derive(Default)]
+pub struct LatestReleases(std::collections::HashMap<(&'static str, String), Option<String>>);
 
-/// Whether the agent runs a version older than the newest release published for
-/// its platform, or than the hub itself when none is. Versions that do not parse
-/// are not called outdated (nothing to compare).
-pub fn outdated(state: &AppState, a: &AgentRecord) -> bool {
-    let newest = latest_for(state, a)
-        .map(|p| p.manifest.version)
-        .unwrap_or_else(muster_release::running_version);
-    matches!(
-        muster_release::compare_versions(&a.facts.agent_version, &newest),
-        Ok(std::cmp::Ordering::Less)
-    )
+impl LatestReleases {
+    /// Whether the agent runs a version older than the newest release published for
+    /// its platform, or than the hub itself when none is. Versions that do not parse
+    /// are not called outdated (nothing to compare).
+    pub fn outdated(&mut self, state: &AppState, a: &AgentRecord) -> bool {
+        let os = os_family(&a.facts.os_info);
+        let newest = self
+            .0
+            .entry((os, a.facts.arch.clone()))
+            .or_insert_with(|| {
+                state
+                    .releases
+                    .latest(os, &a.facts.arch)
+                    .ok()
+                    .flatten()
+                    .map(|p| p.manifest.version)
+            })
+            .clone()
+            .unwrap_or_else(muster_release::running_version);
+        matches!(
+            muster_release::compare_versions(&a.facts.agent_version, &newest),
+            Ok(std::cmp::Ordering::Less)
+        )
+    }
 }
 
 /// The signed release `agent` should install: `version`, or the newest published

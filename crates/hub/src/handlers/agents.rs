@@ -16,9 +16,15 @@ use crate::extract::{ApiJson, Caller};
 use crate::principal::Principal;
 use crate::rules::hostname_matches;
 use crate::state::AppState;
+use crate::updates::LatestReleases;
 use crate::validate::{MAX_LABELS, check_label};
 
 pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
+    agent_info_with(a, state, &mut LatestReleases::default())
+}
+
+/// [`agent_info`] for one of many agents, sharing what was read of the releases.
+fn agent_info_with(a: &AgentRecord, state: &AppState, latest: &mut LatestReleases) -> AgentInfo {
     let status = match a.state {
         AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
         AgentState::Active => match state.sessions.health(&a.id) {
@@ -46,7 +52,7 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
         interfaces: a.facts.interfaces.clone(),
         generation: a.generation,
         clone_events: Vec::new(),
-        outdated: crate::updates::outdated(state, a),
+        outdated: latest.outdated(state, a),
         update: a.update.as_ref().and_then(crate::updates::info),
     }
 }
@@ -83,6 +89,7 @@ pub async fn list_agents(
     };
     let mut page = Vec::new();
     let mut more = false;
+    let mut latest = LatestReleases::default();
     loop {
         let batch = state
             .store
@@ -99,7 +106,7 @@ pub async fn list_agents(
             }
             position = Some((a.name.clone(), a.id.clone()));
             if visible(&principal, a) {
-                page.push(agent_info(a, &state));
+                page.push(agent_info_with(a, &state, &mut latest));
             }
         }
         if more || exhausted {
