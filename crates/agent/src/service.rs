@@ -1,366 +1,635 @@
-//! `muster agent install-service` / `uninstall-service` (SPEC §9): a systemd unit
-//! that runs `muster agent` for an enrolled config dir, restarts it on failure (but
-//! not when the hub revoked it, and not forever), starts it after the network is up,
-//! and confines it to what it needs: its config dir, the network, no privileges.
+//! `muster agent install-service` / `uninstall-service` (SPEC §9, §10): one
+//! description of the agent as a service ([`ServiceSpec`]) and one renderer per init
+//! system — systemd, launchd, FreeBSD and NetBSD rc.d, OpenBSD rc.d (rcctl), illumos
+//! SMF and the Windows service manager — so every platform runs the same command
+//! (`muster agent --config-dir D`) with the same restart policy: restart after a
+//! failure, 10 s apart, but never after [`EXIT_REVOKED`].
 //!
-//! With `--root DIR` the unit is written under DIR and systemd is not called (tests,
-//! image builds); without it, `systemctl` enables and starts the unit. Either way
-//! nothing is written unless the config dir holds an identity: a unit for a machine
-//! that is not enrolled would only fail and restart until systemd gives up.
+//! With `root` the file is written under that directory, every path in it (binary,
+//! config dir) names the target system, the enrollment check reads the config dir
+//! under the root, and no process is called (image builds, the bootstrap's
+//! `MUSTER_ROOT`, tests). Without it the init system is told to enable (and start)
+//! the service, and only when it is the one this OS runs. Nothing is written unless
+//! the config dir holds an identity: a service for a machine that is not enrolled
+//! would only fail and restart.
 
-use std::os::unix::fs::MetadataExt;
+mod launchd;
+mod openbsd;
+mod rcd;
+mod smf;
+mod systemd;
+mod windows;
+
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::AgentError;
 use crate::configdir::ConfigDir;
 
-pub const UNIT_NAME: &str = "muster-agent.service";
-
-/// Exit status of `muster agent` when the hub revoked or refused it. The unit tells
-/// systemd not to restart on it: a revoked machine must not hammer the hub.
+/// Exit status of `muster agent` when the hub revoked or refused it. Every renderer
+/// keeps the service from restarting on it: a revoked machine must not hammer the hub.
 pub const EXIT_REVOKED: i32 = 3;
 
-/// Restarts allowed within [`START_LIMIT_INTERVAL_S`] before systemd stops trying.
-/// The agent rides out hub outages itself (it reconnects with backoff and never
-/// exits for them), so a crash loop means something local is broken.
-const START_LIMIT_BURST: u32 = 5;
-const START_LIMIT_INTERVAL_S: u32 = 600;
-const RESTART_SEC: u32 = 10;
+/// Where an operator reads what the service is (systemd `Documentation=`, SMF
+/// `<documentation>`, comments elsewhere).
+pub const DOCS_URL: &str = "https://github.com/muster/muster";
 
-pub struct ServiceOptions {
-    /// The `muster` binary the unit runs; made absolute before it is written.
-    pub binary: PathBuf,
-    /// The enrolled config dir; made absolute before it is written.
-    pub config_dir: PathBuf,
-    /// Install under this directory instead of `/`, without calling systemctl.
-    pub root: Option<PathBuf>,
+/// What can go wrong installing or removing the service, each fit for one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// `--init auto` found no init system this command can write for.
+    #[error(
+        "no supported service manager found on this machine ({0}); run `muster agent --config-dir DIR` under your own supervisor, or pick one with --init"
+    )]
+    NoServiceManager(String),
+    /// The `--init` word is not one we know.
+    #[error(
+        "unknown init system {0:?} (expected auto, systemd, launchd, freebsd, netbsd, openbsd, smf or windows)"
+    )]
+    UnknownInit(String),
+    /// With `--root` the paths name the target system and must not depend on this
+    /// machine's current directory.
+    #[error("with --root, {what} must be an absolute path on the target system (got {path})")]
+    NotAbsolute { what: &'static str, path: PathBuf },
+    /// The binary the service would run is not there.
+    #[error("{0} is not a file: pass the installed muster binary with --binary")]
+    NoBinary(PathBuf),
+    /// The init system cannot run a program at such a path, however it is quoted.
+    #[error("{init} cannot run a program whose path holds {chars}: {path}")]
+    Unrunnable {
+        init: &'static str,
+        chars: &'static str,
+        path: PathBuf,
+    },
+    /// The init system cannot run the agent as the config dir's owner.
+    #[error("{0}")]
+    User(String),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A tool of the init system could not be run or failed.
+    #[error("{command} failed: {reason} (use --root DIR to only write the file)")]
+    Command { command: String, reason: String },
+    /// The init system is not the one this OS runs, so it cannot be called.
+    #[error(
+        "{init} is not this machine's service manager (this is {os}); use --root DIR to only write the file, or --print"
+    )]
+    WrongOs {
+        init: &'static str,
+        os: &'static str,
+    },
 }
 
-/// Who runs the agent: the owner of the config dir, since the unit keeps no
-/// capabilities and even root cannot then open another user's 0700 dir.
+pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> ServiceError {
+    ServiceError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The init systems we render for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub enum Init {
+    Systemd,
+    Launchd,
+    FreeBsd,
+    NetBsd,
+    OpenBsd,
+    Smf,
+    Windows,
+}
+
+impl Init {
+    pub const ALL: [Init; 7] = [
+        Init::Systemd,
+        Init::Launchd,
+        Init::FreeBsd,
+        Init::NetBsd,
+        Init::OpenBsd,
+        Init::Smf,
+        Init::Windows,
+    ];
+
+    /// The `--init` word.
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Systemd => "systemd",
+            Init::Launchd => "launchd",
+            Init::FreeBsd => "freebsd",
+            Init::NetBsd => "netbsd",
+            Init::OpenBsd => "openbsd",
+            Init::Smf => "smf",
+            Init::Windows => "windows",
+        }
+    }
+
+    /// `auto` is `None`.
+    pub fn parse(word: &str) -> Result<Option<Init>, ServiceError> {
+        if word == "auto" {
+            return Ok(None);
+        }
+        Init::ALL
+            .into_iter()
+            .find(|i| i.name() == word)
+            .map(Some)
+            .ok_or_else(|| ServiceError::UnknownInit(word.to_owned()))
+    }
+
+    /// The `std::env::consts::OS` whose service manager this is: its tools are
+    /// only called there.
+    fn os(self) -> &'static str {
+        match self {
+            Init::Systemd => "linux",
+            Init::Launchd => "macos",
+            Init::FreeBsd => "freebsd",
+            Init::NetBsd => "netbsd",
+            Init::OpenBsd => "openbsd",
+            Init::Smf => "illumos",
+            Init::Windows => "windows",
+        }
+    }
+
+    /// Where the file goes, relative to the root.
+    pub fn file(self) -> &'static str {
+        match self {
+            Init::Systemd => systemd::PATH,
+            Init::Launchd => launchd::PATH,
+            Init::FreeBsd => rcd::FREEBSD_PATH,
+            Init::NetBsd => rcd::NETBSD_PATH,
+            Init::OpenBsd => openbsd::PATH,
+            Init::Smf => smf::PATH,
+            Init::Windows => windows::PATH,
+        }
+    }
+
+    /// The init system of this OS (`auto`). Linux counts as systemd when systemd
+    /// is running (`/run/systemd/system`), or, under a root, when that root is
+    /// not this machine: an image being built runs nothing yet.
+    pub fn detect(os: &str, root: Option<&Path>) -> Result<Init, ServiceError> {
+        let init = match os {
+            "linux" if root.is_some() || Path::new("/run/systemd/system").is_dir() => Init::Systemd,
+            "linux" => {
+                return Err(ServiceError::NoServiceManager(
+                    "Linux without systemd running".to_owned(),
+                ));
+            }
+            "macos" => Init::Launchd,
+            "freebsd" => Init::FreeBsd,
+            "netbsd" => Init::NetBsd,
+            "openbsd" => Init::OpenBsd,
+            "illumos" | "solaris" => Init::Smf,
+            "windows" => Init::Windows,
+            other => return Err(ServiceError::NoServiceManager(other.to_owned())),
+        };
+        Ok(init)
+    }
+}
+
+/// The account the agent runs as: the owner of the config dir, since the services
+/// keep no privileges and even root cannot then open another user's 0700 dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
     pub uid: u32,
     pub gid: u32,
+    /// Looked up in the target's `/etc/passwd` (or `id`): launchd, rc.d and SMF
+    /// take a name, systemd takes the numbers.
+    pub name: Option<String>,
 }
 
-/// The unit file's text.
-pub fn unit(binary: &Path, config_dir: &Path, owner: Owner) -> String {
-    let arg = quote(config_dir, true);
-    let dir = quote(config_dir, false);
-    let user = if owner.uid == 0 {
-        String::new()
-    } else {
-        // Numeric ids: systemd accepts them and no user database lookup is needed.
-        format!(
-            "# The owner of the config dir; the agent needs no more than its files.\n\
-             User={}\nGroup={}\n",
-            owner.uid, owner.gid
-        )
+/// When the init system restarts the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Seconds between an exit and the next start: the agent rides out hub
+    /// outages itself, so an exit is a local fault worth a pause.
+    pub delay_s: u32,
+    /// The exit status that must never lead to a restart.
+    pub never_on: i32,
+}
+
+/// The agent as a service, independent of any init system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// `muster-agent`; each renderer derives its own spelling (label, rc name, FMRI).
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The `muster` binary, as a path on the system that runs the service.
+    pub binary: PathBuf,
+    /// The enrolled config dir, as a path on the system that runs the service.
+    pub config_dir: PathBuf,
+    /// `None`: root (or, on Windows, LocalSystem).
+    pub user: Option<User>,
+    pub restart: RestartPolicy,
+    pub docs_url: &'static str,
+}
+
+impl ServiceSpec {
+    pub fn new(binary: PathBuf, config_dir: PathBuf, user: Option<User>) -> Self {
+        ServiceSpec {
+            name: "muster-agent",
+            description: "Muster agent (fleet identity and live session)",
+            binary,
+            config_dir,
+            user,
+            restart: RestartPolicy {
+                delay_s: 10,
+                never_on: EXIT_REVOKED,
+            },
+            docs_url: DOCS_URL,
+        }
+    }
+
+    /// The arguments after the binary, the same on every platform.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "agent".to_owned(),
+            "--config-dir".to_owned(),
+            self.config_dir.display().to_string(),
+        ]
+    }
+
+    fn user_name(&self, init: Init) -> Result<Option<&str>, ServiceError> {
+        match &self.user {
+            None => Ok(None),
+            Some(User {
+                name: Some(name), ..
+            }) => Ok(Some(name)),
+            Some(User { uid, .. }) => Err(ServiceError::User(format!(
+                "{} names the user to run as, and uid {uid} (owner of {}) has no name in /etc/passwd",
+                init.name(),
+                self.config_dir.display()
+            ))),
+        }
+    }
+}
+
+/// The rendered service file.
+pub fn render(init: Init, spec: &ServiceSpec, start: bool) -> Result<String, ServiceError> {
+    Ok(match init {
+        Init::Systemd => {
+            systemd::check(spec)?;
+            systemd::render(spec)
+        }
+        Init::Launchd => launchd::render(spec, spec.user_name(init)?),
+        Init::FreeBsd => rcd::render_freebsd(spec, spec.user_name(init)?),
+        Init::NetBsd => rcd::render_netbsd(spec)?,
+        Init::OpenBsd => openbsd::render(spec, spec.user_name(init)?),
+        Init::Smf => smf::render(spec, spec.user_name(init)?),
+        Init::Windows => windows::render(spec, start),
+    })
+}
+
+pub struct InstallOptions {
+    /// `None`: detect from this OS.
+    pub init: Option<Init>,
+    /// The `muster` binary the service runs (made absolute without a root).
+    pub binary: PathBuf,
+    /// The enrolled config dir (made absolute without a root).
+    pub config_dir: PathBuf,
+    /// Write under this directory, with paths naming the target; call nothing.
+    pub root: Option<PathBuf>,
+    /// Enable but do not start.
+    pub no_start: bool,
+}
+
+/// What [`install`] did.
+#[derive(Debug)]
+pub struct Installed {
+    pub init: Init,
+    pub path: PathBuf,
+    /// Whether the init system was told to start it now.
+    pub started: bool,
+}
+
+/// The service file as [`install`] would write it, written nowhere and with no
+/// enrollment check (`--print`).
+pub fn print(opts: &InstallOptions) -> Result<String, AgentError> {
+    let (init, spec) = prepare(opts)?;
+    Ok(render(init, &spec, !opts.no_start)?)
+}
+
+/// On the system the paths name: `path` itself, or `path` under `root`.
+fn on_target(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
+fn prepare(opts: &InstallOptions) -> Result<(Init, ServiceSpec), AgentError> {
+    let root = opts.root.as_deref();
+    let init = match opts.init {
+        Some(init) => init,
+        None => Init::detect(std::env::consts::OS, root)?,
     };
-    format!(
-        "[Unit]\n\
-         Description=Muster agent (fleet identity and live session)\n\
-         Documentation=https://github.com/muster/muster\n\
-         Wants=network-online.target\n\
-         After=network-online.target\n\
-         # The agent waits out hub outages itself; repeated exits mean a local fault,\n\
-         # so stop after {START_LIMIT_BURST} starts in {START_LIMIT_INTERVAL_S} s.\n\
-         StartLimitIntervalSec={START_LIMIT_INTERVAL_S}\n\
-         StartLimitBurst={START_LIMIT_BURST}\n\
-         \n\
-         [Service]\n\
-         Type=simple\n\
-         ExecStart={} agent --config-dir {arg}\n\
-         Restart=on-failure\n\
-         RestartSec={RESTART_SEC}\n\
-         # {EXIT_REVOKED}: the hub revoked or refused this agent; restarting cannot help.\n\
-         RestartPreventExitStatus={EXIT_REVOKED}\n\
-         Environment=MUSTER_LOG=info\n\
-         {user}\
-         UMask=0077\n\
-         # Confinement: the agent reads the system, writes only its config dir, talks\n\
-         # TCP/TLS to the hub (netlink to list interfaces) and needs no capability.\n\
-         NoNewPrivileges=yes\n\
-         CapabilityBoundingSet=\n\
-         AmbientCapabilities=\n\
-         ProtectSystem=strict\n\
-         ReadWritePaths={dir}\n\
-         {}\n\
-         {}\n\
-         PrivateDevices=yes\n\
-         ProtectKernelTunables=yes\n\
-         ProtectKernelModules=yes\n\
-         ProtectKernelLogs=yes\n\
-         ProtectControlGroups=yes\n\
-         ProtectClock=yes\n\
-         RestrictSUIDSGID=yes\n\
-         RestrictNamespaces=yes\n\
-         RestrictRealtime=yes\n\
-         RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n\
-         LockPersonality=yes\n\
-         # Native code without a JIT: no memory is ever writable and executable.\n\
-         MemoryDenyWriteExecute=yes\n\
-         SystemCallArchitectures=native\n\
-         SystemCallFilter=@system-service\n\
-         SystemCallErrorNumber=EPERM\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n",
-        quote(binary, false),
-        protect_home(config_dir),
-        private_tmp(config_dir),
-    )
-}
-
-/// `ProtectHome=yes` hides /home, /root and /run/user entirely, and a path below
-/// them cannot then be made writable again; so a config dir there (the default
-/// `~/.muster`) gets `read-only`, which `ReadWritePaths=` can open a hole in.
-fn protect_home(config_dir: &Path) -> &'static str {
-    let under_home = ["/home", "/root", "/run/user"]
-        .iter()
-        .any(|h| config_dir.starts_with(h));
-    if under_home {
-        "# The config dir is in a home directory: homes read-only, it writable.\n\
-         ProtectHome=read-only"
+    let windows = init == Init::Windows;
+    let absolute = |what: &'static str, p: &Path| -> Result<PathBuf, ServiceError> {
+        // Windows paths are not absolute by this OS's rules; they are written as given.
+        if windows || p.is_absolute() {
+            Ok(p.to_path_buf())
+        } else if root.is_some() {
+            Err(ServiceError::NotAbsolute {
+                what,
+                path: p.to_path_buf(),
+            })
+        } else {
+            std::path::absolute(p).map_err(|e| io("resolve", p, e))
+        }
+    };
+    let binary = absolute("--binary", &opts.binary)?;
+    let config_dir = absolute("--config-dir", &opts.config_dir)?;
+    let user = if windows {
+        None
     } else {
-        "ProtectHome=yes"
-    }
+        owner(root, &on_target(root, &config_dir))?
+    };
+    Ok((init, ServiceSpec::new(binary, config_dir, user)))
 }
 
-/// A private /tmp hides the real one, and with it a config dir kept there.
-fn private_tmp(config_dir: &Path) -> &'static str {
-    if config_dir.starts_with("/tmp") || config_dir.starts_with("/var/tmp") {
-        "# The config dir is in a temporary directory, which must stay visible.\n\
-         PrivateTmp=no"
-    } else {
-        "PrivateTmp=yes"
+/// The owner of the config dir, when it exists and is not root.
+#[cfg(unix)]
+fn owner(root: Option<&Path>, dir: &Path) -> Result<Option<User>, ServiceError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("inspect", dir, e)),
+    };
+    if meta.uid() == 0 {
+        return Ok(None);
     }
-}
-
-/// A path as one systemd word: `%` would start a specifier, and whitespace, quotes
-/// and backslashes need quotes. `dollar` escapes `$` too, which systemd expands in
-/// `ExecStart=` arguments (but not in the program path, nor in other settings).
-fn quote(p: &Path, dollar: bool) -> String {
-    let mut s = p.display().to_string().replace('%', "%%");
-    if dollar {
-        s = s.replace('$', "$$");
-    }
-    if s.chars()
-        .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'')
-    {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        s
-    }
-}
-
-fn unit_dir(root: Option<&Path>) -> PathBuf {
-    root.unwrap_or(Path::new("/")).join("etc/systemd/system")
-}
-
-fn io(action: &str, path: &Path, e: std::io::Error) -> AgentError {
-    AgentError::Usage(format!("cannot {action} {}: {e}", path.display()))
-}
-
-/// Write the unit (and enable it). Refuses, with nothing written, when the config
-/// dir holds no identity or the binary cannot be the one to run.
-pub fn install(opts: &ServiceOptions) -> Result<PathBuf, AgentError> {
-    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| io("resolve", p, e));
-    let config_dir = absolute(&opts.config_dir)?;
-    let binary = absolute(&opts.binary)?;
-    if ConfigDir::new(&config_dir).load()?.is_none() {
-        return Err(AgentError::NotEnrolled(config_dir));
-    }
-    // Under --root the binary is the target system's path, which need not exist here.
-    if opts.root.is_none() && !binary.is_file() {
-        return Err(AgentError::Usage(format!(
-            "{} is not a file: pass the installed muster binary with --binary",
-            binary.display()
-        )));
-    }
-    let meta = std::fs::metadata(&config_dir).map_err(|e| io("inspect", &config_dir, e))?;
-    let owner = Owner {
+    Ok(Some(User {
         uid: meta.uid(),
         gid: meta.gid(),
-    };
-    let dir = unit_dir(opts.root.as_deref());
-    std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-    let text = unit(&binary, &config_dir, owner);
-    muster_files::write_atomic(&dir, UNIT_NAME, text.as_bytes(), muster_files::PUBLIC)
-        .map_err(|e| io("write", &dir.join(UNIT_NAME), e))?;
-    match &opts.root {
-        Some(_) => {
-            // What `systemctl enable` does, without needing systemd.
-            let wants = dir.join("multi-user.target.wants");
-            std::fs::create_dir_all(&wants).map_err(|e| io("create", &wants, e))?;
-            let link = wants.join(UNIT_NAME);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), &link)
-                .map_err(|e| io("link", &link, e))?;
-        }
-        None => {
-            systemctl(&["daemon-reload"])?;
-            systemctl(&["enable", "--now", UNIT_NAME])?;
-        }
-    }
-    Ok(dir.join(UNIT_NAME))
+        name: user_name(root, meta.uid()),
+    }))
 }
 
-pub fn uninstall(root: Option<&Path>) -> Result<PathBuf, AgentError> {
-    let dir = unit_dir(root);
-    let path = dir.join(UNIT_NAME);
-    if root.is_none() {
-        // Stopping may fail when it never ran; removing the files is what matters.
-        let _ = systemctl(&["disable", "--now", UNIT_NAME]);
+#[cfg(not(unix))]
+fn owner(_root: Option<&Path>, _dir: &Path) -> Result<Option<User>, ServiceError> {
+    Ok(None)
+}
+
+/// The name of `uid` on the target: its `/etc/passwd`, else (on this machine only)
+/// `id -nu`, which also asks directory services (macOS keeps people there).
+fn user_name(root: Option<&Path>, uid: u32) -> Option<String> {
+    let passwd = on_target(root, Path::new("/etc/passwd"));
+    let from_file = std::fs::read_to_string(passwd).ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let id = fields.nth(1)?;
+            (id.parse() == Ok(uid)).then(|| name.to_owned())
+        })
+    });
+    if from_file.is_some() || root.is_some() {
+        return from_file;
     }
-    for p in [
-        dir.join("multi-user.target.wants").join(UNIT_NAME),
-        path.clone(),
-    ] {
+    let out = Command::new("id")
+        .args(["-nu", &uid.to_string()])
+        .output()
+        .ok()?;
+    let name = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !name.is_empty()).then_some(name)
+}
+
+/// Write the service file (and, without a root, enable and start it). Refuses,
+/// with nothing written, when the config dir holds no identity or the binary
+/// cannot be the one to run.
+pub fn install(opts: &InstallOptions) -> Result<Installed, AgentError> {
+    let (init, spec) = prepare(opts)?;
+    let root = opts.root.as_deref();
+    let dir = on_target(root, &spec.config_dir);
+    if ConfigDir::new(&dir).load()?.is_none() {
+        return Err(AgentError::NotEnrolled(dir));
+    }
+    if root.is_none() {
+        // The init system's tools are only called on the OS they belong to.
+        if init.os() != std::env::consts::OS {
+            return Err(ServiceError::WrongOs {
+                init: init.name(),
+                os: std::env::consts::OS,
+            }
+            .into());
+        }
+        if !spec.binary.is_file() {
+            return Err(ServiceError::NoBinary(spec.binary).into());
+        }
+    }
+    let text = render(init, &spec, !opts.no_start)?;
+    let path = on_target(root, Path::new("/").join(init.file()).as_path());
+    write(&path, &text, mode(init))?;
+    let started = match root {
+        Some(root) => {
+            enable_offline(init, root)?;
+            false
+        }
+        None => {
+            activate(init, &path, !opts.no_start)?;
+            !opts.no_start
+        }
+    };
+    Ok(Installed {
+        init,
+        path,
+        started,
+    })
+}
+
+/// Scripts run by the init system are executable; the rest are plain files.
+fn mode(init: Init) -> u32 {
+    match init {
+        Init::FreeBsd | Init::NetBsd | Init::OpenBsd => 0o755,
+        _ => muster_files::PUBLIC,
+    }
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), ServiceError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    muster_files::write_atomic_path(path, text.as_bytes(), mode).map_err(|e| io("write", path, e))
+}
+
+/// Under a root: what enabling means on disk, without the init system running.
+fn enable_offline(init: Init, root: &Path) -> Result<(), ServiceError> {
+    match init {
+        Init::Systemd => systemd::enable_offline(root),
+        Init::FreeBsd | Init::NetBsd => rcd::enable_offline(init, root),
+        Init::OpenBsd => openbsd::enable_offline(root),
+        // launchd loads every plist in /Library/LaunchDaemons at boot, and SMF
+        // imports site manifests at boot; Windows has no offline form.
+        Init::Launchd | Init::Smf | Init::Windows => Ok(()),
+    }
+}
+
+/// Without a root: tell the running init system.
+fn activate(init: Init, path: &Path, start: bool) -> Result<(), ServiceError> {
+    let p = path.display().to_string();
+    match init {
+        Init::Systemd => {
+            run("systemctl", &["daemon-reload"])?;
+            if start {
+                run("systemctl", &["enable", "--now", systemd::UNIT])
+            } else {
+                run("systemctl", &["enable", systemd::UNIT])
+            }
+        }
+        Init::Launchd => {
+            let target = format!("system/{}", launchd::LABEL);
+            run("launchctl", &["enable", &target])?;
+            if start {
+                // A plist already loaded must be unloaded before it can be reloaded.
+                let _ = run("launchctl", &["bootout", &target]);
+                run("launchctl", &["bootstrap", "system", &p])?;
+            }
+            Ok(())
+        }
+        Init::FreeBsd | Init::NetBsd => {
+            rcd::enable_offline(init, Path::new("/"))?;
+            if start {
+                run(&p, &["restart"])?;
+            }
+            Ok(())
+        }
+        Init::OpenBsd => {
+            run("rcctl", &["enable", openbsd::NAME])?;
+            if start {
+                run("rcctl", &["restart", openbsd::NAME])?;
+            }
+            Ok(())
+        }
+        Init::Smf => {
+            run("svccfg", &["import", &p])?;
+            if start {
+                run("svcadm", &["enable", smf::FMRI])?;
+            }
+            Ok(())
+        }
+        Init::Windows => run(
+            "powershell.exe",
+            &["-NoProfile", "-ExecutionPolicy", "Bypass", "-File", &p],
+        ),
+    }
+}
+
+/// Stop and remove the service; the path of the file that is (or was) there.
+pub fn uninstall(init: Option<Init>, root: Option<&Path>) -> Result<(Init, PathBuf), AgentError> {
+    let init = match init {
+        Some(init) => init,
+        None => Init::detect(std::env::consts::OS, root)?,
+    };
+    let path = on_target(root, Path::new("/").join(init.file()).as_path());
+    if root.is_none() {
+        if init.os() != std::env::consts::OS {
+            return Err(ServiceError::WrongOs {
+                init: init.name(),
+                os: std::env::consts::OS,
+            }
+            .into());
+        }
+        // Stopping fails when it never ran; removing the files is what matters.
+        deactivate(init);
+    }
+    let mut files = vec![path.clone()];
+    if let Some(extra) = match init {
+        Init::Systemd => Some(systemd::WANTS_LINK),
+        Init::FreeBsd | Init::NetBsd => Some(rcd::RC_CONF_D),
+        _ => None,
+    } {
+        files.push(on_target(root, Path::new("/").join(extra).as_path()));
+    }
+    for p in files {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("remove", &p, e)),
+            Err(e) => return Err(io("remove", &p, e).into()),
         }
     }
-    if root.is_none() {
-        let _ = systemctl(&["daemon-reload"]);
+    match (init, root) {
+        (Init::Systemd, None) => {
+            let _ = run("systemctl", &["daemon-reload"]);
+        }
+        (Init::OpenBsd, Some(root)) => openbsd::disable_offline(root)?,
+        _ => {}
     }
-    Ok(path)
+    Ok((init, path))
 }
 
-fn systemctl(args: &[&str]) -> Result<(), AgentError> {
-    let status = Command::new("systemctl").args(args).status().map_err(|e| {
-        AgentError::Usage(format!(
-            "cannot run systemctl: {e} (use --root to only write the unit)"
-        ))
-    })?;
+fn deactivate(init: Init) {
+    let _ = match init {
+        Init::Systemd => run("systemctl", &["disable", "--now", systemd::UNIT]),
+        Init::Launchd => run(
+            "launchctl",
+            &["bootout", &format!("system/{}", launchd::LABEL)],
+        ),
+        Init::FreeBsd => run("service", &[rcd::NAME, "onestop"]),
+        Init::NetBsd => run(&format!("/{}", rcd::NETBSD_PATH), &["onestop"]),
+        Init::OpenBsd => run("rcctl", &["stop", openbsd::NAME])
+            .and_then(|()| run("rcctl", &["disable", openbsd::NAME])),
+        Init::Smf => run("svcadm", &["disable", "-s", smf::FMRI])
+            .and_then(|()| run("svccfg", &["delete", smf::FMRI])),
+        Init::Windows => run("sc.exe", &["stop", windows::NAME])
+            .and_then(|()| run("sc.exe", &["delete", windows::NAME])),
+    };
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), ServiceError> {
+    let command = format!("{program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| ServiceError::Command {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(AgentError::Usage(format!(
-            "systemctl {} failed ({status})",
-            args.join(" ")
-        )))
+        Err(ServiceError::Command {
+            command,
+            reason: status.to_string(),
+        })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::configdir::{AgentConfig, Credentials};
-
-    /// A config dir holding an identity (contents are not checked by `install`).
-    fn enrolled(path: &Path) {
-        ConfigDir::new(path)
-            .store(&Credentials {
-                config: AgentConfig {
-                    hub_url: "https://hub.example:8443".into(),
-                    agent_id: "a1".into(),
-                    agent_name: "web-01".into(),
-                    agent_key: "mag_x".into(),
-                    ca_hash: "sha256:00".into(),
-                    heartbeat_interval_s: 30,
-                    enrolled_at: "2025-01-01T00:00:00Z".into(),
-                    generation: 1,
-                },
-                key_pem: "k".into(),
-                cert_pem: "c".into(),
-                ca_pem: "ca".into(),
-            })
-            .unwrap();
+/// A string as one POSIX sh word: bare when it holds only characters sh leaves
+/// alone, else in single quotes (a `'` inside becomes `'\''`).
+pub(crate) fn sh_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
 
-    #[test]
-    fn install_and_uninstall_under_a_root() {
-        let root = tempfile::tempdir().unwrap();
-        let config_dir = root.path().join("muster agent");
-        enrolled(&config_dir);
-        let opts = ServiceOptions {
-            binary: PathBuf::from("/usr/local/bin/muster"),
-            config_dir: config_dir.clone(),
-            root: Some(root.path().to_path_buf()),
-        };
-        let path = install(&opts).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let quoted = format!("\"{}\"", config_dir.display());
-        assert!(
-            text.contains(&format!(
-                "ExecStart=/usr/local/bin/muster agent --config-dir {quoted}\n"
-            )),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("ReadWritePaths={quoted}\n")),
-            "{text}"
-        );
-        assert!(text.contains("Restart=on-failure"));
-        assert!(text.contains("After=network-online.target"));
-        assert!(text.contains("RestartPreventExitStatus=3"));
-        let link = root
-            .path()
-            .join("etc/systemd/system/multi-user.target.wants")
-            .join(UNIT_NAME);
-        assert_eq!(
-            std::fs::read_link(&link).unwrap(),
-            PathBuf::from(format!("../{UNIT_NAME}"))
-        );
-        // Installing twice is fine.
-        install(&opts).unwrap();
-        uninstall(Some(root.path())).unwrap();
-        assert!(!path.exists() && std::fs::symlink_metadata(&link).is_err());
-        uninstall(Some(root.path())).unwrap();
+/// Text for a double-quoted XML attribute value (or element content).
+pub(crate) fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
     }
+    out
+}
 
-    #[test]
-    fn a_config_dir_without_an_identity_is_refused_with_nothing_written() {
-        let root = tempfile::tempdir().unwrap();
-        let opts = ServiceOptions {
-            binary: PathBuf::from("/usr/local/bin/muster"),
-            config_dir: root.path().join("never-enrolled"),
-            root: Some(root.path().join("target")),
-        };
-        let err = install(&opts).unwrap_err();
-        assert!(matches!(err, AgentError::NotEnrolled(_)), "{err}");
-        assert!(!root.path().join("target").exists());
-        assert!(!root.path().join("never-enrolled").exists());
-    }
-
-    #[test]
-    fn paths_are_quoted_for_systemd() {
-        let owner = Owner { uid: 0, gid: 0 };
-        let text = unit(
-            Path::new("/opt/m%1/muster"),
-            Path::new("/srv/a $b%c"),
-            owner,
-        );
-        assert!(
-            text.contains("ExecStart=/opt/m%%1/muster agent --config-dir \"/srv/a $$b%%c\"\n"),
-            "{text}"
-        );
-        assert!(text.contains("ReadWritePaths=\"/srv/a $b%%c\"\n"), "{text}");
-        assert!(!text.contains("User="), "root needs no User=");
-        let text = unit(
-            Path::new("/usr/bin/muster"),
-            Path::new("/home/ann/.muster"),
-            Owner {
-                uid: 1000,
-                gid: 100,
-            },
-        );
-        assert!(text.contains("User=1000\nGroup=100\n"), "{text}");
-        assert!(text.contains("ProtectHome=read-only\n"), "{text}");
-        let text = unit(
-            Path::new("/usr/bin/muster"),
-            Path::new("/var/lib/muster"),
-            owner,
-        );
-        assert!(text.contains("ProtectHome=yes\n"), "{text}");
-        assert!(text.contains("PrivateTmp=yes\n"), "{text}");
-        let text = unit(Path::new("/usr/bin/muster"), Path::new("/tmp/m"), owner);
-        assert!(text.contains("PrivateTmp=no\n"), "{text}");
-    }
+/// Text for XML element content: only `&` and `<` must be escaped (`>` too, for
+/// the `]]>` sequence); quotes stay readable.
+pub(crate) fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
