@@ -1,7 +1,6 @@
 //! Every renderer against its golden file (`MUSTER_UPDATE_GOLDEN=1` rewrites them),
-//! paths an attacker or an unlucky admin could choose, the validators of each format
-//! run for real (`scripts/test-tools` installs the missing ones), and install /
-//! uninstall under a root.
+//! paths an attacker or an unlucky admin could choose, and the validators of each
+//! format run for real (`scripts/test-tools` installs the missing ones).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::*;
-use crate::configdir::{AgentConfig, Credentials};
 
 /// A path with every character that needs quoting somewhere: space, both quotes,
 /// `$` (sh, systemd), `%` (systemd and SMF specifiers), `&` and `<` (XML), `\`.
@@ -461,169 +459,6 @@ fn auto_detection_by_os() {
     assert_eq!(Init::parse("auto").unwrap(), None);
     assert_eq!(Init::parse("smf").unwrap(), Some(Init::Smf));
     assert!(Init::parse("upstart").is_err());
-}
-
-/// A config dir holding an identity (contents are not checked by `install`).
-fn enrolled(path: &Path) {
-    ConfigDir::new(path)
-        .store(&Credentials {
-            config: AgentConfig {
-                hub_url: "https://hub.example:8443".into(),
-                agent_id: "a1".into(),
-                agent_name: "web-01".into(),
-                agent_key: "mag_x".into(),
-                ca_hash: "sha256:00".into(),
-                heartbeat_interval_s: 30,
-                enrolled_at: "2025-01-01T00:00:00Z".into(),
-                generation: 1,
-            },
-            key_pem: "k".into(),
-            cert_pem: "c".into(),
-            ca_pem: "ca".into(),
-        })
-        .unwrap();
-}
-
-fn opts(init: Init, root: &Path, config_dir: &str) -> InstallOptions {
-    InstallOptions {
-        init: Some(init),
-        binary: PathBuf::from("/usr/local/bin/muster"),
-        config_dir: PathBuf::from(config_dir),
-        root: Some(root.to_path_buf()),
-        no_start: false,
-    }
-}
-
-/// Under a root the paths name the target: the identity is looked for under the
-/// root, and the file names the target's paths, not the root's.
-#[test]
-fn install_and_uninstall_under_a_root_for_every_init() {
-    let target_dir = "/var/lib/muster agent";
-    for init in Init::ALL {
-        let root = tempfile::tempdir().unwrap();
-        enrolled(&root.path().join("var/lib/muster agent"));
-        let installed = install(&opts(init, root.path(), target_dir)).unwrap();
-        assert_eq!(installed.path, root.path().join(init.file()));
-        assert!(!installed.started);
-        let text = std::fs::read_to_string(&installed.path).unwrap();
-        assert!(!text.contains(&root.path().display().to_string()), "{text}");
-        assert!(text.contains("muster agent"), "{}: {text}", init.name());
-        // Installing twice is fine.
-        install(&opts(init, root.path(), target_dir)).unwrap();
-        let enabled = match init {
-            Init::Systemd => Some((systemd::WANTS_LINK, None)),
-            Init::FreeBsd => Some((rcd::RC_CONF_D, Some("muster_agent_enable=\"YES\"\n"))),
-            Init::NetBsd => Some((rcd::RC_CONF_D, Some("muster_agent=YES\n"))),
-            Init::OpenBsd => Some((
-                "etc/rc.conf.local",
-                Some("pkg_scripts=\"${pkg_scripts} muster_agent\"\n"),
-            )),
-            _ => None,
-        };
-        if let Some((file, content)) = enabled {
-            let path = root.path().join(file);
-            match content {
-                Some(want) => assert_eq!(std::fs::read_to_string(&path).unwrap(), want),
-                None => assert_eq!(
-                    std::fs::read_link(&path).unwrap(),
-                    PathBuf::from("../muster-agent.service")
-                ),
-            }
-        }
-        let (_, removed) = uninstall(Some(init), Some(root.path())).unwrap();
-        assert_eq!(removed, installed.path);
-        assert!(!installed.path.exists());
-        if let Some((file, _)) = enabled {
-            let path = root.path().join(file);
-            let gone = std::fs::symlink_metadata(&path).is_err()
-                || std::fs::read_to_string(&path).unwrap().is_empty();
-            assert!(gone, "{}: {} still enables it", init.name(), path.display());
-        }
-        uninstall(Some(init), Some(root.path())).unwrap();
-    }
-}
-
-#[test]
-fn the_systemd_unit_under_a_root_names_the_target_paths() {
-    let root = tempfile::tempdir().unwrap();
-    enrolled(&root.path().join("var/lib/muster agent"));
-    let installed = install(&opts(Init::Systemd, root.path(), "/var/lib/muster agent")).unwrap();
-    let text = std::fs::read_to_string(installed.path).unwrap();
-    assert!(
-        text.contains(
-            "ExecStart=/usr/local/bin/muster agent --config-dir \"/var/lib/muster agent\"\n"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("ReadWritePaths=\"/var/lib/muster agent\"\n"),
-        "{text}"
-    );
-    assert!(text.contains("RestartPreventExitStatus=3\n"), "{text}");
-}
-
-/// The bug this replaces: under a root, an identity on the running machine at the
-/// same path does not count; only the one under the root does.
-#[test]
-fn under_a_root_the_identity_on_this_machine_does_not_count() {
-    let here = tempfile::tempdir().unwrap();
-    enrolled(here.path());
-    let root = tempfile::tempdir().unwrap();
-    let target = root.path().join("img");
-    let o = opts(Init::Systemd, &target, &here.path().display().to_string());
-    let err = install(&o).unwrap_err();
-    assert!(matches!(err, AgentError::NotEnrolled(_)), "{err}");
-    assert!(!target.exists(), "nothing written");
-}
-
-#[test]
-fn a_config_dir_without_an_identity_is_refused_with_nothing_written() {
-    let root = tempfile::tempdir().unwrap();
-    let target = root.path().join("target");
-    let err = install(&opts(Init::Systemd, &target, "/never-enrolled")).unwrap_err();
-    assert!(matches!(err, AgentError::NotEnrolled(_)), "{err}");
-    assert!(!target.exists());
-}
-
-#[test]
-fn under_a_root_relative_paths_are_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let err = install(&opts(Init::Systemd, root.path(), "relative/dir"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("absolute path on the target"), "{err}");
-}
-
-/// `--print` needs no identity and writes nothing.
-#[test]
-fn print_needs_no_enrollment() {
-    let root = tempfile::tempdir().unwrap();
-    for init in Init::ALL {
-        let text = print(&opts(init, root.path(), "/var/lib/muster-agent")).unwrap();
-        assert!(text.contains("/usr/local/bin/muster"), "{text}");
-    }
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
-}
-
-/// Without a root, another OS's init system is never called.
-#[test]
-fn another_systems_init_is_not_called_without_a_root() {
-    let dir = tempfile::tempdir().unwrap();
-    enrolled(dir.path());
-    let init = if std::env::consts::OS == "macos" {
-        Init::Smf
-    } else {
-        Init::Launchd
-    };
-    let o = InstallOptions {
-        root: None,
-        ..opts(init, dir.path(), &dir.path().display().to_string())
-    };
-    let err = install(&o).unwrap_err().to_string();
-    assert!(
-        err.contains("is not this machine's service manager"),
-        "{err}"
-    );
 }
 
 #[test]
