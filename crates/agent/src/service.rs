@@ -212,6 +212,11 @@ pub struct RestartPolicy {
     pub delay_s: u32,
     /// The exit status that must never lead to a restart.
     pub never_on: i32,
+    /// At most this many starts within [`RestartPolicy::window_s`], then stop
+    /// trying: the agent rides out hub outages itself (it reconnects with backoff
+    /// and never exits for them), so a crash loop means something local is broken.
+    pub burst: u32,
+    pub window_s: u32,
 }
 
 /// The agent as a service, independent of any init system.
@@ -241,6 +246,8 @@ impl ServiceSpec {
             restart: RestartPolicy {
                 delay_s: 10,
                 never_on: EXIT_REVOKED,
+                burst: 5,
+                window_s: 600,
             },
             docs_url: DOCS_URL,
         }

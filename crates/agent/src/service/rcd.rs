@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{Init, ServiceError, ServiceSpec, io, sh_quote};
+use super::{Init, RestartPolicy, ServiceError, ServiceSpec, io, sh_quote};
 
 /// rc.subr names become shell variables (`muster_agent_enable`): no `-`.
 pub const NAME: &str = "muster_agent";
@@ -18,9 +18,19 @@ pub const RC_CONF_D: &str = "etc/rc.conf.d/muster_agent";
 
 /// The supervising loop for `/bin/sh -c`: `$0` is the binary, `$@` its arguments.
 /// A TERM (rc.subr's stop) is passed on to the agent, which is then waited for.
-pub fn supervisor(delay_s: u32, never_on: i32) -> String {
+/// Like systemd's start limit, it gives up after `burst` failures within
+/// `window_s` seconds, exiting with the last status.
+pub fn supervisor(policy: &RestartPolicy) -> String {
+    let RestartPolicy {
+        delay_s,
+        never_on,
+        burst,
+        window_s,
+    } = policy;
     format!(
         "child=\n\
+         failures=0\n\
+         since=0\n\
          trap \"kill -TERM \\$child 2>/dev/null; wait \\$child; exit 0\" TERM INT HUP\n\
          while :; do\n\
          \t\"$0\" \"$@\" &\n\
@@ -28,6 +38,10 @@ pub fn supervisor(delay_s: u32, never_on: i32) -> String {
          \twait $child\n\
          \tstatus=$?\n\
          \tcase $status in 0|{never_on}) exit $status ;; esac\n\
+         \tnow=$(date +%s)\n\
+         \tif [ $((now - since)) -ge {window_s} ]; then since=$now; failures=0; fi\n\
+         \tfailures=$((failures + 1))\n\
+         \tif [ $failures -ge {burst} ]; then exit $status; fi\n\
          \tsleep {delay_s} &\n\
          \tchild=$!\n\
          \twait $child\n\
@@ -49,11 +63,14 @@ fn header(spec: &ServiceSpec, require: &str, enable: &str) -> String {
          #\n\
          # The agent restarts {delay} s after a failure, but not after exit 0 (it was\n\
          # stopped) or {never} (the hub revoked it: restarting cannot help and must not\n\
-         # hammer the hub); rc.subr has no such policy, so a small loop supervises it.\n",
+         # hammer the hub), and not after {burst} failures in {window} s (a local fault);\n\
+         # rc.subr has no such policy, so a small loop supervises it.\n",
         description = spec.description,
         docs = spec.docs_url,
         delay = spec.restart.delay_s,
         never = spec.restart.never_on,
+        burst = spec.restart.burst,
+        window = spec.restart.window_s,
     )
 }
 
@@ -103,7 +120,7 @@ pub fn render_freebsd(spec: &ServiceSpec, user: Option<&str>) -> String {
          run_rc_command \"$1\"\n",
         header = header(spec, "LOGIN NETWORKING", &format!("{NAME}_enable=\"YES\"")),
         desc = sh_quote(spec.description),
-        script = sh_quote(&supervisor(spec.restart.delay_s, spec.restart.never_on)),
+        script = sh_quote(&supervisor(&spec.restart)),
         command = loop_command(spec),
     )
 }
@@ -142,7 +159,7 @@ pub fn render_netbsd(spec: &ServiceSpec) -> Result<String, ServiceError> {
          load_rc_config $name\n\
          run_rc_command \"$1\"\n",
         header = header(spec, "NETWORKING DAEMON", &format!("{NAME}=YES")),
-        script = sh_quote(&supervisor(spec.restart.delay_s, spec.restart.never_on)),
+        script = sh_quote(&supervisor(&spec.restart)),
         command = loop_command(spec),
     ))
 }

@@ -12,18 +12,14 @@ pub const PATH: &str = "etc/systemd/system/muster-agent.service";
 /// What `systemctl enable` creates for `WantedBy=multi-user.target`.
 pub const WANTS_LINK: &str = "etc/systemd/system/multi-user.target.wants/muster-agent.service";
 
-/// Restarts allowed within [`START_LIMIT_INTERVAL_S`] before systemd stops trying.
-/// The agent rides out hub outages itself (it reconnects with backoff and never
-/// exits for them), so a crash loop means something local is broken.
-const START_LIMIT_BURST: u32 = 5;
-const START_LIMIT_INTERVAL_S: u32 = 600;
-
 /// The unit file's text.
 pub fn render(spec: &ServiceSpec) -> String {
     let binary = spec.binary.as_path();
     let config_dir = spec.config_dir.as_path();
     let restart_sec = spec.restart.delay_s;
     let never = spec.restart.never_on;
+    let burst = spec.restart.burst;
+    let window = spec.restart.window_s;
     let arg = quote(config_dir, true);
     let dir = quote(config_dir, false);
     let user = match &spec.user {
@@ -42,9 +38,9 @@ pub fn render(spec: &ServiceSpec) -> String {
          Wants=network-online.target\n\
          After=network-online.target\n\
          # The agent waits out hub outages itself; repeated exits mean a local fault,\n\
-         # so stop after {START_LIMIT_BURST} starts in {START_LIMIT_INTERVAL_S} s.\n\
-         StartLimitIntervalSec={START_LIMIT_INTERVAL_S}\n\
-         StartLimitBurst={START_LIMIT_BURST}\n\
+         # so stop after {burst} starts in {window} s.\n\
+         StartLimitIntervalSec={window}\n\
+         StartLimitBurst={burst}\n\
          \n\
          [Service]\n\
          Type=simple\n\

@@ -254,27 +254,51 @@ fn the_rc_loop_restarts_after_a_failure_but_not_after_the_revoked_status() {
     )
     .unwrap();
     chmod_x(&spec.binary);
-    let script = format!(
-        "{n}_loop={}\n{}\n",
-        sh_quote(&rcd::supervisor(0, 3)),
-        rcd::loop_command(&spec),
-        n = rcd::NAME
-    );
+    let line: String = spec.args().iter().map(|a| format!("{a}|")).collect();
+    let line = format!("{line}\n");
     for shell in ["dash", "busybox"] {
         let _ = std::fs::remove_file(&runs);
-        let mut sh = tool(shell);
-        if shell == "busybox" {
-            sh.arg("sh");
-        }
-        let out = sh.args(["-c", &script]).output().unwrap();
+        let out = run_loop(shell, &spec);
         assert_eq!(out.status.code(), Some(3), "{shell}: {out:?}");
-        let line: String = spec.args().iter().map(|a| format!("{a}|")).collect();
         assert_eq!(
             std::fs::read_to_string(&runs).unwrap(),
-            format!("{line}\n{line}\n"),
+            line.repeat(2),
             "{shell}"
         );
     }
+
+    // An agent that always fails is started `burst` times, then left stopped
+    // with its last status, as systemd's start limit would.
+    std::fs::write(
+        &spec.binary,
+        format!("#!/bin/sh\necho run >> '{}'\nexit 7\n", runs.display()),
+    )
+    .unwrap();
+    for shell in ["dash", "busybox"] {
+        let _ = std::fs::remove_file(&runs);
+        let out = run_loop(shell, &spec);
+        assert_eq!(out.status.code(), Some(7), "{shell}: {out:?}");
+        assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n".repeat(5));
+    }
+}
+
+/// The rc.d loop as the scripts start it, with no pause between restarts.
+fn run_loop(shell: &str, spec: &ServiceSpec) -> Output {
+    let policy = RestartPolicy {
+        delay_s: 0,
+        ..spec.restart.clone()
+    };
+    let script = format!(
+        "{n}_loop={}\n{}\n",
+        sh_quote(&rcd::supervisor(&policy)),
+        rcd::loop_command(spec),
+        n = rcd::NAME
+    );
+    let mut sh = tool(shell);
+    if shell == "busybox" {
+        sh.arg("sh");
+    }
+    sh.args(["-c", &script]).output().unwrap()
 }
 
 #[test]
