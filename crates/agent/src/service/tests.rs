@@ -74,10 +74,12 @@ fn tool(name: &str) -> Command {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
-    assert!(
-        found,
-        "{name} is not installed: run scripts/test-tools (it installs shellcheck, busybox and libxml2-utils)"
-    );
+    let hint = match name {
+        "shellcheck" | "busybox" | "xmllint" => "run scripts/test-tools, which installs it",
+        "systemd-analyze" => "install the systemd package (scripts/test-tools does not)",
+        _ => "install it (scripts/test-tools covers shellcheck, busybox and xmllint only)",
+    };
+    assert!(found, "{name} is not installed: {hint}");
     Command::new(name)
 }
 
