@@ -43,6 +43,9 @@ pub enum AgentError {
     Session(#[from] muster_client::SessionError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Installing or removing the agent's service failed.
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
 }
 
 /// `muster unenroll` (SPEC §6): revoke this machine's credentials at the hub, then

@@ -17,6 +17,7 @@ use muster_proto::{AgentMessage, AgentStatus, UpdatePhase, UpdateReport};
 
 use crate::AgentError;
 use crate::configdir::ConfigDir;
+use crate::service::systemd;
 use crate::update::{self, Order};
 
 /// What `muster update` was asked.
@@ -173,7 +174,7 @@ async fn send(client: &muster_client::HubClient, r: &AgentMessage) {
 
 fn restart() -> Result<(), String> {
     let status = Command::new("systemctl")
-        .args(["restart", crate::service::UNIT_NAME])
+        .args(["restart", systemd::UNIT])
         .status()
         .map_err(|e| format!("cannot run systemctl: {e}"))?;
     if status.success() {
@@ -181,7 +182,7 @@ fn restart() -> Result<(), String> {
     } else {
         Err(format!(
             "systemctl restart {} failed ({status})",
-            crate::service::UNIT_NAME
+            systemd::UNIT
         ))
     }
 }
@@ -210,7 +211,5 @@ async fn confirm(
 
 /// Whether `install-service` put a unit under `root`.
 fn unit_installed(root: &Path) -> bool {
-    root.join("etc/systemd/system")
-        .join(crate::service::UNIT_NAME)
-        .exists()
+    root.join(systemd::PATH).exists()
 }

@@ -18,6 +18,7 @@ use crate::commands::{
     agent, agents, approvals, audit, bench, enroll, hub, keys, login, status, tokens, trust,
     unenroll, update, users,
 };
+use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
 
 #[derive(Parser)]
@@ -66,6 +67,10 @@ enum Command {
     Login(login::LoginArgs),
     /// Benchmarks against a running hub.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per command with --out-dir.
+    Man(man::ManArgs),
 }
 
 impl Command {
@@ -87,6 +92,7 @@ impl Command {
             | Command::Status(_)
             | Command::Agent(_)
             | Command::Update(_) => None,
+            Command::Completions(_) | Command::Man(_) => None,
         }
     }
 }
@@ -236,6 +242,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(args) => approvals::exec(args).await,
         Command::Login(args) => login::exec(args).await,
         Command::Bench(args) => bench::exec(args).await,
+        Command::Completions(args) => completions::exec(args),
+        Command::Man(args) => man::exec(args),
     }
 }
 

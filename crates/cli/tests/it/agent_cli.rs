@@ -1,6 +1,6 @@
 //! The agent-side commands as the built binary runs them on a machine: `status` next
-//! to other muster processes, the systemd unit `agent install-service` writes, and
-//! the lines an operator reads when something is wrong.
+//! to other muster processes, and the lines an operator reads when something is
+//! wrong. (`agent install-service` is in `services.rs`.)
 
 use std::path::Path;
 use std::process::Output;
@@ -69,105 +69,6 @@ async fn status_deletes_nothing_another_process_is_writing() {
     assert!(dir.join(".config.json.tmp-writer").exists());
     drop(writer);
     hub.stop().await;
-}
-
-#[tokio::test]
-async fn install_service_needs_an_enrolled_dir_and_writes_a_unit_systemd_accepts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let unit = root.join("etc/systemd/system/muster-agent.service");
-
-    // Not enrolled: one line, non-zero, nothing written.
-    let out = run_in(
-        tmp.path(),
-        strings(&[
-            "agent",
-            "install-service",
-            "--config-dir",
-            &path(&tmp.path().join("nothing-here")),
-            "--root",
-            &path(&root),
-        ]),
-    )
-    .await;
-    let err = one_error_line(&out);
-    assert!(err.contains("not enrolled"), "{err}");
-    assert!(!root.exists(), "nothing written");
-
-    let hub = TestHub::start(&Backend::Sqlite).await;
-    let (agent, _) = enrolled(&hub, "svc-01").await;
-    let config_dir = path(agent.dir.path());
-    // A relative --binary is written as the absolute path it names.
-    let bin_dir = Path::new(BIN).parent().unwrap();
-    let out = run_in(
-        bin_dir,
-        strings(&[
-            "agent",
-            "install-service",
-            "--config-dir",
-            &config_dir,
-            "--binary",
-            "./muster",
-            "--root",
-            &path(&root),
-        ]),
-    )
-    .await;
-    assert!(ok(out).contains("Installed"));
-    let text = std::fs::read_to_string(&unit).unwrap();
-    for line in [
-        format!("ExecStart={BIN} agent --config-dir {config_dir}"),
-        format!("ReadWritePaths={config_dir}"),
-        "Restart=on-failure".to_owned(),
-        "RestartPreventExitStatus=3".to_owned(),
-        "StartLimitBurst=5".to_owned(),
-        "NoNewPrivileges=yes".to_owned(),
-        "ProtectSystem=strict".to_owned(),
-        "ProtectHome=yes".to_owned(),
-        "MemoryDenyWriteExecute=yes".to_owned(),
-        "CapabilityBoundingSet=".to_owned(),
-    ] {
-        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-    }
-    assert!(
-        root.join("etc/systemd/system/multi-user.target.wants/muster-agent.service")
-            .exists()
-    );
-    verify_unit(&unit);
-
-    ok(run_in(
-        tmp.path(),
-        strings(&["agent", "uninstall-service", "--root", &path(&root)]),
-    )
-    .await);
-    assert!(!unit.exists());
-    hub.stop().await;
-}
-
-/// `systemd-analyze verify` accepts the unit with no complaint about it (it exits 0
-/// even for settings it ignores, so its messages are read too).
-fn verify_unit(unit: &Path) {
-    let out = match std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(unit)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("note: systemd-analyze is not installed; the unit was not verified");
-            return;
-        }
-        Err(e) => panic!("systemd-analyze: {e}"),
-    };
-    let messages = String::from_utf8_lossy(&out.stderr);
-    let about_ours: Vec<&str> = messages
-        .lines()
-        .filter(|l| l.contains("muster-agent.service"))
-        .collect();
-    assert!(
-        out.status.success() && about_ours.is_empty(),
-        "systemd-analyze verify: {messages}"
-    );
 }
 
 /// SPEC §8: an unreachable hub is reported, not an error; a hub that revoked this
