@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, keys, login, status, tokens, trust,
-    unenroll, users,
+    agent, agents, approvals, audit, bench, enroll, hub, keys, login, release, status, tokens,
+    trust, unenroll, users,
 };
 use crate::connection::{ConnectionArgs, LeadingConnection};
 
@@ -64,6 +64,8 @@ enum Command {
     Login(login::LoginArgs),
     /// Benchmarks against a running hub.
     Bench(bench::BenchArgs),
+    /// Signed agent releases: keygen, sign, verify, publish, list.
+    Release(release::ReleaseArgs),
 }
 
 impl Command {
@@ -79,6 +81,7 @@ impl Command {
             Command::Approvals(a) => Some(&mut a.conn),
             Command::Login(a) => Some(&mut a.conn),
             Command::Bench(a) => a.connection_mut(),
+            Command::Release(a) => a.connection_mut(),
             Command::Hub(_)
             | Command::Enroll(_)
             | Command::Unenroll(_)
@@ -232,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(args) => approvals::exec(args).await,
         Command::Login(args) => login::exec(args).await,
         Command::Bench(args) => bench::exec(args).await,
+        Command::Release(args) => release::exec(args).await,
     }
 }
 

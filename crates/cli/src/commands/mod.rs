@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod hub;
 pub mod keys;
 pub mod login;
+pub mod release;
 pub mod status;
 pub mod tokens;
 pub mod trust;
