@@ -53,25 +53,25 @@ fn pem_lines(pem: &str) -> Vec<String> {
         .collect()
 }
 
-/// The Linux/macOS/BSD line: write the CA to a temp file, fetch the script over a
-/// connection verified with it, run it as root with the token. Users may append
-/// `--name N`, `--label k=v` and `--force`.
+/// The Linux/macOS/BSD line: write the CA to a temp file, fetch the script whole
+/// over a connection verified with it, and only then run it as root with the
+/// token (a failed or cut-off fetch runs nothing and fails the line). Users may
+/// append `--name N`, `--label k=v` and `--force`.
 pub fn sh_command(hub: &HubIdentity<'_>, token: &str) -> String {
     let script = sh_quote(&format!("{}/bootstrap", hub.url));
+    let token = sh_quote(token);
     match hub.ca_pem {
         Some(pem) => {
             let mut words = vec![sh_quote("-----BEGIN CERTIFICATE-----")];
             words.extend(pem_lines(pem).iter().map(|l| sh_quote(l)));
             words.push(sh_quote("-----END CERTIFICATE-----"));
             format!(
-                "f=$(mktemp) && printf '%s\\n' {} >\"$f\" && curl -fsS --proto '=https' --cacert \"$f\" {script} | sudo sh -s -- --token {}",
+                "f=$(mktemp) && printf '%s\\n' {} >\"$f\" && curl -fsS --proto '=https' --cacert \"$f\" -o \"$f.sh\" {script} && sudo sh \"$f.sh\" --token {token}",
                 words.join(" "),
-                sh_quote(token)
             )
         }
         None => format!(
-            "curl -fsS --proto '=https' {script} | sudo sh -s -- --token {}",
-            sh_quote(token)
+            "f=$(mktemp) && curl -fsS --proto '=https' -o \"$f\" {script} && sudo sh \"$f\" --token {token}"
         ),
     }
 }
@@ -157,6 +157,7 @@ mod tests {
         }
         let sh = sh_command(&h, "met_x.y");
         assert!(sh.contains("'MIIBAAAABBBB'") && sh.contains("--cacert \"$f\""));
+        assert!(!sh.contains('|'), "nothing is piped into a shell: {sh}");
         assert!(!sh.contains(" -k") && !sh.contains("--insecure"));
         let public = HubIdentity {
             ca_pem: None,

@@ -13,6 +13,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod binary;
+mod bootstrap;
 mod command_line;
 mod enroll;
 mod envfile;
