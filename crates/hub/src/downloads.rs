@@ -185,13 +185,11 @@ impl Downloads {
         }
         match (&self.own, self.own_manifest(os, arch).await?) {
             (Some(own), Some(m)) if m.version == version => {
+                // Written in place since it was hashed: the hash no longer holds.
                 if stamp(&own.file)? != own.stamp {
-                    return Err(ReleaseError::Invalid {
-                        field: "binary",
-                        reason:
-                            "the hub's own binary changed on disk since it started; restart the hub"
-                                .to_owned(),
-                    });
+                    return Err(ReleaseError::Io(std::io::Error::other(
+                        "the hub's own binary was changed in place since the hub started; restart the hub",
+                    )));
                 }
                 Ok(Some(Servable {
                     file: own.file.clone(),

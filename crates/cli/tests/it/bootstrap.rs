@@ -118,9 +118,13 @@ fn text(out: &Output) -> String {
 }
 
 async fn sh_line(hub: &TestHub) -> String {
+    sh_line_for(hub, 1).await
+}
+
+async fn sh_line_for(hub: &TestHub, uses: u32) -> String {
     let t = hub
         .token(CreateTokenRequest {
-            max_uses: Some(1),
+            max_uses: Some(uses),
             ttl_s: Some(900),
             ..Default::default()
         })
@@ -160,7 +164,8 @@ fn agent_id_in(stdout: &str) -> String {
 async fn the_printed_line_installs_enrolls_and_a_rerun_keeps_the_identity() {
     tool("curl");
     let hub = hub_with(|_| {}).await;
-    let line = sh_line(&hub).await;
+    // Two uses: the first enrollment, and the one after --force.
+    let line = sh_line_for(&hub, 2).await;
     let root = FakeRoot::new();
 
     let first = root.run(&line, "--name web-1 --label env=prod");
@@ -198,6 +203,16 @@ async fn the_printed_line_installs_enrolls_and_a_rerun_keeps_the_identity() {
     );
     assert_eq!(downloads_started(&hub).await, 1);
     assert_eq!(hub.admin().list_agents().await.unwrap().len(), 1);
+
+    // --force starts over: a new agent, the old one unenrolled.
+    let third = root.run(&line, "--name web-1 --force");
+    assert!(third.status.success(), "{}", text(&third));
+    let new_id = agent_id_in(&String::from_utf8_lossy(&third.stdout));
+    assert_ne!(new_id, id);
+    assert_eq!(
+        hub.admin().agent(&id).await.unwrap().status.to_string(),
+        "revoked"
+    );
     drop(root);
     hub.stop().await;
 }
@@ -559,5 +574,40 @@ async fn publishing_takes_an_admin_a_signature_and_a_bounded_body() {
             .any(|a| a == "release.published")
     );
     assert_eq!(hub.admin().list_releases().await.unwrap().len(), 1);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hubs_own_binary_is_served_as_hashed_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let own = tmp.path().join("own");
+    std::fs::write(&own, vec![1u8; 8192]).unwrap();
+    let hub = hub_with(|o| o.agent_binary = Some(own.clone())).await;
+    let (os, arch) = (muster_release::this_os(), muster_release::this_arch());
+    let latest = hub.anonymous().latest_release(os, arch).await.unwrap();
+    assert_eq!(latest.size, 8192);
+    let path = latest.url.strip_prefix(&hub.url).unwrap().to_owned();
+
+    // Replaced on disk (a package upgrade renames a new file over it): the hub
+    // still serves the bytes it hashed, under that hash.
+    let next = tmp.path().join("next");
+    std::fs::write(&next, vec![2u8; 8192]).unwrap();
+    std::fs::rename(&next, &own).unwrap();
+    let (status, body) = hub.anonymous().get_raw(&path).await.unwrap();
+    assert_eq!(status, 200);
+    let got = tmp.path().join("got");
+    std::fs::write(&got, &body).unwrap();
+    assert_eq!(muster_release::sha256_file(&got).unwrap().0, latest.sha256);
+    hub.stop().await;
+
+    // Written in place after the hub opened it: refused, never served as hashed.
+    let own = tmp.path().join("own2");
+    std::fs::write(&own, vec![1u8; 8192]).unwrap();
+    let hub = hub_with(|o| o.agent_binary = Some(own.clone())).await;
+    let latest = hub.anonymous().latest_release(os, arch).await.unwrap();
+    let path = latest.url.strip_prefix(&hub.url).unwrap().to_owned();
+    std::fs::write(&own, vec![3u8; 9000]).unwrap();
+    let (status, _) = hub.anonymous().get_raw(&path).await.unwrap();
+    assert_eq!(status, 500);
     hub.stop().await;
 }
