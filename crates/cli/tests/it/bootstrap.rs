@@ -611,3 +611,100 @@ async fn the_hubs_own_binary_is_served_as_hashed_or_not_at_all() {
     assert_eq!(status, 500);
     hub.stop().await;
 }
+
+/// The runcmd block of docs/examples/cloud-init.yaml, with the hub's line pasted
+/// in where the file says.
+fn cloud_init_command(line: &str) -> String {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/cloud-init.yaml"
+    );
+    let text = std::fs::read_to_string(file).unwrap();
+    let block: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "runcmd:")
+        .skip_while(|l| l.trim() != "- |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert!(!block.is_empty(), "no runcmd block in {file}");
+    assert!(block.join("\n").contains("MUSTER_INSTALL_LINE"));
+    block.join("\n").replace("MUSTER_INSTALL_LINE", line)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloud_init_example_enrolls_a_machine() {
+    let hub = hub_with(|_| {}).await;
+    let t = hub
+        .token(CreateTokenRequest {
+            max_uses: Some(50),
+            ttl_s: Some(2 * 3600),
+            labels: [("fleet".to_owned(), "web".to_owned())].into(),
+            ..Default::default()
+        })
+        .await;
+    let root = FakeRoot::new();
+    let out = root.run(&cloud_init_command(&t.install.unwrap().sh), "");
+    assert!(out.status.success(), "{}", text(&out));
+    let id = agent_id_in(&String::from_utf8_lossy(&out.stdout));
+    let agent = hub.admin().agent(&id).await.unwrap();
+    assert_eq!(agent.labels.get("fleet").map(String::as_str), Some("web"));
+    drop(root);
+    hub.stop().await;
+}
+
+/// docs/examples/ansible/playbook.yml against this machine (connection=local) and a
+/// fake root. Ignored by default: it needs `ansible-playbook` (pip install
+/// ansible-core); run it with `cargo test -p muster --test it bootstrap -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs ansible-playbook (pip install ansible-core); run with --ignored"]
+async fn the_ansible_example_enrolls_each_host_once() {
+    let ansible = tool("ansible-playbook");
+    let hub = hub_with(|_| {}).await;
+    let line = sh_line_for(&hub, 5).await;
+    let root = FakeRoot::new();
+    let dir = root.dir.path();
+    std::fs::write(
+        dir.join("inventory"),
+        "web-7 ansible_connection=local ansible_python_interpreter=python3\n",
+    )
+    .unwrap();
+    let vars = serde_json::json!({
+        "muster_install_line": line,
+        "muster_root": root.root(),
+        // The test runs as whoever runs it; sudo is not under test.
+        "ansible_become": false,
+    });
+    std::fs::write(dir.join("vars.json"), vars.to_string()).unwrap();
+    let playbook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/ansible/playbook.yml"
+    );
+    let play = || {
+        Command::new(&ansible)
+            .args(["-i", "inventory", playbook, "-e", "@vars.json"])
+            .current_dir(dir)
+            .env("PATH", &root.path)
+            .env("TMPDIR", dir)
+            .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-tmp"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let first = play();
+    assert!(first.status.success(), "{}", text(&first));
+    let agents = hub.admin().list_agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].name, "web-7");
+    // Again: the enrolled host is skipped.
+    let second = play();
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("changed=0"),
+        "{}",
+        text(&second)
+    );
+    drop(root);
+    hub.stop().await;
+}
