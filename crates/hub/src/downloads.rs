@@ -177,7 +177,20 @@ impl Downloads {
             }
         };
         if let Some(p) = published {
-            let file = blocking(move || std::fs::File::open(&p.binary)).await?;
+            let binary = p.binary.clone();
+            let size = p.manifest.size;
+            let file = blocking(move || {
+                let file = std::fs::File::open(&binary)?;
+                // A binary cut short or grown on disk is no longer the release.
+                if file.metadata()?.len() != size {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not the size its manifest says",
+                        binary.display()
+                    )));
+                }
+                Ok(file)
+            })
+            .await?;
             return Ok(Some(Servable {
                 file: Arc::new(file),
                 manifest: p.manifest,

@@ -89,12 +89,11 @@ pub async fn download(
     ClientSource(source): ClientSource,
     Path((version, os, arch)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let servable = state
-        .downloads
-        .find(&version, &os, &arch)
-        .await
-        .map_err(|e| release_failure("opening a release", e))?
-        .ok_or_else(|| ApiFailure::not_found(format!("no release {version} for {os}/{arch}")))?;
+    // What is asked for is checked first (pure), then the limits (in memory), and
+    // only then the disk: a refused or malformed request costs no file access.
+    muster_release::parse_version(&version)
+        .and_then(|_| muster_release::check_platform(&os, &arch))
+        .map_err(|e| release_failure("checking a download", e))?;
     let permit = match state.downloads.admit(source_bucket(source)) {
         Ok(p) => p,
         Err(Refused::SourceLimit(retry)) => {
@@ -110,6 +109,12 @@ pub async fn download(
             ));
         }
     };
+    let servable = state
+        .downloads
+        .find(&version, &os, &arch)
+        .await
+        .map_err(|e| release_failure("opening a release", e))?
+        .ok_or_else(|| ApiFailure::not_found(format!("no release {version} for {os}/{arch}")))?;
     let m = servable.manifest;
     let name = muster_release::binary_name(&m.os);
     Ok((

@@ -225,7 +225,10 @@ stop_agent() {
         case "$pid" in
             ''|*[!0-9]*) ;;
             *)
-                if kill -0 "$pid" 2>/dev/null; then
+                # A pid reused by another program since is left alone (Linux can tell).
+                if [ -r "/proc/$pid/cmdline" ] && ! tr '\000' ' ' <"/proc/$pid/cmdline" | grep -q muster; then
+                    :
+                elif kill -0 "$pid" 2>/dev/null; then
                     kill "$pid" 2>/dev/null
                     n=0
                     while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 50 ]; do
