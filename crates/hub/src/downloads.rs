@@ -37,6 +37,8 @@ const WINDOW: Duration = Duration::from_secs(60);
 pub const DOWNLOADS_PER_SOURCE: u32 = 10;
 /// Downloads in flight at once, by default, from all sources.
 pub const DOWNLOADS_IN_FLIGHT: usize = 128;
+/// Longest a download may hold its slot: 100 MB at about 1 Mbit/s.
+pub const MAX_DOWNLOAD_TIME: Duration = Duration::from_secs(15 * 60);
 
 /// A binary ready to stream: the open file and what it must be.
 pub struct Servable {
@@ -328,41 +330,62 @@ fn hash_open_file(file: &std::fs::File) -> std::io::Result<(String, u64)> {
 }
 
 /// The body of a download: `size` bytes of `file` read in chunks off the async
-/// threads, holding `permit` until the last byte is sent or the client goes away.
-/// A file shorter than `size` ends the body early, which the client sees as a
+/// threads, holding `permit` until the last byte is sent, the client goes away, or
+/// `max_time` passes (a client that reads slowly or stops reading must not keep a
+/// download slot forever: past it the slot is freed and the body ends broken).
+/// A file shorter than `size` ends the body early too, which the client sees as a
 /// broken transfer, never as a complete one.
-pub fn stream(file: Arc<std::fs::File>, size: u64, permit: OwnedSemaphorePermit) -> Body {
-    let state = (file, 0u64, permit);
-    let chunks = futures_util::stream::unfold(state, move |(file, offset, permit)| async move {
-        if offset >= size {
-            return None;
-        }
-        let want = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let reader = file.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let n = reader.read_at(&mut buf, offset)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>(buf)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match read {
-            Ok(buf) if buf.is_empty() => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the binary is shorter than its manifest",
-                )),
-                (file, size, permit),
-            )),
-            Ok(buf) => {
-                let next = offset + buf.len() as u64;
-                Some((Ok(Bytes::from(buf)), (file, next, permit)))
-            }
-            Err(e) => Some((Err(e), (file, size, permit))),
+pub fn stream(
+    file: Arc<std::fs::File>,
+    size: u64,
+    permit: OwnedSemaphorePermit,
+    max_time: Duration,
+) -> Body {
+    let slot = Arc::new(Mutex::new(Some(permit)));
+    let (done, dropped) = tokio::sync::oneshot::channel::<()>();
+    let expire = slot.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(max_time) => drop(lock(&expire).take()),
+            _ = dropped => {}
         }
     });
+    let broken = |why: &'static str| Err(std::io::Error::other(why));
+    let state = (file, 0u64, slot, done);
+    let chunks =
+        futures_util::stream::unfold(state, move |(file, offset, slot, done)| async move {
+            if offset >= size {
+                return None;
+            }
+            if lock(&slot).is_none() {
+                return Some((
+                    broken("the download took too long"),
+                    (file, size, slot, done),
+                ));
+            }
+            let want = usize::try_from((size - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let reader = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                let n = reader.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>(buf)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            match read {
+                Ok(buf) if buf.is_empty() => Some((
+                    broken("the binary is shorter than its manifest"),
+                    (file, size, slot, done),
+                )),
+                Ok(buf) => {
+                    let next = offset + buf.len() as u64;
+                    Some((Ok(Bytes::from(buf)), (file, next, slot, done)))
+                }
+                Err(e) => Some((Err(e), (file, size, slot, done))),
+            }
+        });
     Body::from_stream(chunks)
 }
 
@@ -406,5 +429,25 @@ mod tests {
         let _p4 = d.admit(c).ok().unwrap();
         let _p5 = d.admit(c).ok();
         assert_eq!(d.started.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_download_that_takes_too_long_gives_its_slot_back() {
+        use futures_util::StreamExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bin");
+        std::fs::write(&path, vec![0u8; 3 * CHUNK]).unwrap();
+        let d = Downloads::new(ReleaseDir::new(tmp.path()), None, 10, 1);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        let permit = d.admit(ip).ok().unwrap();
+        let body = stream(file, 3 * CHUNK as u64, permit, Duration::from_millis(100));
+        let mut chunks = body.into_data_stream();
+        assert!(chunks.next().await.unwrap().is_ok());
+        assert!(matches!(d.admit(ip), Err(Refused::Busy)));
+        // The client stops reading; the slot comes back, and the body ends broken.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(d.admit(ip).is_ok());
+        assert!(chunks.next().await.unwrap().is_err());
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::audit::AuditExt;
-use crate::downloads::{Refused, stream, upload_dir};
+use crate::downloads::{MAX_DOWNLOAD_TIME, Refused, stream, upload_dir};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{Caller, ClientSource};
 use crate::rules::source_bucket;
@@ -126,7 +126,7 @@ pub async fn download(
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
-        stream(servable.file, m.size, permit),
+        stream(servable.file, m.size, permit, MAX_DOWNLOAD_TIME),
     )
         .into_response())
 }
