@@ -708,3 +708,73 @@ async fn the_ansible_example_enrolls_each_host_once() {
     drop(root);
     hub.stop().await;
 }
+
+/// A PATH holding every program of /usr/bin and /bin but `missing`.
+fn path_without(dir: &std::path::Path, missing: &[&str]) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for from in ["/usr/bin", "/bin"] {
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let name = entry.file_name();
+            let to = bin.join(&name);
+            if !missing.iter().any(|m| name == *m) && !to.exists() {
+                std::os::unix::fs::symlink(entry.path(), to).unwrap();
+            }
+        }
+    }
+    bin.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_script_uses_gnu_wget_without_curl_and_refuses_without_a_hash_tool() {
+    tool("wget");
+    let hub = hub_with(|_| {}).await;
+    let (status, script) = hub.anonymous().get_raw("/bootstrap").await.unwrap();
+    assert_eq!(status, 200);
+    let token = hub.default_token().await;
+    let run = |root: &FakeRoot, path: String| {
+        let file = root.dir.path().join("install.sh");
+        std::fs::write(&file, &script).unwrap();
+        let mut cmd = Command::new(tool("dash"));
+        cmd.arg(&file)
+            .args(["--token", &token])
+            .env("PATH", path)
+            .env("MUSTER_ROOT", root.root())
+            .env("TMPDIR", root.dir.path())
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MUSTER_") && k != "MUSTER_ROOT" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.output().unwrap()
+    };
+
+    // No way to check the download: nothing is fetched, nothing installed.
+    let root = FakeRoot::new();
+    let path = path_without(
+        root.dir.path(),
+        &["sha256sum", "shasum", "digest", "sha256"],
+    );
+    let out = run(&root, path);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no SHA-256 tool"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.root().join("usr").exists());
+    assert_eq!(downloads_started(&hub).await, 0);
+
+    // No curl: GNU wget, checking the hub's CA all the same.
+    let root = FakeRoot::new();
+    let path = path_without(root.dir.path(), &["curl"]);
+    let out = run(&root, path);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("tools: wget, sha256sum"), "{stdout}");
+    agent_id_in(&stdout);
+    assert_eq!(downloads_started(&hub).await, 1);
+    drop(root);
+    hub.stop().await;
+}

@@ -82,7 +82,6 @@ function Main {
         $env:MUSTER_ENROLL_TOKEN = $Token
         & $Binary @enrollArgs
         if ($LASTEXITCODE -ne 0) { Fail 'enrollment failed (see above)' }
-        Remove-Item Env:\MUSTER_ENROLL_TOKEN
         Say 'enrolled'
         if (-not $service) {
             New-Service -Name $ServiceName -DisplayName 'Muster agent' -StartupType Automatic `
@@ -100,7 +99,10 @@ function Main {
         }
         Fail "the agent did not come online within 60 s; check the MusterAgent service and 'muster status --config-dir $ConfigDir'"
     } finally {
+        Remove-Item Env:\MUSTER_ENROLL_TOKEN -ErrorAction SilentlyContinue
         Remove-Item -Recurse -Force $work -ErrorAction SilentlyContinue
+        # The check trusted only the hub's CA: give the session its usual checks back.
+        [Net.ServicePointManager]::ServerCertificateValidationCallback = $null
     }
 }
 

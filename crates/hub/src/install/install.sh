@@ -128,6 +128,7 @@ pick_tools() {
     else
         die "no SHA-256 tool (sha256sum, shasum, digest or sha256): cannot check the download, so nothing was installed"
     fi
+    say "tools: $FETCH, $SHA"
 }
 
 make_workdir() {
