@@ -726,17 +726,18 @@ fn path_without(dir: &std::path::Path, missing: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_script_uses_gnu_wget_without_curl_and_refuses_without_a_hash_tool() {
+async fn the_script_runs_under_busybox_with_gnu_wget_and_refuses_without_a_hash_tool() {
     tool("wget");
     let hub = hub_with(|_| {}).await;
     let (status, script) = hub.anonymous().get_raw("/bootstrap").await.unwrap();
     assert_eq!(status, 200);
     let token = hub.default_token().await;
-    let run = |root: &FakeRoot, path: String| {
+    let run = |root: &FakeRoot, path: String, shell: &[PathBuf]| {
         let file = root.dir.path().join("install.sh");
         std::fs::write(&file, &script).unwrap();
-        let mut cmd = Command::new(tool("dash"));
-        cmd.arg(&file)
+        let mut cmd = Command::new(&shell[0]);
+        cmd.args(&shell[1..])
+            .arg(&file)
             .args(["--token", &token])
             .env("PATH", path)
             .env("MUSTER_ROOT", root.root())
@@ -756,7 +757,7 @@ async fn the_script_uses_gnu_wget_without_curl_and_refuses_without_a_hash_tool()
         root.dir.path(),
         &["sha256sum", "shasum", "digest", "sha256"],
     );
-    let out = run(&root, path);
+    let out = run(&root, path, &[tool("dash")]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no SHA-256 tool"),
@@ -766,10 +767,10 @@ async fn the_script_uses_gnu_wget_without_curl_and_refuses_without_a_hash_tool()
     assert!(!root.root().join("usr").exists());
     assert_eq!(downloads_started(&hub).await, 0);
 
-    // No curl: GNU wget, checking the hub's CA all the same.
+    // No curl: GNU wget, checking the hub's CA all the same; under busybox sh.
     let root = FakeRoot::new();
     let path = path_without(root.dir.path(), &["curl"]);
-    let out = run(&root, path);
+    let out = run(&root, path, &[tool("busybox"), PathBuf::from("sh")]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("tools: wget, sha256sum"), "{stdout}");
