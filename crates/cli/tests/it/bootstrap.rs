@@ -574,6 +574,18 @@ async fn publishing_takes_an_admin_a_signature_and_a_bounded_body() {
             .any(|a| a == "release.published")
     );
     assert_eq!(hub.admin().list_releases().await.unwrap().len(), 1);
+
+    // A damaged manifest on disk is the hub's trouble: 500, and no path in the answer.
+    let damaged = hub.data_dir.join("releases/3.0.0/linux-riscv64");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("manifest.json"), b"{not json").unwrap();
+    let (status, body) = hub
+        .anonymous()
+        .get_raw("/api/v1/agent/latest?os=linux&arch=riscv64")
+        .await
+        .unwrap();
+    assert_eq!(status, 500);
+    assert!(!String::from_utf8_lossy(&body).contains("releases/"));
     hub.stop().await;
 }
 

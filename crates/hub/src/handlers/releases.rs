@@ -36,13 +36,27 @@ pub struct LatestQuery {
     version: Option<String>,
 }
 
-/// A release error caused by what the client asked for: 400 with its one line;
-/// anything else stays in the log.
+/// A release error about what the client sent (a version, a platform, a manifest,
+/// a body): 400 with its one line. Disk failures stay in the log.
 fn release_failure(context: &str, e: ReleaseError) -> ApiFailure {
     match e {
         ReleaseError::Io(io) => ApiFailure::internal(context, &io),
         other => ApiFailure::bad_request(other.to_string()),
     }
+}
+
+/// A release error from reading what is stored (the request was checked before):
+/// the hub's own trouble, whatever its kind, and its text (paths) is not for clients.
+fn stored_failure(context: &str, e: ReleaseError) -> ApiFailure {
+    ApiFailure::internal(context, &e)
+}
+
+/// The version and platform a request names, checked before anything is looked up.
+fn check_request(version: Option<&str>, os: &str, arch: &str) -> ApiResult<()> {
+    if let Some(v) = version {
+        muster_release::parse_version(v).map_err(|e| release_failure("checking a request", e))?;
+    }
+    muster_release::check_platform(os, arch).map_err(|e| release_failure("checking a request", e))
 }
 
 fn download_url(hub_url: &str, m: &Manifest) -> String {
@@ -62,6 +76,7 @@ pub async fn latest(
             "os and arch are required, e.g. ?os=linux&arch=x86_64",
         ));
     };
+    check_request(q.version.as_deref(), os, arch)?;
     let found = match q.version.as_deref() {
         Some(v) => state
             .downloads
@@ -70,7 +85,7 @@ pub async fn latest(
             .map(|s| s.map(|s| s.manifest)),
         None => state.downloads.latest(os, arch).await,
     }
-    .map_err(|e| release_failure("reading releases", e))?;
+    .map_err(|e| stored_failure("reading releases", e))?;
     let m = found
         .ok_or_else(|| ApiFailure::not_found(format!("no release is published for {os}/{arch}")))?;
     Ok(Json(LatestRelease {
@@ -91,9 +106,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     // What is asked for is checked first (pure), then the limits (in memory), and
     // only then the disk: a refused or malformed request costs no file access.
-    muster_release::parse_version(&version)
-        .and_then(|_| muster_release::check_platform(&os, &arch))
-        .map_err(|e| release_failure("checking a download", e))?;
+    check_request(Some(&version), &os, &arch)?;
     let permit = match state.downloads.admit(source_bucket(source)) {
         Ok(p) => p,
         Err(Refused::SourceLimit(retry)) => {
@@ -113,7 +126,7 @@ pub async fn download(
         .downloads
         .find(&version, &os, &arch)
         .await
-        .map_err(|e| release_failure("opening a release", e))?
+        .map_err(|e| stored_failure("opening a release", e))?
         .ok_or_else(|| ApiFailure::not_found(format!("no release {version} for {os}/{arch}")))?;
     let m = servable.manifest;
     let name = muster_release::binary_name(&m.os);
@@ -282,7 +295,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<ReleaseL
     let list = tokio::task::spawn_blocking(move || releases.list())
         .await
         .map_err(|e| ApiFailure::internal("listing releases", &e))?
-        .map_err(|e| release_failure("listing releases", e))?;
+        .map_err(|e| stored_failure("listing releases", e))?;
     Ok(Json(ReleaseList {
         releases: list.iter().map(|p| release_info(&p.manifest)).collect(),
     }))
