@@ -23,6 +23,7 @@ mod labels;
 mod multihub;
 mod public_cert;
 mod reenroll;
+mod releases;
 mod renewal;
 mod secrets;
 mod sessions;
