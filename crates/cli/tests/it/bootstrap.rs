@@ -578,3 +578,42 @@ async fn the_script_runs_under_busybox_with_gnu_wget_and_refuses_without_a_hash_
     drop(root);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_create_prints_the_three_lines() {
+    let hub = hub_with(|_| {}).await;
+    let ca_hash = hub.ca_hash.to_string();
+    let conn = [
+        "--hub",
+        hub.url.as_str(),
+        "--api-key",
+        hub.admin_key.as_str(),
+        "--ca-hash",
+        ca_hash.as_str(),
+    ];
+    let (ok, out, err) = muster(&[&["tokens", "create"], &conn[..]].concat());
+    assert!(ok, "{err}");
+    let sh = out
+        .lines()
+        .find(|l| l.contains("| sudo") || l.contains("&& sudo sh"));
+    assert!(
+        sh.is_some_and(|l| l.contains("--cacert") && l.contains("--token 'met_")),
+        "{out}"
+    );
+    assert!(
+        out.contains("-Token 'met_") && out.contains("muster enroll --hub"),
+        "{out}"
+    );
+    let (ok, out, err) = muster(&[&["tokens", "create", "--json"], &conn[..]].concat());
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["sh", "powershell", "enroll"] {
+        assert!(
+            created["install"][k]
+                .as_str()
+                .is_some_and(|l| l.contains("met_")),
+            "{k}"
+        );
+    }
+    hub.stop().await;
+}
