@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, keys, login, status, tokens, trust,
-    unenroll, users,
+    agent, agents, approvals, audit, bench, enroll, hub, keys, login, release, status, tokens,
+    trust, unenroll, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -65,6 +65,8 @@ enum Command {
     Login(login::LoginArgs),
     /// Benchmarks against a running hub.
     Bench(bench::BenchArgs),
+    /// Signed agent releases: keygen, sign, verify, publish, list.
+    Release(release::ReleaseArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one per command with --out-dir.
@@ -84,6 +86,7 @@ impl Command {
             Command::Approvals(a) => Some(&mut a.conn),
             Command::Login(a) => Some(&mut a.conn),
             Command::Bench(a) => a.connection_mut(),
+            Command::Release(a) => a.connection_mut(),
             Command::Hub(_)
             | Command::Enroll(_)
             | Command::Unenroll(_)
@@ -240,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::exec(args).await,
         Command::Completions(args) => completions::exec(args),
         Command::Man(args) => man::exec(args),
+        Command::Release(args) => release::exec(args).await,
     }
 }
 

@@ -211,6 +211,9 @@ async fn serve(args: HubArgs) -> Result<()> {
         max_pending_total: args.max_pending_total,
         admin_user,
         secret: non_empty_env("MUSTER_SECRET"),
+        agent_binary: None,
+        downloads_per_source: muster_hub::defaults::DOWNLOADS_PER_SOURCE,
+        downloads_in_flight: muster_hub::defaults::DOWNLOADS_IN_FLIGHT,
     };
     let hub = muster_hub::Hub::start(opts).await?;
     Ok(hub.serve(crate::signal::shutdown()).await?)
