@@ -149,17 +149,19 @@ fetch() {
         "$HUB_URL"/*) ;;
         *) die "refusing to fetch from outside the hub: $1" ;;
     esac
+    # A busy hub answers 429/503 with Retry-After (per-source and in-flight download
+    # limits): wait as told and try again rather than fail a whole rollout.
     if [ "$FETCH" = curl ]; then
         if [ -n "$CA_FILE" ]; then
-            curl -fsS --proto '=https' --cacert "$CA_FILE" -o "$2" "$1"
+            curl -fsS --proto '=https' --retry 6 --retry-max-time 600 --cacert "$CA_FILE" -o "$2" "$1"
         else
-            curl -fsS --proto '=https' -o "$2" "$1"
+            curl -fsS --proto '=https' --retry 6 --retry-max-time 600 -o "$2" "$1"
         fi
     else
         if [ -n "$CA_FILE" ]; then
-            wget -q --https-only --ca-certificate="$CA_FILE" -O "$2" "$1"
+            wget -q --https-only --tries=6 --retry-on-http-error=429,503 --ca-certificate="$CA_FILE" -O "$2" "$1"
         else
-            wget -q --https-only -O "$2" "$1"
+            wget -q --https-only --tries=6 --retry-on-http-error=429,503 -O "$2" "$1"
         fi
     fi
 }
