@@ -1,5 +1,5 @@
-//! `muster update` on an agent machine (SPEC §10 "Updates"): ask the hub which
-//! signed release this agent should run, and install it with the same checks as an
+//! `muster update` on an agent machine (SPEC §10 "Updates"): ask the hub for the
+//! release of this binary's platform (`GET /api/v1/agent/latest`), and install it with the same checks as an
 //! update ordered over the session (`update.rs`). The running service is then
 //! restarted and judged the same way: the hub must report this agent online with
 //! the new version within the deadline, else the previous binary is put back and
@@ -40,6 +40,9 @@ pub enum UpdateOutcome {
     Checked {
         running: String,
         available: String,
+        /// Whether it is signed (the hub's own binary, served when nothing is
+        /// published, is not: no agent would install it).
+        signed: bool,
         newer: bool,
     },
     /// Already running the offered version.
@@ -59,15 +62,22 @@ pub async fn update(dir: &ConfigDir, opts: &UpdateOptions) -> Result<UpdateOutco
         .load()?
         .ok_or_else(|| AgentError::NotEnrolled(dir.path().to_path_buf()))?;
     let client = update::agent_client(&creds, Duration::from_secs(30))?;
-    let offer = client.update_offer(opts.version.as_deref()).await?;
+    let (os, arch) = (muster_release::this_os(), muster_release::this_arch());
+    let offer = client
+        .release_for(os, arch, opts.version.as_deref())
+        .await?;
     let running = muster_release::running_version();
     if opts.check {
-        let newer = matches!(
-            muster_release::compare_versions(&offer.version, &running),
-            Ok(std::cmp::Ordering::Greater)
-        );
+        // An unsigned binary (the hub's own, when nothing is published) would be
+        // refused: it is no update.
+        let newer = !offer.signature.is_empty()
+            && matches!(
+                muster_release::compare_versions(&offer.version, &running),
+                Ok(std::cmp::Ordering::Greater)
+            );
         return Ok(UpdateOutcome::Checked {
             running,
+            signed: !offer.signature.is_empty(),
             available: offer.version,
             newer,
         });
@@ -75,8 +85,8 @@ pub async fn update(dir: &ConfigDir, opts: &UpdateOptions) -> Result<UpdateOutco
     let order = Order {
         manifest: muster_release::Manifest {
             version: offer.version.clone(),
-            os: offer.os.clone(),
-            arch: offer.arch.clone(),
+            os: os.to_owned(),
+            arch: arch.to_owned(),
             sha256: offer.sha256.clone(),
             size: offer.size,
             signature: offer.signature.clone(),

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, keys, login, status, tokens, trust,
-    unenroll, update, users,
+    agent, agents, approvals, audit, bench, enroll, hub, keys, login, release, status, tokens,
+    trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub (default: SQLite under ./muster-data, HTTPS on 0.0.0.0:8443).
-    Hub(hub::HubArgs),
+    Hub(Box<hub::HubArgs>),
     /// Manage enrollment tokens.
     Tokens(tokens::TokensArgs),
     /// Inspect and manage enrolled agents.
@@ -67,6 +67,8 @@ enum Command {
     Login(login::LoginArgs),
     /// Benchmarks against a running hub.
     Bench(bench::BenchArgs),
+    /// Signed agent releases: keygen, sign, verify, publish, list.
+    Release(release::ReleaseArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one per command with --out-dir.
@@ -86,6 +88,7 @@ impl Command {
             Command::Approvals(a) => Some(&mut a.conn),
             Command::Login(a) => Some(&mut a.conn),
             Command::Bench(a) => a.connection_mut(),
+            Command::Release(a) => a.connection_mut(),
             Command::Hub(_)
             | Command::Enroll(_)
             | Command::Unenroll(_)
@@ -227,7 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => {}
     }
     match command {
-        Command::Hub(args) => hub::exec(args).await,
+        Command::Hub(args) => hub::exec(*args).await,
         Command::Tokens(args) => tokens::exec(args).await,
         Command::Agents(args) => agents::exec(args).await,
         Command::Enroll(args) => enroll::exec(args).await,
@@ -244,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::exec(args).await,
         Command::Completions(args) => completions::exec(args),
         Command::Man(args) => man::exec(args),
+        Command::Release(args) => release::exec(args).await,
     }
 }
 

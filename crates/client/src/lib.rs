@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use muster_proto::{
     AgentInfo, AgentList, ApiError, CaResponse, CreateTokenRequest, CreateTokenResponse,
-    EnrollRequest, EnrollResponse, PendingResponse, TokenInfo, TokenList,
+    EnrollRequest, EnrollResponse, LatestRelease, PendingResponse, ReleaseInfo, ReleaseList,
+    TokenInfo, TokenList,
 };
 use reqwest::StatusCode;
 use rustls_pki_types::pem::PemObject;
@@ -394,16 +395,23 @@ impl HubClient {
         .await
     }
 
-    /// The signed release the calling agent should install (`version`, else the
-    /// newest for its platform).
-    pub async fn update_offer(&self, version: Option<&str>) -> Result<muster_proto::UpdateOffer> {
-        match version {
-            Some(v) => {
-                self.get(&format!("/api/v1/agent/update?version={}", path_segment(v)))
-                    .await
-            }
-            None => self.get("/api/v1/agent/update").await,
+    /// The release the hub offers for `os`/`arch` (`GET /api/v1/agent/latest`):
+    /// exactly `version` when given, else the newest published.
+    pub async fn release_for(
+        &self,
+        os: &str,
+        arch: &str,
+        version: Option<&str>,
+    ) -> Result<LatestRelease> {
+        let mut path = format!(
+            "/api/v1/agent/latest?os={}&arch={}",
+            path_segment(os),
+            path_segment(arch)
+        );
+        if let Some(v) = version {
+            path.push_str(&format!("&version={}", path_segment(v)));
         }
+        self.get(&path).await
     }
 
     /// Report a step of a self-update the calling agent ran outside its session.
@@ -755,6 +763,50 @@ pub(crate) fn tls_config(
     // certificate (`--tls-cert`) for the one its CA issued, which the pin checks.
     tls.alpn_protocols = vec![b"http/1.1".to_vec(), muster_proto::HUB_CA_ALPN.to_vec()];
     Ok((tls, mismatch))
+}
+
+/// Agent releases (SPEC §10).
+impl HubClient {
+    /// The release to install on `os`/`arch` (public).
+    pub async fn latest_release(&self, os: &str, arch: &str) -> Result<LatestRelease> {
+        self.get(&format!(
+            "/api/v1/agent/latest?os={}&arch={}",
+            path_segment(os),
+            path_segment(arch)
+        ))
+        .await
+    }
+
+    /// Publish a binary (admin): `manifest_json` is its signed manifest (compact
+    /// JSON, sent in the `muster-manifest` header), `binary` the file's bytes.
+    pub async fn publish_release(
+        &self,
+        version: &str,
+        os: &str,
+        arch: &str,
+        manifest_json: &str,
+        binary: Vec<u8>,
+    ) -> Result<ReleaseInfo> {
+        let req = self
+            .http
+            .put(self.url(&format!(
+                "/api/v1/releases/{}/{}/{}",
+                path_segment(version),
+                path_segment(os),
+                path_segment(arch)
+            )))
+            .header("muster-manifest", manifest_json)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            // A large binary over a slow link: more than the default 30 s.
+            .timeout(Duration::from_secs(900))
+            .body(binary);
+        Self::decode(self.send(req, None).await?).await
+    }
+
+    /// Published releases, newest first.
+    pub async fn list_releases(&self) -> Result<Vec<ReleaseInfo>> {
+        Ok(self.get::<ReleaseList>("/api/v1/releases").await?.releases)
+    }
 }
 
 /// Percent-encode one path segment (ids are UUIDs, but names are free text).

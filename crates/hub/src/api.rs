@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Router, middleware};
 use muster_proto::MAX_BODY_BYTES;
 
@@ -15,8 +15,8 @@ use crate::auth::require;
 use crate::body_limit::{BodyBudget, bound_body};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, download, enroll, keys, renewal, sessions, system, tokens,
-    updates, users,
+    agent, agents, approvals, audit, enroll, install, keys, releases, renewal, sessions, system,
+    tokens, updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -37,13 +37,17 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         (None, M::GET, "/api/v1/ca", get(system::ca)),
         (None, M::POST, "/api/v1/enroll", post(enroll::enroll)),
         (None, M::POST, "/api/v1/login", post(users::login)),
+        (None, M::POST, "/api/v1/logout", post(users::logout)),
+        (None, M::GET, "/bootstrap", get(install::bootstrap)),
+        (None, M::GET, "/api/v1/agent/latest", get(releases::latest)),
         (
             None,
             M::GET,
             "/api/v1/agent/download/{version}/{os}/{arch}",
-            get(download::download),
+            get(releases::download),
         ),
-        (None, M::POST, "/api/v1/logout", post(users::logout)),
+        (member, M::GET, "/api/v1/releases", get(releases::list)),
+        (admin, M::PUT, RELEASE_UPLOAD, put(releases::publish)),
         (agent, M::GET, "/api/v1/agent/me", get(agent::agent_me)),
         (
             agent,
@@ -52,12 +56,6 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             get(sessions::agent_session),
         ),
         (agent, M::POST, "/api/v1/agent/renew", post(renewal::renew)),
-        (
-            agent,
-            M::GET,
-            "/api/v1/agent/update",
-            get(updates::agent_offer),
-        ),
         (
             agent,
             M::POST,
@@ -196,6 +194,10 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
     ]
 }
 
+/// The one route that reads its own body: a release binary, streamed to disk with
+/// its own limit after authentication, so it skips the pre-auth body buffer.
+const RELEASE_UPLOAD: &str = "/api/v1/releases/{version}/{os}/{arch}";
+
 /// The route table without handlers, for tests and docs.
 pub fn route_table() -> Vec<(Access, Method, &'static str)> {
     table().into_iter().map(|(a, m, p, _)| (a, m, p)).collect()
@@ -204,8 +206,35 @@ pub fn route_table() -> Vec<(Access, Method, &'static str)> {
 /// The hub's HTTP service. `body_timeout` is `--request-body-timeout` (see
 /// `body_limit`).
 pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
+    // Outermost last: every error leaves as JSON; bodies are bounded before auth or
+    // a handler waits on them, except the upload's, which it streams itself.
+    let bounded = grouped(&state, false)
+        .fallback(|| async { ApiFailure::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            BodyBudget::new(body_timeout),
+            bound_body,
+        ));
+    let streamed = grouped(&state, true).layer(DefaultBodyLimit::disable());
+    Router::new()
+        .merge(bounded)
+        .merge(streamed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// The routes of the table (those streaming their own body, or the others), one
+/// group per role, each group behind its role check.
+fn grouped(state: &Arc<AppState>, streamed: bool) -> Router<Arc<AppState>> {
     let mut groups: Vec<(Access, Router<Arc<AppState>>)> = Vec::new();
     for (access, _, path, handler) in table() {
+        if (path == RELEASE_UPLOAD) != streamed {
+            continue;
+        }
         let at = match groups.iter().position(|(a, _)| *a == access) {
             Some(i) => i,
             None => {
@@ -226,20 +255,7 @@ pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
             )),
         });
     }
-    // Outermost last: every error leaves as JSON; bodies are bounded before auth or
-    // a handler waits on them.
-    app.fallback(|| async { ApiFailure::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            BodyBudget::new(body_timeout),
-            bound_body,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .layer(middleware::from_fn(json_errors))
-        .with_state(state)
+    app
 }
 
 async fn count_requests(

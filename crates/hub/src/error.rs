@@ -106,6 +106,15 @@ impl ApiFailure {
         )
     }
 
+    /// 413: the body is over a route's own limit of `limit` bytes.
+    pub fn too_large_than(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {} MiB", limit / (1024 * 1024)),
+        )
+    }
+
     /// 408: the body did not arrive within `--request-body-timeout`.
     pub fn body_timeout() -> Self {
         Self::new(

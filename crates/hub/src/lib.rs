@@ -17,10 +17,12 @@ mod bootstrap;
 mod clock;
 mod clones;
 mod conn_limit;
+mod downloads;
 mod enroll;
 mod error;
 mod extract;
 mod handlers;
+mod install;
 mod metrics;
 mod principal;
 mod queue;
@@ -60,6 +62,8 @@ pub mod defaults {
     pub const MAX_PENDING_PER_SOURCE: usize = 16;
     /// `--max-pending`.
     pub const MAX_PENDING_TOTAL: usize = 10_000;
+    /// Agent downloads per source per minute, and in flight at once.
+    pub use crate::downloads::{DOWNLOADS_IN_FLIGHT, DOWNLOADS_PER_SOURCE};
 }
 
 /// How an operator configured this hub (`muster hub` flags and environment).
@@ -111,6 +115,13 @@ pub struct HubOptions {
     pub admin_user: Option<(String, String)>,
     /// `MUSTER_SECRET`; when absent the secret lives in `<data-dir>/secret`.
     pub secret: Option<String>,
+    /// The executable served as the agent for the hub's own platform when no
+    /// release is published for it (SPEC §10). `None`: the running one.
+    pub agent_binary: Option<PathBuf>,
+    /// Agent downloads one source may start per minute; beyond, 429.
+    pub downloads_per_source: u32,
+    /// Agent downloads in flight at once; beyond, 503.
+    pub downloads_in_flight: usize,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -224,6 +235,9 @@ impl HubOptions {
             idle_timeout: Duration::from_secs(60),
             admin_user: None,
             secret: None,
+            agent_binary: None,
+            downloads_per_source: defaults::DOWNLOADS_PER_SOURCE,
+            downloads_in_flight: defaults::DOWNLOADS_IN_FLIGHT,
         }
     }
 }
@@ -313,7 +327,13 @@ impl Hub {
             .iter()
             .map(|c| rules::parse_cidr(c).map_err(HubError::Invalid))
             .collect::<Result<Vec<_>, _>>()?;
+        let public_tls = public_cert.is_some();
         let tls = tls::server_config(&prepared.ca, public_cert, &names)?;
+        let releases = muster_release::ReleaseDir::new(opts.data_dir.join("releases"));
+        let own_binary = opts
+            .agent_binary
+            .clone()
+            .or_else(|| std::env::current_exe().ok());
         let state = Arc::new(AppState {
             store: prepared.store,
             keys: prepared.keys,
@@ -339,7 +359,14 @@ impl Hub {
             metrics: Default::default(),
             tokens: Default::default(),
             sessions: Default::default(),
-            releases: muster_release::ReleaseDir::new(opts.data_dir.join("releases")),
+            releases: releases.clone(),
+            downloads: downloads::Downloads::new(
+                releases,
+                own_binary.as_deref(),
+                opts.downloads_per_source,
+                opts.downloads_in_flight,
+            ),
+            public_tls,
         });
         if let Some((name, password)) = &opts.admin_user {
             bootstrap::ensure_admin_user(&state, name, password).await?;

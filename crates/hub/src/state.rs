@@ -11,6 +11,8 @@ use std::time::Duration;
 use muster_ca::{Authority, CaHash};
 use muster_store::{QueueLimits, Store};
 
+use crate::downloads::Downloads;
+use crate::install::HubIdentity;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
 use crate::registry::Sessions;
@@ -57,7 +59,46 @@ pub struct AppState {
     /// Shared with each session's registration guard, which outlives no request but
     /// must not hold the whole state.
     pub sessions: Arc<Sessions>,
-    #[allow(dead_code)] // read by the release routes, which land next
     /// Signed agent releases published to this hub (`<data-dir>/releases/`, SPEC §10).
     pub releases: muster_release::ReleaseDir,
+    /// Serving agent binaries: cached manifests, the hub's own binary, the limits.
+    pub downloads: Downloads,
+    /// The hub serves a certificate from `--tls-cert` (publicly trusted, we assume):
+    /// install lines then let the system's trust store verify it.
+    pub public_tls: bool,
+}
+
+/// The hub as the installer scripts describe it (owned; see `install::HubIdentity`).
+pub struct OwnedHubIdentity {
+    pub url: String,
+    pub ca_pem: Option<String>,
+    pub ca_sha256_hex: Option<String>,
+}
+
+impl OwnedHubIdentity {
+    pub fn as_ref(&self) -> HubIdentity<'_> {
+        HubIdentity {
+            url: &self.url,
+            ca_pem: self.ca_pem.as_deref(),
+            ca_sha256_hex: self.ca_sha256_hex.as_deref(),
+        }
+    }
+}
+
+impl AppState {
+    /// What the installer scripts and one-liners need to know about this hub.
+    pub fn hub_identity(&self) -> OwnedHubIdentity {
+        let (pem, hex) = if self.public_tls {
+            (None, None)
+        } else {
+            let hash = self.ca_hash.to_string();
+            let hex = hash.strip_prefix("sha256:").unwrap_or(&hash).to_owned();
+            (Some(self.ca.cert_pem().to_owned()), Some(hex))
+        };
+        OwnedHubIdentity {
+            url: self.hub_url.clone(),
+            ca_pem: pem,
+            ca_sha256_hex: hex,
+        }
+    }
 }

@@ -10,7 +10,8 @@
 
 use std::net::IpAddr;
 
-use muster_proto::{HubMessage, UpdateOffer, UpdateOrder, UpdatePhase, UpdateRequest, codes};
+use muster_proto::{HubMessage, UpdateOrder, UpdatePhase, UpdateRequest, codes};
+use muster_release::Manifest;
 use muster_store::{AgentRecord, AgentUpdate};
 
 use crate::audit::{AuditExt, entry};
@@ -86,12 +87,13 @@ impl LatestReleases {
 }
 
 /// The signed release `agent` should install: `version`, or the newest published
-/// for its platform. 404 `no_release` when there is none; 409 when it is unsigned.
-pub fn offer(
+/// for its platform, with where to download it. 404 `no_release` when there is
+/// none; 409 when it is unsigned.
+fn offer(
     state: &AppState,
     agent: &AgentRecord,
     version: Option<&str>,
-) -> ApiResult<UpdateOffer> {
+) -> ApiResult<(Manifest, String)> {
     let os = os_family(&agent.facts.os_info);
     let arch = agent.facts.arch.as_str();
     let platform = format!("{os}/{arch}");
@@ -140,15 +142,7 @@ pub fn offer(
         m.os,
         m.arch
     );
-    Ok(UpdateOffer {
-        version: m.version,
-        os: m.os,
-        arch: m.arch,
-        sha256: m.sha256,
-        size: m.size,
-        signature: m.signature,
-        url,
-    })
+    Ok((m, url))
 }
 
 /// Pick the release `req` asks for, send it over the agent's live session, and
@@ -171,7 +165,7 @@ pub async fn order(
             "deadline_s must be between 1 and {MAX_DEADLINE_S}"
         )));
     }
-    let m = offer(state, agent, req.version.as_deref())?;
+    let (m, url) = offer(state, agent, req.version.as_deref())?;
     let platform = format!("{}/{}", m.os, m.arch);
     let message = HubMessage::Update {
         version: m.version.clone(),
@@ -180,7 +174,7 @@ pub async fn order(
         sha256: m.sha256.clone(),
         size: m.size,
         signature: m.signature.clone(),
-        url: m.url.clone(),
+        url,
         allow_downgrade: req.allow_downgrade,
         deadline_s,
     };

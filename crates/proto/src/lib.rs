@@ -254,6 +254,53 @@ pub struct CreateTokenResponse {
     pub expires_at: Option<String>,
     pub max_uses: Option<u32>,
     pub enroll_command: String,
+    /// Ready-to-paste install lines for this token (SPEC §10); absent from older hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallCommands>,
+}
+
+/// The one-liners that install and enroll an agent with a token, as the hub made
+/// them: each verifies the hub before anything it fetched runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstallCommands {
+    /// Linux, macOS and the BSDs: POSIX sh, run as root.
+    pub sh: String,
+    /// Windows: PowerShell, run as Administrator.
+    pub powershell: String,
+    /// `muster enroll --hub URL --token T`, where the binary is already installed.
+    pub enroll: String,
+}
+
+/// Answer to `GET /api/v1/agent/latest?os=&arch=`: the agent binary to install.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LatestRelease {
+    pub version: String,
+    /// Lowercase hex SHA-256 of the binary.
+    pub sha256: String,
+    /// Base64 Ed25519 signature of the release manifest; empty when the hub serves
+    /// its own, unsigned binary (nothing published for that platform).
+    pub signature: String,
+    pub size: u64,
+    /// Where to download it: `<hub>/api/v1/agent/download/<version>/<os>/<arch>`.
+    pub url: String,
+}
+
+/// Answer to `PUT /api/v1/releases/{version}/{os}/{arch}` and an entry of
+/// `GET /api/v1/releases`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub version: String,
+    pub os: String,
+    pub arch: String,
+    pub sha256: String,
+    pub size: u64,
+    pub signed: bool,
+}
+
+/// Answer to `GET /api/v1/releases`, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseList {
+    pub releases: Vec<ReleaseInfo>,
 }
 
 /// A token as listed: never its value, only its display prefix.
@@ -409,20 +456,6 @@ pub struct UpdateRequest {
     /// Seconds the new binary has to reach the hub before the agent rolls back.
     #[serde(default)]
     pub deadline_s: Option<u64>,
-}
-
-/// `GET /api/v1/agent/update[?version=V]`: the signed release the calling agent
-/// should install (its platform; the newest unless asked for a version). The
-/// fields are the release manifest's, which the agent verifies itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UpdateOffer {
-    pub version: String,
-    pub os: String,
-    pub arch: String,
-    pub sha256: String,
-    pub size: u64,
-    pub signature: String,
-    pub url: String,
 }
 
 /// `POST /api/v1/agent/update-status`: a step of an update the agent ran outside a

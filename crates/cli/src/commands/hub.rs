@@ -63,6 +63,13 @@ pub struct HubArgs {
     /// Open connections in all; default: the open-files limit less a reserve.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Agent binary downloads one address (IPv6: one /64) may start per minute;
+    /// beyond it, 429 with Retry-After. Raise it for many machines behind one NAT.
+    #[arg(long, default_value_t = muster_hub::defaults::DOWNLOADS_PER_SOURCE)]
+    downloads_per_source: u32,
+    /// Agent binary downloads in flight at once; beyond it, 503 with Retry-After.
+    #[arg(long, default_value_t = muster_hub::defaults::DOWNLOADS_IN_FLIGHT)]
+    downloads_in_flight: usize,
     /// Time a request body may take to arrive in full; slower ones get 408.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     request_body_timeout: Duration,
@@ -211,6 +218,9 @@ async fn serve(args: HubArgs) -> Result<()> {
         max_pending_total: args.max_pending_total,
         admin_user,
         secret: non_empty_env("MUSTER_SECRET"),
+        agent_binary: None,
+        downloads_per_source: args.downloads_per_source,
+        downloads_in_flight: args.downloads_in_flight,
     };
     let hub = muster_hub::Hub::start(opts).await?;
     Ok(hub.serve(crate::signal::shutdown()).await?)

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod keys;
 pub mod login;
 pub mod man;
+pub mod release;
 pub mod rollout;
 pub mod status;
 pub mod tokens;

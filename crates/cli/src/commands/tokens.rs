@@ -110,11 +110,33 @@ fn created_text(t: &CreateTokenResponse) -> String {
             t.max_uses.map_or("unlimited".to_owned(), |m| m.to_string())
         ),
         String::new(),
-        "Enroll a machine with (the token pins the hub's CA):".to_owned(),
-        format!("  {}", t.enroll_command),
+    ]
+    .into_iter()
+    .chain(match &t.install {
+        Some(i) => vec![
+            "Install and enroll an agent (each line checks the hub before anything runs;"
+                .to_owned(),
+            "append --name N, --label k=v, --force as needed):".to_owned(),
+            String::new(),
+            "  Linux, macOS, BSD (as a user who may sudo):".to_owned(),
+            format!("  {}", i.sh),
+            String::new(),
+            "  Windows (PowerShell as Administrator; -Name, -Label, -Force):".to_owned(),
+            format!("  {}", i.powershell),
+            String::new(),
+            "  Where muster is already installed:".to_owned(),
+            format!("  {}", i.enroll),
+        ],
+        None => vec![
+            "Enroll a machine with (the token pins the hub's CA):".to_owned(),
+            format!("  {}", t.enroll_command),
+        ],
+    })
+    .chain([
         String::new(),
         "The token is shown only this once.".to_owned(),
-    ]
+    ])
+    .collect::<Vec<_>>()
     .join("\n")
 }
 

@@ -41,6 +41,7 @@ pub struct UpdateArgs {
 struct Check {
     running: String,
     available: String,
+    signed: bool,
     update_available: bool,
 }
 
@@ -57,11 +58,13 @@ pub async fn exec(args: UpdateArgs) -> Result<()> {
         UpdateOutcome::Checked {
             running,
             available,
+            signed,
             newer,
         } => {
             let check = Check {
                 running,
                 available,
+                signed,
                 update_available: newer,
             };
             emit(args.format, &check, |c| {
@@ -69,7 +72,9 @@ pub async fn exec(args: UpdateArgs) -> Result<()> {
                     "Running:   {}\nAvailable: {}{}",
                     c.running,
                     c.available,
-                    if c.update_available {
+                    if !c.signed {
+                        " (unsigned: no release is published, agents refuse it)"
+                    } else if c.update_available {
                         " (newer: run `muster update`)"
                     } else {
                         ""

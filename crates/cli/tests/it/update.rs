@@ -155,13 +155,21 @@ impl Drop for Machine {
     }
 }
 
-/// Sign `file` as `version` for this platform with `key` and publish it on `hub`.
-fn publish(hub: &TestHub, key: &SigningKey, file: &Path, version: &str) {
+/// Sign `file` as `version` for this platform with `key` and publish it on `hub`
+/// (the route `muster release publish` uses).
+async fn publish(hub: &TestHub, key: &SigningKey, file: &Path, version: &str) {
     let m = key
         .sign_file(file, version, this_os(), this_arch())
         .unwrap();
-    ReleaseDir::new(hub.data_dir.join("releases"))
-        .publish(&m, file)
+    hub.admin()
+        .publish_release(
+            version,
+            this_os(),
+            this_arch(),
+            &serde_json::to_string(&m).unwrap(),
+            std::fs::read(file).unwrap(),
+        )
+        .await
         .unwrap();
 }
 
@@ -188,7 +196,7 @@ async fn an_agent_updates_itself_and_comes_back_as_the_new_version() {
     let mut m = Machine::start(&hub, "upd-ok", Some(&key)).await;
     let original = m.exe_bytes();
     let stand_in = m.stand_in("0.2.0");
-    publish(&hub, &key, &stand_in, "0.2.0");
+    publish(&hub, &key, &stand_in, "0.2.0").await;
     assert!(hub.admin().agent(&m.id).await.unwrap().outdated);
 
     let sent = hub
@@ -248,7 +256,7 @@ async fn bad_signatures_missing_keys_and_downgrades_are_refused_with_nothing_cha
     let original = m.exe_bytes();
 
     // Signed by a key the agent does not trust.
-    publish(&hub, &other, &m.stand_in("0.3.0"), "0.3.0");
+    publish(&hub, &other, &m.stand_in("0.3.0"), "0.3.0").await;
     hub.admin()
         .update_agent(&m.id, &order(Some("0.3.0"), false, 30))
         .await
@@ -270,7 +278,7 @@ async fn bad_signatures_missing_keys_and_downgrades_are_refused_with_nothing_cha
 
     // Older than the running version: refused unless allowed.
     let old = m.stand_in("0.0.1");
-    publish(&hub, &key, &old, "0.0.1");
+    publish(&hub, &key, &old, "0.0.1").await;
     hub.admin()
         .update_agent(&m.id, &order(Some("0.0.1"), false, 30))
         .await
@@ -307,7 +315,7 @@ async fn a_new_binary_that_never_reaches_the_hub_is_rolled_back() {
     let m = Machine::start(&hub, "upd-rollback", Some(&key)).await;
     let original = m.exe_bytes();
     let dud = m.script("dud", "#!/bin/sh\nexec sleep 600\n");
-    publish(&hub, &key, &dud, "0.2.0");
+    publish(&hub, &key, &dud, "0.2.0").await;
     hub.admin()
         .update_agent(&m.id, &order(None, false, 3))
         .await
@@ -333,7 +341,7 @@ async fn an_agent_stopped_during_the_trial_comes_back_on_the_previous_binary() {
     let mut m = Machine::start(&hub, "upd-stopped", Some(&key)).await;
     let original = m.exe_bytes();
     let dud = m.script("dud", "#!/bin/sh\nexec sleep 600\n");
-    publish(&hub, &key, &dud, "0.2.0");
+    publish(&hub, &key, &dud, "0.2.0").await;
     hub.admin()
         .update_agent(&m.id, &order(None, false, 60))
         .await
@@ -377,7 +385,7 @@ async fn a_rollout_stops_after_a_failing_wave() {
     // Waves go in name order: the keyless one fails first.
     let first = Machine::start(&hub, "wave-a", None).await;
     let second = Machine::start(&hub, "wave-b", Some(&key)).await;
-    publish(&hub, &key, &second.stand_in("0.2.0"), "0.2.0");
+    publish(&hub, &key, &second.stand_in("0.2.0"), "0.2.0").await;
     let cli = |args: &[&str]| {
         let mut c = Command::new(BIN);
         c.args(["agents", "update"])
@@ -435,19 +443,21 @@ async fn muster_update_on_the_machine_checks_and_installs_what_the_hub_offers() 
         // The hub runs on this test's runtime: wait for the command off it.
         tokio::task::spawn_blocking(move || c.output().unwrap())
     };
+    // Nothing published: the hub offers its own unsigned binary, which is no update.
     let out = run(&["--check"]).await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no release is published"),
+        String::from_utf8_lossy(&out.stdout).contains("unsigned"),
         "{out:?}"
     );
 
     let stand_in = m.stand_in("0.2.0");
-    publish(&hub, &key, &stand_in, "0.2.0");
+    publish(&hub, &key, &stand_in, "0.2.0").await;
     let out = run(&["--check", "--json"]).await.unwrap();
     assert_eq!(out.status.code(), Some(10), "{out:?}");
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(check["available"], "0.2.0");
+    assert_eq!(check["signed"], true);
     assert_eq!(check["running"], RUNNING);
     assert_eq!(m.exe_bytes(), original, "--check changes nothing");
 
@@ -486,7 +496,7 @@ async fn the_hub_refuses_orders_it_cannot_carry_out_and_reports_it_cannot_store(
     let (key, _) = SigningKey::generate().unwrap();
     let file = agent.root().join("release");
     std::fs::write(&file, b"#!/bin/sh\n").unwrap();
-    publish(&hub, &key, &file, "0.2.0");
+    publish(&hub, &key, &file, "0.2.0").await;
     let e = admin
         .update_agent(&id, &order(Some("0.3.0"), false, 30))
         .await;
@@ -505,6 +515,7 @@ async fn the_hub_refuses_orders_it_cannot_carry_out_and_reports_it_cannot_store(
             .sign_file(&file, "0.4.0", this_os(), this_arch())
             .unwrap()
     };
+    // Straight into the directory: the publish route refuses unsigned releases.
     ReleaseDir::new(hub.data_dir.join("releases"))
         .publish(&unsigned, &file)
         .unwrap();
@@ -513,20 +524,8 @@ async fn the_hub_refuses_orders_it_cannot_carry_out_and_reports_it_cannot_store(
         .await;
     assert_eq!(crate::code(e), "no_release");
 
-    // What the agent may ask and report for itself.
+    // What the agent may report for itself.
     let me = agent.client();
-    // The newest is the unsigned one: nothing to offer until it is signed.
-    assert_eq!(crate::code(me.update_offer(None).await), "no_release");
-    let offer = me.update_offer(Some("0.2.0")).await.unwrap();
-    assert_eq!(
-        (offer.version.as_str(), offer.os.as_str()),
-        ("0.2.0", this_os())
-    );
-    assert!(offer.url.ends_with(&format!(
-        "/api/v1/agent/download/0.2.0/{}/{}",
-        this_os(),
-        this_arch()
-    )));
     let report = |phase, version: &str, message: &str| muster_proto::UpdateReport {
         phase,
         version: version.to_owned(),
@@ -546,22 +545,5 @@ async fn the_hub_refuses_orders_it_cannot_carry_out_and_reports_it_cannot_store(
     let u = admin.agent(&id).await.unwrap().update.unwrap();
     assert_eq!(u.phase, UpdatePhase::Failed);
     assert!(u.message.contains("dropped"), "{u:?}");
-    // The download needs no credentials and serves exactly the published file.
-    let (status, body) = hub
-        .anonymous()
-        .get_raw(&format!(
-            "/api/v1/agent/download/0.2.0/{}/{}",
-            this_os(),
-            this_arch()
-        ))
-        .await
-        .unwrap();
-    assert_eq!((status, body), (200, b"#!/bin/sh\n".to_vec()));
-    let (status, _) = hub
-        .anonymous()
-        .get_raw("/api/v1/agent/download/0.2.0/linux/..%2F..")
-        .await
-        .unwrap();
-    assert_eq!(status, 404);
     hub.stop().await;
 }

@@ -36,7 +36,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state
             .metrics
-            .render(&state.sessions, state.store.enroll_commits()),
+            .render(&state.sessions, state.store.enroll_commits())
+            + &state.downloads.render_metrics(),
     )
 }
 

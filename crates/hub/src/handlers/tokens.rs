@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use muster_proto::{
-    CreateTokenRequest, CreateTokenResponse, TOKEN_PREFIX, TokenInfo, TokenList, TokenState,
+    CreateTokenRequest, CreateTokenResponse, InstallCommands, TOKEN_PREFIX, TokenInfo, TokenList,
+    TokenState,
 };
 use muster_store::TokenRecord;
 
@@ -15,6 +16,7 @@ use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller};
+use crate::install;
 use crate::secrets::{display_prefix, random_body};
 use crate::state::AppState;
 use crate::validate::check_scope;
@@ -98,7 +100,13 @@ pub async fn create_token(
         }));
     state.store.create_token(&record, &audit).await?;
     tracing::info!(token_id = %record.id, prefix = %record.prefix, "enrollment token created");
-    let enroll_command = format!("muster enroll --hub {} --token {token}", state.hub_url);
+    let hub = state.hub_identity();
+    let install = InstallCommands {
+        sh: install::sh_command(&hub.as_ref(), &token),
+        powershell: install::powershell_command(&hub.as_ref(), &token),
+        enroll: install::enroll_command(&state.hub_url, &token),
+    };
+    let enroll_command = install.enroll.clone();
     Ok((
         StatusCode::CREATED,
         Json(CreateTokenResponse {
@@ -107,6 +115,7 @@ pub async fn create_token(
             expires_at: record.expires_at.map(rfc3339),
             max_uses: req.max_uses,
             enroll_command,
+            install: Some(install),
         }),
     ))
 }

@@ -1,15 +1,14 @@
 //! Self-updates (SPEC §10 "Updates"): `POST /api/v1/agents/{id}/update`, where an
 //! admin asks a live agent to install a published release, and the calling agent's
-//! own `GET /api/v1/agent/update` (what to install) and `POST
-//! /api/v1/agent/update-status` (a step of `muster update`). The work is in
-//! `updates.rs`.
+//! own `POST /api/v1/agent/update-status` (a step of `muster update`, which finds
+//! the release with `GET /api/v1/agent/latest`). The work is in `updates.rs`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use muster_proto::{UpdateOffer, UpdateOrder, UpdateReport, UpdateRequest};
+use muster_proto::{UpdateOrder, UpdateReport, UpdateRequest};
 
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, Caller, CallingAgent};
@@ -27,19 +26,6 @@ pub async fn update_agent(
     let order = crate::updates::order(&state, audit, &agent, &req).await?;
     tracing::info!(agent_id = %order.agent_id, version = %order.version, "update sent to agent");
     Ok(Json(order))
-}
-
-#[derive(serde::Deserialize)]
-pub struct OfferQuery {
-    version: Option<String>,
-}
-
-pub async fn agent_offer(
-    State(state): State<Arc<AppState>>,
-    calling: CallingAgent,
-    Query(q): Query<OfferQuery>,
-) -> ApiResult<Json<UpdateOffer>> {
-    crate::updates::offer(&state, &calling.agent, q.version.as_deref()).map(Json)
 }
 
 pub async fn agent_report(
