@@ -206,17 +206,17 @@ pub async fn prepare(
     })?;
     let client = download_client(creds).map_err(|e| fail(e.to_string()))?;
     client
-        .download(&order.path, &mut staged.1, m.size)
+        .download(&order.path, &mut staged.file, m.size)
         .await
         .map_err(|e| fail(format!("download failed: {e}")))?;
     // The file must be exactly what was signed.
-    key.verify_file(m, &staged.0)
+    key.verify_file(m, &staged.path)
         .map_err(|e| refuse(e.to_string()))?;
     let _ = reports.send(report(UpdatePhase::Verified, v, String::new()));
 
-    std::fs::set_permissions(&staged.0, std::fs::Permissions::from_mode(0o755))
+    std::fs::set_permissions(&staged.path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| fail(format!("cannot make the new binary executable: {e}")))?;
-    install(exe, &staged.0).map_err(|e| fail(e.to_string()))?;
+    install(exe, &staged.path).map_err(|e| fail(e.to_string()))?;
     staged.keep();
     let _ = reports.send(report(
         UpdatePhase::Installed,
@@ -235,18 +235,22 @@ pub async fn prepare(
 
 /// A temporary file beside the binary (same filesystem, so the swap is a rename),
 /// removed when dropped unless kept.
-struct Staged(PathBuf, std::fs::File, bool);
+struct Staged {
+    path: PathBuf,
+    file: std::fs::File,
+    kept: bool,
+}
 
 impl Staged {
     fn keep(&mut self) {
-        self.2 = true;
+        self.kept = true;
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if !self.2 {
-            let _ = std::fs::remove_file(&self.0);
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -261,7 +265,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<Staged> {
         .write(true)
         .create_new(true)
         .open(&path)?;
-    Ok(Staged(path, file, false))
+    Ok(Staged {
+        path,
+        file,
+        kept: false,
+    })
 }
 
 fn download_client(creds: &Credentials) -> Result<HubClient, muster_client::ClientError> {
