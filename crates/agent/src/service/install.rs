@@ -427,7 +427,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ReadWritePaths=\"/var/lib/muster agent\"\n"),
+            text.contains("ReadWritePaths=\"/var/lib/muster agent\" /usr/local/bin\n"),
             "{text}"
         );
         assert!(text.contains("RestartPreventExitStatus=3\n"), "{text}");

@@ -22,6 +22,18 @@ pub fn render(spec: &ServiceSpec) -> String {
     let window = spec.restart.window_s;
     let arg = quote(config_dir, true);
     let dir = quote(config_dir, false);
+    // Run as root, the agent updates itself (SPEC §10): it writes the new binary beside
+    // the running one and keeps `<binary>.previous`, so that directory must be
+    // writable too. Run as another user it cannot replace a root-owned binary anyway;
+    // `sudo muster update` does that.
+    let writable = match (&spec.user, binary.parent()) {
+        (None, Some(bin_dir)) if bin_dir != config_dir && !bin_dir.as_os_str().is_empty() => format!(
+            "# Its binary's directory too: self-update swaps the binary beside itself.\n\
+             ReadWritePaths={dir} {}\n",
+            quote(bin_dir, false)
+        ),
+        _ => format!("ReadWritePaths={dir}\n"),
+    };
     let user = match &spec.user {
         None => String::new(),
         // Numeric ids: systemd accepts them and no user database lookup is needed.
@@ -58,7 +70,7 @@ pub fn render(spec: &ServiceSpec) -> String {
          CapabilityBoundingSet=\n\
          AmbientCapabilities=\n\
          ProtectSystem=strict\n\
-         ReadWritePaths={dir}\n\
+         {writable}\
          {}\n\
          {}\n\
          PrivateDevices=yes\n\

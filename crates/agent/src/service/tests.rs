@@ -547,8 +547,19 @@ fn systemd_quoting_and_confinement_follow_the_config_dir() {
         text.contains("ExecStart=/opt/m%%1/muster agent --config-dir \"/srv/a $$b%%c\"\n"),
         "{text}"
     );
-    assert!(text.contains("ReadWritePaths=\"/srv/a $b%%c\"\n"), "{text}");
+    // Root updates itself: the binary's directory is writable too (SPEC §10).
+    assert!(
+        text.contains("ReadWritePaths=\"/srv/a $b%%c\" /opt/m%%1\n"),
+        "{text}"
+    );
     assert!(!text.contains("User="), "root needs no User=");
+    let owner = Some(User { uid: 1000, gid: 100, name: None });
+    let text = systemd::render(&ServiceSpec::new(
+        PathBuf::from("/usr/bin/muster"),
+        PathBuf::from("/home/ann/.muster"),
+        owner,
+    ));
+    assert!(text.contains("ReadWritePaths=/home/ann/.muster\n"), "{text}");
     let text = systemd::render(&spec("/usr/bin/muster", "/var/lib/muster"));
     assert!(text.contains("ProtectHome=yes\n"), "{text}");
     assert!(text.contains("PrivateTmp=yes\n"), "{text}");
