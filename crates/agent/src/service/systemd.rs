@@ -27,11 +27,13 @@ pub fn render(spec: &ServiceSpec) -> String {
     // writable too. Run as another user it cannot replace a root-owned binary anyway;
     // `sudo muster update` does that.
     let writable = match (&spec.user, binary.parent()) {
-        (None, Some(bin_dir)) if bin_dir != config_dir && !bin_dir.as_os_str().is_empty() => format!(
-            "# Its binary's directory too: self-update swaps the binary beside itself.\n\
+        (None, Some(bin_dir)) if bin_dir != config_dir && !bin_dir.as_os_str().is_empty() => {
+            format!(
+                "# Its binary's directory too: self-update swaps the binary beside itself.\n\
              ReadWritePaths={dir} {}\n",
-            quote(bin_dir, false)
-        ),
+                quote(bin_dir, false)
+            )
+        }
         _ => format!("ReadWritePaths={dir}\n"),
     };
     let user = match &spec.user {

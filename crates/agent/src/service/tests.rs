@@ -553,13 +553,20 @@ fn systemd_quoting_and_confinement_follow_the_config_dir() {
         "{text}"
     );
     assert!(!text.contains("User="), "root needs no User=");
-    let owner = Some(User { uid: 1000, gid: 100, name: None });
+    let owner = Some(User {
+        uid: 1000,
+        gid: 100,
+        name: None,
+    });
     let text = systemd::render(&ServiceSpec::new(
         PathBuf::from("/usr/bin/muster"),
         PathBuf::from("/home/ann/.muster"),
         owner,
     ));
-    assert!(text.contains("ReadWritePaths=/home/ann/.muster\n"), "{text}");
+    assert!(
+        text.contains("ReadWritePaths=/home/ann/.muster\n"),
+        "{text}"
+    );
     let text = systemd::render(&spec("/usr/bin/muster", "/var/lib/muster"));
     assert!(text.contains("ProtectHome=yes\n"), "{text}");
     assert!(text.contains("PrivateTmp=yes\n"), "{text}");
