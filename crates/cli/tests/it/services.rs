@@ -77,7 +77,7 @@ fn the_bootstrap_command_line_installs_under_a_root() {
     let text = std::fs::read_to_string(&unit).unwrap();
     for line in [
         "ExecStart=/usr/local/bin/muster agent --config-dir /var/lib/muster-agent",
-        "ReadWritePaths=/var/lib/muster-agent",
+        "ReadWritePaths=/var/lib/muster-agent /usr/local/bin",
         "RestartPreventExitStatus=3",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
