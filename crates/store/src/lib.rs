@@ -1,5 +1,6 @@
 //! Muster's storage: the [`Store`] trait, shaped by the domain and split by concern
-//! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`ApprovalStore`],
+//! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`SessionStore`],
+//! [`ApprovalStore`],
 //! [`AccessStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
 //! serving SQLite and PostgreSQL from the same SQL.
 //!
@@ -87,12 +88,26 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// sub-trait's methods are callable without importing it. Code that names a concrete
 /// store imports the sub-traits it uses (or the crate's glob).
 pub trait Store:
-    MetaStore + TokenStore + AgentStore + ApprovalStore + AccessStore + AuditStore + 'static
+    MetaStore
+    + TokenStore
+    + AgentStore
+    + SessionStore
+    + ApprovalStore
+    + AccessStore
+    + AuditStore
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: MetaStore + TokenStore + AgentStore + ApprovalStore + AccessStore + AuditStore + 'static
+    T: MetaStore
+        + TokenStore
+        + AgentStore
+        + SessionStore
+        + ApprovalStore
+        + AccessStore
+        + AuditStore
+        + 'static
 {
 }
 
@@ -221,6 +236,27 @@ pub trait AgentStore: Send + Sync {
         update: &AgentUpdate,
         audit: &AuditEntry,
     ) -> Result<()>;
+}
+
+/// Agent session history (SPEC §13) and the fleet counted by status.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Record a session that opened, and drop this agent's rows past `keep` (the
+    /// oldest beyond `per_agent`, any that began before `not_before`).
+    async fn open_session(&self, session: &SessionRecord, keep: SessionRetention) -> Result<()>;
+    /// Record when and why a session ended (a row closed already is left as it is).
+    async fn close_session(&self, id: &str, at: i64, reason: &str) -> Result<()>;
+    /// Close the rows `hub` left open (it stopped without closing them: a crash),
+    /// ending each at the agent's last recorded heartbeat, else at its start.
+    /// Returns how many were closed.
+    async fn close_open_sessions(&self, hub: &str, reason: &str) -> Result<u64>;
+    /// Delete every session that began before `not_before`; returns how many.
+    async fn prune_sessions(&self, not_before: i64) -> Result<u64>;
+    /// An agent's sessions, newest first, at most `limit`.
+    async fn agent_sessions(&self, agent_id: &str, limit: i64) -> Result<Vec<SessionRecord>>;
+    /// Agents (not removed) counted by stored state, and requests waiting at `now`:
+    /// one grouped query, cheap for a large fleet.
+    async fn agent_counts(&self, now: i64) -> Result<AgentCounts>;
 }
 
 /// Requests waiting for an admin's approval, and the trust rules that approve

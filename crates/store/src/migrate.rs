@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_agent_pages.sql"),
     include_str!("../migrations/0009_queue_limits.sql"),
     include_str!("../migrations/0010_agent_updates.sql"),
+    include_str!("../migrations/0011_agent_sessions.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -424,3 +424,42 @@ pub struct LabelEdit {
     /// How many labels the agent may hold afterwards; beyond it nothing changes.
     pub max_labels: usize,
 }
+
+/// One agent session as the history keeps it: opened when the agent's WebSocket was
+/// accepted, closed when it ended (`None` while it lasts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub agent_id: String,
+    /// The hub that held the session (its `hub-id`), so a hub restarting after a
+    /// crash closes only the rows it left open.
+    pub hub: String,
+    /// The agent's address as the hub saw it.
+    pub address: String,
+    pub connected_at: i64,
+    pub disconnected_at: Option<i64>,
+    /// Why it ended, one line (`closed by the agent`, `heartbeats stopped`, …).
+    pub reason: Option<String>,
+}
+
+/// How much session history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRetention {
+    /// The newest sessions kept per agent.
+    pub per_agent: i64,
+    /// Sessions that began before this (unix ms) are deleted.
+    pub not_before: i64,
+}
+
+/// The fleet counted by what the database knows (the live part of an agent's status,
+/// online or offline, is the session registry's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// Active agents not locked as cloned: online, degraded or offline.
+    pub active: i64,
+    /// Active agents locked as cloned.
+    pub cloned: i64,
+    pub revoked: i64,
+    /// Enrollment requests waiting for approval.
+    pub pending: i64,
+}

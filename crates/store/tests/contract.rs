@@ -1000,3 +1000,162 @@ async fn a_refused_request_still_sheds_expired_ones() {
         scratch.remove().await;
     }
 }
+
+fn session(id: &str, agent: &str, hub: &str, at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        agent_id: agent.into(),
+        hub: hub.into(),
+        address: format!("10.0.0.{}", at % 200),
+        connected_at: at,
+        disconnected_at: None,
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_own() {
+    for (store, scratch) in stores().await {
+        let keep = |not_before| SessionRetention {
+            per_agent: 3,
+            not_before,
+        };
+        store
+            .enroll(&write("a1", "web", EnrollMode::New, None, 1))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let at = 1000 + i * 10;
+            store
+                .open_session(&session(&format!("s{i}"), "a1", "hub-a", at), keep(0))
+                .await
+                .unwrap();
+            store
+                .close_session(&format!("s{i}"), at + 5, "closed by the agent")
+                .await
+                .unwrap();
+        }
+        let rows = store.agent_sessions("a1", 10).await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["s4", "s3", "s2"], "newest three, newest first");
+        assert_eq!(rows[0].disconnected_at, Some(1045));
+        assert_eq!(rows[0].reason.as_deref(), Some("closed by the agent"));
+        assert_eq!(rows[0].address, "10.0.0.40");
+        // Closing twice keeps the first end.
+        store.close_session("s4", 9999, "again").await.unwrap();
+        assert_eq!(
+            store.agent_sessions("a1", 1).await.unwrap()[0].disconnected_at,
+            Some(1045)
+        );
+
+        // Open rows of two hubs; hub-a "crashed": only its rows are closed, at the
+        // agent's last heartbeat.
+        store
+            .open_session(&session("open-a", "a1", "hub-a", 2000), keep(0))
+            .await
+            .unwrap();
+        store
+            .enroll(&write("a2", "db", EnrollMode::New, None, 1))
+            .await
+            .unwrap();
+        store
+            .open_session(&session("open-b", "a2", "hub-b", 2000), keep(0))
+            .await
+            .unwrap();
+        store
+            .record_last_seen(&[("a1".to_owned(), 2500)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .close_open_sessions("hub-a", "hub stopped")
+                .await
+                .unwrap(),
+            1
+        );
+        let a = &store.agent_sessions("a1", 1).await.unwrap()[0];
+        assert_eq!(
+            (a.id.as_str(), a.disconnected_at, a.reason.as_deref()),
+            ("open-a", Some(2500), Some("hub stopped"))
+        );
+        assert_eq!(
+            store.agent_sessions("a2", 1).await.unwrap()[0].disconnected_at,
+            None
+        );
+
+        // Age: an insert drops this agent's old rows; a prune drops everyone's.
+        store
+            .open_session(&session("late", "a1", "hub-a", 5000), keep(2001))
+            .await
+            .unwrap();
+        let ids: Vec<String> = store
+            .agent_sessions("a1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["late"]);
+        assert_eq!(store.prune_sessions(2001).await.unwrap(), 1);
+        assert!(store.agent_sessions("a2", 10).await.unwrap().is_empty());
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn agents_are_counted_by_stored_state_with_waiting_requests() {
+    for (store, scratch) in stores().await {
+        assert_eq!(store.agent_counts(0).await.unwrap(), AgentCounts::default());
+        for (id, name) in [
+            ("a1", "one"),
+            ("a2", "two"),
+            ("a3", "three"),
+            ("a4", "four"),
+        ] {
+            store
+                .enroll(&write(id, name, EnrollMode::New, None, 1))
+                .await
+                .unwrap();
+        }
+        store
+            .end_agent("a2", AgentEnd::Revoke, 2, &audit("agent.revoked"))
+            .await
+            .unwrap();
+        store
+            .end_agent("a3", AgentEnd::Remove, 2, &audit("agent.removed"))
+            .await
+            .unwrap();
+        let event = CloneEvent {
+            agent_id: "a4".into(),
+            at: 3,
+            source: "10.0.0.1".into(),
+            presented: 1,
+            expected: 2,
+            via: "session".into(),
+        };
+        store
+            .mark_cloned(&event, &audit("agent.cloned"))
+            .await
+            .unwrap();
+        store
+            .queue_request(&pending("p1", "10.0.0.1", 10, 100), None, &audit("q"))
+            .await
+            .unwrap();
+        store
+            .queue_request(&pending("p2", "10.0.0.2", 10, 5), None, &audit("q"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.agent_counts(50).await.unwrap(),
+            AgentCounts {
+                active: 1,
+                cloned: 1,
+                revoked: 1,
+                pending: 1,
+            }
+        );
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

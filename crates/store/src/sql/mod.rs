@@ -22,6 +22,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod meta;
+mod sessions;
 mod tokens;
 
 use std::sync::Arc;

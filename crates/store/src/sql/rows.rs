@@ -296,3 +296,17 @@ pub(crate) fn rows_sql((head, row): RowsInsert, n: usize) -> String {
     }
     sql
 }
+
+impl FromRow for SessionRecord {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(SessionRecord {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            hub: row.try_get("hub")?,
+            address: row.try_get("address")?,
+            connected_at: row.try_get("connected_at")?,
+            disconnected_at: row.try_get("disconnected_at")?,
+            reason: row.try_get("reason")?,
+        })
+    }
+}
