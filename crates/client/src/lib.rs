@@ -351,6 +351,20 @@ impl HubClient {
             .await
     }
 
+    /// An agent's recorded sessions, newest first.
+    pub async fn agent_sessions(&self, id_or_name: &str) -> Result<muster_proto::SessionHistory> {
+        self.get(&format!(
+            "/api/v1/agents/{}/sessions",
+            path_segment(id_or_name)
+        ))
+        .await
+    }
+
+    /// The fleet counted by status.
+    pub async fn fleet_summary(&self) -> Result<muster_proto::FleetSummary> {
+        self.get("/api/v1/agents/summary").await
+    }
+
     pub async fn revoke_agent(&self, id_or_name: &str) -> Result<AgentInfo> {
         self.post(
             &format!("/api/v1/agents/{}/revoke", path_segment(id_or_name)),

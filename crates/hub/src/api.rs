@@ -15,8 +15,8 @@ use crate::auth::require;
 use crate::body_limit::{BodyBudget, bound_body};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, install, keys, releases, renewal, sessions, system,
-    tokens, updates, users,
+    agent, agents, approvals, audit, enroll, events, install, keys, releases, renewal, sessions,
+    system, tokens, updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -70,6 +70,19 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         ),
         (member, M::GET, "/api/v1/whoami", get(system::whoami)),
         (member, M::GET, "/api/v1/agents", get(agents::list_agents)),
+        (
+            member,
+            M::GET,
+            "/api/v1/agents/summary",
+            get(agents::summary),
+        ),
+        (
+            member,
+            M::GET,
+            "/api/v1/agents/{id}/sessions",
+            get(agents::agent_sessions),
+        ),
+        (member, M::GET, "/api/v1/events", get(events::events)),
         (
             member,
             M::GET,

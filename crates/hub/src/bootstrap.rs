@@ -79,6 +79,21 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, HubError> {
     }
 }
 
+/// This hub's id, kept in `<data-dir>/hub-id` (made on first start): the session
+/// history rows it opens carry it, so that after a crash it closes only its own.
+pub fn hub_id(data_dir: &Path) -> Result<String, HubError> {
+    let path = data_dir.join("hub-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            write_atomic_path(&path, format!("{id}\n").as_bytes(), PUBLIC)
+                .map_err(io("write", &path))?;
+            Ok(id)
+        }
+    }
+}
+
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubError {
     let path = path.to_path_buf();
     move |source| HubError::Io {

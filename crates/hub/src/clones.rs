@@ -49,7 +49,12 @@ pub async fn mark_cloned(
         "presented_generation": presented, "expected_generation": agent.generation, "via": via,
     }));
     match state.store.mark_cloned(&event, &audit).await {
-        Ok(_) => {
+        Ok(locked) => {
+            state.events.publish(crate::events::AgentNote::new(
+                &locked,
+                muster_proto::AgentStatus::Cloned,
+                crate::events::Change::Status,
+            ));
             tracing::warn!(
                 agent_id = %agent.id, %source, presented, expected = agent.generation, via,
                 "CLONED IDENTITY: a stale credential generation was presented; the agent is locked"

@@ -20,9 +20,11 @@ mod conn_limit;
 mod downloads;
 mod enroll;
 mod error;
+mod events;
 mod extract;
 mod handlers;
 mod install;
+mod live;
 mod metrics;
 mod principal;
 mod queue;
@@ -359,6 +361,8 @@ impl Hub {
             metrics: Default::default(),
             tokens: Default::default(),
             sessions: Default::default(),
+            events: Default::default(),
+            hub_id: bootstrap::hub_id(&opts.data_dir)?,
             releases: releases.clone(),
             downloads: downloads::Downloads::new(
                 releases,
@@ -431,6 +435,8 @@ impl Hub {
             .state
             .heartbeat_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        sessions::tidy_history(&self.state).await;
+        let notifier = tokio::spawn(live::notify_loop(self.state.clone(), flush_stopped.clone()));
         let flusher = tokio::spawn(sessions::flush_loop(
             self.state.clone(),
             flush_every,
@@ -516,6 +522,7 @@ impl Hub {
         }
         let _ = stop_flush.send(true);
         let _ = flusher.await;
+        let _ = notifier.await;
         tracing::info!("hub stopped");
         Ok(())
     }

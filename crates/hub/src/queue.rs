@@ -90,6 +90,7 @@ pub async fn queue(
     .details(serde_json::json!({"name": name, "hostname": facts.hostname}));
     let stored = state.store.queue_request(&record, limits, &audit).await?;
     if stored.id == record.id {
+        state.events.approvals_changed();
         tracing::info!(request_id = %record.id, kind, hostname = %facts.hostname, %source, "request queued for approval");
     }
     Ok(stored)

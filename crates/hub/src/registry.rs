@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use muster_proto::AgentHealth;
-use muster_store::AgentRecord;
+use muster_proto::{AgentHealth, AgentStatus};
+use muster_store::{AgentRecord, AgentState};
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
@@ -62,20 +62,38 @@ pub struct Registration {
     sessions: Arc<Sessions>,
     agent_id: String,
     pub conn: u64,
+    /// Set once the entry is gone (by [`end`](Self::end)), so the drop does nothing.
+    ended: bool,
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
+impl Registration {
+    /// Remove the entry now; true when it was still the agent's live session (not
+    /// superseded by a newer one), i.e. when the agent just went offline here.
+    pub fn end(mut self) -> bool {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> bool {
+        if std::mem::replace(&mut self.ended, true) {
+            return false;
+        }
         let s = &self.sessions;
         let mut live = s.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live
+        let current = live
             .get(&self.agent_id)
-            .is_some_and(|l| l.conn == self.conn)
-        {
+            .is_some_and(|l| l.conn == self.conn);
+        if current {
             live.remove(&self.agent_id);
         }
         drop(live);
         s.mark_seen(&self.agent_id, now_ms());
+        current
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -100,6 +118,31 @@ impl Sessions {
 
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Live sessions by health: (online, degraded). One pass under the lock.
+    pub fn health_counts(&self) -> (i64, i64) {
+        let live = self.lock();
+        let degraded = live
+            .values()
+            .filter(|l| l.health == AgentHealth::Degraded)
+            .count() as i64;
+        (live.len() as i64 - degraded, degraded)
+    }
+
+    /// An agent's status as this hub sees it (SPEC §9): the stored state, and for
+    /// an active agent whether it holds a live session here and how it feels.
+    pub fn status_of(&self, a: &AgentRecord) -> AgentStatus {
+        match a.state {
+            AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
+            AgentState::Active => match self.health(&a.id) {
+                Some((AgentHealth::Ok, _)) => AgentStatus::Online,
+                Some((AgentHealth::Degraded, _)) => AgentStatus::Degraded,
+                None => AgentStatus::Offline,
+            },
+            AgentState::Revoked => AgentStatus::Revoked,
+            AgentState::Removed => AgentStatus::Removed,
+        }
     }
 
     /// This hub's session of `agent_id`, if it holds one: its connection number and
@@ -179,13 +222,26 @@ impl Sessions {
         }
     }
 
-    pub fn heartbeat(&self, agent_id: &str, conn: u64, health: AgentHealth, problems: Vec<String>) {
+    /// Note a heartbeat; true when it changed the session's health (a status change
+    /// worth telling watchers about).
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        conn: u64,
+        health: AgentHealth,
+        problems: Vec<String>,
+    ) -> bool {
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
-        if let Some(l) = self.lock().get_mut(agent_id).filter(|l| l.conn == conn) {
-            l.health = health;
-            l.problems = problems;
-            l.last_seen = now_ms();
-            l.dirty = true;
+        match self.lock().get_mut(agent_id).filter(|l| l.conn == conn) {
+            Some(l) => {
+                let changed = l.health != health;
+                l.health = health;
+                l.problems = problems;
+                l.last_seen = now_ms();
+                l.dirty = true;
+                changed
+            }
+            None => false,
         }
     }
 }
@@ -219,5 +275,6 @@ pub fn register(
         sessions: sessions.clone(),
         agent_id: agent_id.to_owned(),
         conn,
+        ended: false,
     }
 }

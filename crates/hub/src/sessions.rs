@@ -1,6 +1,7 @@
 //! Live agent sessions (SPEC §9): the task that runs one WebSocket, the follower that
 //! closes sessions whose credentials another hub ended, and the batched `last_seen`
-//! flush. The registry they share is `registry.rs`.
+//! flush, and each session's row in the agent's session history (one write when it
+//! opens, one when it closes). The registry they share is `registry.rs`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use muster_store::AgentRecord;
 use tokio::sync::mpsc;
 
 use crate::auth::flush_key_use;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339};
 use crate::clones::mark_cloned;
+use crate::events::{AgentNote, Change};
 use crate::registry::{Control, register};
 use crate::state::AppState;
 use crate::validate::{check_facts, check_text};
@@ -132,12 +134,18 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         }
     }
     tracing::info!(agent_id = %agent.id, %peer, "session open");
+    let mut note = AgentNote::new(&agent, state.sessions.status_of(&agent), Change::Status);
+    note.agent_version.clone_from(&running_version);
+    note.last_seen_at = Some(rfc3339(now_ms()));
+    state.events.publish(note);
+    let history = open_history(&state, &agent.id, peer).await;
     let welcome = HubMessage::Welcome {
         agent_id: agent.id.clone(),
         heartbeat_interval_s: interval.as_secs().max(1),
         hub_time_ms: now_ms(),
     };
     if !send(&mut socket, &welcome).await {
+        end_session(&state, registration, &agent.id, history, "send failed").await;
         return;
     }
     // Heartbeats may stop without a close (a frozen or cut-off agent): 2.5 intervals
@@ -157,7 +165,12 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                     Ok(AgentMessage::Heartbeat { status, problems }) => {
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
-                        state.sessions.heartbeat(&agent.id, registration.conn, status, problems);
+                        if state.sessions.heartbeat(&agent.id, registration.conn, status, problems) {
+                            let mut note = AgentNote::new(&agent, state.sessions.status_of(&agent), Change::Status);
+                            note.agent_version.clone_from(&running_version);
+                            note.last_seen_at = Some(rfc3339(now_ms()));
+                            state.events.publish(note);
+                        }
                         if beats.is_multiple_of(muster_proto::ACK_EVERY)
                             && !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await
                         {
@@ -198,8 +211,100 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
-    drop(registration);
+    end_session(&state, registration, &agent.id, history, reason).await;
     tracing::info!(agent_id = %agent.id, %peer, reason, "session closed");
+}
+
+/// Session history rows kept per agent (the oldest beyond are deleted when a new
+/// one opens).
+pub const HISTORY_PER_AGENT: i64 = 50;
+/// Session history older than this is deleted.
+pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The reason written on rows a hub left open when it stopped without closing them.
+const UNKNOWN_END: &str = "unknown end: the hub stopped without closing the session";
+
+fn history_cutoff() -> i64 {
+    now_ms() - HISTORY_MAX_AGE.as_millis() as i64
+}
+
+/// Record the session that just opened; its row id, or `None` when the write
+/// failed (the session goes on: history is not worth refusing an agent for).
+async fn open_history(state: &AppState, agent_id: &str, peer: IpAddr) -> Option<String> {
+    let row = muster_store::SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        agent_id: agent_id.to_owned(),
+        hub: state.hub_id.clone(),
+        address: peer.to_string(),
+        connected_at: now_ms(),
+        disconnected_at: None,
+        reason: None,
+    };
+    let keep = muster_store::SessionRetention {
+        per_agent: HISTORY_PER_AGENT,
+        not_before: history_cutoff(),
+    };
+    match state.store.open_session(&row, keep).await {
+        Ok(()) => Some(row.id),
+        Err(e) => {
+            tracing::warn!(agent_id, error = %e, "could not record the session in its history");
+            None
+        }
+    }
+}
+
+/// The session is over: out of the registry, watchers told (when it was the
+/// agent's live session here), its history row closed.
+async fn end_session(
+    state: &AppState,
+    registration: crate::registry::Registration,
+    agent_id: &str,
+    history: Option<String>,
+    reason: &str,
+) {
+    let went_offline = registration.end();
+    if went_offline && state.events.watchers() > 0 {
+        // Read again: a revocation or clone lock may be why it ended.
+        match state.store.get_agent(agent_id).await {
+            Ok(Some(a)) => state.events.publish(AgentNote::new(
+                &a,
+                state.sessions.status_of(&a),
+                Change::Status,
+            )),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(agent_id, error = %e, "could not read an agent whose session ended")
+            }
+        }
+    }
+    if let Some(id) = history
+        && let Err(e) = state.store.close_session(&id, now_ms(), reason).await
+    {
+        tracing::warn!(agent_id, error = %e, "could not close the session in its history");
+    }
+}
+
+/// At start: close the history rows this hub left open (it stopped without closing
+/// them), and drop history past its age.
+pub async fn tidy_history(state: &AppState) {
+    match state
+        .store
+        .close_open_sessions(&state.hub_id, UNKNOWN_END)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            sessions = n,
+            "closed session history rows left open by an earlier run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not close session history rows left open"),
+    }
+    prune_history(state).await;
+}
+
+async fn prune_history(state: &AppState) {
+    if let Err(e) = state.store.prune_sessions(history_cutoff()).await {
+        tracing::warn!(error = %e, "could not prune the session history");
+    }
 }
 
 /// Write gathered `last_seen` times every `every` until `stop`; once more at the end.
@@ -262,6 +367,7 @@ pub async fn flush_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -271,6 +377,10 @@ pub async fn flush_loop(
             }
         }
         flush(&state).await;
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = tokio::time::Instant::now();
+            prune_history(&state).await;
+        }
     }
 }
 

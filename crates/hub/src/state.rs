@@ -12,6 +12,7 @@ use muster_ca::{Authority, CaHash};
 use muster_store::{QueueLimits, Store};
 
 use crate::downloads::Downloads;
+use crate::events::Events;
 use crate::install::HubIdentity;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
@@ -59,6 +60,12 @@ pub struct AppState {
     /// Shared with each session's registration guard, which outlives no request but
     /// must not hold the whole state.
     pub sessions: Arc<Sessions>,
+    /// Change notes for live watchers (`GET /api/v1/events`); shared with each
+    /// watcher's subscription, which frees its place when the stream ends.
+    pub events: Arc<Events>,
+    /// This hub's id (`<data-dir>/hub-id`), written on the session history rows it
+    /// opens, so that after a crash it closes only its own.
+    pub hub_id: String,
     /// Signed agent releases published to this hub (`<data-dir>/releases/`, SPEC §10).
     pub releases: muster_release::ReleaseDir,
     /// Serving agent binaries: cached manifests, the hub's own binary, the limits.

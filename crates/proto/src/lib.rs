@@ -501,6 +501,46 @@ pub struct AgentList {
     pub next: Option<String>,
 }
 
+/// Agents counted by status (`GET /api/v1/agents/summary`, the live `agents` event).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub online: i64,
+    pub offline: i64,
+    pub degraded: i64,
+    pub revoked: i64,
+    pub cloned: i64,
+    /// Enrollment requests waiting for approval (not agents yet).
+    pub pending: i64,
+}
+
+/// `GET /api/v1/agents/summary`: the fleet by status; `total` counts agents (not
+/// removed), not the waiting requests.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FleetSummary {
+    pub counts: StatusCounts,
+    pub total: i64,
+}
+
+/// One session of an agent (`GET /api/v1/agents/{id}/sessions`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub connected_at: String,
+    /// Absent while the session lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<String>,
+    /// The agent's address as the hub saw it.
+    pub address: String,
+    /// Why it ended, one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /api/v1/agents/{id}/sessions`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionHistory {
+    pub sessions: Vec<SessionInfo>,
+}
+
 /// `GET /healthz`, `GET /readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {

@@ -145,7 +145,19 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
         }
         AgentsCommand::Show { id, format } => {
             let a = client.agent(&id).await?;
-            emit(format, &a, agent_text)
+            // History is extra: a hub without it (older) still shows the agent.
+            let sessions = if format.json {
+                Vec::new()
+            } else {
+                client
+                    .agent_sessions(&a.id)
+                    .await
+                    .map(|h| h.sessions)
+                    .unwrap_or_default()
+            };
+            emit(format, &a, |a| {
+                agent_text(a) + &sessions_text(&sessions[..sessions.len().min(5)])
+            })
         }
         AgentsCommand::Revoke { id } => {
             let a = client.revoke_agent(&id).await?;
@@ -208,6 +220,26 @@ pub async fn exec(args: AgentsArgs) -> Result<()> {
             super::rollout::run(&client, rollout).await
         }
     }
+}
+
+/// The last sessions under `agents show`: when, from where, how it ended.
+fn sessions_text(sessions: &[muster_proto::SessionInfo]) -> String {
+    if sessions.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nRecent sessions:\n");
+    for s in sessions {
+        let end = match (&s.disconnected_at, &s.reason) {
+            (Some(at), Some(why)) => format!("until {at} ({why})"),
+            (Some(at), None) => format!("until {at}"),
+            (None, _) => "open".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {}  from {}  {end}\n",
+            s.connected_at, s.address
+        ));
+    }
+    out
 }
 
 fn agents_table(agents: &[AgentInfo]) -> String {

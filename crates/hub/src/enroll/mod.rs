@@ -272,6 +272,11 @@ async fn enroll_inner(
             "the agent's credentials were replaced by a new enrollment",
         );
     }
+    state.events.publish(crate::events::AgentNote::new(
+        &agent,
+        state.sessions.status_of(&agent),
+        crate::events::Change::Enrolled,
+    ));
     let status = if mode == EnrollMode::New {
         StatusCode::CREATED
     } else {

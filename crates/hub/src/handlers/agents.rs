@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use muster_proto::{AgentHealth, AgentInfo, AgentList, AgentStatus, ChangeLabelsRequest, codes};
+use muster_proto::{
+    AgentInfo, AgentList, ChangeLabelsRequest, FleetSummary, SessionHistory, SessionInfo, codes,
+};
 use muster_store::{AgentEnd, AgentRecord, AgentState, LabelEdit, StoreError};
 
 use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
+use crate::events::{AgentNote, Change};
 use crate::extract::{ApiJson, Caller};
 use crate::principal::Principal;
 use crate::rules::hostname_matches;
@@ -25,16 +28,7 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
 
 /// [`agent_info`] for one of many agents, sharing what was read of the releases.
 fn agent_info_with(a: &AgentRecord, state: &AppState, latest: &mut LatestReleases) -> AgentInfo {
-    let status = match a.state {
-        AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
-        AgentState::Active => match state.sessions.health(&a.id) {
-            Some((AgentHealth::Ok, _)) => AgentStatus::Online,
-            Some((AgentHealth::Degraded, _)) => AgentStatus::Degraded,
-            None => AgentStatus::Offline,
-        },
-        AgentState::Revoked => AgentStatus::Revoked,
-        AgentState::Removed => AgentStatus::Removed,
-    };
+    let status = state.sessions.status_of(a);
     AgentInfo {
         id: a.id.clone(),
         name: a.name.clone(),
@@ -213,6 +207,15 @@ pub async fn end_agent_as(
             other => other.into(),
         })?;
     tracing::info!(agent_id = %ended.id, action, "agent credentials ended");
+    let change = match end {
+        AgentEnd::Revoke => Change::Status,
+        AgentEnd::Remove => Change::Removed,
+    };
+    state.events.publish(AgentNote::new(
+        &ended,
+        state.sessions.status_of(&ended),
+        change,
+    ));
     state.sessions.kick(
         &ended.id,
         match end {
@@ -305,5 +308,61 @@ pub async fn change_labels(
             other => other.into(),
         })?;
     tracing::info!(agent_id = %changed.id, "agent labels changed");
+    state.events.publish(AgentNote::new(
+        &changed,
+        state.sessions.status_of(&changed),
+        Change::Details,
+    ));
     Ok(Json(agent_info(&changed, &state)))
+}
+
+/// `GET /api/v1/agents/summary`: the fleet counted by status. A member key scoped
+/// to some agents counts only those (walking them; unscoped callers get one
+/// grouped query).
+pub async fn summary(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<FleetSummary>> {
+    let scoped = matches!(&principal, Principal::Member(k) if k.agents_glob.is_some());
+    if !scoped {
+        return Ok(Json(crate::live::fleet_counts(&state).await?));
+    }
+    let agents = state.store.list_agents(false).await?;
+    let mut summary = crate::live::count_statuses(
+        agents
+            .iter()
+            .filter(|a| visible(&principal, a))
+            .map(|a| state.sessions.status_of(a)),
+    );
+    // Waiting requests are not anyone's agents yet: a scoped key sees none.
+    summary.counts.pending = 0;
+    Ok(Json(summary))
+}
+
+/// Sessions listed by `GET /api/v1/agents/{id}/sessions` (the most kept per agent).
+const SESSIONS_SHOWN: i64 = crate::sessions::HISTORY_PER_AGENT;
+
+/// `GET /api/v1/agents/{id}/sessions`: the agent's recorded sessions, newest first.
+pub async fn agent_sessions(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionHistory>> {
+    let agent = find_agent(&state, &id).await?;
+    if agent.state == AgentState::Removed || !visible(&principal, &agent) {
+        return Err(ApiFailure::not_found(format!("no agent {id:?}")));
+    }
+    let sessions = state
+        .store
+        .agent_sessions(&agent.id, SESSIONS_SHOWN)
+        .await?
+        .into_iter()
+        .map(|s| SessionInfo {
+            connected_at: rfc3339(s.connected_at),
+            disconnected_at: s.disconnected_at.map(rfc3339),
+            address: s.address,
+            reason: s.reason,
+        })
+        .collect();
+    Ok(Json(SessionHistory { sessions }))
 }

@@ -76,6 +76,7 @@ async fn decide(
             other => other.into(),
         })?;
     tracing::info!(request_id = %id, approve, "queued request decided");
+    state.events.approvals_changed();
     Ok(approval_info(&decided, now))
 }
 
@@ -127,6 +128,7 @@ pub async fn approve_matching(
             &audit,
         )
         .await?;
+    state.events.approvals_changed();
     tracing::info!(
         pattern,
         count = approved.len(),

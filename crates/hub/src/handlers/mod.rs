@@ -7,6 +7,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod enroll;
+pub mod events;
 pub mod install;
 pub mod keys;
 pub mod releases;

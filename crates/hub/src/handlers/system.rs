@@ -37,7 +37,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         state
             .metrics
             .render(&state.sessions, state.store.enroll_commits())
-            + &state.downloads.render_metrics(),
+            + &state.downloads.render_metrics()
+            + &state.events.render_metrics(),
     )
 }
 
