@@ -18,6 +18,7 @@ mod command_line;
 mod completions;
 mod enroll;
 mod envfile;
+mod events;
 mod exhaustion;
 mod identity;
 mod labels;
