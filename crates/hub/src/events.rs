@@ -135,6 +135,8 @@ pub struct Events {
     pub resyncs: AtomicU64,
     /// Watchers refused because [`MAX_SUBSCRIBERS`] were watching.
     pub refused: AtomicU64,
+    /// The hub is stopping: streams end (a graceful shutdown waits for them).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One watcher's stream; leaving (dropping it) frees its place.
@@ -151,11 +153,14 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// The next frame, waiting for one.
-    pub async fn next(&mut self) -> Frame {
+    /// The next frame, waiting for one; `None` once the hub is stopping.
+    pub async fn next(&mut self) -> Option<Frame> {
         loop {
+            if self.events.closed.load(Ordering::Relaxed) {
+                return None;
+            }
             if let Some(f) = self.slot.pop() {
-                return f;
+                return Some(f);
             }
             self.slot.ready.notified().await;
         }
@@ -208,10 +213,19 @@ impl Events {
         self.lock_watchers().len()
     }
 
-    /// Start watching, or `None` when [`MAX_SUBSCRIBERS`] already do.
+    /// End every stream (the hub is stopping) and refuse new ones.
+    pub fn close_all(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for slot in self.lock_watchers().values() {
+            slot.ready.notify_one();
+        }
+    }
+
+    /// Start watching, or `None` when [`MAX_SUBSCRIBERS`] already do (or the hub
+    /// is stopping).
     pub fn subscribe(self: &Arc<Self>, scope: Option<Scope>) -> Option<Subscription> {
         let mut watchers = self.lock_watchers();
-        if watchers.len() >= MAX_SUBSCRIBERS {
+        if watchers.len() >= MAX_SUBSCRIBERS || self.closed.load(Ordering::Relaxed) {
             drop(watchers);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -379,28 +393,30 @@ mod tests {
         let a = notes.iter().find(|n| n.id == "a").unwrap();
         assert_eq!(a.status, AgentStatus::Offline, "the latest note wins");
         events.deliver(&notes, None, Some(3));
-        assert_eq!(sub.next().await.event, "agents");
-        assert_eq!(&*sub.next().await.data, r#"{"pending":3}"#);
+        assert_eq!(sub.next().await.unwrap().event, "agents");
+        assert_eq!(&*sub.next().await.unwrap().data, r#"{"pending":3}"#);
 
         // Not reading: the queue stays within its budget, as one resync.
         for _ in 0..(MAX_QUEUED * 10) {
             events.deliver(&notes, None, None);
         }
         assert_eq!(events.resyncs.load(Ordering::Relaxed), 1);
-        assert_eq!(sub.next().await.event, "resync");
+        assert_eq!(sub.next().await.unwrap().event, "resync");
         events.deliver(&notes, None, None);
-        assert_eq!(sub.next().await.event, "agents");
+        assert_eq!(sub.next().await.unwrap().event, "agents");
 
         // Scoped watchers see their agents only.
         let only_a: Scope = Arc::new(|n: &str| n == "a");
         let mut scoped = events.subscribe(Some(only_a)).unwrap();
         events.deliver(&notes, None, Some(1));
-        let f = scoped.next().await;
+        let f = scoped.next().await.unwrap();
         assert!(
             f.data.contains("\"a\"") && !f.data.contains("b1"),
             "{}",
             f.data
         );
+        events.close_all();
+        assert!(sub.next().await.is_none(), "streams end when the hub stops");
         drop(sub);
         drop(scoped);
         assert_eq!(events.watchers(), 0);

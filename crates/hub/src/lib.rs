@@ -23,6 +23,7 @@ mod error;
 mod events;
 mod extract;
 mod handlers;
+mod history;
 mod install;
 mod live;
 mod metrics;
@@ -362,6 +363,7 @@ impl Hub {
             tokens: Default::default(),
             sessions: Default::default(),
             events: Default::default(),
+            history: Default::default(),
             hub_id: bootstrap::hub_id(&opts.data_dir)?,
             releases: releases.clone(),
             downloads: downloads::Downloads::new(
@@ -436,6 +438,13 @@ impl Hub {
             .heartbeat_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
         sessions::tidy_history(&self.state).await;
+        let historian = self.state.history.take_receiver().map(|queue| {
+            tokio::spawn(sessions::history_loop(
+                self.state.clone(),
+                queue,
+                flush_stopped.clone(),
+            ))
+        });
         let notifier = tokio::spawn(live::notify_loop(self.state.clone(), flush_stopped.clone()));
         let flusher = tokio::spawn(sessions::flush_loop(
             self.state.clone(),
@@ -464,6 +473,7 @@ impl Hub {
             // of waiting out a full backoff; connections in flight get 10 s.
             on_shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
             state.sessions.shutdown_all(SHUTDOWN_RECONNECT_SPREAD);
+            state.events.close_all();
         });
         let app = api::router(self.state.clone(), self.request_body_timeout);
         let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
@@ -523,6 +533,9 @@ impl Hub {
         let _ = stop_flush.send(true);
         let _ = flusher.await;
         let _ = notifier.await;
+        if let Some(h) = historian {
+            let _ = h.await;
+        }
         tracing::info!("hub stopped");
         Ok(())
     }

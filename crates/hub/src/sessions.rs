@@ -138,7 +138,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     note.agent_version.clone_from(&running_version);
     note.last_seen_at = Some(rfc3339(now_ms()));
     state.events.publish(note);
-    let history = open_history(&state, &agent.id, peer).await;
+    let history = open_history(&state, &agent.id, peer);
     let welcome = HubMessage::Welcome {
         agent_id: agent.id.clone(),
         heartbeat_interval_s: interval.as_secs().max(1),
@@ -227,27 +227,57 @@ fn history_cutoff() -> i64 {
     now_ms() - HISTORY_MAX_AGE.as_millis() as i64
 }
 
-/// Record the session that just opened; its row id, or `None` when the write
-/// failed (the session goes on: history is not worth refusing an agent for).
-async fn open_history(state: &AppState, agent_id: &str, peer: IpAddr) -> Option<String> {
-    let row = muster_store::SessionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        agent_id: agent_id.to_owned(),
-        hub: state.hub_id.clone(),
-        address: peer.to_string(),
-        connected_at: now_ms(),
-        disconnected_at: None,
-        reason: None,
-    };
-    let keep = muster_store::SessionRetention {
-        per_agent: HISTORY_PER_AGENT,
-        not_before: history_cutoff(),
-    };
-    match state.store.open_session(&row, keep).await {
-        Ok(()) => Some(row.id),
-        Err(e) => {
-            tracing::warn!(agent_id, error = %e, "could not record the session in its history");
-            None
+/// Queue the row of the session that just opened; its id.
+fn open_history(state: &AppState, agent_id: &str, peer: IpAddr) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    state.history.push(muster_store::SessionWrite::Open(
+        muster_store::SessionRecord {
+            id: id.clone(),
+            agent_id: agent_id.to_owned(),
+            hub: state.hub_id.clone(),
+            address: peer.to_string(),
+            connected_at: now_ms(),
+            disconnected_at: None,
+            reason: None,
+        },
+    ));
+    id
+}
+
+/// Commit queued session history writes, in batches of what queued up while the
+/// previous batch was written, until `stop` (then what is queued, once more).
+pub async fn history_loop(
+    state: Arc<AppState>,
+    mut queue: mpsc::Receiver<muster_store::SessionWrite>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const BATCH: usize = 1_000;
+    loop {
+        let mut batch = Vec::new();
+        let stopping = tokio::select! {
+            w = queue.recv() => match w {
+                Some(w) => {
+                    batch.push(w);
+                    false
+                }
+                None => return,
+            },
+            _ = stop.changed() => true,
+        };
+        while batch.len() < BATCH
+            && let Ok(w) = queue.try_recv()
+        {
+            batch.push(w);
+        }
+        let keep = muster_store::SessionRetention {
+            per_agent: HISTORY_PER_AGENT,
+            not_before: history_cutoff(),
+        };
+        if let Err(e) = state.store.record_sessions(&batch, keep).await {
+            tracing::warn!(error = %e, writes = batch.len(), "could not write the session history; these entries are lost");
+        }
+        if stopping && queue.is_empty() {
+            return;
         }
     }
 }
@@ -258,7 +288,7 @@ async fn end_session(
     state: &AppState,
     registration: crate::registry::Registration,
     agent_id: &str,
-    history: Option<String>,
+    history: String,
     reason: &str,
 ) {
     let went_offline = registration.end();
@@ -276,11 +306,11 @@ async fn end_session(
             }
         }
     }
-    if let Some(id) = history
-        && let Err(e) = state.store.close_session(&id, now_ms(), reason).await
-    {
-        tracing::warn!(agent_id, error = %e, "could not close the session in its history");
-    }
+    state.history.push(muster_store::SessionWrite::Close {
+        id: history,
+        at: now_ms(),
+        reason: reason.to_owned(),
+    });
 }
 
 /// At start: close the history rows this hub left open (it stopped without closing

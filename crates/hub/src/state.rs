@@ -13,6 +13,7 @@ use muster_store::{QueueLimits, Store};
 
 use crate::downloads::Downloads;
 use crate::events::Events;
+use crate::history::HistoryQueue;
 use crate::install::HubIdentity;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
@@ -66,6 +67,8 @@ pub struct AppState {
     /// This hub's id (`<data-dir>/hub-id`), written on the session history rows it
     /// opens, so that after a crash it closes only its own.
     pub hub_id: String,
+    /// Session history writes waiting for the writer task.
+    pub history: HistoryQueue,
     /// Signed agent releases published to this hub (`<data-dir>/releases/`, SPEC §10).
     pub releases: muster_release::ReleaseDir,
     /// Serving agent binaries: cached manifests, the hub's own binary, the limits.

@@ -241,11 +241,12 @@ pub trait AgentStore: Send + Sync {
 /// Agent session history (SPEC §13) and the fleet counted by status.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Record a session that opened, and drop this agent's rows past `keep` (the
-    /// oldest beyond `per_agent`, any that began before `not_before`).
-    async fn open_session(&self, session: &SessionRecord, keep: SessionRetention) -> Result<()>;
-    /// Record when and why a session ended (a row closed already is left as it is).
-    async fn close_session(&self, id: &str, at: i64, reason: &str) -> Result<()>;
+    /// Apply sessions opening and closing, in order, in one transaction (a batch
+    /// gathered by the hub: a reconnect storm is a few commits, not one per agent).
+    /// Each opened session's agent loses its rows past `keep` (the oldest beyond
+    /// `per_agent`, any that began before `not_before`). A close of a row closed
+    /// already (or never written) changes nothing.
+    async fn record_sessions(&self, writes: &[SessionWrite], keep: SessionRetention) -> Result<()>;
     /// Close the rows `hub` left open (it stopped without closing them: a crash),
     /// ending each at the agent's last recorded heartbeat, else at its start.
     /// Returns how many were closed.

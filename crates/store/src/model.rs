@@ -442,6 +442,13 @@ pub struct SessionRecord {
     pub reason: Option<String>,
 }
 
+/// A change to the session history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionWrite {
+    Open(SessionRecord),
+    Close { id: String, at: i64, reason: String },
+}
+
 /// How much session history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionRetention {

@@ -1026,14 +1026,22 @@ async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_ow
             .unwrap();
         for i in 0..5 {
             let at = 1000 + i * 10;
-            store
-                .open_session(&session(&format!("s{i}"), "a1", "hub-a", at), keep(0))
-                .await
-                .unwrap();
-            store
-                .close_session(&format!("s{i}"), at + 5, "closed by the agent")
-                .await
-                .unwrap();
+            let close = SessionWrite::Close {
+                id: format!("s{i}"),
+                at: at + 5,
+                reason: "closed by the agent".into(),
+            };
+            let open = SessionWrite::Open(session(&format!("s{i}"), "a1", "hub-a", at));
+            // One at a time, and the last two in one batch.
+            if i < 3 {
+                store.record_sessions(&[open], keep(0)).await.unwrap();
+                store.record_sessions(&[close], keep(0)).await.unwrap();
+            } else {
+                store
+                    .record_sessions(&[open, close], keep(0))
+                    .await
+                    .unwrap();
+            }
         }
         let rows = store.agent_sessions("a1", 10).await.unwrap();
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
@@ -1042,7 +1050,12 @@ async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_ow
         assert_eq!(rows[0].reason.as_deref(), Some("closed by the agent"));
         assert_eq!(rows[0].address, "10.0.0.40");
         // Closing twice keeps the first end.
-        store.close_session("s4", 9999, "again").await.unwrap();
+        let again = SessionWrite::Close {
+            id: "s4".into(),
+            at: 9999,
+            reason: "again".into(),
+        };
+        store.record_sessions(&[again], keep(0)).await.unwrap();
         assert_eq!(
             store.agent_sessions("a1", 1).await.unwrap()[0].disconnected_at,
             Some(1045)
@@ -1051,7 +1064,10 @@ async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_ow
         // Open rows of two hubs; hub-a "crashed": only its rows are closed, at the
         // agent's last heartbeat.
         store
-            .open_session(&session("open-a", "a1", "hub-a", 2000), keep(0))
+            .record_sessions(
+                &[SessionWrite::Open(session("open-a", "a1", "hub-a", 2000))],
+                keep(0),
+            )
             .await
             .unwrap();
         store
@@ -1059,7 +1075,10 @@ async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_ow
             .await
             .unwrap();
         store
-            .open_session(&session("open-b", "a2", "hub-b", 2000), keep(0))
+            .record_sessions(
+                &[SessionWrite::Open(session("open-b", "a2", "hub-b", 2000))],
+                keep(0),
+            )
             .await
             .unwrap();
         store
@@ -1085,7 +1104,10 @@ async fn session_history_is_newest_first_bounded_and_a_crashed_hub_closes_its_ow
 
         // Age: an insert drops this agent's old rows; a prune drops everyone's.
         store
-            .open_session(&session("late", "a1", "hub-a", 5000), keep(2001))
+            .record_sessions(
+                &[SessionWrite::Open(session("late", "a1", "hub-a", 5000))],
+                keep(2001),
+            )
             .await
             .unwrap();
         let ids: Vec<String> = store

@@ -47,7 +47,7 @@ pub async fn events(
         );
     }
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        let frame = sub.next().await;
+        let frame = sub.next().await?;
         let event = Event::default().event(frame.event).data(&*frame.data);
         Some((Ok(event), sub))
     });

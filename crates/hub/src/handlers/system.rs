@@ -38,7 +38,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             .metrics
             .render(&state.sessions, state.store.enroll_commits())
             + &state.downloads.render_metrics()
-            + &state.events.render_metrics(),
+            + &state.events.render_metrics()
+            + &state.history.render_metrics(),
     )
 }
 

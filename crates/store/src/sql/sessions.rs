@@ -11,49 +11,54 @@ use crate::{Result, SessionStore};
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn open_session(&self, s: &SessionRecord, keep: SessionRetention) -> Result<()> {
+    async fn record_sessions(&self, writes: &[SessionWrite], keep: SessionRetention) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
         let (_turn, mut tx) = self.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO agent_sessions \
-             (id, agent_id, hub, address, connected_at, disconnected_at, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&s.id)
-        .bind(&s.agent_id)
-        .bind(&s.hub)
-        .bind(&s.address)
-        .bind(s.connected_at)
-        .bind(s.disconnected_at)
-        .bind(&s.reason)
-        .execute(&mut *tx)
-        .await?;
-        // This agent's rows past the newest `per_agent` or too old: a handful at
-        // most, found through the (agent_id, connected_at) index.
-        sqlx::query(
-            "DELETE FROM agent_sessions WHERE agent_id = $1 AND (connected_at < $2 OR id NOT IN \
-             (SELECT id FROM agent_sessions WHERE agent_id = $1 \
-              ORDER BY connected_at DESC, id DESC LIMIT $3))",
-        )
-        .bind(&s.agent_id)
-        .bind(keep.not_before)
-        .bind(keep.per_agent.max(1))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn close_session(&self, id: &str, at: i64, reason: &str) -> Result<()> {
-        let (_turn, mut tx) = self.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE agent_sessions SET disconnected_at = $2, reason = $3 \
-             WHERE id = $1 AND disconnected_at IS NULL",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        for w in writes {
+            match w {
+                SessionWrite::Open(s) => {
+                    sqlx::query(
+                        "INSERT INTO agent_sessions \
+                         (id, agent_id, hub, address, connected_at, disconnected_at, reason) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&s.id)
+                    .bind(&s.agent_id)
+                    .bind(&s.hub)
+                    .bind(&s.address)
+                    .bind(s.connected_at)
+                    .bind(s.disconnected_at)
+                    .bind(&s.reason)
+                    .execute(&mut *tx)
+                    .await?;
+                    // This agent's rows past the newest `per_agent` or too old: a
+                    // handful at most, found through the (agent_id, connected_at) index.
+                    sqlx::query(
+                        "DELETE FROM agent_sessions WHERE agent_id = $1 AND (connected_at < $2 \
+                         OR id NOT IN (SELECT id FROM agent_sessions WHERE agent_id = $1 \
+                         ORDER BY connected_at DESC, id DESC LIMIT $3))",
+                    )
+                    .bind(&s.agent_id)
+                    .bind(keep.not_before)
+                    .bind(keep.per_agent.max(1))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                SessionWrite::Close { id, at, reason } => {
+                    sqlx::query(
+                        "UPDATE agent_sessions SET disconnected_at = $2, reason = $3 \
+                         WHERE id = $1 AND disconnected_at IS NULL",
+                    )
+                    .bind(id)
+                    .bind(*at)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
