@@ -2,6 +2,7 @@
 //! uses, so the figures describe the real path (fresh TLS connection, real P-256
 //! key, real CSR, real database write).
 
+mod events;
 mod sessions;
 mod sim;
 
@@ -42,6 +43,23 @@ enum BenchCommand {
     },
     /// Hold N live sessions against a hub this command starts, and measure them.
     Sessions(sessions::SessionsArgs),
+    /// Push latency of the live event stream: N agents flip their health at random
+    /// on a running hub; one watcher times each flip to the event that shows it.
+    Events {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// How many simulated agents.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// How often each agent flips, on average.
+        #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
+        flip_every: Duration,
+        /// How long to watch.
+        #[arg(long, default_value = "20s", value_parser = crate::duration::parse_duration)]
+        window: Duration,
+        #[command(flatten)]
+        format: Format,
+    },
     /// API-key authenticated reads: GET /api/v1/agents?limit=100 over kept-alive connections.
     Api {
         #[command(flatten)]
@@ -76,7 +94,8 @@ impl BenchArgs {
         match &mut self.action {
             BenchCommand::Enroll { conn, .. }
             | BenchCommand::Api { conn, .. }
-            | BenchCommand::Handshakes { conn, .. } => Some(conn),
+            | BenchCommand::Handshakes { conn, .. }
+            | BenchCommand::Events { conn, .. } => Some(conn),
             BenchCommand::Sessions(_) => None,
         }
     }
@@ -85,6 +104,13 @@ impl BenchArgs {
 pub async fn exec(args: BenchArgs) -> Result<()> {
     match args.action {
         BenchCommand::Sessions(args) => sessions::run(args).await,
+        BenchCommand::Events {
+            conn,
+            agents,
+            flip_every,
+            window,
+            format,
+        } => events::run(&client(&conn)?, agents, flip_every, window, format).await,
         BenchCommand::Api {
             conn,
             requests,

@@ -44,10 +44,10 @@ pub struct SessionsArgs {
     format: Format,
 }
 
-struct Sim {
-    agent_id: String,
-    identity: ClientIdentity,
-    agent_key: String,
+pub(super) struct Sim {
+    pub agent_id: String,
+    pub identity: ClientIdentity,
+    pub agent_key: String,
 }
 
 #[derive(Default)]
@@ -345,7 +345,12 @@ fn busiest_second(sorted_secs: &[f64]) -> usize {
     best
 }
 
-async fn enroll_all(admin: &HubClient, url: &str, ca_pem: &str, n: usize) -> Result<Vec<Sim>> {
+pub(super) async fn enroll_all(
+    admin: &HubClient,
+    url: &str,
+    ca_pem: &str,
+    n: usize,
+) -> Result<Vec<Sim>> {
     let token = admin
         .create_token(&CreateTokenRequest {
             max_uses: Some(u32::try_from(n).context("too many agents")?),
@@ -481,7 +486,7 @@ async fn simulate(
     }
 }
 
-fn rand_ms(max: u64) -> u64 {
+pub(super) fn rand_ms(max: u64) -> u64 {
     if max == 0 {
         0
     } else {

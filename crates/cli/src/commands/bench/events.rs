@@ -1,0 +1,182 @@
+//! `muster bench events`: push latency of the live event stream. N simulated agents
+//! hold sessions on a running hub and flip their health (ok ↔ degraded) at random;
+//! one watcher reads `GET /api/v1/events` and times each flip from the heartbeat that
+//! made it to the first event showing it. Also counts how many messages the flips
+//! were coalesced into.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use muster_client::{HubClient, connect_session};
+use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
+use serde::Serialize;
+
+use crate::commands::bench::sessions::{Sim, enroll_all, rand_ms};
+use crate::output::{Format, emit};
+
+/// The last flip of each agent: when, to what status, and whether an event showed it.
+type Flips = Arc<Mutex<HashMap<String, (Instant, &'static str, bool)>>>;
+
+#[derive(Serialize)]
+struct Report {
+    agents: usize,
+    window_s: f64,
+    flips: u64,
+    flips_seen: usize,
+    messages: u64,
+    notes: u64,
+    latency_p50_ms: f64,
+    latency_p95_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+}
+
+pub async fn run(
+    admin: &HubClient,
+    agents: usize,
+    flip_every: Duration,
+    window: Duration,
+    format: Format,
+) -> Result<()> {
+    let ca_pem = admin.ca().await?.ca_pem;
+    let url = admin.base_url().to_owned();
+    eprintln!("enrolling {agents} agents…");
+    let sims = enroll_all(admin, &url, &ca_pem, agents).await?;
+    let flips: Flips = Arc::default();
+    let flipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let connected = Arc::new(tokio::sync::Barrier::new(agents + 1));
+    let mut tasks = Vec::new();
+    for sim in sims {
+        tasks.push(tokio::spawn(flap(
+            sim,
+            url.clone(),
+            ca_pem.clone(),
+            flip_every,
+            flips.clone(),
+            flipped.clone(),
+            connected.clone(),
+        )));
+    }
+    connected.wait().await;
+    eprintln!("watching for {window:?}…");
+    let mut stream = admin.events().await?;
+    let mut latencies = Vec::new();
+    let (mut messages, mut notes) = (0u64, 0u64);
+    let flipped0 = flipped.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let Some((name, data)) = next? else { break };
+        if name != "agents" {
+            continue;
+        }
+        let now = Instant::now();
+        messages += 1;
+        let mut f = flips.lock().map_err(|_| anyhow!("lock poisoned"))?;
+        for a in data["agents"].as_array().into_iter().flatten() {
+            notes += 1;
+            let (Some(id), Some(status)) = (a["id"].as_str(), a["status"].as_str()) else {
+                continue;
+            };
+            if let Some((at, want, seen)) = f.get_mut(id)
+                && !*seen
+                && *want == status
+            {
+                *seen = true;
+                latencies.push(now.duration_since(*at));
+            }
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    latencies.sort_unstable();
+    let ms = |p: f64| super::percentile_ms(&latencies, p);
+    let report = Report {
+        agents,
+        window_s: window.as_secs_f64(),
+        flips: flipped.load(std::sync::atomic::Ordering::Relaxed) - flipped0,
+        flips_seen: latencies.len(),
+        messages,
+        notes,
+        latency_p50_ms: ms(0.50),
+        latency_p95_ms: ms(0.95),
+        latency_p99_ms: ms(0.99),
+        latency_max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    };
+    emit(format, &report, |r| {
+        format!(
+            "{} agents flipping health for {:.0} s: {} flips, {} shown in {} messages ({} agent notes)\n\
+             push latency (heartbeat sent → event read): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            r.agents,
+            r.window_s,
+            r.flips,
+            r.flips_seen,
+            r.messages,
+            r.notes,
+            r.latency_p50_ms,
+            r.latency_p95_ms,
+            r.latency_p99_ms,
+            r.latency_max_ms
+        )
+    })
+}
+
+/// One agent: a session, then a heartbeat flipping its health about every
+/// `flip_every` (at random), noting when and to what.
+async fn flap(
+    sim: Sim,
+    url: String,
+    ca: String,
+    flip_every: Duration,
+    flips: Flips,
+    flipped: Arc<std::sync::atomic::AtomicU64>,
+    connected: Arc<tokio::sync::Barrier>,
+) -> Result<()> {
+    let mut session = connect_session(&url, &ca, &sim.identity, &sim.agent_key).await?;
+    let hello = AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        packs: Vec::new(),
+        facts: None,
+        generation: 1,
+    };
+    session.send(&hello).await?;
+    match session.recv().await? {
+        Some(HubMessage::Welcome { .. }) => {}
+        other => return Err(anyhow!("no welcome: {other:?}")),
+    }
+    connected.wait().await;
+    let mut degraded = false;
+    loop {
+        let pause = Duration::from_millis(rand_ms(2 * flip_every.as_millis() as u64));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            // Acks and the like: read so the connection's buffers never fill.
+            frame = session.recv() => {
+                if frame?.is_none() {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        degraded = !degraded;
+        let (status, shown) = if degraded {
+            (AgentHealth::Degraded, "degraded")
+        } else {
+            (AgentHealth::Ok, "online")
+        };
+        let hb = AgentMessage::Heartbeat {
+            status,
+            problems: Vec::new(),
+        };
+        let at = Instant::now();
+        session.send(&hb).await?;
+        flipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        flips
+            .lock()
+            .map_err(|_| anyhow!("lock poisoned"))?
+            .insert(sim.agent_id.clone(), (at, shown, false));
+    }
+}
