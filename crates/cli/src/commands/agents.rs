@@ -230,13 +230,14 @@ fn sessions_text(sessions: &[muster_proto::SessionInfo]) -> String {
     let mut out = String::from("\nRecent sessions:\n");
     for s in sessions {
         let end = match (&s.disconnected_at, &s.reason) {
-            (Some(at), Some(why)) => format!("until {at} ({why})"),
-            (Some(at), None) => format!("until {at}"),
+            (Some(at), Some(why)) => format!("until {} ({why})", time(at)),
+            (Some(at), None) => format!("until {}", time(at)),
             (None, _) => "open".to_owned(),
         };
         out.push_str(&format!(
             "  {}  from {}  {end}\n",
-            s.connected_at, s.address
+            time(&s.connected_at),
+            s.address
         ));
     }
     out

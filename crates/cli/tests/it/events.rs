@@ -351,6 +351,13 @@ async fn the_fleet_is_counted_by_status_and_sessions_are_recorded() {
             crate::code(admin.agent_sessions("no-such-agent").await),
             "not_found"
         );
+        // `agents show` lists them under the agent.
+        let mut args = crate::command_line::strings(&["agents", "show", "counted-01"]);
+        args.extend(crate::command_line::admin_flags(&hub));
+        let out = crate::command_line::run(args).await;
+        let shown = String::from_utf8(out.stdout).unwrap();
+        assert!(shown.contains("Recent sessions:"), "{shown}");
+        assert_eq!(shown.matches("from 127.0.0.1  until").count(), 2, "{shown}");
 
         // Retention: at most 50 per agent, the oldest dropped as new ones open.
         let hour_ago = now_ms() - 3_600_000;

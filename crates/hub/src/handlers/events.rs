@@ -1,6 +1,7 @@
 //! `GET /api/v1/events`: the fleet's changes as server-sent events, for the
-//! dashboard's pages (SPEC §13). The format is in docs/CONFIGURATION.md ("Live
-//! events"); coalescing and the bounds on watchers are `events.rs`.
+//! dashboard's pages (SPEC §13). The format is in docs/ARCHITECTURE.md ("Live
+//! events and the fleet's numbers"); coalescing and the bounds on watchers are
+//! `events.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
