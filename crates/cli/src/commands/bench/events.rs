@@ -1,8 +1,9 @@
 //! `muster bench events`: push latency of the live event stream. N simulated agents
 //! hold sessions on a running hub and flip their health (ok ↔ degraded) at random;
-//! one watcher reads `GET /api/v1/events` and times each flip from the heartbeat that
-//! made it to the first event showing it. Also counts how many messages the flips
-//! were coalesced into.
+//! watchers (dashboards) read `GET /api/v1/events`; the first times each flip from
+//! the heartbeat that made it to the first event showing it, the others only read.
+//! Also counts how many messages the flips were coalesced into, and the hub's CPU
+//! over the window (from its `/metrics`: sessions and heartbeats included).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ type Flips = Arc<Mutex<HashMap<String, (Instant, &'static str, bool)>>>;
 #[derive(Serialize)]
 struct Report {
     agents: usize,
+    watchers: usize,
+    hub_cpu_s: f64,
     window_s: f64,
     flips: u64,
     flips_seen: usize,
@@ -36,6 +39,7 @@ struct Report {
 pub async fn run(
     admin: &HubClient,
     agents: usize,
+    watchers: usize,
     flip_every: Duration,
     window: Duration,
     format: Format,
@@ -62,6 +66,15 @@ pub async fn run(
     connected.wait().await;
     eprintln!("watching for {window:?}…");
     let mut stream = admin.events().await?;
+    // The other dashboards: read everything, as a browser would.
+    let mut others = Vec::new();
+    for _ in 1..watchers.max(1) {
+        let mut s = admin.events().await?;
+        others.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = s.next().await {}
+        }));
+    }
+    let cpu0 = super::sim::metric(admin, "process_cpu_seconds_total").await?;
     let mut latencies = Vec::new();
     let (mut messages, mut notes) = (0u64, 0u64);
     let flipped0 = flipped.load(std::sync::atomic::Ordering::Relaxed);
@@ -88,13 +101,19 @@ pub async fn run(
             }
         }
     }
+    let cpu1 = super::sim::metric(admin, "process_cpu_seconds_total").await?;
     for t in tasks {
+        t.abort();
+    }
+    for t in others {
         t.abort();
     }
     latencies.sort_unstable();
     let ms = |p: f64| super::percentile_ms(&latencies, p);
     let report = Report {
         agents,
+        watchers: watchers.max(1),
+        hub_cpu_s: cpu1 - cpu0,
         window_s: window.as_secs_f64(),
         flips: flipped.load(std::sync::atomic::Ordering::Relaxed) - flipped0,
         flips_seen: latencies.len(),
@@ -107,10 +126,12 @@ pub async fn run(
     };
     emit(format, &report, |r| {
         format!(
-            "{} agents flipping health for {:.0} s: {} flips, {} shown in {} messages ({} agent notes)\n\
-             push latency (heartbeat sent → event read): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "{} agents flipping health for {:.0} s, {} watchers: {} flips, {} shown in {} messages ({} agent notes)\n\
+             push latency (heartbeat sent → event read): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n\
+             hub CPU over the window: {:.2} s",
             r.agents,
             r.window_s,
+            r.watchers,
             r.flips,
             r.flips_seen,
             r.messages,
@@ -118,7 +139,8 @@ pub async fn run(
             r.latency_p50_ms,
             r.latency_p95_ms,
             r.latency_p99_ms,
-            r.latency_max_ms
+            r.latency_max_ms,
+            r.hub_cpu_s
         )
     })
 }

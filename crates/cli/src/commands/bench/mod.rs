@@ -51,6 +51,9 @@ enum BenchCommand {
         /// How many simulated agents.
         #[arg(long, default_value_t = 200)]
         agents: usize,
+        /// Event streams open at once (dashboards); the first is timed.
+        #[arg(long, default_value_t = 1)]
+        watchers: usize,
         /// How often each agent flips, on average.
         #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
         flip_every: Duration,
@@ -107,10 +110,14 @@ pub async fn exec(args: BenchArgs) -> Result<()> {
         BenchCommand::Events {
             conn,
             agents,
+            watchers,
             flip_every,
             window,
             format,
-        } => events::run(&client(&conn)?, agents, flip_every, window, format).await,
+        } => {
+            let admin = client(&conn)?;
+            events::run(&admin, agents, watchers, flip_every, window, format).await
+        }
         BenchCommand::Api {
             conn,
             requests,
