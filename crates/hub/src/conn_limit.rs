@@ -14,7 +14,8 @@
 //! A connection with no request in flight for `--idle-timeout` is closed (HTTP/1
 //! keep-alive and HTTP/2 alike, which hyper would otherwise keep forever); one that
 //! switched protocols (an agent's WebSocket session) is never idle here, its session
-//! keeps its own heartbeat watch.
+//! keeps its own heartbeat watch. A streamed answer (server-sent events) keeps its
+//! request in flight until its body ends, so a quiet stream is not idle either.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, HttpBody};
 use axum::http::{Request, Response, StatusCode};
 use axum_server::accept::Accept;
 use ipnet::IpNet;
@@ -388,9 +390,9 @@ pub struct Busy<S> {
     activity: Arc<Activity>,
 }
 
-impl<S, B, R> tower::Service<Request<B>> for Busy<S>
+impl<S, B> tower::Service<Request<B>> for Busy<S>
 where
-    S: tower::Service<Request<B>, Response = Response<R>>,
+    S: tower::Service<Request<B>, Response = Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -412,9 +414,51 @@ where
                 in_flight.0.upgraded.store(true, Ordering::Release);
                 in_flight.0.slot.leave_source();
             }
+            let streamed = response.as_ref().is_ok_and(|r| {
+                r.headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+            });
+            if streamed {
+                // The request stays in flight as long as its body is being sent.
+                return response.map(|r| {
+                    r.map(|body| {
+                        Body::new(HeldBody {
+                            inner: body,
+                            _in_flight: in_flight,
+                        })
+                    })
+                });
+            }
             drop(in_flight);
             response
         })
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+struct HeldBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -416,3 +416,23 @@ async fn a_hub_that_stopped_without_closing_its_sessions_closes_them_at_start() 
     assert!(sessions[1].disconnected_at.is_none(), "another hub's row");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_is_not_an_idle_connection() {
+    let b = muster_testkit::Backend::Sqlite;
+    let hub = TestHub::start_with(&b, |o| {
+        fast(o);
+        o.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (status, mut events) = open(&hub, bearer(&hub)).await;
+    assert_eq!(status, 200);
+    assert!(events.next(Duration::from_secs(2)).await.is_some());
+    // Past the idle timeout with nothing to send, the stream still carries changes.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, id) = enrolled(&hub, "late-comer").await;
+    events
+        .until_status(&id, "offline", Duration::from_secs(3))
+        .await;
+    hub.stop().await;
+}
