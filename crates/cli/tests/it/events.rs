@@ -331,6 +331,34 @@ async fn the_fleet_is_counted_by_status_and_sessions_are_recorded() {
         let s = admin.fleet_summary().await.unwrap();
         assert_eq!((s.counts.online, s.counts.offline), (0, 2), "{s:?}");
 
+        // A member key scoped to some agents counts those only.
+        let scoped = admin
+            .create_key(&muster_proto::CreateKeyRequest {
+                name: "two-team".into(),
+                role: muster_proto::Role::Member,
+                agents: Some("counted-0[23]".into()),
+                probes: Vec::new(),
+                expires_s: None,
+            })
+            .await
+            .unwrap();
+        let member = hub.anonymous().with_bearer(scoped.key);
+        let s = member.fleet_summary().await.unwrap();
+        assert_eq!(
+            (
+                s.total,
+                s.counts.offline,
+                s.counts.revoked,
+                s.counts.pending
+            ),
+            (2, 1, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(
+            crate::code(member.agent_sessions("counted-01").await),
+            "not_found"
+        );
+
         // The close is written just after the registry entry goes: wait for it.
         let deadline = Instant::now() + Duration::from_secs(3);
         let history = loop {
