@@ -24,7 +24,11 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
 }
 
 /// [`agent_info`] for one of many agents, sharing what was read of the releases.
-fn agent_info_with(a: &AgentRecord, state: &AppState, latest: &mut LatestReleases) -> AgentInfo {
+pub fn agent_info_with(
+    a: &AgentRecord,
+    state: &AppState,
+    latest: &mut LatestReleases,
+) -> AgentInfo {
     let status = match a.state {
         AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
         AgentState::Active => match state.sessions.health(&a.id) {

@@ -1,0 +1,506 @@
+//! The dashboard (SPEC §13): HTTP-level checks of its headers, redirects, assets and
+//! escaping, and a real headless Chromium (Debian's `chromium`, installed by
+//! `scripts/test-tools`) driven through login, the fleet, an agent, enrollment and
+//! a member's view. Screenshots of each page land in `docs/screenshots/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use muster_proto::CreateUserRequest;
+use muster_testkit::{Backend, TestAgent, TestHub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PASSWORD: &str = "correct horse battery staple";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const EVIL_OS: &str = "<script>alert(1)</script>";
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.0 GET over a real TLS connection (no redirects followed, no
+/// decoding): what the browser is sent, byte for byte.
+async fn get(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut tls = hub
+        .raw_tls("127.0.0.1".parse().unwrap(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// The `name=value` part of a login's Set-Cookie.
+async fn login_cookie(hub: &TestHub, user: &str) -> String {
+    let (_, set_cookie) = hub.anonymous().login(user, PASSWORD).await.unwrap();
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn hub_with_users() -> TestHub {
+    let hub = TestHub::start_with(&Backend::Sqlite, |o| {
+        o.admin_user = Some(("root".into(), PASSWORD.into()));
+        o.heartbeat_interval = Duration::from_secs(1);
+    })
+    .await;
+    hub.admin()
+        .create_user(&CreateUserRequest {
+            name: "ann".into(),
+            role: muster_proto::Role::Member,
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    hub
+}
+
+/// Enroll a machine with the real agent code; its OS name is `os`.
+async fn enroll(hub: &TestHub, name: &str, os: &str) -> (TestAgent, String) {
+    let agent = TestAgent::new(name);
+    std::fs::write(
+        agent.root().join("os-release"),
+        format!("PRETTY_NAME=\"{os}\"\n"),
+    )
+    .unwrap();
+    let t = hub.default_token().await;
+    let id = muster_agent::enroll(&hub.enroll_options(&agent, Some(&t), None), &agent.dir)
+        .await
+        .unwrap()
+        .agent_id;
+    (agent, id)
+}
+
+fn assert_secure(r: &Reply, what: &str) {
+    assert_eq!(r.header("content-security-policy"), Some(CSP), "{what}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
+}
+
+/// Where the page links its stylesheet and script.
+fn asset_paths(html: &str) -> Vec<String> {
+    html.match_indices("/assets/app.")
+        .map(|(i, _)| {
+            let rest = &html[i..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dashboard_http_headers_redirects_assets_and_escaping() {
+    let hub = hub_with_users().await;
+
+    // No session: pages redirect to the login page, which comes back afterwards.
+    let r = get(&hub, "/", &[]).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    assert_secure(&r, "redirect");
+    let r = get(&hub, "/agents/x?y=1", &[]).await;
+    assert_eq!(r.header("location"), Some("/login?next=/agents/x%3Fy%3D1"));
+    // An unknown or expired session is the same.
+    let r = get(&hub, "/enrollment", &[("Cookie", "muster_session=stale")]).await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/login?next=/enrollment"))
+    );
+
+    // The login page: headers, no inline script or style, only local `next`.
+    let r = get(&hub, "/login?next=/agents/abc", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_secure(&r, "login");
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let html = r.text();
+    assert!(html.contains(r#"data-next="/agents/abc""#), "{html}");
+    assert_eq!(html.matches("<script").count(), 1, "one script, ours");
+    assert!(html.contains(r#"<script src="/assets/app."#));
+    assert!(!html.contains("style="), "no inline style");
+    assert!(!html.contains("<style"), "no inline style");
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
+        let r = get(&hub, &format!("/login?next={evil}"), &[]).await;
+        assert!(r.text().contains(r#"data-next="/""#), "next={evil}");
+    }
+
+    // Assets: content-hashed names, cached for a year, gzip when accepted.
+    let assets = asset_paths(&html);
+    assert_eq!(assets.len(), 2, "{assets:?}");
+    for path in &assets {
+        let plain = get(&hub, path, &[]).await;
+        assert_eq!(plain.status, 200, "{path}");
+        assert_eq!(
+            plain.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(plain.header("content-encoding"), None);
+        let ct = plain.header("content-type").unwrap();
+        assert!(
+            ct.starts_with(if path.ends_with(".css") {
+                "text/css"
+            } else {
+                "text/javascript"
+            }),
+            "{ct}"
+        );
+        let zipped = get(&hub, path, &[("Accept-Encoding", "gzip, br")]).await;
+        assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+        assert_eq!(&zipped.body[..2], &[0x1f, 0x8b]);
+        assert!(zipped.body.len() < plain.body.len());
+    }
+    assert_eq!(
+        get(&hub, "/assets/app.0000000000000000.css", &[])
+            .await
+            .status,
+        404
+    );
+
+    // Logged in, an empty fleet says what to do next.
+    let root = login_cookie(&hub, "root").await;
+    let cookie = [("Cookie", root.as_str())];
+    let r = get(&hub, "/", &cookie).await;
+    assert_eq!(r.status, 200);
+    assert_secure(&r, "fleet");
+    assert!(r.text().contains("No agents yet"), "{}", r.text());
+
+    // Agents' values are escaped: a hostile OS name is text.
+    let (_web1, id) = enroll(&hub, "web-1", EVIL_OS).await;
+    enroll(&hub, "web-2", "Debian").await;
+    enroll(&hub, "db-1", "Debian").await;
+    let page = get(&hub, &format!("/agents/{id}"), &cookie).await.text();
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains(EVIL_OS));
+    assert!(page.contains("/revoke"), "admins get the revoke form");
+
+    // Fleet filters: name glob, status.
+    let page = get(&hub, "/?name=web-*", &cookie).await.text();
+    assert!(
+        page.contains(">web-1<") && page.contains(">web-2<"),
+        "{page}"
+    );
+    assert!(!page.contains(">db-1<"));
+    let page = get(&hub, "/?status=revoked", &cookie).await.text();
+    assert!(page.contains("No agent matches"), "{page}");
+
+    // Admin pages: Enrollment and Hub for admins; members are refused, in HTML.
+    for path in ["/enrollment", "/hub"] {
+        assert_eq!(get(&hub, path, &cookie).await.status, 200, "{path}");
+    }
+    let ann = login_cookie(&hub, "ann").await;
+    let member = [("Cookie", ann.as_str())];
+    let r = get(&hub, "/enrollment", &member).await;
+    assert_eq!(r.status, 403);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let page = get(&hub, &format!("/agents/{id}"), &member).await.text();
+    assert!(!page.contains("data-api"), "members get no action forms");
+    assert!(
+        !page.contains(r#"href="/enrollment""#),
+        "nor admin navigation"
+    );
+    hub.stop().await;
+}
+
+// ---- the real browser -------------------------------------------------------------
+
+mod browser {
+    use super::*;
+    use chromiumoxide::cdp::browser_protocol::page::{
+        DialogType, EventJavascriptDialogOpening, HandleJavaScriptDialogParams,
+    };
+    use chromiumoxide::handler::viewport::Viewport;
+    use chromiumoxide::{Browser, BrowserConfig, Page};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn chromium() -> PathBuf {
+        // The real binary: Debian's /usr/bin/chromium wrapper prints a warning.
+        ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("chromium is installed (scripts/test-tools installs it)")
+    }
+
+    pub async fn launch(profile: &std::path::Path) -> Browser {
+        let config = BrowserConfig::builder()
+            .chrome_executable(chromium())
+            .user_data_dir(profile)
+            .no_sandbox()
+            .window_size(1280, 800)
+            .viewport(Viewport {
+                width: 1280,
+                height: 800,
+                ..Default::default()
+            })
+            .args([
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                // The test hub's CA is a throwaway made for this run: only this test
+                // browser ignores certificate errors (chromiumoxide's default too);
+                // never anything in the product.
+                "--ignore-certificate-errors",
+            ])
+            .build()
+            .unwrap();
+        let (browser, mut handler) = Browser::launch(config).await.unwrap();
+        tokio::spawn(async move { while handler.next().await.is_some() {} });
+        browser
+    }
+
+    /// Count alerts (a script that ran would raise one) and accept confirms (the
+    /// revoke button asks first).
+    pub async fn watch_dialogs(page: &Page) -> Arc<AtomicUsize> {
+        let alerts = Arc::new(AtomicUsize::new(0));
+        let mut events = page
+            .event_listener::<EventJavascriptDialogOpening>()
+            .await
+            .unwrap();
+        let (seen, page) = (alerts.clone(), page.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if ev.r#type == DialogType::Alert {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = page.execute(HandleJavaScriptDialogParams::new(true)).await;
+            }
+        });
+        alerts
+    }
+
+    pub async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
+        page.evaluate(js).await.unwrap().into_value().unwrap()
+    }
+
+    /// Wait until `js` is true in the page.
+    pub async fn until(page: &Page, js: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(v) = page.evaluate(js).await
+                && v.into_value::<bool>().unwrap_or(false)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn open(page: &Page, url: &str) {
+        page.goto(url).await.unwrap();
+        until(page, "document.readyState === 'complete'", url).await;
+    }
+
+    pub async fn type_into(page: &Page, selector: &str, text: &str) {
+        let el = page.find_element(selector).await.unwrap();
+        el.click().await.unwrap();
+        eval::<serde_json::Value>(
+            page,
+            &format!("document.querySelector({selector:?}).value = ''"),
+        )
+        .await;
+        el.type_str(text).await.unwrap();
+    }
+
+    pub async fn click(page: &Page, selector: &str) {
+        page.find_element(selector)
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    pub async fn screenshot(page: &Page, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        page.save_screenshot(
+            chromiumoxide::page::ScreenshotParams::builder().build(),
+            dir.join(format!("{name}.png")),
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn log_in(page: &Page, base: &str, user: &str, password: &str) {
+        open(page, &format!("{base}/login")).await;
+        type_into(page, "#user", user).await;
+        type_into(page, "#password", password).await;
+        click(page, "button[type=submit]").await;
+    }
+}
+
+#[tokio::test]
+async fn dashboard_in_a_real_browser() {
+    use browser::*;
+    let hub = hub_with_users().await;
+    let (agent, id) = enroll(&hub, "web-01", EVIL_OS).await;
+    let running = agent.run();
+    hub.wait_status(&id, "online", Duration::from_secs(10))
+        .await;
+    let base = hub.url.clone();
+    let profile = tempfile::tempdir().unwrap();
+    let mut chrome = launch(profile.path()).await;
+    let page = chrome.new_page("about:blank").await.unwrap();
+    let alerts = watch_dialogs(&page).await;
+
+    // Log in with the form: a wrong password gets the generic error.
+    log_in(&page, &base, "root", "wrong password").await;
+    until(
+        &page,
+        "!document.getElementById('login-error').hidden",
+        "login error",
+    )
+    .await;
+    let error: String = eval(&page, "document.getElementById('login-error').textContent").await;
+    assert_eq!(error, "Invalid user name or password.");
+    screenshot(&page, "login").await;
+    log_in(&page, &base, "root", PASSWORD).await;
+    until(
+        &page,
+        "location.pathname === '/' && !!document.querySelector('table.agents')",
+        "the fleet",
+    )
+    .await;
+
+    // The fleet shows the agent enrolled by the real agent, with its status in words.
+    let row: String = eval(
+        &page,
+        &format!("document.querySelector('tr[data-agent-id=\"{id}\"]').innerText"),
+    )
+    .await;
+    assert!(row.contains("web-01") && row.contains("online"), "{row}");
+    screenshot(&page, "fleet").await;
+
+    // The agent's page: the hostile OS name is inert text.
+    open(&page, &format!("{base}/agents/{id}")).await;
+    let os: String = eval(&page, "document.getElementById('os-info').textContent").await;
+    assert_eq!(os, EVIL_OS);
+    let scripts: usize = eval(&page, "document.querySelectorAll('script').length").await;
+    assert_eq!(scripts, 1, "no injected script element");
+    screenshot(&page, "agent").await;
+
+    // Enrollment: create a token and read its one-liner from the page.
+    open(&page, &format!("{base}/enrollment")).await;
+    type_into(&page, "input[name=pattern]", "web-*").await;
+    type_into(&page, "input[name=labels]", "env=prod").await;
+    click(&page, "#token-form button[type=submit]").await;
+    until(
+        &page,
+        "!document.getElementById('token-result').hidden",
+        "the one-liners",
+    )
+    .await;
+    let sh: String = eval(&page, "document.getElementById('install-sh').textContent").await;
+    let plain: String = eval(
+        &page,
+        "document.getElementById('install-enroll').textContent",
+    )
+    .await;
+    assert!(sh.contains(&base) && sh.contains("met_"), "{sh}");
+    assert!(
+        plain.starts_with("muster enroll") && plain.contains("met_"),
+        "{plain}"
+    );
+    screenshot(&page, "enrollment").await;
+    let tokens = hub.admin().list_tokens().await.unwrap();
+    assert!(
+        tokens.iter().any(|t| t.pattern.as_deref() == Some("web-*")),
+        "created through the API"
+    );
+
+    open(&page, &format!("{base}/hub")).await;
+    let hash: String = eval(&page, "document.getElementById('ca-hash').textContent").await;
+    assert_eq!(hash, hub.ca_hash.to_string());
+    screenshot(&page, "hub").await;
+
+    // Revoke from the agent's page (the confirm is accepted) and see the status.
+    open(&page, &format!("{base}/agents/{id}")).await;
+    click(&page, "#revoke").await;
+    until(
+        &page,
+        "document.querySelector('.heading .status').dataset.status === 'revoked'",
+        "revoked status",
+    )
+    .await;
+    assert_eq!(hub.admin().agent(&id).await.unwrap().status, "revoked");
+
+    // A member: no admin navigation, no actions.
+    click(&page, "button[data-logout]").await;
+    until(&page, "location.pathname === '/login'", "logged out").await;
+    log_in(&page, &base, "ann", PASSWORD).await;
+    until(
+        &page,
+        "location.pathname === '/' && !!document.querySelector('header nav')",
+        "member's fleet",
+    )
+    .await;
+    let nav: String = eval(&page, "document.querySelector('header nav').innerText").await;
+    assert!(
+        nav.contains("Fleet") && !nav.contains("Enrollment"),
+        "{nav}"
+    );
+    open(&page, &format!("{base}/agents/{id}")).await;
+    let forms: usize = eval(&page, "document.querySelectorAll('form[data-api]').length").await;
+    assert_eq!(forms, 0, "members get no action forms");
+
+    assert_eq!(
+        alerts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no script ran"
+    );
+    chrome.close().await.unwrap();
+    let _ = chrome.wait().await;
+    let _ = running.stop().await;
+    hub.stop().await;
+}

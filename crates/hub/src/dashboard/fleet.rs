@@ -1,0 +1,250 @@
+//! `GET /`: the fleet, a page at a time, filtered by status, label and name glob.
+//!
+//! Never loads the whole fleet: it walks the store's name-ordered pages from the
+//! cursor, keeps what matches, and stops at a full page or after [`SCAN_MAX`] rows,
+//! offering to go on from there. Sorting by name is the store's order across all
+//! pages; by last seen or status orders the rows of the page shown.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use maud::{Markup, html};
+use muster_proto::{AgentInfo, AgentStatus};
+
+use super::layout::{Nav, page};
+use super::{Viewer, percent_encode, status_badge, time};
+use crate::handlers::agents::agent_info_with;
+use crate::rules::hostname_matches;
+use crate::state::AppState;
+use crate::updates::LatestReleases;
+
+/// Rows per page.
+const PAGE: usize = 50;
+/// Rows read from the store per query.
+const BATCH: i64 = 500;
+/// Rows examined per request at most, however few match.
+const SCAN_MAX: usize = 10_000;
+
+#[derive(serde::Deserialize, Default, Clone)]
+pub struct FleetQuery {
+    status: Option<String>,
+    label: Option<String>,
+    name: Option<String>,
+    sort: Option<String>,
+    after: Option<String>,
+}
+
+/// A query value, with an empty form field meaning "not given".
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+struct Filter<'a> {
+    status: Option<AgentStatus>,
+    label: Option<(&'a str, Option<&'a str>)>,
+    name: Option<&'a str>,
+}
+
+impl Filter<'_> {
+    fn admits(&self, a: &AgentInfo) -> bool {
+        self.status.is_none_or(|s| a.status == s)
+            && self.name.is_none_or(|g| hostname_matches(g, &a.name))
+            && self.label.is_none_or(|(k, v)| match (a.labels.get(k), v) {
+                (Some(have), Some(want)) => have == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+    }
+}
+
+fn encode_cursor(name: &str, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{name}\n{id}"))
+}
+
+fn decode_cursor(c: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (n, i) = raw.split_once('\n')?;
+    Some((n.to_owned(), i.to_owned()))
+}
+
+pub async fn page_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<FleetQuery>,
+) -> Response {
+    match render(&state, &viewer, &q).await {
+        Ok(m) => m.into_response(),
+        Err(e) => super::error_page(e.status, "The fleet could not be read; try again."),
+    }
+}
+
+async fn render(
+    state: &AppState,
+    viewer: &Viewer,
+    q: &FleetQuery,
+) -> crate::error::ApiResult<Markup> {
+    let status_word = given(&q.status);
+    let filter = Filter {
+        status: status_word.and_then(|s| s.parse().ok()),
+        label: given(&q.label).map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (l, None),
+        }),
+        name: given(&q.name),
+    };
+    let filtered = filter.status.is_some() || filter.label.is_some() || filter.name.is_some();
+    let mut position = given(&q.after).and_then(decode_cursor);
+    let mut rows: Vec<AgentInfo> = Vec::new();
+    let mut scanned = 0usize;
+    let mut more = false;
+    let mut latest = LatestReleases::default();
+    'scan: loop {
+        let batch = state
+            .store
+            .list_agents_page(
+                position.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                BATCH,
+            )
+            .await?;
+        let exhausted = (batch.len() as i64) < BATCH;
+        for a in &batch {
+            if rows.len() == PAGE || scanned == SCAN_MAX {
+                more = true;
+                break 'scan;
+            }
+            scanned += 1;
+            position = Some((a.name.clone(), a.id.clone()));
+            let info = agent_info_with(a, state, &mut latest);
+            if filter.admits(&info) {
+                rows.push(info);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let cut_short = more && rows.len() < PAGE;
+    let sort = given(&q.sort).unwrap_or("name");
+    match sort {
+        "last_seen" => rows.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at)),
+        "status" => {
+            rows.sort_by(|a, b| (a.status.as_str(), &a.name).cmp(&(b.status.as_str(), &b.name)))
+        }
+        _ => {}
+    }
+    let next_link = more
+        .then(|| position.as_ref().map(|(n, i)| encode_cursor(n, i)))
+        .flatten()
+        .map(|cursor| {
+            let mut link = format!("/?after={cursor}");
+            for (k, v) in [
+                ("status", given(&q.status)),
+                ("label", given(&q.label)),
+                ("name", given(&q.name)),
+                ("sort", given(&q.sort)),
+            ] {
+                if let Some(v) = v {
+                    link.push_str(&format!("&{k}={}", percent_encode(v)));
+                }
+            }
+            link
+        });
+    let first_page = given(&q.after).is_none();
+    let body = html! {
+        div.heading {
+            h1 { "Fleet" }
+            // Filled by the live updates (SSE) once the hub sends status counts.
+            ul.counts #status-counts aria-label="Agents by status" hidden {
+                @for s in AgentStatus::ALL {
+                    @if *s != AgentStatus::Removed {
+                        li { (status_badge(*s)) " " span data-count-status=(s.as_str()) { "–" } }
+                    }
+                }
+            }
+        }
+        form.filters method="get" action="/" role="search" {
+            label { "Status "
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in AgentStatus::ALL {
+                        @if *s != AgentStatus::Removed {
+                            option value=(s.as_str()) selected[status_word == Some(s.as_str())] { (s.as_str()) }
+                        }
+                    }
+                }
+            }
+            label { "Label "
+                input type="text" name="label" placeholder="key=value" value=[given(&q.label)];
+            }
+            label { "Name "
+                input type="text" name="name" placeholder="web-*" value=[given(&q.name)];
+            }
+            label { "Sort "
+                select name="sort" {
+                    @for (v, l) in [("name", "name"), ("last_seen", "last seen"), ("status", "status")] {
+                        option value=(v) selected[sort == v] { (l) }
+                    }
+                }
+            }
+            button type="submit" { "Apply" }
+            @if filtered || sort != "name" { " " a href="/" { "Clear" } }
+        }
+        @if rows.is_empty() && first_page && !filtered && !more {
+            div.empty {
+                p { "No agents yet — " a href="/enrollment" { "create an enrollment token" } " and run its one-liner on a machine." }
+            }
+        } @else if rows.is_empty() && !more {
+            p.empty { "No agent matches these filters." }
+        } @else {
+            @if sort != "name" { p.muted.small { "Sorted within this page; pages follow name order." } }
+            div.table-wrap {
+                table.agents {
+                    thead { tr {
+                        th scope="col" { "Status" }
+                        th scope="col" { "Name" }
+                        th scope="col" { "Labels" }
+                        th scope="col" { "Version" }
+                        th scope="col" { "Last seen" }
+                    } }
+                    tbody {
+                        @for a in &rows {
+                            tr data-agent-id=(a.id) {
+                                td.status-cell { (status_badge(a.status)) }
+                                td { a href={ "/agents/" (a.id) } { (a.name) } }
+                                td { (labels(&a.labels)) }
+                                td {
+                                    (a.agent_version)
+                                    @if a.outdated { " " span.tag.warn title="A newer release is published for this platform" { "outdated" } }
+                                }
+                                td.last-seen { (time(a.last_seen_at.as_deref())) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            @if !first_page { a href="/" { "« First page" } " " }
+            @if let Some(link) = &next_link {
+                a href=(link) rel="next" { @if cut_short { "Search further »" } @else { "Next page »" } }
+            }
+            @if cut_short { p.muted.small { "Looked at " (scanned) " agents for matches; more remain." } }
+        }
+    };
+    Ok(page("Fleet", viewer, Nav::Fleet, true, body))
+}
+
+/// Labels as `key=value` chips.
+pub fn labels(labels: &std::collections::BTreeMap<String, String>) -> Markup {
+    html! {
+        @for (k, v) in labels {
+            span.chip { (k) "=" (v) } " "
+        }
+    }
+}

@@ -1,0 +1,248 @@
+// Muster dashboard: the one script (no framework, no build step).
+//
+// - Action forms (`form[data-api]`) are sent to the hub's JSON API with fetch and the
+//   X-Muster-CSRF header: the same handlers and audit as the CLI.
+// - Copy buttons, times shown in the browser's zone, login and logout.
+// - Live updates from `/api/v1/events` (server-sent events) when the hub has them;
+//   without that endpoint nothing happens.
+"use strict";
+
+(function () {
+  const CSRF = { "X-Muster-CSRF": "1" };
+
+  // ---- helpers -------------------------------------------------------------
+
+  function flash(text, kind) {
+    const box = document.querySelector(".flash");
+    if (!box) return;
+    box.textContent = text;
+    box.className = "flash " + (kind || "info");
+    box.hidden = false;
+  }
+
+  async function api(method, path, body) {
+    const init = { method: method, credentials: "same-origin", headers: Object.assign({}, CSRF) };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    let data = null;
+    try { data = await res.json(); } catch (_) { /* empty body */ }
+    if (res.status === 401 && path !== "/api/v1/login") {
+      // The session expired: log in again and come back here.
+      location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      throw new Error("session expired");
+    }
+    if (!res.ok) {
+      const msg = data && data.error && data.error.message ? data.error.message : "HTTP " + res.status;
+      const err = new Error(msg);
+      err.status = res.status;
+      throw err;
+    }
+    return data;
+  }
+
+  // "a=b, c=d" or one per line -> {a: "b", c: "d"}
+  function pairs(text) {
+    const out = {};
+    (text || "").split(/[\n,]/).map((s) => s.trim()).filter(Boolean).forEach((p) => {
+      const i = p.indexOf("=");
+      if (i > 0) out[p.slice(0, i).trim()] = p.slice(i + 1).trim();
+      else out[p] = "";
+    });
+    return out;
+  }
+
+  function list(text) {
+    return (text || "").split(/[\n,]/).map((s) => s.trim()).filter(Boolean);
+  }
+
+  // What each kind of form sends.
+  const bodies = {
+    none: () => undefined,
+    token: (f) => {
+      const body = {
+        cidrs: list(f.cidrs.value),
+        labels: pairs(f.labels.value),
+      };
+      if (f.uses.value) body.max_uses = Number(f.uses.value);
+      if (f.ttl.value) body.ttl_s = Number(f.ttl.value);
+      if (f.pattern.value.trim()) body.pattern = f.pattern.value.trim();
+      if (f.description.value.trim()) body.description = f.description.value.trim();
+      return body;
+    },
+    labels: (f) => ({ set: pairs(f.set.value), remove: list(f.remove.value) }),
+  };
+
+  // What happens after success.
+  function after(form, data) {
+    const then = form.dataset.then || "reload";
+    if (then === "token") {
+      const install = data.install || {};
+      document.getElementById("install-sh").textContent = install.sh || "";
+      document.getElementById("install-ps").textContent = install.powershell || "";
+      document.getElementById("install-enroll").textContent = install.enroll || data.enroll_command || "";
+      document.getElementById("token-result").hidden = false;
+      flash("Token created.", "ok");
+      return;
+    }
+    if (then === "reload") {
+      location.reload();
+      return;
+    }
+    location.assign(then);
+  }
+
+  function wireForms() {
+    document.querySelectorAll("form[data-api]").forEach((form) => {
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+        const build = bodies[form.dataset.body || "none"];
+        const buttons = form.querySelectorAll("button");
+        buttons.forEach((b) => (b.disabled = true));
+        try {
+          const data = await api(form.dataset.method || "POST", form.dataset.api, build(form));
+          after(form, data);
+        } catch (e) {
+          flash(e.message, "error");
+        } finally {
+          buttons.forEach((b) => (b.disabled = false));
+        }
+      });
+    });
+  }
+
+  // ---- copy buttons --------------------------------------------------------
+
+  async function copy(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (_) {
+      const area = document.createElement("textarea");
+      area.value = text;
+      document.body.appendChild(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    const was = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => (button.textContent = was), 1500);
+  }
+
+  function wireCopy() {
+    document.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-copy], button[data-copy-text]");
+      if (!b) return;
+      const text = b.dataset.copyText !== undefined
+        ? b.dataset.copyText
+        : (document.querySelector(b.dataset.copy) || {}).textContent || "";
+      copy(text, b);
+    });
+  }
+
+  // ---- times ---------------------------------------------------------------
+
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[datetime]").forEach((t) => {
+      const d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = d.toLocaleString();
+    });
+  }
+
+  // ---- login and logout ----------------------------------------------------
+
+  function wireLogin() {
+    const form = document.getElementById("login-form");
+    if (!form) return;
+    const error = document.getElementById("login-error");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      error.hidden = true;
+      try {
+        await api("POST", "/api/v1/login", { user: form.user.value, password: form.password.value });
+        const next = form.dataset.next || "/";
+        location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
+      } catch (e) {
+        // Never says whether the user exists.
+        error.textContent = e.status === 429
+          ? "Too many attempts. Wait a moment and try again."
+          : e.status === 401
+            ? "Invalid user name or password."
+            : "The hub could not sign you in (" + e.message + ").";
+        error.hidden = false;
+      }
+    });
+  }
+
+  function wireLogout() {
+    document.querySelectorAll("[data-logout]").forEach((b) =>
+      b.addEventListener("click", async () => {
+        try { await api("POST", "/api/v1/logout"); } catch (_) { /* gone anyway */ }
+        location.assign("/login");
+      })
+    );
+  }
+
+  // ---- live updates --------------------------------------------------------
+
+  const ICONS = { online: "●", degraded: "◐", offline: "○", revoked: "⊘", removed: "✕", pending: "…", cloned: "⚠" };
+
+  // Apply one message from the hub's event stream:
+  //   {"type":"agent","id":…,"status":…,"last_seen_at":…}  a row or an agent page
+  //   {"type":"counts","counts":{"online":3,…}}             the status counts
+  function applyEvent(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "agent" && typeof msg.id === "string") {
+      document.querySelectorAll('[data-agent-id="' + CSS.escape(msg.id) + '"]').forEach((row) => {
+        const badge = row.querySelector(".status");
+        if (badge && typeof msg.status === "string" && ICONS[msg.status]) {
+          badge.className = "status status-" + msg.status;
+          badge.dataset.status = msg.status;
+          badge.querySelector(".icon").textContent = ICONS[msg.status];
+          badge.querySelector(".word").textContent = msg.status;
+        }
+        const seen = row.querySelector(".last-seen");
+        if (seen && typeof msg.last_seen_at === "string") {
+          seen.textContent = "";
+          const t = document.createElement("time");
+          t.setAttribute("datetime", msg.last_seen_at);
+          t.title = msg.last_seen_at + " (UTC)";
+          seen.appendChild(t);
+          localTimes(seen);
+        }
+      });
+    } else if (msg.type === "counts" && msg.counts && typeof msg.counts === "object") {
+      const box = document.getElementById("status-counts");
+      Object.keys(msg.counts).forEach((s) => {
+        const el = document.querySelector('[data-count-status="' + CSS.escape(s) + '"]');
+        if (el) el.textContent = String(Number(msg.counts[s]) || 0);
+      });
+      if (box) box.hidden = false;
+    }
+  }
+
+  function startLive() {
+    if (document.body.dataset.live !== "on" || !window.EventSource) return;
+    let es;
+    try { es = new EventSource("/api/v1/events"); } catch (_) { return; }
+    es.onmessage = (ev) => {
+      try { applyEvent(JSON.parse(ev.data)); } catch (_) { /* ignore a bad message */ }
+    };
+    // A hub without the endpoint answers 404: the stream closes and stays closed.
+    es.onerror = () => { if (es.readyState === EventSource.CLOSED) es.close(); };
+  }
+
+  window.musterApplyEvent = applyEvent;
+
+  document.addEventListener("DOMContentLoaded", () => {
+    localTimes();
+    wireForms();
+    wireCopy();
+    wireLogin();
+    wireLogout();
+    startLive();
+  });
+})();
