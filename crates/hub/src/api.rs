@@ -210,6 +210,8 @@ fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
             "/enrollment",
             get(dashboard::enrollment::page_handler),
         ),
+        (admin, "/access", get(dashboard::access::page_handler)),
+        (admin, "/audit", get(dashboard::audit::page_handler)),
         (admin, "/hub", get(dashboard::hub::page_handler)),
     ]
 }

@@ -464,6 +464,57 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(hash, hub.ca_hash.to_string());
     screenshot(&page, "hub").await;
 
+    // Access: an API key is shown once, at creation.
+    open(&page, &format!("{base}/access")).await;
+    type_into(&page, "#key-form input[name=name]", "ci").await;
+    click(&page, "#key-form button[type=submit]").await;
+    until(
+        &page,
+        "!document.getElementById('key-result').hidden",
+        "the new key",
+    )
+    .await;
+    let key: String = eval(&page, "document.getElementById('key-value').textContent").await;
+    assert!(key.starts_with("mak_"), "{key}");
+    screenshot(&page, "access").await;
+    open(&page, &format!("{base}/access")).await;
+    let html: String = eval(&page, "document.documentElement.outerHTML").await;
+    assert!(html.contains(">ci<") && !html.contains(&key), "shown once");
+
+    // Audit: the chain verified, then broken once a row is rewritten behind the hub.
+    open(&page, &format!("{base}/audit")).await;
+    let chain: String = eval(
+        &page,
+        "document.getElementById('chain-state').dataset.chain",
+    )
+    .await;
+    assert_eq!(chain, "ok");
+    screenshot(&page, "audit").await;
+    hub.raw_sql("UPDATE audit_log SET source = '10.9.9.9' WHERE action = 'agent.enrolled'")
+        .await;
+    open(&page, &format!("{base}/audit")).await;
+    let chain: String = eval(
+        &page,
+        "document.getElementById('chain-state').dataset.chain",
+    )
+    .await;
+    assert_eq!(chain, "broken");
+
+    // Live updates: a status message from the event stream changes the row in place.
+    open(&page, &format!("{base}/")).await;
+    page.evaluate(format!(
+        "window.musterApplyEvent({{type:'agent',id:'{id}',status:'degraded',\
+             last_seen_at:'2026-01-02T03:04:05Z'}}); null"
+    ))
+    .await
+    .unwrap();
+    let status: String = eval(
+        &page,
+        &format!("document.querySelector('tr[data-agent-id=\"{id}\"] .status').dataset.status"),
+    )
+    .await;
+    assert_eq!(status, "degraded");
+
     // Revoke from the agent's page (the confirm is accepted) and see the status.
     open(&page, &format!("{base}/agents/{id}")).await;
     click(&page, "#revoke").await;

@@ -102,7 +102,11 @@ pub async fn page_handler(
                 @if !info.packs.is_empty() { dt { "Packs" } dd { (info.packs.join(", ")) } }
                 @if !info.interfaces.is_empty() {
                     dt { "Interfaces" } dd {
-                        ul.plain { @for i in &info.interfaces { li { (serde_json::to_string(i).unwrap_or_default()) } } }
+                        ul.plain { @for i in &info.interfaces { li {
+                            strong { (i.name) } " " code { (i.mac.as_deref().unwrap_or("")) } " "
+                            (i.addresses.join(", "))
+                            @if !i.is_up { " " span.muted { "(down)" } }
+                        } } }
                     }
                 }
             }

@@ -12,6 +12,8 @@ use super::assets::{css_path, js_path};
 pub enum Nav {
     Fleet,
     Enrollment,
+    Access,
+    Audit,
     Hub,
 }
 
@@ -19,6 +21,8 @@ pub enum Nav {
 const ENTRIES: &[(Nav, &str, &str, bool)] = &[
     (Nav::Fleet, "/", "Fleet", false),
     (Nav::Enrollment, "/enrollment", "Enrollment", true),
+    (Nav::Access, "/access", "Access", true),
+    (Nav::Audit, "/audit", "Audit", true),
     (Nav::Hub, "/hub", "Hub", true),
 ];
 

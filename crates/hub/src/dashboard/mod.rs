@@ -10,8 +10,10 @@
 //! the login page, an HTML refusal), and [`secure_headers`] puts the
 //! Content-Security-Policy and friends on every response of the dashboard.
 
+pub mod access;
 pub mod agent;
 pub mod assets;
+pub mod audit;
 pub mod enrollment;
 pub mod fleet;
 pub mod hub;
@@ -142,6 +144,11 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// `s` as one segment of a URL path.
+pub fn path_segment(s: &str) -> String {
+    percent_encode(s).replace('/', "%2F")
 }
 
 /// A plain HTML page saying what went wrong (no layout: it may have no viewer).

@@ -73,6 +73,13 @@
       return body;
     },
     labels: (f) => ({ set: pairs(f.set.value), remove: list(f.remove.value) }),
+    key: (f) => {
+      const body = { name: f.name.value.trim(), role: f.role.value };
+      if (f.agents.value.trim()) body.agents = f.agents.value.trim();
+      if (f.expires.value) body.expires_s = Number(f.expires.value);
+      return body;
+    },
+    user: (f) => ({ name: f.name.value.trim(), role: f.role.value, password: f.password.value }),
   };
 
   // What happens after success.
@@ -85,6 +92,13 @@
       document.getElementById("install-enroll").textContent = install.enroll || data.enroll_command || "";
       document.getElementById("token-result").hidden = false;
       flash("Token created.", "ok");
+      return;
+    }
+    if (then === "key") {
+      // Shown once; the list below is stale until the next load.
+      document.getElementById("key-value").textContent = data.key || "";
+      document.getElementById("key-result").hidden = false;
+      flash("Key " + (data.info && data.info.name ? data.info.name + " " : "") + "ready: copy it now.", "ok");
       return;
     }
     if (then === "reload") {
