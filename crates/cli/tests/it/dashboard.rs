@@ -372,6 +372,19 @@ mod browser {
         .unwrap();
     }
 
+    /// A phone's viewport (390×844), or back to 1280×800.
+    pub async fn phone(page: &Page, on: bool) {
+        use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+        let (w, h, scale) = if on {
+            (390, 844, 2.0)
+        } else {
+            (1280, 800, 1.0)
+        };
+        page.execute(SetDeviceMetricsOverrideParams::new(w, h, scale, on))
+            .await
+            .unwrap();
+    }
+
     pub async fn log_in(page: &Page, base: &str, user: &str, password: &str) {
         open(page, &format!("{base}/login")).await;
         type_into(page, "#user", user).await;
@@ -514,6 +527,25 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     assert_eq!(status, "degraded");
+
+    // Labels edited on the agent's page, through the labels API.
+    open(&page, &format!("{base}/agents/{id}")).await;
+    type_into(&page, "textarea[name=set]", "env=prod").await;
+    click(&page, "form[data-body=labels] button[type=submit]").await;
+    until(
+        &page,
+        "[...document.querySelectorAll('.labels .chip')].some(c => c.textContent === 'env=prod')",
+        "the new label",
+    )
+    .await;
+    let labels = hub.admin().agent(&id).await.unwrap().labels;
+    assert_eq!(labels.get("env").map(String::as_str), Some("prod"));
+
+    // Phone width: the pages reflow (screenshots for a look).
+    phone(&page, true).await;
+    open(&page, &format!("{base}/")).await;
+    screenshot(&page, "fleet-phone").await;
+    phone(&page, false).await;
 
     // Revoke from the agent's page (the confirm is accepted) and see the status.
     open(&page, &format!("{base}/agents/{id}")).await;
