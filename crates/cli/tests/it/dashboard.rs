@@ -443,6 +443,17 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(scripts, 1, "no injected script element");
     screenshot(&page, "agent").await;
 
+    // A machine enrolling without a credential waits for approval.
+    let queued = TestAgent::new("lab-07");
+    let mut no_credential = hub.enroll_options(&queued, None, None);
+    no_credential.ca_hash = Some(hub.ca_hash.to_string());
+    let err = muster_agent::enroll(&no_credential, &queued.dir)
+        .await
+        .unwrap_err();
+    let muster_agent::AgentError::Pending { request_id } = err else {
+        panic!("{err}")
+    };
+
     // Enrollment: create a token and read its one-liner from the page.
     open(&page, &format!("{base}/enrollment")).await;
     type_into(&page, "input[name=pattern]", "web-*").await;
@@ -471,6 +482,23 @@ async fn dashboard_in_a_real_browser() {
         tokens.iter().any(|t| t.pattern.as_deref() == Some("web-*")),
         "created through the API"
     );
+
+    // Approve the waiting machine from the queue; it then enrolls.
+    click(
+        &page,
+        &format!("tr[data-request-id=\"{request_id}\"] form[data-api$=approve] button"),
+    )
+    .await;
+    until(
+        &page,
+        &format!("!document.querySelector('tr[data-request-id=\"{request_id}\"]') && document.readyState === 'complete'"),
+        "the request approved",
+    )
+    .await;
+    let report = muster_agent::enroll(&no_credential, &queued.dir)
+        .await
+        .unwrap();
+    assert!(report.created);
 
     open(&page, &format!("{base}/hub")).await;
     let hash: String = eval(&page, "document.getElementById('ca-hash').textContent").await;

@@ -1,6 +1,7 @@
 //! `GET /enrollment` (admins): the token form, whose answer (the one-liners from
-//! `POST /api/v1/tokens`) the script shows with copy buttons, and the tokens with
-//! a revoke button each.
+//! `POST /api/v1/tokens`) the script shows with copy buttons; the tokens with a
+//! revoke button each; the approval queue (approve, deny with a reason, approve by
+//! pattern) and the trust rules (add, remove), all through their API.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use muster_proto::TokenState;
 use super::fleet::labels;
 use super::layout::{Nav, page};
 use super::{Viewer, error_page, time};
+use crate::handlers::approvals::{list_approvals, list_trust_rules};
 use crate::handlers::tokens::list_tokens;
 use crate::state::AppState;
 
@@ -20,9 +22,16 @@ pub async fn page_handler(
     State(state): State<Arc<AppState>>,
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
-    let tokens = match list_tokens(State(state)).await {
-        Ok(Json(list)) => list.tokens,
-        Err(e) => return error_page(e.status, "The tokens could not be read; try again."),
+    let read = (
+        list_tokens(State(state.clone())).await,
+        list_approvals(State(state.clone())).await,
+        list_trust_rules(State(state.clone())).await,
+    );
+    let (tokens, pending, rules) = match read {
+        (Ok(Json(t)), Ok(Json(a)), Ok(Json(r))) => (t.tokens, a.requests, r.rules),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return error_page(e.status, "Enrollment could not be read; try again.");
+        }
     };
     let body = html! {
         h1 { "Enrollment" }
@@ -81,6 +90,70 @@ pub async fn page_handler(
                                 data-confirm="Revoke this token? Machines not yet enrolled with it will be refused." {
                                 button.danger.small type="submit" { "Revoke" }
                             }
+                        } }
+                    } } }
+                } }
+            }
+        }
+        section #approvals {
+            h2 { "Waiting for approval" }
+            @if !state.approval_queue {
+                p.muted { "This hub refuses enrollments without a credential (no approval queue)." }
+            } @else if pending.is_empty() {
+                p.muted { "No machine is waiting. Machines that enroll without a token wait here." }
+            } @else {
+                div.table-wrap { table.approvals {
+                    thead { tr {
+                        th scope="col" { "Name" } th scope="col" { "Hostname" } th scope="col" { "Kind" }
+                        th scope="col" { "Source" } th scope="col" { "Operating system" } th scope="col" { "Asked" } th scope="col" { "" }
+                    } }
+                    tbody { @for r in &pending { tr data-request-id=(r.id) {
+                        td { (r.name) }
+                        td { (r.hostname) }
+                        td { (r.kind.as_str()) }
+                        td { (r.source) }
+                        td { @if let Some(f) = &r.facts { (f.os_info) } }
+                        td { (time(Some(&r.created_at))) }
+                        td.row-actions {
+                            form data-api={ "/api/v1/approvals/" (r.id) "/approve" } data-method="POST" {
+                                button.small.primary type="submit" { "Approve" }
+                            }
+                            form.inline data-api={ "/api/v1/approvals/" (r.id) "/deny" } data-method="POST" data-body="reason" {
+                                input.small type="text" name="reason" placeholder="reason" aria-label={ "Reason to deny " (r.name) };
+                                button.danger.small type="submit" { "Deny" }
+                            }
+                        }
+                    } } }
+                } }
+                form.filters data-api="/api/v1/approvals/approve" data-method="POST" data-body="pattern"
+                    data-confirm="Approve every waiting machine whose name matches?" {
+                    label { "Approve all matching" input type="text" name="pattern" required placeholder="lab-*"; }
+                    button type="submit" { "Approve matching" }
+                }
+            }
+        }
+        section #trust-rules {
+            h2 { "Trust rules" }
+            p.muted.small { "Machines whose name matches a rule (and whose address is in its networks) enroll without a token, within the rule's hourly limit." }
+            form.grid data-api="/api/v1/trust-rules" data-method="POST" data-body="rule" {
+                label { "Hostname glob" input type="text" name="pattern" required placeholder="lab-*"; }
+                label { "Source CIDRs" input type="text" name="cidrs" placeholder="10.1.0.0/16"; }
+                label { "Labels" input type="text" name="labels" placeholder="site=lab"; }
+                label { "At most per hour" input type="number" name="max_per_hour" min="1" placeholder="default"; }
+                div { button.primary type="submit" { "Add rule" } }
+            }
+            @if rules.is_empty() { p.muted { "No trust rules." } } @else {
+                div.table-wrap { table.rules {
+                    thead { tr { th scope="col" { "Pattern" } th scope="col" { "Networks" } th scope="col" { "Labels" } th scope="col" { "Per hour" } th scope="col" { "Created" } th scope="col" { "" } } }
+                    tbody { @for r in &rules { tr {
+                        td { code { (r.pattern) } }
+                        td { @for c in &r.cidrs { span.chip { (c) } " " } }
+                        td { (labels(&r.labels)) }
+                        td { (r.max_per_hour) }
+                        td { (time(Some(&r.created_at))) }
+                        td { form data-api={ "/api/v1/trust-rules/" (r.id) } data-method="DELETE"
+                            data-confirm={ "Remove the rule for " (r.pattern) "?" } {
+                            button.danger.small type="submit" { "Remove" }
                         } }
                     } } }
                 } }

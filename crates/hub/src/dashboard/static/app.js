@@ -79,6 +79,13 @@
       if (f.expires.value) body.expires_s = Number(f.expires.value);
       return body;
     },
+    reason: (f) => (f.reason.value.trim() ? { reason: f.reason.value.trim() } : {}),
+    pattern: (f) => ({ pattern: f.pattern.value.trim() }),
+    rule: (f) => {
+      const body = { pattern: f.pattern.value.trim(), cidrs: list(f.cidrs.value), labels: pairs(f.labels.value) };
+      if (f.max_per_hour.value) body.max_per_hour = Number(f.max_per_hour.value);
+      return body;
+    },
     user: (f) => ({ name: f.name.value.trim(), role: f.role.value, password: f.password.value }),
   };
 
