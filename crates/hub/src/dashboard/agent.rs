@@ -1,6 +1,6 @@
 //! `GET /agents/{id}`: one agent — identity and certificate, facts, labels, its
 //! last update, its audit trail (admins), and the admin actions (label edit,
-//! revoke, remove) as forms the script sends to the JSON API.
+//! update, revoke, remove) as forms the script sends to the JSON API.
 
 use std::sync::Arc;
 
@@ -125,6 +125,13 @@ pub async fn page_handler(
         }
         section {
             h2 { "Last update" }
+            @if viewer.admin && live {
+                form.filters data-api={ "/api/v1/agents/" (info.id) "/update" } data-method="POST" data-body="update"
+                    data-confirm={ "Send " (info.name) " an update order now?" } {
+                    label { "Version" input type="text" name="version" placeholder="newest published"; }
+                    button type="submit" { "Update agent" }
+                }
+            }
             @match &info.update {
                 Some(u) => p { (serde_json::to_value(u.phase).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
                     " · version " (u.version) " · " (time(Some(&u.at)))

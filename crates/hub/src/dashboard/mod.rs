@@ -202,3 +202,32 @@ pub fn status_badge(status: muster_proto::AgentStatus) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        for ok in ["/", "/agents/x?y=1", "/audit?action=a%20b"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil",
+            "/a\nb",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_paths_readable() {
+        assert_eq!(percent_encode("/agents/x?y=1&z"), "/agents/x%3Fy%3D1%26z");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
+}

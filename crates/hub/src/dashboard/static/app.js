@@ -80,6 +80,7 @@
       return body;
     },
     reason: (f) => (f.reason.value.trim() ? { reason: f.reason.value.trim() } : {}),
+    update: (f) => (f.version.value.trim() ? { version: f.version.value.trim() } : {}),
     pattern: (f) => ({ pattern: f.pattern.value.trim() }),
     rule: (f) => {
       const body = { pattern: f.pattern.value.trim(), cidrs: list(f.cidrs.value), labels: pairs(f.labels.value) };
