@@ -17,9 +17,10 @@ use muster_proto::{AgentInfo, AgentStatus};
 use super::layout::{Nav, page};
 use super::{Viewer, percent_encode, status_badge, time};
 use crate::handlers::agents::agent_info_with;
-use crate::rules::hostname_matches;
+use crate::rules::parse_pattern;
 use crate::state::AppState;
 use crate::updates::LatestReleases;
+use muster_store::AgentRecord;
 
 /// Rows per page.
 const PAGE: usize = 50;
@@ -45,18 +46,25 @@ fn given(v: &Option<String>) -> Option<&str> {
 struct Filter<'a> {
     status: Option<AgentStatus>,
     label: Option<(&'a str, Option<&'a str>)>,
-    name: Option<&'a str>,
+    /// Compiled once per request: compiling per row costs more than the row.
+    name: Option<globset::GlobMatcher>,
 }
 
 impl Filter<'_> {
+    /// What the stored record alone decides (before the status is worked out).
+    fn admits_record(&self, a: &AgentRecord) -> bool {
+        self.name.as_ref().is_none_or(|g| g.is_match(&a.name))
+            && self
+                .label
+                .is_none_or(|(k, v)| match (a.facts.labels.get(k), v) {
+                    (Some(have), Some(want)) => have == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                })
+    }
+
     fn admits(&self, a: &AgentInfo) -> bool {
         self.status.is_none_or(|s| a.status == s)
-            && self.name.is_none_or(|g| hostname_matches(g, &a.name))
-            && self.label.is_none_or(|(k, v)| match (a.labels.get(k), v) {
-                (Some(have), Some(want)) => have == want,
-                (Some(_), None) => true,
-                (None, _) => false,
-            })
     }
 }
 
@@ -96,15 +104,23 @@ async fn render(
             Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (l, None),
         }),
-        name: given(&q.name),
+        name: None,
     };
+    let mut filter = filter;
+    let mut bad_glob = None;
+    if let Some(glob) = given(&q.name) {
+        match parse_pattern(glob) {
+            Ok(m) => filter.name = Some(m),
+            Err(e) => bad_glob = Some(e),
+        }
+    }
     let filtered = filter.status.is_some() || filter.label.is_some() || filter.name.is_some();
     let mut position = given(&q.after).and_then(decode_cursor);
     let mut rows: Vec<AgentInfo> = Vec::new();
     let mut scanned = 0usize;
     let mut more = false;
     let mut latest = LatestReleases::default();
-    'scan: loop {
+    'scan: while bad_glob.is_none() {
         let batch = state
             .store
             .list_agents_page(
@@ -120,6 +136,9 @@ async fn render(
             }
             scanned += 1;
             position = Some((a.name.clone(), a.id.clone()));
+            if !filter.admits_record(a) {
+                continue;
+            }
             let info = agent_info_with(a, state, &mut latest);
             if filter.admits(&info) {
                 rows.push(info);
@@ -195,7 +214,9 @@ async fn render(
             button type="submit" { "Apply" }
             @if filtered || sort != "name" { " " a href="/" { "Clear" } }
         }
-        @if rows.is_empty() && first_page && !filtered && !more {
+        @if let Some(e) = &bad_glob {
+            p.error role="alert" { (e) }
+        } @else if rows.is_empty() && first_page && !filtered && !more {
             div.empty {
                 p { "No agents yet — " a href="/enrollment" { "create an enrollment token" } " and run its one-liner on a machine." }
             }
