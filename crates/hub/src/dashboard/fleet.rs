@@ -1,7 +1,8 @@
 //! `GET /`: the fleet, a page at a time, filtered by status, label and name glob.
 //!
 //! Never loads the whole fleet: it walks the store's name-ordered pages from the
-//! cursor, keeps what matches, and stops at a full page or after [`SCAN_MAX`] rows,
+//! cursor, narrowed in SQL by name glob and label, keeps what matches exactly (and
+//! has the status asked for), and stops at a full page or after [`SCAN_MAX`] rows,
 //! offering to go on from there. Sorting by name is the store's order across all
 //! pages; by last seen or status orders the rows of the page shown.
 
@@ -20,7 +21,7 @@ use crate::handlers::agents::agent_info_with;
 use crate::rules::parse_pattern;
 use crate::state::AppState;
 use crate::updates::LatestReleases;
-use muster_store::AgentRecord;
+use muster_store::{AgentPageFilter, AgentRecord};
 
 /// Rows per page.
 const PAGE: usize = 50;
@@ -114,6 +115,15 @@ async fn render(
             Err(e) => bad_glob = Some(e),
         }
     }
+    // The store narrows by name and label in SQL; the rows are still checked here
+    // exactly (its match is a coarse LIKE), and the status only here (it lives in
+    // the session registry).
+    let narrow = AgentPageFilter {
+        name_glob: given(&q.name).map(str::to_owned),
+        label: filter
+            .label
+            .map(|(k, v)| (k.to_owned(), v.map(str::to_owned))),
+    };
     let filtered = filter.status.is_some() || filter.label.is_some() || filter.name.is_some();
     let mut position = given(&q.after).and_then(decode_cursor);
     let mut rows: Vec<AgentInfo> = Vec::new();
@@ -123,8 +133,9 @@ async fn render(
     'scan: while bad_glob.is_none() {
         let batch = state
             .store
-            .list_agents_page(
+            .list_agents_page_where(
                 position.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                &narrow,
                 BATCH,
             )
             .await?;
