@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use muster_hub::Role;
 use muster_proto::CreateUserRequest;
 use muster_testkit::{Backend, TestAgent, TestHub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -239,6 +240,32 @@ async fn dashboard_http_headers_redirects_assets_and_escaping() {
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
     let page = get(&hub, &format!("/agents/{id}"), &member).await.text();
     assert!(!page.contains("data-api"), "members get no action forms");
+
+    // Every page admits exactly the role it declares: no session → login; a member
+    // on an admin page → 403; otherwise the page.
+    let pages = muster_hub::page_table();
+    assert!(pages.len() >= 8);
+    for (access, path) in pages {
+        let path = path.replace("{id}", &id).replace("{name}", "missing");
+        for (who, cookie) in [
+            ("nobody", None),
+            ("member", Some(&ann)),
+            ("admin", Some(&root)),
+        ] {
+            let headers: Vec<(&str, &str)> = cookie
+                .map(|c| vec![("Cookie", c.as_str())])
+                .unwrap_or_default();
+            let status = get(&hub, &path, &headers).await.status;
+            let want = match (access, who) {
+                (None, _) if path.starts_with("/assets/") => 404,
+                (None, _) => 200,
+                (Some(_), "nobody") => 303,
+                (Some(Role::Admin), "member") => 403,
+                _ => 200,
+            };
+            assert_eq!(status, want, "{path} as {who} (needs {access:?})");
+        }
+    }
     assert!(
         !page.contains(r#"href="/enrollment""#),
         "nor admin navigation"
