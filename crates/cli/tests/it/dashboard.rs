@@ -360,6 +360,13 @@ async fn dashboard_in_a_real_browser() {
         plain.starts_with("muster enroll") && plain.contains("met_"),
         "{plain}"
     );
+    click(&page, "button[data-copy='#install-sh']").await;
+    until(
+        &page,
+        "document.querySelector(\"button[data-copy='#install-sh']\").textContent === 'Copied'",
+        "the copy button's answer",
+    )
+    .await;
     screenshot(&page, "enrollment").await;
     let tokens = hub.admin().list_tokens().await.unwrap();
     assert!(
