@@ -477,9 +477,30 @@ async fn dashboard_in_a_real_browser() {
     .await;
     assert_eq!(hub.admin().agent(&id).await.unwrap().status, "revoked");
 
+    // The session ends behind the page's back (expiry): its next action leads
+    // to the login page, which comes back here afterwards.
+    open(&page, &format!("{base}/access")).await;
+    hub.raw_sql("DELETE FROM user_sessions").await;
+    type_into(&page, "#user-form input[name=name]", "bob").await;
+    type_into(&page, "#user-form input[name=password]", PASSWORD).await;
+    click(&page, "#user-form button[type=submit]").await;
+    until(
+        &page,
+        "location.pathname === '/login' && location.search === '?next=%2Faccess'",
+        "the login page",
+    )
+    .await;
+    assert!(
+        hub.admin()
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.name != "bob"),
+        "nothing was changed without a session"
+    );
+
     // A member: no admin navigation, no actions.
-    click(&page, "button[data-logout]").await;
-    until(&page, "location.pathname === '/login'", "logged out").await;
     log_in(&page, &base, "ann", PASSWORD).await;
     until(
         &page,
