@@ -206,6 +206,9 @@ async fn dashboard_http_headers_redirects_assets_and_escaping() {
     assert_eq!(r.status, 200);
     assert_secure(&r, "fleet");
     assert!(r.text().contains("No agents yet"), "{}", r.text());
+    // Signed in already, the login page sends you on.
+    let r = get(&hub, "/login?next=/hub", &cookie).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/hub")));
 
     // Agents' values are escaped: a hostile OS name is text.
     let (_web1, id) = enroll(&hub, "web-1", EVIL_OS).await;
@@ -258,7 +261,9 @@ async fn dashboard_http_headers_redirects_assets_and_escaping() {
             let status = get(&hub, &path, &headers).await.status;
             let want = match (access, who) {
                 (None, _) if path.starts_with("/assets/") => 404,
-                (None, _) => 200,
+                // The login page sends the signed-in on.
+                (None, "nobody") => 200,
+                (None, _) => 303,
                 (Some(_), "nobody") => 303,
                 (Some(Role::Admin), "member") => 403,
                 _ => 200,

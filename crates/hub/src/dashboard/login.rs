@@ -2,19 +2,38 @@
 //! (which sets the session cookie) and then goes to `next`. The slot for single
 //! sign-on buttons is left empty until SSO exists.
 
-use axum::extract::Query;
-use maud::{DOCTYPE, Markup, html};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, html};
 
 use super::assets::{css_path, js_path};
 use super::safe_next;
+use crate::auth::{session_cookie, user_for_cookie};
+use crate::state::AppState;
 
 #[derive(serde::Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
 }
 
-pub async fn page(Query(q): Query<LoginQuery>) -> Markup {
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
+    // Already signed in: straight on.
+    if let Some(cookie) = session_cookie(&headers)
+        && user_for_cookie(&state, cookie).await.is_ok()
+    {
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        let to = HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/"));
+        response.headers_mut().insert(header::LOCATION, to);
+        return response;
+    }
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -42,4 +61,5 @@ pub async fn page(Query(q): Query<LoginQuery>) -> Markup {
             }
         }
     }
+    .into_response()
 }
