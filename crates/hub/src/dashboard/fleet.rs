@@ -272,11 +272,11 @@ async fn render(
     Ok(page("Fleet", viewer, Nav::Fleet, true, body))
 }
 
-/// Labels as `key=value` chips.
+/// Labels as `key=value` chips, each a link to the fleet filtered by it.
 pub fn labels(labels: &std::collections::BTreeMap<String, String>) -> Markup {
     html! {
         @for (k, v) in labels {
-            span.chip { (k) "=" (v) } " "
+            a.chip href={ "/?label=" (percent_encode(&format!("{k}={v}"))) } { (k) "=" (v) } " "
         }
     }
 }
