@@ -482,6 +482,19 @@ async fn dashboard_in_a_real_browser() {
     .await;
     assert_eq!(hub.admin().agent(&id).await.unwrap().status, "revoked");
 
+    // Remove the machine approved earlier: back to the fleet, and it is gone.
+    open(&page, &format!("{base}/agents/{}", report.agent_id)).await;
+    click(&page, "#remove").await;
+    until(
+        &page,
+        "location.pathname === '/' && document.readyState === 'complete'",
+        "the fleet after removal",
+    )
+    .await;
+    assert!(hub.admin().agent(&report.agent_id).await.is_err());
+    let fleet: String = eval(&page, "document.querySelector('main').innerText").await;
+    assert!(!fleet.contains("lab-07"), "{fleet}");
+
     // The session ends behind the page's back (expiry): its next action leads
     // to the login page, which comes back here afterwards.
     open(&page, &format!("{base}/access")).await;

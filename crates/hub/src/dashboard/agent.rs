@@ -57,20 +57,16 @@ pub async fn page_handler(
             h1 { (info.name) }
             div data-agent-id=(info.id) { span.status-cell { (status_badge(info.status)) } }
         }
-        @if viewer.admin && live {
+        @if viewer.admin {
             div.actions {
-                @if info.status != AgentStatus::Revoked {
+                @if live && info.status != AgentStatus::Revoked {
                     form data-api={ "/api/v1/agents/" (info.id) "/revoke" } data-method="POST"
                         data-confirm={ "Revoke " (info.name) "? Its certificate and key stop working at once." } {
                         button.danger type="submit" #revoke { "Revoke" }
                     }
                 }
-            }
-        }
-        @if viewer.admin && agent.state == AgentState::Revoked {
-            div.actions {
                 form data-api={ "/api/v1/agents/" (info.id) } data-method="DELETE" data-then="/"
-                    data-confirm={ "Remove " (info.name) " from the fleet? Its history stays in the audit log." } {
+                    data-confirm={ "Remove " (info.name) " from the fleet? Its credentials stop working; its history stays in the audit log." } {
                     button.danger type="submit" #remove { "Remove" }
                 }
             }
