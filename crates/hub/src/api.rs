@@ -13,6 +13,7 @@ use muster_proto::MAX_BODY_BYTES;
 
 use crate::auth::require;
 use crate::body_limit::{BodyBudget, bound_body};
+use crate::dashboard::{self, require_page, secure_headers};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
     agent, agents, approvals, audit, enroll, events, install, keys, releases, renewal, sessions,
@@ -207,6 +208,48 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
     ]
 }
 
+/// The dashboard's pages (GET only), each with the role its viewer needs; `None`
+/// is public. A page refuses the way a browser expects (a redirect to `/login`, an
+/// HTML page), not with the API's JSON; its changes go through the routes above.
+fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
+    let (member, admin) = (Some(Role::Member), Some(Role::Admin));
+    vec![
+        (None, "/login", get(dashboard::login::page)),
+        (None, "/assets/{name}", get(dashboard::assets::serve)),
+        (member, "/", get(dashboard::fleet::page_handler)),
+        (member, "/agents/{id}", get(dashboard::agent::page_handler)),
+        (
+            admin,
+            "/enrollment",
+            get(dashboard::enrollment::page_handler),
+        ),
+        (admin, "/access", get(dashboard::access::page_handler)),
+        (admin, "/audit", get(dashboard::audit::page_handler)),
+        (admin, "/hub", get(dashboard::hub::page_handler)),
+    ]
+}
+
+/// The dashboard's pages without handlers, for tests and docs.
+pub fn page_table() -> Vec<(Access, &'static str)> {
+    pages().into_iter().map(|(a, p, _)| (a, p)).collect()
+}
+
+/// The pages, each behind its role check, all with the dashboard's headers.
+fn dashboard_router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let mut app = Router::new();
+    for (access, path, handler) in pages() {
+        let route = Router::new().route(path, handler);
+        app = app.merge(match access {
+            None => route,
+            Some(role) => route.route_layer(middleware::from_fn_with_state(
+                (state.clone(), role),
+                require_page,
+            )),
+        });
+    }
+    app.layer(middleware::from_fn(secure_headers))
+}
+
 /// The one route that reads its own body: a release binary, streamed to disk with
 /// its own limit after authentication, so it skips the pre-auth body buffer.
 const RELEASE_UPLOAD: &str = "/api/v1/releases/{version}/{os}/{arch}";
@@ -229,14 +272,18 @@ pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
             bound_body,
         ));
     let streamed = grouped(&state, true).layer(DefaultBodyLimit::disable());
-    Router::new()
+    // Only the API's errors are rewritten as JSON; pages answer in HTML.
+    let api = Router::new()
         .merge(bounded)
         .merge(streamed)
+        .layer(middleware::from_fn(json_errors));
+    Router::new()
+        .merge(dashboard_router(&state))
+        .merge(api)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
-        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 

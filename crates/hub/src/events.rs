@@ -197,7 +197,18 @@ impl Events {
             return;
         }
         self.notes.fetch_add(1, Ordering::Relaxed);
-        self.lock_pending().agents.insert(note.id.clone(), note);
+        let mut note = note;
+        let mut pending = self.lock_pending();
+        // The latest state wins, but not over the news that the agent arrived or left:
+        // a page adds or drops rows on those (an agent that enrolls and connects within
+        // one flush must still arrive as `enrolled`).
+        if let Some(prev) = pending.agents.get(&note.id)
+            && matches!(prev.change, Change::Enrolled | Change::Removed)
+            && matches!(note.change, Change::Status | Change::Details)
+        {
+            note.change = prev.change;
+        }
+        pending.agents.insert(note.id.clone(), note);
     }
 
     /// Note that the approval queue changed (the flush reads the count).
@@ -392,6 +403,19 @@ mod tests {
         assert!(!approvals);
         let a = notes.iter().find(|n| n.id == "a").unwrap();
         assert_eq!(a.status, AgentStatus::Offline, "the latest note wins");
+
+        // ...but an arrival is not coalesced away by the status that follows it.
+        events.publish(AgentNote {
+            change: Change::Enrolled,
+            ..note("c", AgentStatus::Offline)
+        });
+        events.publish(note("c", AgentStatus::Online));
+        let (notes_c, _) = events.take();
+        let c = notes_c.iter().find(|n| n.id == "c").unwrap();
+        assert_eq!(
+            (c.change, c.status),
+            (Change::Enrolled, AgentStatus::Online)
+        );
         events.deliver(&notes, None, Some(3));
         assert_eq!(sub.next().await.unwrap().event, "agents");
         assert_eq!(&*sub.next().await.unwrap().data, r#"{"pending":3}"#);

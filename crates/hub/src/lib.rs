@@ -17,6 +17,7 @@ mod bootstrap;
 mod clock;
 mod clones;
 mod conn_limit;
+mod dashboard;
 mod downloads;
 mod enroll;
 mod error;
@@ -48,7 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::route_table;
+pub use api::{page_table, route_table};
 pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE, rotate_secret};
 use muster_ca::CaHash;
 pub use principal::Role;

@@ -170,6 +170,15 @@ pub trait AgentStore: Send + Sync {
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<AgentRecord>>;
+    /// [`list_agents_page`](Self::list_agents_page) narrowed in SQL by `filter`:
+    /// every agent on the page that matches, perhaps with a few that do not (the
+    /// match is a coarse `LIKE`, so callers check exactly).
+    async fn list_agents_page_where(
+        &self,
+        after: Option<(&str, &str)>,
+        filter: &AgentPageFilter,
+        limit: i64,
+    ) -> Result<Vec<AgentRecord>>;
 
     async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>>;
 

@@ -413,6 +413,58 @@ pub enum UserChange {
     Remove,
 }
 
+/// What the fleet view narrows a page to (`AgentStore::list_agents_page_where`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentPageFilter {
+    /// A hostname glob (`*`, `?`; case-insensitive).
+    pub name_glob: Option<String>,
+    /// A label key, and the value it must have (any value when `None`).
+    pub label: Option<(String, Option<String>)>,
+}
+
+impl AgentPageFilter {
+    /// `LOWER(name) LIKE` pattern (escape `\`) admitting every name the glob
+    /// matches; `None` when the glob has more than `*` and `?` (classes,
+    /// alternatives) and only the caller can judge.
+    pub fn name_like(&self) -> Option<String> {
+        let glob = self.name_glob.as_deref()?;
+        let mut like = String::with_capacity(glob.len() + 4);
+        for c in glob.to_lowercase().chars() {
+            match c {
+                '*' => like.push('%'),
+                '?' => like.push('_'),
+                '[' | ']' | '{' | '}' => return None,
+                '%' | '_' | '\\' => {
+                    like.push('\\');
+                    like.push(c);
+                }
+                c => like.push(c),
+            }
+        }
+        Some(like)
+    }
+
+    /// `labels LIKE` pattern over the stored JSON object admitting every agent
+    /// holding the label (and perhaps a few more: callers check exactly).
+    pub fn labels_like(&self) -> Option<String> {
+        let (key, value) = self.label.as_ref()?;
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let needle = match value {
+            Some(v) => format!("{}:{}", quoted(key), quoted(v)),
+            None => format!("{}:", quoted(key)),
+        };
+        let mut like = String::from("%");
+        for c in needle.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                like.push('\\');
+            }
+            like.push(c);
+        }
+        like.push('%');
+        Some(like)
+    }
+}
+
 /// An admin's edit of an agent's labels, applied to the labels the agent holds
 /// when it commits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -296,6 +296,69 @@ async fn a_name_finds_the_live_agent_else_the_latest_revoked_never_a_removed_one
 }
 
 #[tokio::test]
+async fn fleet_pages_narrow_by_name_glob_and_label_in_sql() {
+    for (store, _scratch) in stores().await {
+        for (i, (name, env)) in [
+            ("web-1", "prod"),
+            ("Web-2", "dev"),
+            ("db_1", "prod"),
+            ("web%x", "a_b"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut w = write(&format!("a{i}"), name, EnrollMode::New, None, i as i64 + 1);
+            w.facts.labels = [("env".to_owned(), env.to_owned())].into();
+            store.enroll(&w).await.unwrap();
+        }
+        // Sorted here: the order of names is the database's collation.
+        let names = |agents: Vec<AgentRecord>| -> Vec<String> {
+            let mut v: Vec<String> = agents.into_iter().map(|a| a.name).collect();
+            v.sort();
+            v
+        };
+        let page = |glob: Option<&str>, label: Option<(&str, Option<&str>)>| AgentPageFilter {
+            name_glob: glob.map(str::to_owned),
+            label: label.map(|(k, v)| (k.to_owned(), v.map(str::to_owned))),
+        };
+        let cases: [(AgentPageFilter, &[&str]); 7] = [
+            (page(None, None), &["Web-2", "db_1", "web%x", "web-1"]),
+            (page(Some("web-*"), None), &["Web-2", "web-1"]),
+            (page(Some("db_?"), None), &["db_1"]),
+            (page(Some("web%*"), None), &["web%x"]),
+            (page(None, Some(("env", Some("prod")))), &["db_1", "web-1"]),
+            (page(None, Some(("env", Some("a_b")))), &["web%x"]),
+            (page(Some("web-*"), Some(("env", Some("prod")))), &["web-1"]),
+        ];
+        for (filter, want) in cases {
+            let got = names(
+                store
+                    .list_agents_page_where(None, &filter, 10)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(got, want, "{filter:?}");
+        }
+        // Paging goes on from the cursor, still narrowed.
+        let filter = page(Some("web*"), None);
+        let first = store
+            .list_agents_page_where(None, &filter, 1)
+            .await
+            .unwrap();
+        let after = (first[0].name.as_str(), first[0].id.as_str());
+        let mut all = names(
+            store
+                .list_agents_page_where(Some(after), &filter, 10)
+                .await
+                .unwrap(),
+        );
+        all.push(first[0].name.clone());
+        all.sort();
+        assert_eq!(all, ["Web-2", "web%x", "web-1"]);
+    }
+}
+
+#[tokio::test]
 async fn label_edits_apply_to_what_the_agent_holds_or_change_nothing() {
     for (store, scratch) in stores().await {
         let mut w = write("a1", "web", EnrollMode::New, None, 1);

@@ -16,6 +16,7 @@ mod binary;
 mod bootstrap;
 mod command_line;
 mod completions;
+mod dashboard;
 mod enroll;
 mod envfile;
 mod events;

@@ -27,7 +27,11 @@ pub fn agent_info(a: &AgentRecord, state: &AppState) -> AgentInfo {
 }
 
 /// [`agent_info`] for one of many agents, sharing what was read of the releases.
-fn agent_info_with(a: &AgentRecord, state: &AppState, latest: &mut LatestReleases) -> AgentInfo {
+pub fn agent_info_with(
+    a: &AgentRecord,
+    state: &AppState,
+    latest: &mut LatestReleases,
+) -> AgentInfo {
     let status = state.sessions.status_of(a);
     AgentInfo {
         id: a.id.clone(),

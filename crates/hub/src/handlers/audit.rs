@@ -13,15 +13,15 @@ use crate::error::ApiResult;
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 pub struct AuditQuery {
-    agent: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
+    pub agent: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
     /// Unix milliseconds.
-    since: Option<i64>,
-    until: Option<i64>,
-    limit: Option<i64>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<i64>,
 }
 
 pub async fn list_audit(

@@ -89,6 +89,30 @@ impl AgentStore for SqlStore {
         decode_all(&rows)
     }
 
+    async fn list_agents_page_where(
+        &self,
+        after: Option<(&str, &str)>,
+        filter: &AgentPageFilter,
+        limit: i64,
+    ) -> Result<Vec<AgentRecord>> {
+        let (name, id) = after.unwrap_or(("", ""));
+        // An empty pattern means no condition (a real one is never empty).
+        let rows = sqlx::query(agent_select!(
+            "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
+             AND ($3 = '' OR LOWER(name) LIKE $3 ESCAPE '\\') \
+             AND ($4 = '' OR labels LIKE $4 ESCAPE '\\') \
+             ORDER BY name, id LIMIT $5"
+        ))
+        .bind(name)
+        .bind(id)
+        .bind(filter.name_like().unwrap_or_default())
+        .bind(filter.labels_like().unwrap_or_default())
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        decode_all(&rows)
+    }
+
     async fn find_enrollment(&self, enrollment_id: &str) -> Result<Option<EnrollmentRecord>> {
         let row = sqlx::query("SELECT * FROM enrollments WHERE enrollment_id = $1")
             .bind(enrollment_id)
