@@ -16,7 +16,7 @@ use super::fleet::labels;
 use super::layout::{Nav, page};
 use super::{Viewer, error_page, status_badge, time};
 use crate::clock::rfc3339;
-use crate::handlers::agents::{agent_info, find_agent};
+use crate::handlers::agents::{agent_info, find_agent, session_history};
 use crate::handlers::audit::{AuditQuery, list_audit};
 use crate::state::AppState;
 
@@ -51,6 +51,10 @@ pub async fn page_handler(
     } else {
         None
     };
+    let sessions = session_history(&state, &agent.id)
+        .await
+        .map(|h| h.sessions)
+        .ok();
     let live = agent.state == AgentState::Active;
     let body = html! {
         div.heading {
@@ -133,6 +137,22 @@ pub async fn page_handler(
                     " · version " (u.version) " · " (time(Some(&u.at)))
                     @if !u.message.is_empty() { " — " (u.message) } },
                 None => p.muted { "This agent never updated itself through the hub." },
+            }
+        }
+        section {
+            h2 { "Sessions" }
+            @match &sessions {
+                None => p.error { "The session history could not be read; reload to try again." },
+                Some(list) if list.is_empty() => p.muted { "No session yet: the agent has not connected since it enrolled." },
+                Some(list) => div.table-wrap { table #sessions {
+                    thead { tr { th { "Connected" } th { "Disconnected" } th { "Address" } th { "Why it ended" } } }
+                    tbody { @for s in list { tr {
+                        td { (time(Some(&s.connected_at))) }
+                        td { @match &s.disconnected_at { Some(t) => (time(Some(t))), None => "connected" } }
+                        td { (s.address) }
+                        td { (s.reason.as_deref().unwrap_or("")) }
+                    } } }
+                } },
             }
         }
         @if let Some(entries) = &trail {

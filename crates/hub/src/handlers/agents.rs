@@ -356,9 +356,14 @@ pub async fn agent_sessions(
     if agent.state == AgentState::Removed || !visible(&principal, &agent) {
         return Err(ApiFailure::not_found(format!("no agent {id:?}")));
     }
+    Ok(Json(session_history(&state, &agent.id).await?))
+}
+
+/// An agent's recorded sessions as the API and the dashboard show them.
+pub async fn session_history(state: &AppState, agent_id: &str) -> ApiResult<SessionHistory> {
     let sessions = state
         .store
-        .agent_sessions(&agent.id, SESSIONS_SHOWN)
+        .agent_sessions(agent_id, SESSIONS_SHOWN)
         .await?
         .into_iter()
         .map(|s| SessionInfo {
@@ -368,5 +373,5 @@ pub async fn agent_sessions(
             reason: s.reason,
         })
         .collect();
-    Ok(Json(SessionHistory { sessions }))
+    Ok(SessionHistory { sessions })
 }
