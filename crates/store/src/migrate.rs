@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_queue_limits.sql"),
     include_str!("../migrations/0010_agent_updates.sql"),
     include_str!("../migrations/0011_agent_sessions.sql"),
+    include_str!("../migrations/0012_agent_counts.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {
