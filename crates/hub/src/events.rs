@@ -119,6 +119,8 @@ struct Slot {
     queue: Mutex<Queue>,
     ready: Notify,
     scope: Option<Scope>,
+    /// Admins also hear of the approval queue (its route is theirs alone).
+    admin: bool,
 }
 
 /// The notes waiting for the next flush, and who watches.
@@ -234,7 +236,7 @@ impl Events {
 
     /// Start watching, or `None` when [`MAX_SUBSCRIBERS`] already do (or the hub
     /// is stopping).
-    pub fn subscribe(self: &Arc<Self>, scope: Option<Scope>) -> Option<Subscription> {
+    pub fn subscribe(self: &Arc<Self>, scope: Option<Scope>, admin: bool) -> Option<Subscription> {
         let mut watchers = self.lock_watchers();
         if watchers.len() >= MAX_SUBSCRIBERS || self.closed.load(Ordering::Relaxed) {
             drop(watchers);
@@ -246,6 +248,7 @@ impl Events {
             queue: Mutex::default(),
             ready: Notify::new(),
             scope,
+            admin,
         });
         watchers.insert(id, slot.clone());
         Some(Subscription {
@@ -281,16 +284,31 @@ impl Events {
                 },
             )
         });
+        // Members see the counts without the approval queue's.
+        let all_for_members = (!notes.is_empty()).then(|| {
+            Frame::new(
+                "agents",
+                &Agents {
+                    agents: notes.iter().collect(),
+                    counts: counts.map(|c| StatusCounts { pending: 0, ..c }),
+                },
+            )
+        });
         let approvals =
             pending.map(|n| Frame::new("approvals", &serde_json::json!({"pending": n})));
         let watchers: Vec<Arc<Slot>> = self.lock_watchers().values().cloned().collect();
         for slot in watchers {
             match &slot.scope {
-                None => {
+                None if slot.admin => {
                     if let Some(f) = &all {
                         self.queue(&slot, f.clone());
                     }
                     if let Some(f) = &approvals {
+                        self.queue(&slot, f.clone());
+                    }
+                }
+                None => {
+                    if let Some(f) = &all_for_members {
                         self.queue(&slot, f.clone());
                     }
                 }
@@ -388,7 +406,7 @@ mod tests {
         events.publish(note("a", AgentStatus::Online));
         assert!(events.take().0.is_empty());
 
-        let mut sub = events.subscribe(None).unwrap();
+        let mut sub = events.subscribe(None, true).unwrap();
         for i in 0..1000 {
             let s = if i % 2 == 0 {
                 AgentStatus::Online
@@ -431,7 +449,7 @@ mod tests {
 
         // Scoped watchers see their agents only.
         let only_a: Scope = Arc::new(|n: &str| n == "a");
-        let mut scoped = events.subscribe(Some(only_a)).unwrap();
+        let mut scoped = events.subscribe(Some(only_a), false).unwrap();
         events.deliver(&notes, None, Some(1));
         let f = scoped.next().await.unwrap();
         assert!(
@@ -450,11 +468,11 @@ mod tests {
     fn watchers_are_capped() {
         let events = Arc::new(Events::default());
         let held: Vec<_> = (0..MAX_SUBSCRIBERS)
-            .map(|_| events.subscribe(None).unwrap())
+            .map(|_| events.subscribe(None, true).unwrap())
             .collect();
-        assert!(events.subscribe(None).is_none());
+        assert!(events.subscribe(None, true).is_none());
         assert_eq!(events.refused.load(Ordering::Relaxed), 1);
         drop(held);
-        assert!(events.subscribe(None).is_some());
+        assert!(events.subscribe(None, true).is_some());
     }
 }

@@ -23,6 +23,15 @@ impl Principal {
             Principal::User(u) => format!("user:{}", u.name),
         }
     }
+
+    /// Whether this caller may do what admins do (an admin key, or an admin user).
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Principal::Admin(_) => true,
+            Principal::User(u) => u.role == "admin",
+            Principal::Member(_) | Principal::Agent(_) => false,
+        }
+    }
 }
 
 /// The roles routes can require, from least to most privileged for API keys.

@@ -118,7 +118,7 @@ async fn a_queued_request_is_bound_to_its_key_and_the_queue_can_be_off() {
 }
 
 /// A raw credential-less request for `hostname` with an enrollment id of its own.
-fn anonymous_request(hostname: &str) -> muster_proto::EnrollRequest {
+pub(crate) fn anonymous_request(hostname: &str) -> muster_proto::EnrollRequest {
     let (mut req, _) = request(hostname, None);
     req.enrollment_id = Some(format!("{:0>32}", hostname.replace('-', "")));
     req

@@ -331,6 +331,29 @@ async fn the_fleet_is_counted_by_status_and_sessions_are_recorded() {
         let s = admin.fleet_summary().await.unwrap();
         assert_eq!((s.counts.online, s.counts.offline), (0, 2), "{s:?}");
 
+        // The approval queue's count is the admins': an unscoped member key gets 0.
+        let queued = crate::approvals::anonymous_request("waiting-01");
+        let outcome = hub.anonymous().enroll(None, &queued).await.unwrap();
+        assert!(matches!(outcome, muster_client::EnrollOutcome::Pending(_)));
+        assert_eq!(admin.fleet_summary().await.unwrap().counts.pending, 1);
+        let reader = admin
+            .create_key(&muster_proto::CreateKeyRequest {
+                name: "reader".into(),
+                role: muster_proto::Role::Member,
+                agents: None,
+                probes: Vec::new(),
+                expires_s: None,
+            })
+            .await
+            .unwrap();
+        let s = hub
+            .anonymous()
+            .with_bearer(reader.key)
+            .fleet_summary()
+            .await
+            .unwrap();
+        assert_eq!((s.total, s.counts.pending), (3, 0), "{s:?}");
+
         // A member key scoped to some agents counts those only.
         let scoped = admin
             .create_key(&muster_proto::CreateKeyRequest {

@@ -195,7 +195,10 @@ async fn render(
             (AgentStatus::Offline, c.offline),
             (AgentStatus::Revoked, c.revoked),
             (AgentStatus::Cloned, c.cloned),
-            (AgentStatus::Pending, c.pending),
+            (
+                AgentStatus::Pending,
+                if viewer.admin { c.pending } else { 0 },
+            ),
         ]
     });
     let body = html! {

@@ -329,7 +329,12 @@ pub async fn summary(
 ) -> ApiResult<Json<FleetSummary>> {
     let scoped = matches!(&principal, Principal::Member(k) if k.agents_glob.is_some());
     if !scoped {
-        return Ok(Json(crate::live::fleet_counts(&state).await?));
+        let mut summary = crate::live::fleet_counts(&state).await?;
+        if !principal.is_admin() {
+            // The approval queue is the admins' (its routes are admin-only).
+            summary.counts.pending = 0;
+        }
+        return Ok(Json(summary));
     }
     let agents = state.store.list_agents(false).await?;
     let mut summary = crate::live::count_statuses(

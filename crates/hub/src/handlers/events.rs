@@ -33,19 +33,24 @@ pub async fn events(
         _ => None,
     };
     let scoped = scope.is_some();
-    let sub = state.events.subscribe(scope).ok_or_else(|| {
+    let admin = principal.is_admin();
+    let sub = state.events.subscribe(scope, admin).ok_or_else(|| {
         ApiFailure::unavailable("too many live event streams are open; retry later", Some(5))
     })?;
     if !scoped {
         let summary = fleet_counts(&state).await?;
+        let mut counts = summary.counts;
+        if !admin {
+            // The approval queue is the admins' (its route is admin-only).
+            counts.pending = 0;
+        }
         sub.send(
             "agents",
-            &serde_json::json!({"agents": [], "counts": summary.counts}),
+            &serde_json::json!({"agents": [], "counts": counts}),
         );
-        sub.send(
-            "approvals",
-            &serde_json::json!({"pending": summary.counts.pending}),
-        );
+        if admin {
+            sub.send("approvals", &serde_json::json!({"pending": counts.pending}));
+        }
     }
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let frame = sub.next().await?;
