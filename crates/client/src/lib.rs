@@ -4,6 +4,8 @@
 //! Errors come back typed: the hub's `{"error":{"code","message"}}` becomes
 //! [`ClientError::Api`] with its stable code, so callers can print one clear line.
 
+mod events;
+mod releases;
 mod session;
 mod trust;
 
@@ -12,14 +14,14 @@ use std::time::Duration;
 
 use muster_proto::{
     AgentInfo, AgentList, ApiError, CaResponse, CreateTokenRequest, CreateTokenResponse,
-    EnrollRequest, EnrollResponse, LatestRelease, PendingResponse, ReleaseInfo, ReleaseList,
-    TokenInfo, TokenList,
+    EnrollRequest, EnrollResponse, PendingResponse, TokenInfo, TokenList,
 };
 use reqwest::StatusCode;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 
+pub use events::EventStream;
 pub use session::{Session, SessionError, connect_session};
 pub use trust::Trust;
 
@@ -257,6 +259,17 @@ impl HubClient {
         }
     }
 
+    /// The answer when it is a success, else the hub's error, typed.
+    async fn success(resp: reqwest::Response) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = retry_after(&resp);
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(api_error(status, &body, retry_after))
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Self::decode(self.send(self.http.get(self.url(path)), None).await?).await
     }
@@ -360,26 +373,6 @@ impl HubClient {
         .await
     }
 
-    /// `GET /api/v1/events`: the hub's live event stream (docs/ARCHITECTURE.md,
-    /// "Live events"). It lasts until dropped or until the hub stops.
-    pub async fn events(&self) -> Result<EventStream> {
-        let req = self
-            .http
-            .get(self.url("/api/v1/events"))
-            .timeout(Duration::from_secs(365 * 24 * 3600));
-        let resp = self.send(req, None).await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(api_error(status, &body, retry_after));
-        }
-        Ok(EventStream {
-            resp,
-            buf: Vec::new(),
-        })
-    }
-
     /// The fleet counted by status.
     pub async fn fleet_summary(&self) -> Result<muster_proto::FleetSummary> {
         self.get("/api/v1/agents/summary").await
@@ -429,100 +422,17 @@ impl HubClient {
         .await
     }
 
-    /// The release the hub offers for `os`/`arch` (`GET /api/v1/agent/latest`):
-    /// exactly `version` when given, else the newest published.
-    pub async fn release_for(
-        &self,
-        os: &str,
-        arch: &str,
-        version: Option<&str>,
-    ) -> Result<LatestRelease> {
-        let mut path = format!(
-            "/api/v1/agent/latest?os={}&arch={}",
-            path_segment(os),
-            path_segment(arch)
-        );
-        if let Some(v) = version {
-            path.push_str(&format!("&version={}", path_segment(v)));
-        }
-        self.get(&path).await
-    }
-
-    /// Report a step of a self-update the calling agent ran outside its session.
-    pub async fn report_update(&self, report: &muster_proto::UpdateReport) -> Result<()> {
-        let resp = self
-            .send(
-                self.http
-                    .post(self.url("/api/v1/agent/update-status"))
-                    .json(report),
-                None,
-            )
-            .await?;
-        let status = resp.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            Err(api_error(status, &body, retry_after))
-        }
-    }
-
     /// The calling agent revokes itself (it is being uninstalled).
     pub async fn unenroll(&self) -> Result<()> {
         let resp = self
             .send(self.http.post(self.url("/api/v1/agent/unenroll")), None)
             .await?;
-        let status = resp.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            Err(api_error(status, &body, retry_after))
-        }
+        Self::success(resp).await.map(drop)
     }
 
     /// The calling agent's own record (`Authorization` must be its agent key).
     pub async fn agent_me(&self) -> Result<AgentInfo> {
         self.get("/api/v1/agent/me").await
-    }
-
-    /// GET `path` and stream the body into `out`, refusing more than `max_bytes`
-    /// (a release binary, whose size the signed manifest announced). Returns how many
-    /// bytes were written; `out` is synced. An error answer comes back typed.
-    pub async fn download(
-        &self,
-        path: &str,
-        out: &mut std::fs::File,
-        max_bytes: u64,
-    ) -> Result<u64> {
-        use std::io::Write as _;
-        let mut resp = self.send(self.http.get(self.url(path)), None).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(api_error(status, &body, retry_after));
-        }
-        let mut written = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("reading the download: {e}")))?
-        {
-            written += chunk.len() as u64;
-            if written > max_bytes {
-                return Err(ClientError::Protocol(format!(
-                    "the download is larger than the {max_bytes} bytes announced"
-                )));
-            }
-            out.write_all(&chunk)
-                .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
-        }
-        out.sync_all()
-            .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
-        Ok(written)
     }
 
     /// GET a path and return the status and raw body (metrics, diagnostics).
@@ -593,14 +503,7 @@ impl HubClient {
             .http
             .delete(self.url(&format!("/api/v1/trust-rules/{}", path_segment(id))));
         let resp = self.send(req, None).await?;
-        let status = resp.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            Err(api_error(status, &body, retry_after))
-        }
+        Self::success(resp).await.map(drop)
     }
 
     /// `POST /api/v1/login`: the user and the session cookie (`name=value`).
@@ -799,50 +702,6 @@ pub(crate) fn tls_config(
     Ok((tls, mismatch))
 }
 
-/// Agent releases (SPEC §10).
-impl HubClient {
-    /// The release to install on `os`/`arch` (public).
-    pub async fn latest_release(&self, os: &str, arch: &str) -> Result<LatestRelease> {
-        self.get(&format!(
-            "/api/v1/agent/latest?os={}&arch={}",
-            path_segment(os),
-            path_segment(arch)
-        ))
-        .await
-    }
-
-    /// Publish a binary (admin): `manifest_json` is its signed manifest (compact
-    /// JSON, sent in the `muster-manifest` header), `binary` the file's bytes.
-    pub async fn publish_release(
-        &self,
-        version: &str,
-        os: &str,
-        arch: &str,
-        manifest_json: &str,
-        binary: Vec<u8>,
-    ) -> Result<ReleaseInfo> {
-        let req = self
-            .http
-            .put(self.url(&format!(
-                "/api/v1/releases/{}/{}/{}",
-                path_segment(version),
-                path_segment(os),
-                path_segment(arch)
-            )))
-            .header("muster-manifest", manifest_json)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            // A large binary over a slow link: more than the default 30 s.
-            .timeout(Duration::from_secs(900))
-            .body(binary);
-        Self::decode(self.send(req, None).await?).await
-    }
-
-    /// Published releases, newest first.
-    pub async fn list_releases(&self) -> Result<Vec<ReleaseInfo>> {
-        Ok(self.get::<ReleaseList>("/api/v1/releases").await?.releases)
-    }
-}
-
 /// Percent-encode one path segment (ids are UUIDs, but names are free text).
 fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -889,49 +748,5 @@ fn api_error(status: StatusCode, body: &[u8], retry_after: Option<u64>) -> Clien
                     .unwrap_or_default()
             ),
         },
-    }
-}
-
-/// A live event stream from [`HubClient::events`].
-pub struct EventStream {
-    resp: reqwest::Response,
-    /// Bytes received and not yet parsed into events (a chunk may end mid-character).
-    buf: Vec<u8>,
-}
-
-impl EventStream {
-    /// The next event as (name, JSON data); `None` when the stream ended.
-    /// Keep-alive comments are skipped.
-    pub async fn next(&mut self) -> Result<Option<(String, serde_json::Value)>> {
-        loop {
-            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
-                let block = String::from_utf8_lossy(&raw);
-                let mut name = None;
-                let mut data = None;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        name = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data =
-                            Some(serde_json::from_str(v).map_err(|e| {
-                                ClientError::Protocol(format!("an event's data: {e}"))
-                            })?);
-                    }
-                }
-                if let (Some(name), Some(data)) = (name, data) {
-                    return Ok(Some((name, data)));
-                }
-            }
-            let chunk = self
-                .resp
-                .chunk()
-                .await
-                .map_err(|e| ClientError::Protocol(format!("reading the event stream: {e}")))?;
-            match chunk {
-                Some(bytes) => self.buf.extend_from_slice(&bytes),
-                None => return Ok(None),
-            }
-        }
     }
 }

@@ -93,6 +93,18 @@ impl Manifest {
         Ok(())
     }
 
+    /// How the API lists it (`GET /api/v1/releases`, `muster release list`).
+    pub fn info(&self) -> muster_proto::ReleaseInfo {
+        muster_proto::ReleaseInfo {
+            version: self.version.clone(),
+            os: self.os.clone(),
+            arch: self.arch.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            signed: !self.signature.is_empty(),
+        }
+    }
+
     /// The bytes the signature covers.
     pub fn signed_message(&self) -> Vec<u8> {
         signed_message(&self.version, &self.os, &self.arch, &self.sha256, self.size)

@@ -181,7 +181,7 @@ pub async fn exec(args: ReleaseArgs) -> Result<()> {
                     let published = ReleaseDir::new(dir.join("releases"))
                         .publish(&m, &file)
                         .with_context(|| format!("cannot publish {}", file.display()))?;
-                    info(&published.manifest)
+                    published.manifest.info()
                 }
                 None => {
                     let client = client(&conn)?;
@@ -209,7 +209,7 @@ pub async fn exec(args: ReleaseArgs) -> Result<()> {
                 Some(dir) => ReleaseDir::new(dir.join("releases"))
                     .list()?
                     .iter()
-                    .map(|p| info(&p.manifest))
+                    .map(|p| p.manifest.info())
                     .collect(),
                 None => client(&conn)?.list_releases().await?,
             };
@@ -253,17 +253,6 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
     m.check()
         .with_context(|| format!("{} is not a valid release manifest", path.display()))?;
     Ok(m)
-}
-
-fn info(m: &Manifest) -> ReleaseInfo {
-    ReleaseInfo {
-        version: m.version.clone(),
-        os: m.os.clone(),
-        arch: m.arch.clone(),
-        sha256: m.sha256.clone(),
-        size: m.size,
-        signed: !m.signature.is_empty(),
-    }
 }
 
 fn releases_table(list: &[ReleaseInfo]) -> String {

@@ -338,7 +338,7 @@ async fn release_commands_round_trip_and_a_tampered_binary_is_not_installed() {
     );
     let latest = hub
         .anonymous()
-        .latest_release("linux", "x86_64")
+        .release_for("linux", "x86_64", None)
         .await
         .unwrap();
     let signed: serde_json::Value =

@@ -14,7 +14,7 @@ async fn downloads_are_limited_per_source_and_in_all() {
     let hub = hub_with(|o| o.downloads_per_source = 3).await;
     let latest = hub
         .anonymous()
-        .latest_release(muster_release::this_os(), muster_release::this_arch())
+        .release_for(muster_release::this_os(), muster_release::this_arch(), None)
         .await
         .unwrap();
     assert!(
@@ -149,7 +149,7 @@ async fn publishing_takes_an_admin_a_signature_and_a_bounded_body() {
     assert!(info.signed && info.sha256 == m.sha256);
     let latest = hub
         .anonymous()
-        .latest_release("linux", "arm64")
+        .release_for("linux", "arm64", None)
         .await
         .unwrap();
     assert_eq!((latest.version.as_str(), latest.size), ("2.0.0", m.size));
@@ -182,7 +182,7 @@ async fn the_hubs_own_binary_is_served_as_hashed_or_not_at_all() {
     std::fs::write(&own, vec![1u8; 8192]).unwrap();
     let hub = hub_with(|o| o.agent_binary = Some(own.clone())).await;
     let (os, arch) = (muster_release::this_os(), muster_release::this_arch());
-    let latest = hub.anonymous().latest_release(os, arch).await.unwrap();
+    let latest = hub.anonymous().release_for(os, arch, None).await.unwrap();
     assert_eq!(latest.size, 8192);
     let path = latest.url.strip_prefix(&hub.url).unwrap().to_owned();
 
@@ -202,7 +202,7 @@ async fn the_hubs_own_binary_is_served_as_hashed_or_not_at_all() {
     let own = tmp.path().join("own2");
     std::fs::write(&own, vec![1u8; 8192]).unwrap();
     let hub = hub_with(|o| o.agent_binary = Some(own.clone())).await;
-    let latest = hub.anonymous().latest_release(os, arch).await.unwrap();
+    let latest = hub.anonymous().release_for(os, arch, None).await.unwrap();
     let path = latest.url.strip_prefix(&hub.url).unwrap().to_owned();
     std::fs::write(&own, vec![3u8; 9000]).unwrap();
     let (status, _) = hub.anonymous().get_raw(&path).await.unwrap();

@@ -216,7 +216,7 @@ pub async fn publish(
         .details(serde_json::json!({"sha256": m.sha256, "size": m.size}));
     state.store.record_audit(&entry).await?;
     tracing::info!(version = %m.version, os = %m.os, arch = %m.arch, "release published");
-    Ok((StatusCode::CREATED, Json(release_info(&m))))
+    Ok((StatusCode::CREATED, Json(m.info())))
 }
 
 /// Stream the body into a temporary file beside the releases, refusing it past
@@ -278,17 +278,6 @@ async fn receive(
     Ok(tmp)
 }
 
-fn release_info(m: &Manifest) -> ReleaseInfo {
-    ReleaseInfo {
-        version: m.version.clone(),
-        os: m.os.clone(),
-        arch: m.arch.clone(),
-        sha256: m.sha256.clone(),
-        size: m.size,
-        signed: !m.signature.is_empty(),
-    }
-}
-
 /// `GET /api/v1/releases` (member): what is published, newest first.
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<ReleaseList>> {
     let releases = state.releases.clone();
@@ -297,6 +286,6 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<ReleaseL
         .map_err(|e| ApiFailure::internal("listing releases", &e))?
         .map_err(|e| stored_failure("listing releases", e))?;
     Ok(Json(ReleaseList {
-        releases: list.iter().map(|p| release_info(&p.manifest)).collect(),
+        releases: list.iter().map(|p| p.manifest.info()).collect(),
     }))
 }
