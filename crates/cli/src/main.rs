@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, keys, login, release, status, tokens,
-    trust, unenroll, update, users,
+    agent, agents, approvals, audit, bench, enroll, hub, hubs, keys, login, release, status,
+    tokens, trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -43,6 +43,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Inspect and manage enrolled agents.
     Agents(agents::AgentsArgs),
+    /// The hubs sharing one database, with their leases.
+    Hubs(hubs::HubsArgs),
     /// Enroll this machine with a hub.
     Enroll(enroll::EnrollArgs),
     /// Revoke this machine's credentials at the hub and delete its config dir.
@@ -81,6 +83,7 @@ impl Command {
         match self {
             Command::Tokens(a) => Some(&mut a.conn),
             Command::Agents(a) => Some(&mut a.conn),
+            Command::Hubs(a) => Some(&mut a.conn),
             Command::Trust(a) => Some(&mut a.conn),
             Command::Users(a) => Some(&mut a.conn),
             Command::Keys(a) => Some(&mut a.conn),
@@ -240,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(args) => update::exec(args).await,
         Command::Trust(args) => trust::exec(args).await,
         Command::Users(args) => users::exec(args).await,
+        Command::Hubs(args) => hubs::exec(args).await,
         Command::Keys(args) => keys::exec(args).await,
         Command::Audit(args) => audit::exec(args).await,
         Command::Approvals(args) => approvals::exec(args).await,

@@ -535,6 +535,14 @@ impl HubClient {
         self.post("/api/v1/users", req).await
     }
 
+    /// The hubs sharing the database (admin).
+    pub async fn list_hubs(&self) -> Result<Vec<muster_proto::HubInfo>> {
+        Ok(self
+            .get::<muster_proto::HubList>("/api/v1/hubs")
+            .await?
+            .hubs)
+    }
+
     pub async fn list_users(&self) -> Result<Vec<muster_proto::UserInfo>> {
         Ok(self
             .get::<muster_proto::UserList>("/api/v1/users")

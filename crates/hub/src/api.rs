@@ -16,8 +16,8 @@ use crate::body_limit::{BodyBudget, bound_body};
 use crate::dashboard::{self, require_page, secure_headers};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, events, install, keys, releases, renewal, sessions,
-    system, tokens, updates, users,
+    agent, agents, approvals, audit, enroll, events, hubs, install, keys, releases, renewal,
+    sessions, system, tokens, updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -70,6 +70,7 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             post(agent::unenroll),
         ),
         (member, M::GET, "/api/v1/whoami", get(system::whoami)),
+        (admin, M::GET, "/api/v1/hubs", get(hubs::list)),
         (member, M::GET, "/api/v1/agents", get(agents::list_agents)),
         (
             member,

@@ -222,6 +222,15 @@ impl Events {
         self.lock_pending().approvals = true;
     }
 
+    /// Tell every watcher to reload what it shows: more changed at once than notes
+    /// would carry (a hub sharing the database died with thousands of agents).
+    pub fn resync_all(&self) {
+        let slots: Vec<Arc<Slot>> = self.lock_watchers().values().cloned().collect();
+        for slot in slots {
+            self.queue(&slot, Frame::resync());
+        }
+    }
+
     pub fn watchers(&self) -> usize {
         self.lock_watchers().len()
     }

@@ -26,12 +26,15 @@ mod extract;
 mod handlers;
 mod history;
 mod install;
+mod lease;
 mod live;
 mod metrics;
+mod presence;
 mod principal;
 mod queue;
 mod refusals;
 mod registry;
+mod remote;
 mod rules;
 pub mod secrets;
 mod sessions;
@@ -68,6 +71,8 @@ pub mod defaults {
     pub const MAX_PENDING_TOTAL: usize = 10_000;
     /// Agent downloads per source per minute, and in flight at once.
     pub use crate::downloads::{DOWNLOADS_IN_FLIGHT, DOWNLOADS_PER_SOURCE};
+    /// `--hub-lease`.
+    pub const HUB_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 }
 
 /// How an operator configured this hub (`muster hub` flags and environment).
@@ -126,6 +131,9 @@ pub struct HubOptions {
     pub downloads_per_source: u32,
     /// Agent downloads in flight at once; beyond, 503.
     pub downloads_in_flight: usize,
+    /// `--hub-lease`: a hub that has not renewed its lease for this long is dead to
+    /// the hubs sharing its database, and its agents show offline (SPEC §12).
+    pub hub_lease: Duration,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -242,6 +250,7 @@ impl HubOptions {
             agent_binary: None,
             downloads_per_source: defaults::DOWNLOADS_PER_SOURCE,
             downloads_in_flight: defaults::DOWNLOADS_IN_FLIGHT,
+            hub_lease: defaults::HUB_LEASE,
         }
     }
 }
@@ -365,6 +374,9 @@ impl Hub {
             sessions: Default::default(),
             events: Default::default(),
             history: Default::default(),
+            presence: Default::default(),
+            hub_lease: opts.hub_lease.max(Duration::from_secs(1)),
+            started_at: clock::now_ms(),
             hub_id: bootstrap::hub_id(&opts.data_dir)?,
             releases: releases.clone(),
             downloads: downloads::Downloads::new(
@@ -446,6 +458,8 @@ impl Hub {
                 flush_stopped.clone(),
             ))
         });
+        lease::tidy(&self.state).await;
+        let leaser = tokio::spawn(lease::lease_loop(self.state.clone(), flush_stopped.clone()));
         let notifier = tokio::spawn(live::notify_loop(self.state.clone(), flush_stopped.clone()));
         let flusher = tokio::spawn(sessions::flush_loop(
             self.state.clone(),
@@ -534,6 +548,7 @@ impl Hub {
         let _ = stop_flush.send(true);
         let _ = flusher.await;
         let _ = notifier.await;
+        let _ = leaser.await;
         if let Some(h) = historian {
             let _ = h.await;
         }

@@ -17,6 +17,7 @@ use muster_store::{AgentRecord, AgentState};
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
+use crate::remote::Remote;
 
 /// What the rest of the hub can tell a session task.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct Sessions {
     /// `last_seen` times not yet written to the database.
     seen: Mutex<HashMap<String, i64>>,
     next_conn: AtomicU64,
+    /// The sessions other hubs sharing the database hold (`lease.rs` keeps it).
+    pub remote: Mutex<Remote>,
     pub heartbeats: AtomicU64,
     pub flushes: AtomicU64,
     pub flushed_rows: AtomicU64,
@@ -120,8 +123,12 @@ impl Sessions {
         self.lock().len()
     }
 
-    /// Live sessions by health: (online, degraded). One pass under the lock.
-    pub fn health_counts(&self) -> (i64, i64) {
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sessions held here by health: (online, degraded). One pass under the lock.
+    pub fn local_health_counts(&self) -> (i64, i64) {
         let live = self.lock();
         let degraded = live
             .values()
@@ -130,19 +137,53 @@ impl Sessions {
         (live.len() as i64 - degraded, degraded)
     }
 
-    /// An agent's status as this hub sees it (SPEC §9): the stored state, and for
-    /// an active agent whether it holds a live session here and how it feels.
+    /// Sessions held by every live hub sharing the database, by health.
+    pub fn health_counts(&self) -> (i64, i64) {
+        let live = self.lock();
+        let degraded = live
+            .values()
+            .filter(|l| l.health == AgentHealth::Degraded)
+            .count() as i64;
+        let (r_online, r_degraded) = self
+            .remote()
+            .health_counts(now_ms(), |id| live.contains_key(id));
+        (
+            live.len() as i64 - degraded + r_online,
+            degraded + r_degraded,
+        )
+    }
+
+    /// Health and problems of the agent's session, on this hub or another live one.
+    pub fn fleet_health(&self, agent_id: &str) -> Option<(AgentHealth, Vec<String>)> {
+        self.health(agent_id).or_else(|| {
+            self.remote()
+                .get(agent_id, now_ms())
+                .map(|s| (s.health, s.problems.clone()))
+        })
+    }
+
+    /// An agent's status as the fleet sees it (SPEC §9, §12): the stored state, and
+    /// for an active agent whether it holds a live session on this hub or another
+    /// live one, and how it feels.
     pub fn status_of(&self, a: &AgentRecord) -> AgentStatus {
         match a.state {
             AgentState::Active if a.cloned_at.is_some() => AgentStatus::Cloned,
-            AgentState::Active => match self.health(&a.id) {
-                Some((AgentHealth::Ok, _)) => AgentStatus::Online,
-                Some((AgentHealth::Degraded, _)) => AgentStatus::Degraded,
+            AgentState::Active => match self.live_health(&a.id) {
+                Some(AgentHealth::Ok) => AgentStatus::Online,
+                Some(AgentHealth::Degraded) => AgentStatus::Degraded,
                 None => AgentStatus::Offline,
             },
             AgentState::Revoked => AgentStatus::Revoked,
             AgentState::Removed => AgentStatus::Removed,
         }
+    }
+
+    /// Health alone (no copy of the problems): the fleet page asks for every row.
+    fn live_health(&self, agent_id: &str) -> Option<AgentHealth> {
+        if let Some(l) = self.lock().get(agent_id) {
+            return Some(l.health);
+        }
+        self.remote().get(agent_id, now_ms()).map(|s| s.health)
     }
 
     /// This hub's session of `agent_id`, if it holds one: its connection number and

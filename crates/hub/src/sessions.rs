@@ -139,6 +139,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     note.last_seen_at = Some(rfc3339(now_ms()));
     state.events.publish(note);
     let history = open_history(&state, &agent.id, peer);
+    crate::lease::connected(&state, &agent.id, &history);
     let welcome = HubMessage::Welcome {
         agent_id: agent.id.clone(),
         heartbeat_interval_s: interval.as_secs().max(1),
@@ -164,8 +165,9 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
                     Ok(AgentMessage::Heartbeat { status, problems }) => {
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
-                        let problems = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
-                        if state.sessions.heartbeat(&agent.id, registration.conn, status, problems) {
+                        let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
+                        if state.sessions.heartbeat(&agent.id, registration.conn, status, problems.clone()) {
+                            crate::lease::health(&state, &agent.id, &history, status, problems);
                             let mut note = AgentNote::new(&agent, state.sessions.status_of(&agent), Change::Status);
                             note.agent_version.clone_from(&running_version);
                             note.last_seen_at = Some(rfc3339(now_ms()));
@@ -306,6 +308,7 @@ async fn end_session(
             }
         }
     }
+    crate::lease::disconnected(state, agent_id, &history);
     state.history.push(muster_store::SessionWrite::Close {
         id: history,
         at: now_ms(),

@@ -16,6 +16,7 @@ use crate::events::Events;
 use crate::history::HistoryQueue;
 use crate::install::HubIdentity;
 use crate::metrics::Metrics;
+use crate::presence::PresenceQueue;
 use crate::refusals::RefusalLog;
 use crate::registry::Sessions;
 use crate::secrets::Keys;
@@ -69,6 +70,12 @@ pub struct AppState {
     pub hub_id: String,
     /// Session history writes waiting for the writer task.
     pub history: HistoryQueue,
+    /// Where this hub's sessions are, waiting for `lease.rs` to write them.
+    pub presence: PresenceQueue,
+    /// How long this hub's lease lasts without a renewal (`--hub-lease`).
+    pub hub_lease: Duration,
+    /// When this hub started serving (unix ms), for the hubs list.
+    pub started_at: i64,
     /// Signed agent releases published to this hub (`<data-dir>/releases/`, SPEC §10).
     pub releases: muster_release::ReleaseDir,
     /// Serving agent binaries: cached manifests, the hub's own binary, the limits.

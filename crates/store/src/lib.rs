@@ -92,6 +92,7 @@ pub trait Store:
     + TokenStore
     + AgentStore
     + SessionStore
+    + HubStore
     + ApprovalStore
     + AccessStore
     + AuditStore
@@ -104,6 +105,7 @@ impl<T> Store for T where
         + TokenStore
         + AgentStore
         + SessionStore
+        + HubStore
         + ApprovalStore
         + AccessStore
         + AuditStore
@@ -157,6 +159,9 @@ pub trait AgentStore: Send + Sync {
     async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>>;
     /// The names of the agents with these ids (any state), as (id, name): for
     /// naming a page of audit entries in a few queries rather than one per agent.
+    /// The agents with these ids (any state), in no particular order; unknown ids
+    /// are left out.
+    async fn get_agents(&self, ids: &[String]) -> Result<Vec<AgentRecord>>;
     async fn agent_names(&self, ids: &[String]) -> Result<Vec<(String, String)>>;
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>>;
     /// The live (not revoked, not removed) agent holding `name`.
@@ -267,6 +272,29 @@ pub trait SessionStore: Send + Sync {
     /// Agents (not removed) counted by stored state, and requests waiting at `now`:
     /// one grouped query, cheap for a large fleet.
     async fn agent_counts(&self, now: i64) -> Result<AgentCounts>;
+}
+
+/// The hubs sharing the database, each under a lease it renews, and where each
+/// agent's session is (SPEC §12): what lets every hub show the same fleet.
+#[async_trait]
+pub trait HubStore: Send + Sync {
+    /// Take or renew a hub's lease (clearing a stop recorded by an earlier run).
+    async fn renew_hub_lease(&self, lease: &HubLease) -> Result<()>;
+    /// Give a lease back (a graceful stop): the hub's sessions stop counting now,
+    /// and its presence rows are marked disconnected.
+    async fn release_hub_lease(&self, hub: &str, at: i64) -> Result<()>;
+    /// Every hub the database knows, live or not, by address.
+    async fn list_hubs(&self) -> Result<Vec<HubRecord>>;
+    /// Forget hubs whose lease ran out before `before`; returns how many.
+    async fn forget_hubs(&self, before: i64) -> Result<u64>;
+    /// Apply presence changes in order, in one transaction.
+    async fn record_presence(&self, writes: &[PresenceWrite]) -> Result<()>;
+    /// Presence rows changed after `(changed_at, agent_id)`, in that order, at most
+    /// `limit`: how a hub follows the sessions the others hold.
+    async fn presence_after(&self, after: (i64, &str), limit: i64) -> Result<Vec<PresenceRecord>>;
+    /// Mark every session `hub` holds disconnected at `at` (it died, or starts
+    /// again after a crash); returns how many.
+    async fn end_hub_presence(&self, hub: &str, at: i64) -> Result<u64>;
 }
 
 /// Requests waiting for an admin's approval, and the trust rules that approve

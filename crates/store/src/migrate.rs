@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_agent_updates.sql"),
     include_str!("../migrations/0011_agent_sessions.sql"),
     include_str!("../migrations/0012_agent_counts.sql"),
+    include_str!("../migrations/0014_hub_leases.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

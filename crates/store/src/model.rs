@@ -522,3 +522,87 @@ pub struct AgentCounts {
     /// Enrollment requests waiting for approval.
     pub pending: i64,
 }
+
+/// A hub's lease on its place among the hubs sharing the database (SPEC §12), as it
+/// renews it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLease {
+    /// The hub's id (`<data-dir>/hub-id`).
+    pub id: String,
+    /// The URL agents and people reach it at.
+    pub address: String,
+    pub version: String,
+    pub started_at: i64,
+    /// When this renewal was made, and when the lease runs out without another.
+    pub renewed_at: i64,
+    pub expires_at: i64,
+    /// Sessions it holds, by health.
+    pub online: i64,
+    pub degraded: i64,
+}
+
+/// A hub as the database knows it: its last renewal, and whether it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRecord {
+    pub lease: HubLease,
+    /// Set when it stopped gracefully (its lease was given back).
+    pub stopped_at: Option<i64>,
+}
+
+impl HubRecord {
+    /// Whether its sessions count at `now`: it renewed in time and did not stop.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.stopped_at.is_none() && self.lease.expires_at > now
+    }
+}
+
+/// One change to where an agent's session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceWrite {
+    /// `session` opened on `hub` (a later connect elsewhere is not overwritten by
+    /// an earlier one written late).
+    Connected {
+        agent_id: String,
+        hub: String,
+        session: String,
+        health: muster_proto::AgentHealth,
+        problems: Vec<String>,
+        at: i64,
+    },
+    /// The health `session` reported changed.
+    Health {
+        agent_id: String,
+        session: String,
+        health: muster_proto::AgentHealth,
+        problems: Vec<String>,
+        at: i64,
+    },
+    /// `session` closed; nothing happens when the agent has a newer one.
+    Disconnected {
+        agent_id: String,
+        session: String,
+        at: i64,
+    },
+}
+
+impl PresenceWrite {
+    pub fn agent_id(&self) -> &str {
+        match self {
+            PresenceWrite::Connected { agent_id, .. }
+            | PresenceWrite::Health { agent_id, .. }
+            | PresenceWrite::Disconnected { agent_id, .. } => agent_id,
+        }
+    }
+}
+
+/// Where an agent's latest session is, as last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub agent_id: String,
+    pub hub: String,
+    pub session: String,
+    pub connected: bool,
+    pub health: muster_proto::AgentHealth,
+    pub problems: Vec<String>,
+    pub changed_at: i64,
+}

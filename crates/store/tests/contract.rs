@@ -1244,3 +1244,161 @@ async fn agents_are_counted_by_stored_state_with_waiting_requests() {
         scratch.remove().await;
     }
 }
+
+fn lease(id: &str, at: i64, online: i64) -> HubLease {
+    HubLease {
+        id: id.into(),
+        address: format!("https://{id}:8443"),
+        version: "0.1.0".into(),
+        started_at: 1,
+        renewed_at: at,
+        expires_at: at + 10_000,
+        online,
+        degraded: 0,
+    }
+}
+
+fn connect(agent: &str, hub: &str, session: &str, at: i64) -> PresenceWrite {
+    PresenceWrite::Connected {
+        agent_id: agent.into(),
+        hub: hub.into(),
+        session: session.into(),
+        health: muster_proto::AgentHealth::Ok,
+        problems: vec![],
+        at,
+    }
+}
+
+#[tokio::test]
+async fn hub_leases_renew_stop_and_are_forgotten() {
+    for (s, scratch) in stores().await {
+        s.renew_hub_lease(&lease("b", 1_000, 3)).await.unwrap();
+        s.renew_hub_lease(&lease("a", 1_000, 0)).await.unwrap();
+        s.renew_hub_lease(&lease("b", 2_000, 5)).await.unwrap();
+        let hubs = s.list_hubs().await.unwrap();
+        assert_eq!(hubs.len(), 2);
+        assert_eq!(hubs[0].lease.id, "a", "by address");
+        assert_eq!(hubs[1].lease, lease("b", 2_000, 5));
+        assert!(hubs[1].is_live(11_999) && !hubs[1].is_live(12_000));
+
+        // A graceful stop: not live from then on, its sessions disconnected.
+        s.record_presence(&[connect("x", "b", "s1", 2_100)])
+            .await
+            .unwrap();
+        s.release_hub_lease("b", 3_000).await.unwrap();
+        let b = s.list_hubs().await.unwrap().remove(1);
+        assert_eq!(b.stopped_at, Some(3_000));
+        assert!(!b.is_live(3_001));
+        let rows = s.presence_after((0, ""), 10).await.unwrap();
+        assert!(!rows[0].connected);
+        // Renewing again (it restarted) clears the stop.
+        s.renew_hub_lease(&lease("b", 4_000, 0)).await.unwrap();
+        assert_eq!(s.list_hubs().await.unwrap()[1].stopped_at, None);
+
+        assert_eq!(
+            s.forget_hubs(12_000).await.unwrap(),
+            1,
+            "a expired at 11,000"
+        );
+        assert_eq!(s.list_hubs().await.unwrap().len(), 1);
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn presence_follows_the_newest_session_whatever_order_writes_land_in() {
+    for (s, scratch) in stores().await {
+        use muster_proto::AgentHealth;
+        s.record_presence(&[
+            connect("x", "a", "s1", 100),
+            PresenceWrite::Health {
+                agent_id: "x".into(),
+                session: "s1".into(),
+                health: AgentHealth::Degraded,
+                problems: vec!["disk full".into()],
+                at: 110,
+            },
+        ])
+        .await
+        .unwrap();
+        let row = &s.presence_after((0, ""), 10).await.unwrap()[0];
+        assert_eq!((row.hub.as_str(), row.connected), ("a", true));
+        assert_eq!(row.health, AgentHealth::Degraded);
+        assert_eq!(row.problems, vec!["disk full".to_owned()]);
+
+        // The agent moved to hub b; hub a's late writes for the old session
+        // (a connect flushed late, then its close) change nothing.
+        s.record_presence(&[connect("x", "b", "s2", 200)])
+            .await
+            .unwrap();
+        s.record_presence(&[
+            connect("x", "a", "s1", 150),
+            PresenceWrite::Disconnected {
+                agent_id: "x".into(),
+                session: "s1".into(),
+                at: 210,
+            },
+        ])
+        .await
+        .unwrap();
+        let row = &s.presence_after((0, ""), 10).await.unwrap()[0];
+        assert_eq!((row.hub.as_str(), row.session.as_str()), ("b", "s2"));
+        assert!(row.connected);
+        assert_eq!((row.health, row.changed_at), (AgentHealth::Ok, 200));
+
+        // Its own close does end it.
+        s.record_presence(&[PresenceWrite::Disconnected {
+            agent_id: "x".into(),
+            session: "s2".into(),
+            at: 300,
+        }])
+        .await
+        .unwrap();
+        assert!(!s.presence_after((0, ""), 10).await.unwrap()[0].connected);
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn presence_is_read_in_pages_by_change_and_a_dead_hubs_rows_end() {
+    for (s, scratch) in stores().await {
+        let writes: Vec<PresenceWrite> = (0..5)
+            .map(|i| {
+                connect(
+                    &format!("agent-{i}"),
+                    if i < 3 { "dead" } else { "live" },
+                    &format!("s{i}"),
+                    1_000,
+                )
+            })
+            .collect();
+        s.record_presence(&writes).await.unwrap();
+        // Five rows at the same instant, read two at a time: each once, in order.
+        let mut seen = Vec::new();
+        let mut after = (0i64, String::new());
+        loop {
+            let page = s.presence_after((after.0, &after.1), 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = (last.changed_at, last.agent_id.clone());
+            seen.extend(page.into_iter().map(|r| r.agent_id));
+        }
+        assert_eq!(
+            seen,
+            (0..5).map(|i| format!("agent-{i}")).collect::<Vec<_>>()
+        );
+
+        assert_eq!(s.end_hub_presence("dead", 2_000).await.unwrap(), 3);
+        assert_eq!(s.end_hub_presence("dead", 2_001).await.unwrap(), 0);
+        let changed = s.presence_after((1_999, ""), 10).await.unwrap();
+        assert_eq!(changed.len(), 3);
+        assert!(
+            changed
+                .iter()
+                .all(|r| !r.connected && r.changed_at == 2_000)
+        );
+        scratch.remove().await;
+    }
+}

@@ -38,6 +38,10 @@ pub struct HubArgs {
     /// How often agents send a heartbeat; silence for 2.5 intervals means offline.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// Hubs sharing a database: one that has not renewed its lease for this long is
+    /// taken for dead and its agents show offline until they reconnect elsewhere.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    hub_lease: Duration,
     /// Lifetime of agent certificates.
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     cert_validity: Duration,
@@ -204,6 +208,7 @@ async fn serve(args: HubArgs) -> Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         heartbeat_interval: args.heartbeat_interval,
+        hub_lease: args.hub_lease,
         cert_validity: args.cert_validity,
         renewal_grace: args.renewal_grace,
         approval_queue: args.approval_queue == "on",

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod completions;
 pub mod enroll;
 pub mod hub;
+pub mod hubs;
 pub mod keys;
 pub mod login;
 pub mod man;

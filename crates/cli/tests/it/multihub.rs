@@ -1,6 +1,7 @@
 //! Several hubs sharing one PostgreSQL database (SPEC §12): a revocation or a
 //! replacing enrollment made on one hub closes the session another hub holds within
-//! a second. PostgreSQL only: SQLite serves one hub.
+//! a second; every hub shows the same fleet; a hub that dies takes its agents
+//! offline within one lease. PostgreSQL only: SQLite serves one hub.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,39 @@ async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
     );
     options.advertise_url = None;
     TestHub::start_on(options).await.unwrap()
+}
+
+/// Hubs that take each other for dead after two seconds without a renewal.
+const LEASE: Duration = Duration::from_secs(2);
+
+fn short_lease(o: &mut muster_hub::HubOptions) {
+    o.heartbeat_interval = Duration::from_secs(1);
+    o.hub_lease = LEASE;
+}
+
+/// `muster_agents{status="…"}` in a hub's /metrics.
+async fn fleet_metric(hub: &TestHub, status: &str) -> Option<i64> {
+    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
+    let prefix = format!("muster_agents{{status=\"{status}\"}} ");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Poll until `check` holds, or fail saying `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "{what} not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    start.elapsed()
 }
 
 async fn sessions_live(hub: &TestHub) -> u64 {
@@ -117,6 +151,159 @@ async fn a_revocation_on_one_hub_closes_the_session_held_by_another() {
         );
 
         b.stop().await;
+        a.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_hub_shows_the_same_fleet_and_lists_the_others() {
+    for backend in backends() {
+        if !matches!(backend, Backend::Postgres(_)) {
+            continue;
+        }
+        let a = TestHub::start_with(&backend, short_lease).await;
+        let dir = tempfile::tempdir().unwrap();
+        let b = second_hub(&a, dir.path()).await;
+
+        let token = a.default_token().await;
+        let agent = TestAgent::new("seen-everywhere");
+        let opts = b.enroll_options(&agent, Some(&token), None);
+        let id = muster_agent::enroll(&opts, &agent.dir)
+            .await
+            .unwrap()
+            .agent_id;
+        let running = agent.run();
+        wait_sessions(&b, 1).await;
+
+        // Hub A holds no session, yet shows the agent online within two seconds,
+        // in `agents show`, `agents list` and the /metrics fleet counts.
+        let took = a.wait_status(&id, "online", Duration::from_secs(2)).await;
+        eprintln!("online as seen from the other hub after {took:?}");
+        assert_eq!(sessions_live(&a).await, 0);
+        let listed = a.admin().list_agents().await.unwrap();
+        assert_eq!(listed[0].status.to_string(), "online");
+        assert_eq!(fleet_metric(&a, "online").await, Some(1));
+        assert_eq!(fleet_metric(&a, "offline").await, Some(0));
+
+        // Both hubs are listed, live, with the sessions each holds.
+        eventually(
+            Duration::from_secs(3),
+            "B's session in the hubs list",
+            || async {
+                let hubs = a.admin().list_hubs().await.unwrap();
+                hubs.len() == 2
+                    && hubs.iter().all(|h| h.state == muster_proto::HubState::Live)
+                    && hubs
+                        .iter()
+                        .any(|h| h.address == b.url && h.sessions == 1 && !h.this_hub)
+                    && hubs
+                        .iter()
+                        .any(|h| h.address == a.url && h.sessions == 0 && h.this_hub)
+            },
+        )
+        .await;
+
+        // The agent stops: offline everywhere within two seconds.
+        running.stop().await.unwrap();
+        a.wait_status(&id, "offline", Duration::from_secs(2)).await;
+        assert_eq!(fleet_metric(&a, "online").await, Some(0));
+
+        // A hub that stops gracefully gives its lease back at once.
+        b.stop().await;
+        let hubs = a.admin().list_hubs().await.unwrap();
+        let gone = hubs.iter().find(|h| !h.this_hub).unwrap();
+        assert_eq!(gone.state, muster_proto::HubState::Stopped);
+        a.stop().await;
+    }
+}
+
+/// `muster hub` as a process of its own on `first`'s database and secret, so that
+/// it can be killed outright: (process, url, data dir guard).
+fn hub_process_on(first: &TestHub) -> (std::process::Child, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MUSTER_")) {
+        cmd.env_remove(k);
+    }
+    let secret = std::fs::read_to_string(first.data_dir.join("secret")).unwrap();
+    let child = cmd
+        .args([
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .args(["--hub-lease", &format!("{}s", LEASE.as_secs())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--db")
+        .arg(first.options.db_url.as_deref().unwrap())
+        .env("MUSTER_SECRET", secret.trim())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let json = dir.path().join("hub.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !json.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (child, v["url"].as_str().unwrap().to_owned(), dir)
+}
+
+#[tokio::test]
+async fn a_killed_hubs_agents_show_offline_within_one_lease() {
+    for backend in backends() {
+        if !matches!(backend, Backend::Postgres(_)) {
+            continue;
+        }
+        let a = TestHub::start_with(&backend, short_lease).await;
+        let (mut b, b_url, _b_dir) = hub_process_on(&a);
+
+        let token = a.default_token().await;
+        let agent = TestAgent::new("on-a-doomed-hub");
+        let mut opts = a.enroll_options(&agent, Some(&token), None);
+        opts.hub_url = b_url.clone();
+        let id = muster_agent::enroll(&opts, &agent.dir)
+            .await
+            .unwrap()
+            .agent_id;
+        let _running = agent.run();
+        a.wait_status(&id, "online", Duration::from_secs(5)).await;
+
+        // kill -9: no shutdown frame, no lease given back, presence rows left as
+        // they were. Hub A must stop counting them once the lease runs out.
+        let killed = Instant::now();
+        b.kill().unwrap();
+        b.wait().unwrap();
+        a.wait_status(&id, "offline", LEASE + Duration::from_secs(2))
+            .await;
+        let took = killed.elapsed();
+        eprintln!("offline {took:?} after the kill (lease {LEASE:?})");
+        assert!(took <= LEASE + Duration::from_secs(2), "{took:?}");
+        assert_eq!(fleet_metric(&a, "online").await, Some(0));
+        let hubs = a.admin().list_hubs().await.unwrap();
+        let dead = hubs.iter().find(|h| h.address == b_url).unwrap();
+        assert_eq!(dead.state, muster_proto::HubState::Expired);
+
+        // Once it has been dead a lease longer, a live hub closes its session
+        // history, so the agent's page says when it went.
+        eventually(
+            Duration::from_secs(3 * LEASE.as_secs()),
+            "the dead hub's session closed",
+            || async {
+                a.admin()
+                    .agent_sessions(&id)
+                    .await
+                    .unwrap()
+                    .sessions
+                    .iter()
+                    .all(|s| s.disconnected_at.is_some())
+            },
+        )
+        .await;
         a.stop().await;
     }
 }

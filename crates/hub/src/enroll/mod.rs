@@ -230,7 +230,9 @@ async fn enroll_inner(
                     // Taking the name would hand a locked identity new credentials.
                     Some(live) if live.cloned_at.is_some() => return Err(cloned_refusal()),
                     Some(live) => {
-                        if !grant.may_replace_live && state.sessions.health(&live.id).is_some() {
+                        if !grant.may_replace_live
+                            && state.sessions.fleet_health(&live.id).is_some()
+                        {
                             return Err(ApiFailure::conflict(
                                 codes::NAME_IN_USE,
                                 format!(

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod enroll;
 pub mod events;
+pub mod hubs;
 pub mod install;
 pub mod keys;
 pub mod releases;

@@ -32,15 +32,49 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // The fleet as every hub sharing the database sees it (a database failure
+    // leaves the lines out rather than failing the scrape).
+    let fleet = match crate::live::fleet_counts(&state).await {
+        Ok(f) => fleet_metrics(&f.counts),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the fleet for /metrics");
+            String::new()
+        }
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state
             .metrics
             .render(&state.sessions, state.store.enroll_commits())
+            + &fleet
+            + &format!(
+                "# HELP muster_presence_pending Session changes waiting to be written for the other hubs.\n\
+                 # TYPE muster_presence_pending gauge\n\
+                 muster_presence_pending {}\n",
+                state.presence.len()
+            )
             + &state.downloads.render_metrics()
             + &state.events.render_metrics()
             + &state.history.render_metrics(),
     )
+}
+
+fn fleet_metrics(c: &muster_proto::StatusCounts) -> String {
+    let mut out = String::from(
+        "# HELP muster_agents Agents by status, across every hub sharing the database.\n\
+         # TYPE muster_agents gauge\n",
+    );
+    for (status, n) in [
+        ("online", c.online),
+        ("degraded", c.degraded),
+        ("offline", c.offline),
+        ("revoked", c.revoked),
+        ("cloned", c.cloned),
+        ("pending", c.pending),
+    ] {
+        out.push_str(&format!("muster_agents{{status=\"{status}\"}} {n}\n"));
+    }
+    out
 }
 
 pub async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {

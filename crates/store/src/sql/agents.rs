@@ -8,7 +8,7 @@ use sqlx::{Any, Transaction};
 use crate::model::*;
 use crate::sql::SqlStore;
 use crate::sql::enroll::complete_request_tx;
-use crate::sql::rows::{FromRow, decode_all, decode_one, json, uuid_like};
+use crate::sql::rows::{AGENT_COLUMNS, FromRow, decode_all, decode_one, json, uuid_like};
 use crate::{AgentStore, Result, StoreError};
 
 #[async_trait]
@@ -19,6 +19,27 @@ impl AgentStore for SqlStore {
             .fetch_optional(&self.db.pool)
             .await?;
         decode_one(row)
+    }
+
+    async fn get_agents(&self, ids: &[String]) -> Result<Vec<AgentRecord>> {
+        const CHUNK: usize = 500;
+        let mut agents = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            // Only generated placeholders are spliced in; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            agents.extend(decode_all::<AgentRecord>(
+                &query.fetch_all(&self.db.pool).await?,
+            )?);
+        }
+        Ok(agents)
     }
 
     async fn agent_names(&self, ids: &[String]) -> Result<Vec<(String, String)>> {

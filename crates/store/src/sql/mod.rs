@@ -21,6 +21,7 @@ mod access;
 mod agents;
 mod approvals;
 mod audit;
+mod hubs;
 mod meta;
 mod sessions;
 mod tokens;

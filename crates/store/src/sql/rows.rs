@@ -310,3 +310,36 @@ impl FromRow for SessionRecord {
         })
     }
 }
+
+impl FromRow for HubRecord {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(HubRecord {
+            lease: HubLease {
+                id: row.try_get("id")?,
+                address: row.try_get("address")?,
+                version: row.try_get("version")?,
+                started_at: row.try_get("started_at")?,
+                renewed_at: row.try_get("renewed_at")?,
+                expires_at: row.try_get("expires_at")?,
+                online: row.try_get("online")?,
+                degraded: row.try_get("degraded")?,
+            },
+            stopped_at: row.try_get("stopped_at")?,
+        })
+    }
+}
+
+impl FromRow for PresenceRecord {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        let health: String = row.try_get("health")?;
+        Ok(PresenceRecord {
+            agent_id: row.try_get("agent_id")?,
+            hub: row.try_get("hub")?,
+            session: row.try_get("session")?,
+            connected: row.try_get::<i64, _>("connected")? != 0,
+            health: from_json("presence.health", &format!("\"{health}\""))?,
+            problems: from_json("presence.problems", &row.try_get::<String, _>("problems")?)?,
+            changed_at: row.try_get("changed_at")?,
+        })
+    }
+}
