@@ -7,6 +7,7 @@ fn creds(n: u32) -> Credentials {
     Credentials {
         config: AgentConfig {
             hub_url: "https://hub.example:8443".into(),
+            hub_urls: Vec::new(),
             agent_id: format!("agent-{n}"),
             agent_name: format!("name-{n}"),
             agent_key: format!("mag_secret{n}"),
