@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use muster_testkit::{Backend, TestAgent, TestHub, backends};
 
 /// A second hub on `first`'s database and secret, with its own data dir and port.
-async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
+pub(crate) async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
     let mut options = first.options.clone();
     options.data_dir = dir.join("muster-data");
     options.secret = Some(
@@ -20,7 +20,7 @@ async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
     TestHub::start_on(options).await.unwrap()
 }
 
-async fn sessions_live(hub: &TestHub) -> u64 {
+pub(crate) async fn sessions_live(hub: &TestHub) -> u64 {
     let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
     String::from_utf8(body)
         .unwrap()
@@ -30,7 +30,7 @@ async fn sessions_live(hub: &TestHub) -> u64 {
         .unwrap()
 }
 
-async fn wait_sessions(hub: &TestHub, n: u64) {
+pub(crate) async fn wait_sessions(hub: &TestHub, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while sessions_live(hub).await != n {
         assert!(Instant::now() < deadline, "hub never held {n} sessions");
