@@ -247,3 +247,50 @@ async fn enroll_takes_several_hubs_and_names_the_flag_of_a_bad_one() {
     assert_eq!(creds.config.hub_urls, vec![down, hub.url.clone()]);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn an_env_file_names_several_hubs_separated_by_commas() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let agent = TestAgent::new("container-many");
+    let down = closed_port_url();
+    let options = |path: &std::path::Path| muster_agent::envfile::EnvFileOptions {
+        path: path.to_path_buf(),
+        work_dir: Some(agent.root().join("work")),
+        fact_sources: agent.fact_sources(),
+    };
+    let bad = agent.root().join("bad.env");
+    std::fs::write(
+        &bad,
+        format!(
+            "MUSTER_HUB_URL={},ftp://nope\nMUSTER_ENROLL_TOKEN=met_x\n",
+            hub.url
+        ),
+    )
+    .unwrap();
+    let err = muster_agent::envfile::prepare(&options(&bad), &agent.dir)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("MUSTER_HUB_URL") && err.contains("ftp://nope"),
+        "{err}"
+    );
+
+    let token = hub.default_token().await;
+    let path = agent.root().join("agent.env");
+    std::fs::write(
+        &path,
+        format!(
+            "MUSTER_HUB_URL={down}, {}\nMUSTER_ENROLL_TOKEN={token}\n",
+            hub.url
+        ),
+    )
+    .unwrap();
+    muster_agent::envfile::prepare(&options(&path), &agent.dir)
+        .await
+        .unwrap();
+    let config = agent.dir.load().unwrap().unwrap().config;
+    assert_eq!(config.hub_urls, vec![down, hub.url.clone()]);
+    assert_eq!(config.hub_url, hub.url);
+    hub.stop().await;
+}
