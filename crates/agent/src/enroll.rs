@@ -30,7 +30,9 @@ const PENDING_MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 /// `muster enroll` as parsed from flags.
 #[derive(Clone, Default)]
 pub struct EnrollOptions {
-    pub hub_url: String,
+    /// The hub URLs to try, in order, until one answers (SPEC §12: every hub of a
+    /// fleet shares one CA, verified at each); all are kept for the agent.
+    pub hub_urls: Vec<String>,
     pub token: Option<String>,
     pub key: Option<String>,
     pub name: Option<String>,
@@ -54,7 +56,7 @@ pub struct EnrollOptions {
 impl std::fmt::Debug for EnrollOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnrollOptions")
-            .field("hub_url", &self.hub_url)
+            .field("hub_urls", &self.hub_urls)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -65,6 +67,7 @@ impl std::fmt::Debug for EnrollOptions {
 pub struct EnrollReport {
     pub agent_id: String,
     pub name: String,
+    /// The hub that answered.
     pub hub_url: String,
     pub config_dir: PathBuf,
     /// A new agent (true) or an existing one re-enrolled (false).
@@ -75,7 +78,12 @@ pub struct EnrollReport {
 }
 
 pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollReport, AgentError> {
-    let hub_url = opts.hub_url.trim_end_matches('/').to_owned();
+    let hubs = crate::hubs::parse_list(&opts.hub_urls, "hub URL")?;
+    let Some(first_hub) = hubs.first() else {
+        return Err(AgentError::Usage(
+            "a hub URL is required (e.g. --hub https://hub.example:8443)".to_owned(),
+        ));
+    };
     if opts.token.is_some() && opts.key.is_some() {
         return Err(AgentError::Usage(
             "give --token or --key, not both".to_owned(),
@@ -89,10 +97,10 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     let own = dir
         .load()?
         .filter(|_| !given.is_some_and(|g| g.starts_with(AGENT_KEY_PREFIX)));
-    let facts = host_facts(opts, &hub_url).await?;
+    let facts = host_facts(opts, first_hub).await?;
     let Some(own) = own else {
         let trust = trust(opts, None)?;
-        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
+        return attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await;
     };
 
     // A machine that holds credentials stays that agent (SPEC §6): it re-enrolls
@@ -102,8 +110,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         // Known before the old identity goes: how to verify the hub to enroll with.
         let trust = trust(opts, Some(&own))?;
         let unenrolled = unenroll_old(dir, &own).await?;
-        let mut report = match attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust)
-            .await
+        let mut report = match attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await
         {
             Ok(report) => report,
             // Waiting for approval is the way on, and its hint says how to go on.
@@ -130,23 +137,14 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     // An enrollment not sent with these credentials (they were found dead, or
     // `--force` gave them up) whose answer was lost, or that waits for approval, is
     // finished first: only its id gets the agent it made without another token use.
-    if usable_pending(dir, &hub_url, None)?
+    if usable_pending(dir, &hubs, None)?
         .is_some_and(|p| !earlier(&p.created_at, &own.config.enrolled_at))
     {
         let trust = trust(opts, Some(&own))?;
-        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
+        return attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await;
     }
     let trust = Trust::CaPem(own.ca_pem.clone());
-    match attempt(
-        opts,
-        dir,
-        &hub_url,
-        &facts,
-        Sending::Own(&own),
-        trust.clone(),
-    )
-    .await
-    {
+    match attempt(opts, dir, &hubs, &facts, Sending::Own(&own), trust.clone()).await {
         // The hub no longer honours them (revoked, or replaced by another
         // enrollment): there is no identity left to keep, so the credential given
         // enrolls the machine.
@@ -158,7 +156,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
                 agent_id = %own.config.agent_id, error = %e,
                 "the hub no longer honours this machine's credentials; enrolling with the credential given"
             );
-            attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await
+            attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await
         }
         other => other,
     }
@@ -213,7 +211,7 @@ fn names_another_ca(opts: &EnrollOptions, own: &Credentials) -> Result<bool, Age
 async fn attempt(
     opts: &EnrollOptions,
     dir: &ConfigDir,
-    hub_url: &str,
+    hubs: &[String],
     facts: &HostFacts,
     sending: Sending<'_>,
     trust: Trust,
@@ -225,7 +223,7 @@ async fn attempt(
         ),
         Sending::Given(g) => (g, None),
     };
-    let pending = usable_pending(dir, hub_url, own_id.as_deref())?;
+    let pending = usable_pending(dir, hubs, own_id.as_deref())?;
     let (enrollment_id, key_pem, csr_pem) = match pending {
         Some(p) => {
             let csr = muster_ca::csr_for_key(&p.key_pem, &facts.hostname)?;
@@ -235,7 +233,7 @@ async fn attempt(
             let (key_pem, csr_pem) = muster_ca::new_key_and_csr(&facts.hostname)?;
             let p = PendingEnrollment {
                 enrollment_id: uuid::Uuid::new_v4().simple().to_string(),
-                hub_url: hub_url.to_owned(),
+                hub_url: hubs.first().cloned().unwrap_or_default(),
                 key_pem: key_pem.clone(),
                 created_at: now_rfc3339(),
                 agent_id: own_id,
@@ -260,11 +258,21 @@ async fn attempt(
         protocol_version: Some(PROTOCOL_VERSION),
         keep_agent_key: opts.keep_agent_key,
     };
-    let client = HubClient::new(hub_url, trust)?;
+    // The hub that answered last is asked first on a retry.
+    let mut answered = hubs.first().cloned().unwrap_or_default();
     let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
     let mut busy_retries = 0;
     let outcome = loop {
-        match client.enroll(credential, &req).await {
+        let order = crate::hubs::order(&answered, hubs, None);
+        let sent = &req;
+        let (from, result) = crate::hubs::first_answer_from(
+            &order,
+            |url| HubClient::new(url, trust.clone()),
+            |client| async move { client.enroll(credential, sent).await },
+        )
+        .await;
+        answered = from;
+        match result {
             // The hub is busy (429) or its database briefly away (503): come back
             // at a random moment, with the same enrollment id: eight quick tries,
             // or with `--wait`, for as long as the wait lasts (a full approval
@@ -345,13 +353,19 @@ async fn attempt(
             });
         }
     };
-    let creds = check_answer(&resp, hub_url, key_pem, credential.unwrap_or_default())?;
+    let creds = check_answer(
+        &resp,
+        &answered,
+        hubs,
+        key_pem,
+        credential.unwrap_or_default(),
+    )?;
     dir.store(&creds)?;
     dir.clear_pending()?;
     Ok(EnrollReport {
         agent_id: resp.agent_id,
         name: resp.name,
-        hub_url: hub_url.to_owned(),
+        hub_url: answered,
         config_dir: dir.path().to_path_buf(),
         created,
         cert_expires_at: resp.cert_expires_at,
@@ -427,11 +441,12 @@ fn explicit_trust(opts: &EnrollOptions) -> Result<Option<Trust>, AgentError> {
         .map(|(_, pin)| Trust::Pin(pin.to_owned())))
 }
 
-/// The pending enrollment to retry, if it is for this hub, recent, and was sent
-/// with the same kind of credential (`own_id`: this dir's agent, or none).
+/// The pending enrollment to retry, if it is for one of these hubs (one fleet:
+/// they share the database that knows its id), recent, and was sent with the same
+/// kind of credential (`own_id`: this dir's agent, or none).
 fn usable_pending(
     dir: &ConfigDir,
-    hub_url: &str,
+    hubs: &[String],
     own_id: Option<&str>,
 ) -> Result<Option<PendingEnrollment>, AgentError> {
     let Some(p) = dir.load_pending()? else {
@@ -446,7 +461,7 @@ fn usable_pending(
         let age = time::OffsetDateTime::now_utc() - t;
         age >= time::Duration::ZERO && age.unsigned_abs() < PENDING_MAX_AGE
     });
-    Ok((fresh && p.hub_url == hub_url && p.agent_id.as_deref() == own_id).then_some(p))
+    Ok((fresh && hubs.contains(&p.hub_url) && p.agent_id.as_deref() == own_id).then_some(p))
 }
 
 /// Whether RFC 3339 time `a` is before `b`. A pending enrollment begun before the
@@ -463,6 +478,7 @@ fn earlier(a: &str, b: &str) -> bool {
 fn check_answer(
     resp: &EnrollResponse,
     hub_url: &str,
+    hubs: &[String],
     key_pem: String,
     fallback_key: &str,
 ) -> Result<Credentials, AgentError> {
@@ -478,6 +494,12 @@ fn check_answer(
     Ok(Credentials {
         config: AgentConfig {
             hub_url: hub_url.to_owned(),
+            // One hub: no list, so the file stays readable by older agents.
+            hub_urls: if hubs.len() > 1 {
+                hubs.to_vec()
+            } else {
+                Vec::new()
+            },
             agent_id: resp.agent_id.clone(),
             agent_name: resp.name.clone(),
             agent_key: if resp.agent_key.is_empty() {

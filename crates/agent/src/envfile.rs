@@ -181,8 +181,10 @@ pub async fn prepare(opts: &EnvFileOptions, dir: &ConfigDir) -> Result<(), Agent
             path.display()
         )));
     }
+    // Several hubs of one fleet: comma-separated, tried in order (SPEC §12).
+    let hub_urls = crate::hubs::parse_list(std::slice::from_ref(hub_url), "MUSTER_HUB_URL")?;
     let enroll = EnrollOptions {
-        hub_url: hub_url.clone(),
+        hub_urls,
         token: if key.is_some() { None } else { token.cloned() },
         key: key.cloned(),
         keep_agent_key: key.is_some(),

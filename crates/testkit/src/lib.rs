@@ -381,7 +381,7 @@ impl TestHub {
         name: Option<&str>,
     ) -> muster_agent::EnrollOptions {
         muster_agent::EnrollOptions {
-            hub_url: self.url.clone(),
+            hub_urls: vec![self.url.clone()],
             token: token.map(str::to_owned),
             name: name.map(str::to_owned),
             fact_sources: Some(agent.fact_sources()),
