@@ -644,3 +644,92 @@ async fn connections_beyond_the_hubs_total_are_refused_at_the_door() {
     let _c = admitted_again(&hub, "127.0.0.4").await;
     hub.stop().await;
 }
+
+/// A TCP connection from `from` that never starts its TLS handshake.
+async fn stall(hub: &TestHub, from: &str) -> tokio::net::TcpStream {
+    let addr: std::net::SocketAddr = hub.url.trim_start_matches("https://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((ip(from), 0).into()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the hub closes a stalled connection within `within`.
+async fn closed(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        timeout(within, conn.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn handshakes_refused(hub: &TestHub) -> u64 {
+    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("muster_handshakes_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Handshakes run a bounded number at a time: a peer that connects and says nothing
+/// holds a place in the queue (closed after a few seconds), not a slot, and one
+/// source gets a quarter of the places; peers that start handshakes and stall hold
+/// slots, and newcomers then wait briefly and are closed unanswered; everyone else is
+/// served meanwhile where there is room, and a freed slot is used again.
+#[tokio::test]
+async fn stalled_handshakes_hold_their_share_not_the_door() {
+    // Eight slots, two places per source, a queue of 64.
+    let hub = hub_with(|o| o.max_handshakes = Some(8)).await;
+    let silent = [
+        stall(&hub, "127.0.0.2").await,
+        stall(&hub, "127.0.0.2").await,
+    ];
+    let mut third = stall(&hub, "127.0.0.2").await;
+    assert!(
+        closed(&mut third, Duration::from_millis(500)).await,
+        "a third connection from one source was not closed at once"
+    );
+    // Silent connections hold no slot: others are served meanwhile.
+    let _served = hold(&hub, "127.0.0.3", 1).await;
+    let start = Instant::now();
+    for mut s in silent {
+        assert!(
+            closed(&mut s, Duration::from_secs(8)).await,
+            "a silent connection stayed open"
+        );
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Eight handshakes begun and stalled hold every slot: a newcomer waits, then
+    // is closed.
+    let mut stalled = Vec::new();
+    for from in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.8"] {
+        for _ in 0..2 {
+            let mut s = stall(&hub, from).await;
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+            stalled.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    assert!(
+        refused(&hub, "127.0.0.7").await,
+        "served with every slot stalled"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}, before its wait was up"
+    );
+
+    // A stall ends: its slot serves the next comer.
+    stalled.pop();
+    let _again = admitted_again(&hub, "127.0.0.7").await;
+    assert!(handshakes_refused(&hub).await >= 4);
+    hub.stop().await;
+}
