@@ -353,6 +353,10 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Keyset cursor: only entries with `seq` below it (the last `seq` of the page
+    /// before), so paging back through a long log costs one index range each time
+    /// instead of skipping an ever larger offset.
+    pub before_seq: Option<i64>,
     pub limit: i64,
 }
 

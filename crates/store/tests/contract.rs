@@ -606,6 +606,43 @@ async fn the_audit_chain_catches_edits_deletions_and_insertions() {
     }
 }
 
+#[tokio::test]
+async fn audit_pages_go_back_by_seq_with_their_filters() {
+    for (store, scratch) in stores().await {
+        for i in 0..7 {
+            let mut t = token(&format!("t{i}"), Some(1), None);
+            t.hash = format!("h{i}");
+            let action = if i % 2 == 0 { "even" } else { "odd" };
+            store.create_token(&t, &audit(action)).await.unwrap();
+        }
+        let seqs = |f: AuditFilter| {
+            let store = &store;
+            async move {
+                let got = store.audit_entries(&f).await.unwrap();
+                got.into_iter().map(|r| r.seq).collect::<Vec<_>>()
+            }
+        };
+        let page = |before_seq: Option<i64>, limit: i64| AuditFilter {
+            before_seq,
+            limit,
+            ..Default::default()
+        };
+        assert_eq!(seqs(page(None, 3)).await, [7, 6, 5]);
+        assert_eq!(seqs(page(Some(5), 3)).await, [4, 3, 2]);
+        assert_eq!(seqs(page(Some(2), 3)).await, [1]);
+        assert_eq!(seqs(page(Some(1), 3)).await, Vec::<i64>::new());
+        // The cursor narrows together with the other filters.
+        let even = |before_seq| AuditFilter {
+            action: Some("even".into()),
+            ..page(before_seq, 2)
+        };
+        assert_eq!(seqs(even(None)).await, [7, 5]);
+        assert_eq!(seqs(even(Some(5))).await, [3, 1]);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
 /// Enrollments arriving together share transactions (group commit), and each still
 /// gets the answer it would have got alone: a token's last uses go to exactly as
 /// many as it allows, a name claimed twice goes to one, and the chain verifies.
