@@ -321,9 +321,14 @@ async fn fleet_pages_narrow_by_name_glob_and_label_in_sql() {
             name_glob: glob.map(str::to_owned),
             label: label.map(|(k, v)| (k.to_owned(), v.map(str::to_owned))),
         };
-        let cases: [(AgentPageFilter, &[&str]); 7] = [
+        let cases: [(AgentPageFilter, &[&str]); 11] = [
             (page(None, None), &["Web-2", "db_1", "web%x", "web-1"]),
+            // A literal start seeks by the lowercase name: `Web-2` is in range.
             (page(Some("web-*"), None), &["Web-2", "web-1"]),
+            (page(Some("WEB-?"), None), &["Web-2", "web-1"]),
+            (page(Some("Web-2"), None), &["Web-2"]),
+            (page(Some("web-[12]"), None), &["Web-2", "web-1"]),
+            (page(Some("we"), None), &[]),
             (page(Some("db_?"), None), &["db_1"]),
             (page(Some("web%*"), None), &["web%x"]),
             (page(None, Some(("env", Some("prod")))), &["db_1", "web-1"]),
