@@ -81,15 +81,18 @@ fn newest_link(q: &AuditPageQuery) -> String {
     }
 }
 
-/// An entry's details as `key=value, …` (strings bare, the rest as JSON), cut to
+/// An entry's details as `key=value, …` (strings bare, the rest as JSON, nulls
+/// left out), cut to
 /// [`DETAILS_SHOWN`] characters; the full text comes second when it was cut, for
 /// the cell's `title`. Agents supply some of these values: the caller puts both
 /// into markup that escapes them.
 fn details(d: &serde_json::Value) -> (String, Option<String>) {
     let text = match d {
         serde_json::Value::Null => String::new(),
+        // Absent values (`reason=null`) say nothing an admin needs: left out.
         serde_json::Value::Object(map) => map
             .iter()
+            .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| match v {
                 serde_json::Value::String(s) => format!("{k}={s}"),
                 v => format!("{k}={v}"),
