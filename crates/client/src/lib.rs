@@ -91,6 +91,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    /// Only entries older than this `seq` (the next page's cursor).
+    pub before: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -620,6 +622,7 @@ impl HubClient {
         for (k, v) in [
             ("since", q.since_ms),
             ("until", q.until_ms),
+            ("before", q.before),
             ("limit", q.limit),
         ] {
             if let Some(v) = v {

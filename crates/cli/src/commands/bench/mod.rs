@@ -60,6 +60,16 @@ enum BenchCommand {
         /// How long to watch.
         #[arg(long, default_value = "20s", value_parser = crate::duration::parse_duration)]
         window: Duration,
+        /// Measure hub memory instead of latency: open watchers in these cumulative
+        /// steps (ascending, e.g. 0,500,1000; the hub serves 1,000 at most) and
+        /// report the hub's RSS at each and KiB per watcher over the first step.
+        /// Each watcher is its own connection: raise the hub's
+        /// --max-connections-per-source above the largest step.
+        #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+        memory_steps: Option<Vec<usize>>,
+        /// With --memory-steps: how long each step settles before its RSS is read.
+        #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
+        settle: Duration,
         #[command(flatten)]
         format: Format,
     },
@@ -113,10 +123,17 @@ pub async fn exec(args: BenchArgs) -> Result<()> {
             watchers,
             flip_every,
             window,
+            memory_steps,
+            settle,
             format,
         } => {
             let admin = client(&conn)?;
-            events::run(&admin, agents, watchers, flip_every, window, format).await
+            match memory_steps {
+                Some(steps) => {
+                    events::memory(&admin, agents, &steps, flip_every, settle, format).await
+                }
+                None => events::run(&admin, agents, watchers, flip_every, window, format).await,
+            }
         }
         BenchCommand::Api {
             conn,
