@@ -311,6 +311,21 @@ async fn attempt(
                 tokio::time::sleep(delay).await;
                 req.csr_pem = muster_ca::csr_for_key(&key_pem, &facts.hostname)?;
             }
+            // Every hub closed the connection unanswered: busy at its door (a full
+            // handshake queue when a data centre enrolls at once, a restart). The
+            // same quick tries, from a random moment; the enrollment id makes a
+            // retry safe if an answer was lost on the way.
+            Err(ClientError::Unreachable { dropped: true, .. })
+                if busy_retries < 8 && deadline.is_none_or(|d| d > std::time::Instant::now()) =>
+            {
+                busy_retries += 1;
+                let delay = Duration::from_millis(rand::random_range(500..=5000));
+                tracing::info!(
+                    ?delay,
+                    "the hub closed the connection unanswered; retrying the enrollment"
+                );
+                tokio::time::sleep(delay).await;
+            }
             Ok(EnrollOutcome::Pending(p)) => {
                 let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                 match left {

@@ -194,7 +194,7 @@ pub async fn prepare(opts: &EnvFileOptions, dir: &ConfigDir) -> Result<(), Agent
         ..Default::default()
     };
     let report = crate::enroll(&enroll, dir).await.map_err(|e| match e {
-        AgentError::Client(muster_client::ClientError::Unreachable { url, detail }) => {
+        AgentError::Client(muster_client::ClientError::Unreachable { url, detail, .. }) => {
             AgentError::Usage(format!(
                 "cannot reach the hub at {url} to {}: {detail}",
                 if key.is_some() {

@@ -733,3 +733,28 @@ async fn stalled_handshakes_hold_their_share_not_the_door() {
     assert!(handshakes_refused(&hub).await >= 4);
     hub.stop().await;
 }
+
+/// A machine enrolling while the hub refuses at its door (its handshake queue full
+/// from its address) is not told it failed: it retries from a random moment with the
+/// same enrollment id, and is enrolled once there is room.
+#[tokio::test]
+async fn an_enrollment_turned_away_at_the_door_retries_and_succeeds() {
+    // One place per source: a silent connection from this address takes it.
+    let hub = hub_with(|o| o.max_handshakes = Some(4)).await;
+    let token = hub.default_token().await;
+    let _silent = stall(&hub, "127.0.0.1").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let agent = muster_testkit::TestAgent::new("turned-away");
+    let opts = hub.enroll_options(&agent, Some(&token), None);
+    let start = Instant::now();
+    let enrolled = muster_agent::enroll(&opts, &agent.dir).await;
+    assert!(enrolled.is_ok(), "{enrolled:?}");
+    // Turned away until the hub closed the silent connection (5 s), then enrolled.
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(handshakes_refused(&hub).await >= 2);
+    hub.stop().await;
+}
