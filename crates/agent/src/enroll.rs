@@ -24,6 +24,20 @@ use crate::configdir::{AgentConfig, ConfigDir, Credentials, PendingEnrollment};
 use crate::facts::{FactSources, collect};
 use crate::{AgentError, now_rfc3339};
 
+/// Tries after the hub said it is busy (429, 503, or a connection closed at its
+/// door) before `muster enroll` gives up: enough to ride out a data centre enrolling
+/// at once (20,000 machines on one hub take about half a minute), a few minutes in
+/// all.
+const BUSY_TRIES: u32 = 10;
+
+/// The wait before busy try `n` (from 1): uniform from 0.5 s up to a window that
+/// starts at 5 s and doubles to 60 s, so a fleet turned away together spreads out
+/// more with every round instead of coming back at one moment.
+fn busy_delay(n: u32) -> Duration {
+    let window_ms = (5_000u64 << n.saturating_sub(1).min(4)).min(60_000);
+    Duration::from_millis(rand::random_range(500..=window_ms))
+}
+
 /// How long a pending enrollment id is worth retrying; the hub keeps it for a day.
 const PENDING_MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
@@ -274,19 +288,19 @@ async fn attempt(
         answered = from;
         match result {
             // The hub is busy (429) or its database briefly away (503): come back
-            // at a random moment, with the same enrollment id: eight quick tries,
-            // or with `--wait`, for as long as the wait lasts (a full approval
-            // queue frees up at the speed admins decide).
+            // at a random moment, with the same enrollment id: [`BUSY_TRIES`]
+            // tries over a few minutes, or with `--wait`, for as long as the wait
+            // lasts (a full approval queue frees up at the speed admins decide).
             Err(e @ ClientError::Api { .. })
                 if matches!(e.code(), Some(codes::RATE_LIMITED | codes::UNAVAILABLE))
                     && match deadline {
-                        None => busy_retries < 8,
+                        None => busy_retries < BUSY_TRIES,
                         Some(d) => d > std::time::Instant::now(),
                     } =>
             {
                 busy_retries += 1;
-                let jitter = if busy_retries <= 8 {
-                    Duration::from_millis(rand::random_range(500..=5000))
+                let jitter = if busy_retries <= BUSY_TRIES {
+                    busy_delay(busy_retries)
                 } else {
                     Duration::from_secs(rand::random_range(15..=60))
                 };
@@ -316,10 +330,11 @@ async fn attempt(
             // same quick tries, from a random moment; the enrollment id makes a
             // retry safe if an answer was lost on the way.
             Err(ClientError::Unreachable { dropped: true, .. })
-                if busy_retries < 8 && deadline.is_none_or(|d| d > std::time::Instant::now()) =>
+                if busy_retries < BUSY_TRIES
+                    && deadline.is_none_or(|d| d > std::time::Instant::now()) =>
             {
                 busy_retries += 1;
-                let delay = Duration::from_millis(rand::random_range(500..=5000));
+                let delay = busy_delay(busy_retries);
                 tracing::info!(
                     ?delay,
                     "the hub closed the connection unanswered; retrying the enrollment"
@@ -556,6 +571,18 @@ pub(crate) fn host_port(url: &str) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn busy_retries_spread_out_more_every_round_up_to_a_minute() {
+        for n in 1..=super::BUSY_TRIES {
+            let window = (5_000u64 << (n - 1).min(4)).min(60_000);
+            for _ in 0..200 {
+                let d = super::busy_delay(n).as_millis() as u64;
+                assert!((500..=window).contains(&d), "try {n}: {d} ms");
+            }
+        }
+        assert_eq!((5_000u64 << 4).min(60_000), 60_000, "the window stops at a minute");
+    }
 
     #[test]
     fn a_cut_token_is_called_truncated() {
