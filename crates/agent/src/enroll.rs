@@ -581,7 +581,11 @@ mod tests {
                 assert!((500..=window).contains(&d), "try {n}: {d} ms");
             }
         }
-        assert_eq!((5_000u64 << 4).min(60_000), 60_000, "the window stops at a minute");
+        assert_eq!(
+            (5_000u64 << 4).min(60_000),
+            60_000,
+            "the window stops at a minute"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod events;
 mod sessions;
 mod sim;
+mod storm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,12 @@ enum BenchCommand {
     },
     /// Hold N live sessions against a hub this command starts, and measure them.
     Sessions(sessions::SessionsArgs),
+    /// A data centre reimaged at once: N machines enroll with one token within a
+    /// few seconds, through the real agent's enrollment and retries.
+    EnrollStorm(storm::StormArgs),
+    /// One worker process of `enroll-storm` (started by it).
+    #[command(hide = true)]
+    EnrollStormWorker(storm::WorkerArgs),
     /// Push latency of the live event stream: N agents flip their health at random
     /// on a running hub; one watcher times each flip to the event that shows it.
     Events {
@@ -109,7 +116,8 @@ impl BenchArgs {
             | BenchCommand::Api { conn, .. }
             | BenchCommand::Handshakes { conn, .. }
             | BenchCommand::Events { conn, .. } => Some(conn),
-            BenchCommand::Sessions(_) => None,
+            BenchCommand::EnrollStorm(a) => Some(&mut a.conn),
+            BenchCommand::Sessions(_) | BenchCommand::EnrollStormWorker(_) => None,
         }
     }
 }
@@ -117,6 +125,8 @@ impl BenchArgs {
 pub async fn exec(args: BenchArgs) -> Result<()> {
     match args.action {
         BenchCommand::Sessions(args) => sessions::run(args).await,
+        BenchCommand::EnrollStorm(args) => storm::run(args).await,
+        BenchCommand::EnrollStormWorker(args) => storm::worker(args).await,
         BenchCommand::Events {
             conn,
             agents,
