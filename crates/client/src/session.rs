@@ -61,9 +61,11 @@ pub struct Session {
 
 /// WebSocket buffers sized for small frames: memory per session is what lets one
 /// hub hold tens of thousands of agents (tungstenite's default read buffer is 128 KiB).
+/// The hub's frames are mostly acks of about 50 bytes; a larger one (an update
+/// order) grows the buffer while it needs to.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(256)
         .write_buffer_size(4096)
         .max_write_buffer_size(MAX_FRAME_BYTES * 2)
         .max_message_size(Some(MAX_FRAME_BYTES))
