@@ -117,8 +117,8 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         }
     }
 
-    let (tx, mut rx) = mpsc::channel(4);
-    let registration = register(&state.sessions, &agent, tx);
+    let mailbox = Arc::new(crate::registry::Mailbox::default());
+    let registration = register(&state.sessions, &agent, mailbox.clone());
     // The agent was read when the connection was upgraded; a revocation or a
     // replacing enrollment committed since then found no session to close. Now that
     // this one is registered, later ones will find it; this catches the ones before.
@@ -194,21 +194,21 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                 },
                 Some(Ok(_)) => {}
             },
-            control = rx.recv() => match control {
-                Some(Control::Revoke(reason)) => {
+            control = mailbox.recv() => match control {
+                Control::Revoke(reason) => {
                     let _ = send(&mut socket, &HubMessage::Revoked { reason }).await;
                     break "revoked";
                 }
-                Some(Control::Shutdown { reconnect_within_ms }) => {
+                Control::Shutdown { reconnect_within_ms } => {
                     let _ = send(&mut socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
                     break "hub shutting down";
                 }
-                Some(Control::Send(msg)) => {
+                Control::Send(msg) => {
                     if !send(&mut socket, &msg).await {
                         break "send failed";
                     }
                 }
-                Some(Control::Superseded) | None => break "superseded by a newer session",
+                Control::Superseded => break "superseded by a newer session",
             },
         }
     };
