@@ -368,10 +368,8 @@ mod tests {
         }
         assert!(!m.try_send(Control::Superseded), "a fifth is refused");
         for i in 0..4 {
-            match m.recv().await {
-                Control::Revoke(r) => assert_eq!(r, format!("r{i}")),
-                other => panic!("{other:?}"),
-            }
+            let got = m.recv().await;
+            assert!(matches!(&got, Control::Revoke(r) if *r == format!("r{i}")), "{got:?}");
         }
         assert!(m.try_send(Control::Superseded));
         assert!(matches!(m.recv().await, Control::Superseded));
