@@ -134,6 +134,10 @@ pub struct HubOptions {
     pub downloads_per_source: u32,
     /// Agent downloads in flight at once; beyond, 503.
     pub downloads_in_flight: usize,
+    /// `--db-pool`: PostgreSQL connections in the hub's pool; it holds two more (the
+    /// enrollment commits, the change listener), so hubs × (pool + 2) must fit the
+    /// server's `max_connections`.
+    pub db_pool: u32,
     /// `--max-handshakes`: TLS handshakes run at once (a quarter of them from one
     /// source); more wait briefly in a bounded queue, past it they are closed. `None`:
     /// [`defaults::HANDSHAKES_PER_CORE`] per core.
@@ -259,6 +263,7 @@ impl HubOptions {
             downloads_in_flight: defaults::DOWNLOADS_IN_FLIGHT,
             hub_lease: defaults::HUB_LEASE,
             max_handshakes: None,
+            db_pool: muster_store::DEFAULT_PG_POOL,
         }
     }
 }

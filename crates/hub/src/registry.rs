@@ -369,7 +369,10 @@ mod tests {
         assert!(!m.try_send(Control::Superseded), "a fifth is refused");
         for i in 0..4 {
             let got = m.recv().await;
-            assert!(matches!(&got, Control::Revoke(r) if *r == format!("r{i}")), "{got:?}");
+            assert!(
+                matches!(&got, Control::Revoke(r) if *r == format!("r{i}")),
+                "{got:?}"
+            );
         }
         assert!(m.try_send(Control::Superseded));
         assert!(matches!(m.recv().await, Control::Superseded));
