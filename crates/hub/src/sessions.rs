@@ -254,29 +254,34 @@ pub async fn history_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     const BATCH: usize = 1_000;
+    // Once told to stop, it stays stopping: the signal is seen once, and a stop
+    // with more than a batch queued (a hub closing thousands of sessions) must
+    // drain the rest, not wait for a write that will never come.
+    let mut stopping = false;
     loop {
         let mut batch = Vec::new();
-        let stopping = tokio::select! {
-            w = queue.recv() => match w {
-                Some(w) => {
-                    batch.push(w);
-                    false
-                }
-                None => return,
-            },
-            _ = stop.changed() => true,
-        };
+        if !stopping {
+            tokio::select! {
+                w = queue.recv() => match w {
+                    Some(w) => batch.push(w),
+                    None => return,
+                },
+                _ = stop.changed() => stopping = true,
+            }
+        }
         while batch.len() < BATCH
             && let Ok(w) = queue.try_recv()
         {
             batch.push(w);
         }
-        let keep = muster_store::SessionRetention {
-            per_agent: HISTORY_PER_AGENT,
-            not_before: history_cutoff(),
-        };
-        if let Err(e) = state.store.record_sessions(&batch, keep).await {
-            tracing::warn!(error = %e, writes = batch.len(), "could not write the session history; these entries are lost");
+        if !batch.is_empty() {
+            let keep = muster_store::SessionRetention {
+                per_agent: HISTORY_PER_AGENT,
+                not_before: history_cutoff(),
+            };
+            if let Err(e) = state.store.record_sessions(&batch, keep).await {
+                tracing::warn!(error = %e, writes = batch.len(), "could not write the session history; these entries are lost");
+            }
         }
         if stopping && queue.is_empty() {
             return;
