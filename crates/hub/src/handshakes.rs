@@ -10,10 +10,11 @@
 //! spoken (its ClientHello arrived; silent ones are closed after [`HELLO_WAIT`]);
 //! until then, and while no slot is free (at most [`MAX_WAIT`]), it waits in a
 //! queue of eight places per slot. One source address (IPv6: one /64;
-//! `--trusted-proxy` addresses exempt) may hold a quarter of the slots' number in
-//! the queue and the slots together, so a few peers that connect and stall cannot
-//! hold every place. Past the queue, its source's share or its waits, a connection
-//! is closed at once, unanswered. That costs nothing, and the agent's
+//! `--trusted-proxy` addresses exempt) may hold as many places as there are slots,
+//! and a quarter of the slots, so a few peers that connect and stall cannot hold
+//! every place or every slot, while a fleet behind one NAT address still gets
+//! handshakes at the CPU's pace. Past the queue, its source's places or its waits, a
+//! connection is closed at once, unanswered. That costs nothing, and the agent's
 //! jittered backoff (1–2 s, then doubling) brings it back when there is room: the
 //! TCP equivalent of a `Retry-After`. Handshakes in flight and waiting are bounded,
 //! so the hub's memory is, however many come.
@@ -37,6 +38,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(2);
 /// How long a new connection may stay silent before it is closed: a TLS client
 /// sends its ClientHello as soon as it is connected.
 pub const HELLO_WAIT: Duration = Duration::from_secs(5);
+/// How often a connection whose source holds its share of the slots looks again.
+const SHARE_RETRY: Duration = Duration::from_millis(10);
 /// Connections waiting per handshake slot.
 const QUEUE_PER_SLOT: usize = 8;
 
@@ -44,10 +47,13 @@ pub struct Handshakes {
     slots: Semaphore,
     waiting: AtomicUsize,
     max_waiting: usize,
-    /// Connections one source may have waiting or handshaking.
-    per_source: usize,
+    /// Connections one source may have waiting or handshaking (as many as there
+    /// are slots), and slots it may hold (a quarter of them).
+    places_per_source: usize,
+    slots_per_source: usize,
     exempt: Vec<IpNet>,
-    by_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Per source: (places, slots) held.
+    by_source: Mutex<HashMap<IpAddr, (usize, usize)>>,
     /// Connections closed because the queue was full or the wait too long.
     pub refused: AtomicU64,
 }
@@ -59,30 +65,51 @@ impl Handshakes {
             slots: Semaphore::new(in_flight),
             waiting: AtomicUsize::new(0),
             max_waiting: in_flight * QUEUE_PER_SLOT,
-            per_source: (in_flight / 4).max(1),
+            places_per_source: in_flight,
+            slots_per_source: (in_flight / 4).max(1),
             exempt,
             by_source: Mutex::default(),
             refused: AtomicU64::new(0),
         })
     }
 
-    /// Count a handshake against its source, or `None` past the source's share.
+    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (usize, usize)>> {
+        self.by_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count a connection against its source, or `None` past the source's places.
     fn hold_source(self: &Arc<Self>, peer: IpAddr) -> Option<SourceHold> {
         let peer = peer.to_canonical();
         if self.exempt.iter().any(|n| n.contains(&peer)) {
-            return Some(SourceHold(self.clone(), None));
+            return Some(SourceHold(self.clone(), None, false));
         }
         let source = crate::rules::source_bucket(peer);
-        let mut by_source = self
-            .by_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let n = by_source.entry(source).or_insert(0);
-        if *n >= self.per_source {
+        let mut by_source = self.sources();
+        let held = by_source.entry(source).or_insert((0, 0));
+        if held.0 >= self.places_per_source {
             return None;
         }
-        *n += 1;
-        Some(SourceHold(self.clone(), Some(source)))
+        held.0 += 1;
+        Some(SourceHold(self.clone(), Some(source), false))
+    }
+
+    /// Whether `hold`'s source may take one more slot; counts it when so.
+    fn take_source_slot(&self, hold: &mut SourceHold) -> bool {
+        let Some(source) = hold.1 else {
+            return true;
+        };
+        let mut by_source = self.sources();
+        let Some(held) = by_source.get_mut(&source) else {
+            return false;
+        };
+        if held.1 >= self.slots_per_source {
+            return false;
+        }
+        held.1 += 1;
+        hold.2 = true;
+        true
     }
 
     /// Take a place in the queue, or `None` when it is full.
@@ -123,20 +150,20 @@ impl Handshakes {
     }
 }
 
-/// A handshake counted against its source until it ends.
-struct SourceHold(Arc<Handshakes>, Option<IpAddr>);
+/// A connection counted against its source until its handshake ends: its place,
+/// and its slot once it has one (`.2`).
+struct SourceHold(Arc<Handshakes>, Option<IpAddr>, bool);
 
 impl Drop for SourceHold {
     fn drop(&mut self) {
         if let Some(source) = self.1 {
-            let mut by_source = self
-                .0
-                .by_source
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = by_source.get_mut(&source) {
-                *n -= 1;
-                if *n == 0 {
+            let mut by_source = self.0.sources();
+            if let Some(held) = by_source.get_mut(&source) {
+                held.0 -= 1;
+                if self.2 {
+                    held.1 -= 1;
+                }
+                if held.0 == 0 {
                     by_source.remove(&source);
                 }
             }
@@ -188,7 +215,7 @@ where
             Ok(peer) => handshakes.hold_source(peer.ip()),
             Err(_) => None,
         };
-        let Some(held) = held else {
+        let Some(mut held) = held else {
             let err = handshakes.refuse();
             return Box::pin(std::future::ready(Err(err)));
         };
@@ -207,13 +234,26 @@ where
             ) {
                 return Err(handshakes.refuse());
             }
-            let acquired = tokio::time::timeout(MAX_WAIT, handshakes.slots.acquire())
-                .await
-                .map(|r| r.map(|p| p.forget()));
-            drop(place);
-            if !matches!(acquired, Ok(Ok(()))) {
-                return Err(handshakes.refuse());
+            // A free slot, and room in its source's share of the slots: a source
+            // at its share waits in the queue like anyone else.
+            let deadline = tokio::time::Instant::now() + MAX_WAIT;
+            loop {
+                let acquired = tokio::time::timeout_at(deadline, handshakes.slots.acquire())
+                    .await
+                    .map(|r| r.map(|p| p.forget()));
+                if !matches!(acquired, Ok(Ok(()))) {
+                    return Err(handshakes.refuse());
+                }
+                if handshakes.take_source_slot(&mut held) {
+                    break;
+                }
+                handshakes.slots.add_permits(1);
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(handshakes.refuse());
+                }
+                tokio::time::sleep(SHARE_RETRY).await;
             }
+            drop(place);
             let _held = (held, Slot(handshakes));
             inner.accept(stream, service).await
         })
@@ -245,23 +285,34 @@ mod tests {
     }
 
     #[test]
-    fn one_source_gets_a_quarter_of_the_slots_and_proxies_are_exempt() {
+    fn one_source_gets_as_many_places_as_slots_and_a_quarter_of_the_slots() {
         let proxy: IpNet = "10.0.0.1/32".parse().unwrap();
         let h = Handshakes::new(8, vec![proxy]);
         let one: IpAddr = [192, 0, 2, 1].into();
-        let holds: Vec<_> = (0..2).map(|_| h.hold_source(one).unwrap()).collect();
+        let mut holds: Vec<_> = (0..8).map(|_| h.hold_source(one).unwrap()).collect();
         assert!(
             h.hold_source(one).is_none(),
-            "a third from one address waits nowhere"
+            "a ninth from one address waits nowhere"
         );
         assert!(
             h.hold_source([192, 0, 2, 2].into()).is_some(),
             "others are not held back"
         );
-        let proxied: Vec<_> = (0..20)
-            .map(|_| h.hold_source([10, 0, 0, 1].into()))
+        assert!(h.take_source_slot(&mut holds[0]));
+        assert!(h.take_source_slot(&mut holds[1]));
+        assert!(
+            !h.take_source_slot(&mut holds[2]),
+            "a third slot for one address"
+        );
+        drop(holds.remove(0));
+        assert!(
+            h.take_source_slot(&mut holds[1]),
+            "a slot given back is taken again"
+        );
+        let mut proxied: Vec<_> = (0..20)
+            .map(|_| h.hold_source([10, 0, 0, 1].into()).unwrap())
             .collect();
-        assert!(proxied.iter().all(Option::is_some));
+        assert!(proxied.iter_mut().all(|p| h.take_source_slot(p)));
         drop(holds);
         assert!(h.hold_source(one).is_some());
     }

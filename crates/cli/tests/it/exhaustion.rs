@@ -673,22 +673,23 @@ async fn handshakes_refused(hub: &TestHub) -> u64 {
 }
 
 /// Handshakes run a bounded number at a time: a peer that connects and says nothing
-/// holds a place in the queue (closed after a few seconds), not a slot, and one
-/// source gets a quarter of the places; peers that start handshakes and stall hold
-/// slots, and newcomers then wait briefly and are closed unanswered; everyone else is
-/// served meanwhile where there is room, and a freed slot is used again.
+/// holds a place in the queue (closed after a few seconds), not a slot; one source
+/// gets as many places as there are slots and a quarter of the slots; peers that
+/// start handshakes and stall hold slots, and newcomers then wait briefly and are
+/// closed unanswered; everyone else is served meanwhile where there is room, and a
+/// freed slot is used again.
 #[tokio::test]
 async fn stalled_handshakes_hold_their_share_not_the_door() {
-    // Eight slots, two places per source, a queue of 64.
-    let hub = hub_with(|o| o.max_handshakes = Some(8)).await;
-    let silent = [
-        stall(&hub, "127.0.0.2").await,
-        stall(&hub, "127.0.0.2").await,
-    ];
-    let mut third = stall(&hub, "127.0.0.2").await;
+    // Four slots (one per source), four places per source, a queue of 32.
+    let hub = hub_with(|o| o.max_handshakes = Some(4)).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(stall(&hub, "127.0.0.2").await);
+    }
+    let mut fifth = stall(&hub, "127.0.0.2").await;
     assert!(
-        closed(&mut third, Duration::from_millis(500)).await,
-        "a third connection from one source was not closed at once"
+        closed(&mut fifth, Duration::from_millis(500)).await,
+        "a fifth connection from one source was not closed at once"
     );
     // Silent connections hold no slot: others are served meanwhile.
     let _served = hold(&hub, "127.0.0.3", 1).await;
@@ -705,15 +706,30 @@ async fn stalled_handshakes_hold_their_share_not_the_door() {
         start.elapsed()
     );
 
-    // Eight handshakes begun and stalled hold every slot: a newcomer waits, then
-    // is closed.
-    let mut stalled = Vec::new();
-    for from in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.8"] {
-        for _ in 0..2 {
-            let mut s = stall(&hub, from).await;
-            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
-            stalled.push(s);
-        }
+    // A handshake begun and stalled holds its source's one slot: a second from that
+    // source waits, then is closed, while other sources are served.
+    let begun = |mut s: tokio::net::TcpStream| async move {
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        s
+    };
+    let mut stalled = vec![begun(stall(&hub, "127.0.0.4").await).await];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = begun(stall(&hub, "127.0.0.4").await).await;
+    let start = Instant::now();
+    let _other = hold(&hub, "127.0.0.5", 1).await;
+    assert!(
+        closed(&mut second, Duration::from_secs(5)).await,
+        "a second slot for one source"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Every slot stalled: a newcomer waits, then is closed.
+    for from in ["127.0.0.5", "127.0.0.6", "127.0.0.8"] {
+        stalled.push(begun(stall(&hub, from).await).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
@@ -739,10 +755,13 @@ async fn stalled_handshakes_hold_their_share_not_the_door() {
 /// same enrollment id, and is enrolled once there is room.
 #[tokio::test]
 async fn an_enrollment_turned_away_at_the_door_retries_and_succeeds() {
-    // One place per source: a silent connection from this address takes it.
+    // Four places per source: silent connections from this address take them.
     let hub = hub_with(|o| o.max_handshakes = Some(4)).await;
     let token = hub.default_token().await;
-    let _silent = stall(&hub, "127.0.0.1").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(stall(&hub, "127.0.0.1").await);
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let agent = muster_testkit::TestAgent::new("turned-away");
     let opts = hub.enroll_options(&agent, Some(&token), None);
