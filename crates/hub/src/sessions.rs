@@ -162,7 +162,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
             _ = &mut deadline => break "heartbeats stopped",
             frame = socket.recv() => match frame {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "closed by the agent",
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
+                Some(Ok(Message::Text(t))) => match AgentMessage::from_json(t.as_str()) {
                     Ok(AgentMessage::Heartbeat { status, problems }) => {
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
