@@ -220,9 +220,19 @@ async fn every_hub_shows_the_same_fleet_and_lists_the_others() {
     }
 }
 
+/// A child process killed when dropped (a failed test must not leave a hub behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `muster hub` as a process of its own on `first`'s database and secret, so that
 /// it can be killed outright: (process, url, data dir guard).
-fn hub_process_on(first: &TestHub) -> (std::process::Child, String, tempfile::TempDir) {
+fn hub_process_on(first: &TestHub) -> (Killed, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MUSTER_")) {
@@ -252,6 +262,7 @@ fn hub_process_on(first: &TestHub) -> (std::process::Child, String, tempfile::Te
     while !json.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let child = Killed(child);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     (child, v["url"].as_str().unwrap().to_owned(), dir)
 }
@@ -297,8 +308,8 @@ async fn a_killed_hubs_agents_go_offline_within_one_lease_and_move_to_another() 
         // they were. The agent that knows only B shows offline once the lease runs
         // out; the other comes back through A.
         let killed = Instant::now();
-        b.kill().unwrap();
-        b.wait().unwrap();
+        b.0.kill().unwrap();
+        b.0.wait().unwrap();
         c.wait_status(&ids[0], "offline", LEASE + Duration::from_secs(1))
             .await;
         let took = killed.elapsed();
