@@ -663,13 +663,7 @@ async fn closed(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
 }
 
 async fn handshakes_refused(hub: &TestHub) -> u64 {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("muster_handshakes_refused_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    hub.metric("muster_handshakes_refused_total").await.unwrap() as u64
 }
 
 /// Handshakes run a bounded number at a time: a peer that connects and says nothing

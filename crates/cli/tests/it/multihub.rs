@@ -34,13 +34,8 @@ fn short_lease(o: &mut muster_hub::HubOptions) {
 
 /// `muster_agents{status="…"}` in a hub's /metrics.
 async fn fleet_metric(hub: &TestHub, status: &str) -> Option<i64> {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    let prefix = format!("muster_agents{{status=\"{status}\"}} ");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
-        .and_then(|v| v.trim().parse().ok())
+    let series = format!("muster_agents{{status=\"{status}\"}}");
+    hub.metric(&series).await.map(|v| v as i64)
 }
 
 /// Poll until `check` holds, or fail saying `what` after `within`.
@@ -58,13 +53,7 @@ where
 }
 
 pub(crate) async fn sessions_live(hub: &TestHub) -> u64 {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("muster_sessions_live "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    hub.metric("muster_sessions_live").await.unwrap() as u64
 }
 
 pub(crate) async fn wait_sessions(hub: &TestHub, n: u64) {
