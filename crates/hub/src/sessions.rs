@@ -29,7 +29,38 @@ async fn send(socket: &mut WebSocket, msg: &HubMessage) -> bool {
 }
 
 /// Run one accepted session until it ends.
-pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut socket: WebSocket) {
+///
+/// A session's future lives as long as the session, in the task of every connected
+/// agent: opening and closing (large, rare, with their database calls) run boxed, so
+/// what waits in the loop is the loop alone (3.6 KiB inline before, 1.8 KiB after).
+pub async fn run(state: Arc<AppState>, agent: Box<AgentRecord>, peer: IpAddr, socket: WebSocket) {
+    let Some(mut open) = Box::pin(open(state, agent, peer, socket)).await else {
+        return;
+    };
+    let reason = open.serve().await;
+    Box::pin(open.close(reason)).await;
+}
+
+/// A session past its `hello` and `welcome`: what its loop needs.
+struct Open {
+    state: Arc<AppState>,
+    agent: Box<AgentRecord>,
+    peer: IpAddr,
+    socket: WebSocket,
+    mailbox: Arc<crate::registry::Mailbox>,
+    registration: crate::registry::Registration,
+    /// The id of its session history row (and presence session).
+    history: String,
+    running_version: String,
+}
+
+/// Hello, checks, facts, registration, welcome: `None` when the session ends there.
+async fn open(
+    state: Arc<AppState>,
+    agent: Box<AgentRecord>,
+    peer: IpAddr,
+    mut socket: WebSocket,
+) -> Option<Open> {
     let interval = state.heartbeat_interval;
     let hello = match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMessage>(t.as_str()).ok(),
@@ -45,7 +76,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     }) = hello
     else {
         tracing::info!(agent_id = %agent.id, %peer, "session closed: no hello");
-        return;
+        return None;
     };
     if protocol_version != PROTOCOL_VERSION {
         let _ = send(
@@ -59,7 +90,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         )
         .await;
         let _ = socket.send(Message::Close(None)).await;
-        return;
+        return None;
     }
 
     if generation != agent.generation {
@@ -73,7 +104,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         )
         .await;
         let _ = socket.send(Message::Close(None)).await;
-        return;
+        return None;
     }
 
     let running_version: String = agent_version.chars().take(64).collect();
@@ -147,74 +178,116 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
     };
     if !send(&mut socket, &welcome).await {
         end_session(&state, registration, &agent.id, history, "send failed").await;
-        return;
+        return None;
     }
-    // Heartbeats may stop without a close (a frozen or cut-off agent): 2.5 intervals
-    // of silence end the session.
-    let silence = interval.mul_f64(2.5);
-    let deadline = tokio::time::sleep(silence);
-    tokio::pin!(deadline);
-    let mut beats: u64 = 0;
-    // Each report is a write and an audit entry: a session gets a bounded number.
-    let mut update_reports: u32 = 0;
-    let reason = loop {
-        tokio::select! {
-            _ = &mut deadline => break "heartbeats stopped",
-            frame = socket.recv() => match frame {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "closed by the agent",
-                Some(Ok(Message::Text(t))) => match AgentMessage::from_json(t.as_str()) {
-                    Ok(AgentMessage::Heartbeat { status, problems }) => {
-                        deadline.as_mut().reset(tokio::time::Instant::now() + silence);
-                        let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
-                        if state.sessions.heartbeat(&agent.id, registration.conn, status, problems.clone()) {
-                            crate::lease::health(&state, &agent.id, &history, status, problems);
-                            let mut note = AgentNote::new(&agent, state.sessions.status_of(&agent), Change::Status);
-                            note.agent_version.clone_from(&running_version);
-                            note.last_seen_at = Some(rfc3339(now_ms()));
-                            state.events.publish(note);
+    Some(Open {
+        state,
+        agent,
+        peer,
+        socket,
+        mailbox,
+        registration,
+        history,
+        running_version,
+    })
+}
+
+impl Open {
+    /// Heartbeats, update reports and the hub's messages until the session ends;
+    /// why it ended.
+    async fn serve(&mut self) -> &'static str {
+        let Open {
+            state,
+            agent,
+            peer,
+            socket,
+            mailbox,
+            registration,
+            history,
+            running_version,
+        } = self;
+        let (state, agent, peer) = (&**state, &**agent, *peer);
+        let interval = state.heartbeat_interval;
+        // Heartbeats may stop without a close (a frozen or cut-off agent): 2.5 intervals
+        // of silence end the session.
+        let silence = interval.mul_f64(2.5);
+        let deadline = tokio::time::sleep(silence);
+        tokio::pin!(deadline);
+        let mut beats: u64 = 0;
+        // Each report is a write and an audit entry: a session gets a bounded number.
+        let mut update_reports: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break "heartbeats stopped",
+                frame = socket.recv() => match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "closed by the agent",
+                    Some(Ok(Message::Text(t))) => match AgentMessage::from_json(t.as_str()) {
+                        Ok(AgentMessage::Heartbeat { status, problems }) => {
+                            deadline.as_mut().reset(tokio::time::Instant::now() + silence);
+                            let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
+                            if state.sessions.heartbeat(&agent.id, registration.conn, status, problems.clone()) {
+                                crate::lease::health(state, &agent.id, history, status, problems);
+                                let mut note = AgentNote::new(agent, state.sessions.status_of(agent), Change::Status);
+                                note.agent_version.clone_from(running_version);
+                                note.last_seen_at = Some(rfc3339(now_ms()));
+                                state.events.publish(note);
+                            }
+                            if beats.is_multiple_of(muster_proto::ACK_EVERY)
+                                && !send(socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await
+                            {
+                                break "send failed";
+                            }
+                            beats += 1;
                         }
-                        if beats.is_multiple_of(muster_proto::ACK_EVERY)
-                            && !send(&mut socket, &HubMessage::Ack { hub_time_ms: now_ms() }).await
-                        {
+                        Ok(AgentMessage::Hello { .. }) => {}
+                        Ok(AgentMessage::UpdateStatus { .. }) if update_reports >= MAX_UPDATE_REPORTS => {
+                            tracing::info!(agent_id = %agent.id, "update report ignored: too many in one session");
+                        }
+                        Ok(AgentMessage::UpdateStatus { phase, version, message }) => {
+                            update_reports += 1;
+                            if let Err(e) = Box::pin(crate::updates::record_report(state, agent, running_version, peer, phase, &version, &message)).await {
+                                tracing::info!(agent_id = %agent.id, error = %e.message, "update report not recorded");
+                            }
+                        }
+                        Err(_) => break "unreadable frame",
+                    },
+                    Some(Ok(_)) => {}
+                },
+                control = mailbox.recv() => match control {
+                    Control::Revoke(reason) => {
+                        let _ = send(socket, &HubMessage::Revoked { reason }).await;
+                        break "revoked";
+                    }
+                    Control::Shutdown { reconnect_within_ms } => {
+                        let _ = send(socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
+                        break "hub shutting down";
+                    }
+                    Control::Send(msg) => {
+                        if !send(socket, &msg).await {
                             break "send failed";
                         }
-                        beats += 1;
                     }
-                    Ok(AgentMessage::Hello { .. }) => {}
-                    Ok(AgentMessage::UpdateStatus { .. }) if update_reports >= MAX_UPDATE_REPORTS => {
-                        tracing::info!(agent_id = %agent.id, "update report ignored: too many in one session");
-                    }
-                    Ok(AgentMessage::UpdateStatus { phase, version, message }) => {
-                        update_reports += 1;
-                        if let Err(e) = crate::updates::record_report(&state, &agent, &running_version, peer, phase, &version, &message).await {
-                            tracing::info!(agent_id = %agent.id, error = %e.message, "update report not recorded");
-                        }
-                    }
-                    Err(_) => break "unreadable frame",
+                    Control::Superseded => break "superseded by a newer session",
                 },
-                Some(Ok(_)) => {}
-            },
-            control = mailbox.recv() => match control {
-                Control::Revoke(reason) => {
-                    let _ = send(&mut socket, &HubMessage::Revoked { reason }).await;
-                    break "revoked";
-                }
-                Control::Shutdown { reconnect_within_ms } => {
-                    let _ = send(&mut socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
-                    break "hub shutting down";
-                }
-                Control::Send(msg) => {
-                    if !send(&mut socket, &msg).await {
-                        break "send failed";
-                    }
-                }
-                Control::Superseded => break "superseded by a newer session",
-            },
+            }
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
-    end_session(&state, registration, &agent.id, history, reason).await;
-    tracing::info!(agent_id = %agent.id, %peer, reason, "session closed");
+    }
+
+    async fn close(self, reason: &'static str) {
+        let Open {
+            state,
+            agent,
+            peer,
+            mut socket,
+            registration,
+            history,
+            ..
+        } = self;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
+        end_session(&state, registration, &agent.id, history, reason).await;
+        tracing::info!(agent_id = %agent.id, %peer, reason, "session closed");
+    }
 }
 
 /// Session history rows kept per agent (the oldest beyond are deleted when a new

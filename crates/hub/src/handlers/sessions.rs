@@ -27,7 +27,8 @@ pub async fn agent_session(
     if calling.agent.cloned_at.is_some() {
         return Err(cloned_refusal());
     }
-    let (agent, source) = (calling.agent, calling.caller.source);
+    // Boxed: the upgrade keeps what its callback captured for the session's life.
+    let (agent, source) = (Box::new(calling.agent), calling.caller.source);
     let frame = 64 * 1024;
     Ok(ws
         .read_buffer_size(256)
