@@ -12,7 +12,9 @@
 //!
 //! A simulated agent knows every hub URL and fails over like the real agent: a lost
 //! session is retried on the same hub first (the one that worked last); a failed
-//! connection moves to the next URL; every retry waits a full-jitter backoff.
+//! connection moves to another URL picked at random (so a dead hub's agents spread
+//! over the others instead of all landing on the one listed after it); every retry
+//! waits a full-jitter backoff.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
@@ -249,7 +251,7 @@ async fn simulate(
             }
             Err(_) => {
                 drop(permit);
-                at = (at + 1) % hubs.len();
+                at = another(at, hubs.len());
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -271,7 +273,7 @@ async fn simulate(
             ) => Duration::from_secs(heartbeat_interval_s.max(1)),
             _ => {
                 drop(permit);
-                at = (at + 1) % hubs.len();
+                at = another(at, hubs.len());
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -334,4 +336,12 @@ async fn simulate(
         state.per_hub[at].fetch_sub(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A hub other than `at`, at random (`at` itself when there is only one).
+fn another(at: usize, hubs: usize) -> usize {
+    if hubs < 2 {
+        return at;
+    }
+    (at + 1 + rand::random_range(0..hubs - 1)) % hubs
 }
