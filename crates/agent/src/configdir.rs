@@ -137,7 +137,15 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Config
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// The hub to try first: the one the last session was opened with (the first
+    /// URL given, until then). The only hub field of configs written before agents
+    /// took several, so those load unchanged.
     pub hub_url: String,
+    /// Every hub URL the agent was given, in the operator's order, when it was given
+    /// more than one (SPEC §12); empty otherwise, and then not written, so a
+    /// single-hub config stays readable by older agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hub_urls: Vec<String>,
     pub agent_id: String,
     pub agent_name: String,
     /// The agent's bearer secret (`mag_…`); never printed by `Debug`.
@@ -153,10 +161,19 @@ pub struct AgentConfig {
     pub generation: i64,
 }
 
+impl AgentConfig {
+    /// Every hub this agent may use, the preferred one first, then the others in
+    /// the operator's order, each once.
+    pub fn hubs(&self) -> Vec<String> {
+        crate::hubs::order(&self.hub_url, &self.hub_urls, None)
+    }
+}
+
 impl fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentConfig")
             .field("hub_url", &self.hub_url)
+            .field("hub_urls", &self.hub_urls)
             .field("agent_id", &self.agent_id)
             .field("agent_name", &self.agent_name)
             .field("agent_key", &"<redacted>")
@@ -334,6 +351,44 @@ impl ConfigDir {
             return Err(e);
         }
         self.commit_staging(&staging)
+    }
+
+    /// Make `url` the hub tried first, in `config.json` only, when it is not already
+    /// and the file still holds the identity `expected` (a renewal or re-enrollment
+    /// that happened meanwhile is never overwritten with older values: only
+    /// `hub_url` changes). True when the file was rewritten. The file is replaced
+    /// atomically, so a failed write leaves the previous one, identity and all.
+    pub fn set_preferred_hub(
+        &self,
+        expected: &AgentConfig,
+        url: &str,
+    ) -> Result<bool, ConfigError> {
+        let _lock = self.lock_for_writing()?;
+        if fs::symlink_metadata(self.path.join(STAGING_DIR)).is_ok() {
+            // A store was interrupted: the next `load` finishes it; the preference
+            // can wait for the next connection.
+            return Ok(false);
+        }
+        let path = self.path.join(CONFIG_FILE);
+        let Some(raw) = read_optional(&path)? else {
+            return Ok(false);
+        };
+        let mut current: AgentConfig =
+            serde_json::from_str(&raw).map_err(|source| ConfigError::Invalid {
+                path: path.clone(),
+                source,
+            })?;
+        if current.hub_url == url
+            || current.agent_id != expected.agent_id
+            || current.agent_key != expected.agent_key
+            || !current.hubs().iter().any(|h| h == url)
+        {
+            return Ok(false);
+        }
+        current.hub_url = url.to_owned();
+        let json = encode(&current, &path)?;
+        write_atomic(&self.path, CONFIG_FILE, json.as_bytes(), SECRET_MODE)?;
+        Ok(true)
     }
 
     /// The enrollment in flight, if any (SPEC §5 idempotency).

@@ -24,13 +24,29 @@ use crate::configdir::{AgentConfig, ConfigDir, Credentials, PendingEnrollment};
 use crate::facts::{FactSources, collect};
 use crate::{AgentError, now_rfc3339};
 
+/// Tries after the hub said it is busy (429, 503, or a connection closed at its
+/// door) before `muster enroll` gives up: enough to ride out a data centre enrolling
+/// at once (20,000 machines on one hub take about half a minute), a few minutes in
+/// all.
+const BUSY_TRIES: u32 = 10;
+
+/// The wait before busy try `n` (from 1): uniform from 0.5 s up to a window that
+/// starts at 5 s and doubles to 60 s, so a fleet turned away together spreads out
+/// more with every round instead of coming back at one moment.
+fn busy_delay(n: u32) -> Duration {
+    let window_ms = (5_000u64 << n.saturating_sub(1).min(4)).min(60_000);
+    Duration::from_millis(rand::random_range(500..=window_ms))
+}
+
 /// How long a pending enrollment id is worth retrying; the hub keeps it for a day.
 const PENDING_MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
 /// `muster enroll` as parsed from flags.
 #[derive(Clone, Default)]
 pub struct EnrollOptions {
-    pub hub_url: String,
+    /// The hub URLs to try, in order, until one answers (SPEC §12: every hub of a
+    /// fleet shares one CA, verified at each); all are kept for the agent.
+    pub hub_urls: Vec<String>,
     pub token: Option<String>,
     pub key: Option<String>,
     pub name: Option<String>,
@@ -54,7 +70,7 @@ pub struct EnrollOptions {
 impl std::fmt::Debug for EnrollOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnrollOptions")
-            .field("hub_url", &self.hub_url)
+            .field("hub_urls", &self.hub_urls)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -65,6 +81,7 @@ impl std::fmt::Debug for EnrollOptions {
 pub struct EnrollReport {
     pub agent_id: String,
     pub name: String,
+    /// The hub that answered.
     pub hub_url: String,
     pub config_dir: PathBuf,
     /// A new agent (true) or an existing one re-enrolled (false).
@@ -75,7 +92,12 @@ pub struct EnrollReport {
 }
 
 pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollReport, AgentError> {
-    let hub_url = opts.hub_url.trim_end_matches('/').to_owned();
+    let hubs = crate::hubs::parse_list(&opts.hub_urls, "hub URL")?;
+    let Some(first_hub) = hubs.first() else {
+        return Err(AgentError::Usage(
+            "a hub URL is required (e.g. --hub https://hub.example:8443)".to_owned(),
+        ));
+    };
     if opts.token.is_some() && opts.key.is_some() {
         return Err(AgentError::Usage(
             "give --token or --key, not both".to_owned(),
@@ -89,10 +111,10 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     let own = dir
         .load()?
         .filter(|_| !given.is_some_and(|g| g.starts_with(AGENT_KEY_PREFIX)));
-    let facts = host_facts(opts, &hub_url).await?;
+    let facts = host_facts(opts, first_hub).await?;
     let Some(own) = own else {
         let trust = trust(opts, None)?;
-        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
+        return attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await;
     };
 
     // A machine that holds credentials stays that agent (SPEC §6): it re-enrolls
@@ -102,8 +124,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
         // Known before the old identity goes: how to verify the hub to enroll with.
         let trust = trust(opts, Some(&own))?;
         let unenrolled = unenroll_old(dir, &own).await?;
-        let mut report = match attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust)
-            .await
+        let mut report = match attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await
         {
             Ok(report) => report,
             // Waiting for approval is the way on, and its hint says how to go on.
@@ -130,23 +151,14 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
     // An enrollment not sent with these credentials (they were found dead, or
     // `--force` gave them up) whose answer was lost, or that waits for approval, is
     // finished first: only its id gets the agent it made without another token use.
-    if usable_pending(dir, &hub_url, None)?
+    if usable_pending(dir, &hubs, None)?
         .is_some_and(|p| !earlier(&p.created_at, &own.config.enrolled_at))
     {
         let trust = trust(opts, Some(&own))?;
-        return attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await;
+        return attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await;
     }
     let trust = Trust::CaPem(own.ca_pem.clone());
-    match attempt(
-        opts,
-        dir,
-        &hub_url,
-        &facts,
-        Sending::Own(&own),
-        trust.clone(),
-    )
-    .await
-    {
+    match attempt(opts, dir, &hubs, &facts, Sending::Own(&own), trust.clone()).await {
         // The hub no longer honours them (revoked, or replaced by another
         // enrollment): there is no identity left to keep, so the credential given
         // enrolls the machine.
@@ -158,7 +170,7 @@ pub async fn enroll(opts: &EnrollOptions, dir: &ConfigDir) -> Result<EnrollRepor
                 agent_id = %own.config.agent_id, error = %e,
                 "the hub no longer honours this machine's credentials; enrolling with the credential given"
             );
-            attempt(opts, dir, &hub_url, &facts, Sending::Given(given), trust).await
+            attempt(opts, dir, &hubs, &facts, Sending::Given(given), trust).await
         }
         other => other,
     }
@@ -213,7 +225,7 @@ fn names_another_ca(opts: &EnrollOptions, own: &Credentials) -> Result<bool, Age
 async fn attempt(
     opts: &EnrollOptions,
     dir: &ConfigDir,
-    hub_url: &str,
+    hubs: &[String],
     facts: &HostFacts,
     sending: Sending<'_>,
     trust: Trust,
@@ -225,7 +237,7 @@ async fn attempt(
         ),
         Sending::Given(g) => (g, None),
     };
-    let pending = usable_pending(dir, hub_url, own_id.as_deref())?;
+    let pending = usable_pending(dir, hubs, own_id.as_deref())?;
     let (enrollment_id, key_pem, csr_pem) = match pending {
         Some(p) => {
             let csr = muster_ca::csr_for_key(&p.key_pem, &facts.hostname)?;
@@ -235,7 +247,7 @@ async fn attempt(
             let (key_pem, csr_pem) = muster_ca::new_key_and_csr(&facts.hostname)?;
             let p = PendingEnrollment {
                 enrollment_id: uuid::Uuid::new_v4().simple().to_string(),
-                hub_url: hub_url.to_owned(),
+                hub_url: hubs.first().cloned().unwrap_or_default(),
                 key_pem: key_pem.clone(),
                 created_at: now_rfc3339(),
                 agent_id: own_id,
@@ -260,25 +272,35 @@ async fn attempt(
         protocol_version: Some(PROTOCOL_VERSION),
         keep_agent_key: opts.keep_agent_key,
     };
-    let client = HubClient::new(hub_url, trust)?;
+    // The hub that answered last is asked first on a retry.
+    let mut answered = hubs.first().cloned().unwrap_or_default();
     let deadline = opts.wait.map(|w| std::time::Instant::now() + w);
     let mut busy_retries = 0;
     let outcome = loop {
-        match client.enroll(credential, &req).await {
+        let order = crate::hubs::order(&answered, hubs, None);
+        let sent = &req;
+        let (from, result) = crate::hubs::first_answer_from(
+            &order,
+            |url| HubClient::new(url, trust.clone()),
+            |client| async move { client.enroll(credential, sent).await },
+        )
+        .await;
+        answered = from;
+        match result {
             // The hub is busy (429) or its database briefly away (503): come back
-            // at a random moment, with the same enrollment id: eight quick tries,
-            // or with `--wait`, for as long as the wait lasts (a full approval
-            // queue frees up at the speed admins decide).
+            // at a random moment, with the same enrollment id: [`BUSY_TRIES`]
+            // tries over a few minutes, or with `--wait`, for as long as the wait
+            // lasts (a full approval queue frees up at the speed admins decide).
             Err(e @ ClientError::Api { .. })
                 if matches!(e.code(), Some(codes::RATE_LIMITED | codes::UNAVAILABLE))
                     && match deadline {
-                        None => busy_retries < 8,
+                        None => busy_retries < BUSY_TRIES,
                         Some(d) => d > std::time::Instant::now(),
                     } =>
             {
                 busy_retries += 1;
-                let jitter = if busy_retries <= 8 {
-                    Duration::from_millis(rand::random_range(500..=5000))
+                let jitter = if busy_retries <= BUSY_TRIES {
+                    busy_delay(busy_retries)
                 } else {
                     Duration::from_secs(rand::random_range(15..=60))
                 };
@@ -302,6 +324,22 @@ async fn attempt(
                 tracing::info!(?delay, "the hub is busy; retrying the enrollment");
                 tokio::time::sleep(delay).await;
                 req.csr_pem = muster_ca::csr_for_key(&key_pem, &facts.hostname)?;
+            }
+            // Every hub closed the connection unanswered: busy at its door (a full
+            // handshake queue when a data centre enrolls at once, a restart). The
+            // same quick tries, from a random moment; the enrollment id makes a
+            // retry safe if an answer was lost on the way.
+            Err(ClientError::Unreachable { dropped: true, .. })
+                if busy_retries < BUSY_TRIES
+                    && deadline.is_none_or(|d| d > std::time::Instant::now()) =>
+            {
+                busy_retries += 1;
+                let delay = busy_delay(busy_retries);
+                tracing::info!(
+                    ?delay,
+                    "the hub closed the connection unanswered; retrying the enrollment"
+                );
+                tokio::time::sleep(delay).await;
             }
             Ok(EnrollOutcome::Pending(p)) => {
                 let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -345,13 +383,19 @@ async fn attempt(
             });
         }
     };
-    let creds = check_answer(&resp, hub_url, key_pem, credential.unwrap_or_default())?;
+    let creds = check_answer(
+        &resp,
+        &answered,
+        hubs,
+        key_pem,
+        credential.unwrap_or_default(),
+    )?;
     dir.store(&creds)?;
     dir.clear_pending()?;
     Ok(EnrollReport {
         agent_id: resp.agent_id,
         name: resp.name,
-        hub_url: hub_url.to_owned(),
+        hub_url: answered,
         config_dir: dir.path().to_path_buf(),
         created,
         cert_expires_at: resp.cert_expires_at,
@@ -427,11 +471,12 @@ fn explicit_trust(opts: &EnrollOptions) -> Result<Option<Trust>, AgentError> {
         .map(|(_, pin)| Trust::Pin(pin.to_owned())))
 }
 
-/// The pending enrollment to retry, if it is for this hub, recent, and was sent
-/// with the same kind of credential (`own_id`: this dir's agent, or none).
+/// The pending enrollment to retry, if it is for one of these hubs (one fleet:
+/// they share the database that knows its id), recent, and was sent with the same
+/// kind of credential (`own_id`: this dir's agent, or none).
 fn usable_pending(
     dir: &ConfigDir,
-    hub_url: &str,
+    hubs: &[String],
     own_id: Option<&str>,
 ) -> Result<Option<PendingEnrollment>, AgentError> {
     let Some(p) = dir.load_pending()? else {
@@ -446,7 +491,7 @@ fn usable_pending(
         let age = time::OffsetDateTime::now_utc() - t;
         age >= time::Duration::ZERO && age.unsigned_abs() < PENDING_MAX_AGE
     });
-    Ok((fresh && p.hub_url == hub_url && p.agent_id.as_deref() == own_id).then_some(p))
+    Ok((fresh && hubs.contains(&p.hub_url) && p.agent_id.as_deref() == own_id).then_some(p))
 }
 
 /// Whether RFC 3339 time `a` is before `b`. A pending enrollment begun before the
@@ -463,6 +508,7 @@ fn earlier(a: &str, b: &str) -> bool {
 fn check_answer(
     resp: &EnrollResponse,
     hub_url: &str,
+    hubs: &[String],
     key_pem: String,
     fallback_key: &str,
 ) -> Result<Credentials, AgentError> {
@@ -478,6 +524,12 @@ fn check_answer(
     Ok(Credentials {
         config: AgentConfig {
             hub_url: hub_url.to_owned(),
+            // One hub: no list, so the file stays readable by older agents.
+            hub_urls: if hubs.len() > 1 {
+                hubs.to_vec()
+            } else {
+                Vec::new()
+            },
             agent_id: resp.agent_id.clone(),
             agent_name: resp.name.clone(),
             agent_key: if resp.agent_key.is_empty() {
@@ -519,6 +571,25 @@ pub(crate) fn host_port(url: &str) -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn busy_retries_spread_out_more_every_round_up_to_a_minute() {
+        for n in 1..=super::BUSY_TRIES {
+            let window = (5_000u64 << (n - 1).min(4)).min(60_000);
+            for _ in 0..200 {
+                let d = super::busy_delay(n).as_millis() as u64;
+                assert!((500..=window).contains(&d), "try {n}: {d} ms");
+            }
+        }
+        let last = (0..200)
+            .map(|_| super::busy_delay(super::BUSY_TRIES).as_millis())
+            .max()
+            .unwrap();
+        assert!(
+            last > 30_000,
+            "late tries spread over up to a minute: {last} ms"
+        );
+    }
 
     #[test]
     fn a_cut_token_is_called_truncated() {

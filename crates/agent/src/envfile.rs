@@ -181,8 +181,10 @@ pub async fn prepare(opts: &EnvFileOptions, dir: &ConfigDir) -> Result<(), Agent
             path.display()
         )));
     }
+    // Several hubs of one fleet: comma-separated, tried in order (SPEC §12).
+    let hub_urls = crate::hubs::parse_list(std::slice::from_ref(hub_url), "MUSTER_HUB_URL")?;
     let enroll = EnrollOptions {
-        hub_url: hub_url.clone(),
+        hub_urls,
         token: if key.is_some() { None } else { token.cloned() },
         key: key.cloned(),
         keep_agent_key: key.is_some(),
@@ -192,7 +194,7 @@ pub async fn prepare(opts: &EnvFileOptions, dir: &ConfigDir) -> Result<(), Agent
         ..Default::default()
     };
     let report = crate::enroll(&enroll, dir).await.map_err(|e| match e {
-        AgentError::Client(muster_client::ClientError::Unreachable { url, detail }) => {
+        AgentError::Client(muster_client::ClientError::Unreachable { url, detail, .. }) => {
             AgentError::Usage(format!(
                 "cannot reach the hub at {url} to {}: {detail}",
                 if key.is_some() {

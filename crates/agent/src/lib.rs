@@ -5,6 +5,7 @@ pub mod configdir;
 pub mod enroll;
 pub mod envfile;
 pub mod facts;
+pub mod hubs;
 pub mod renew;
 pub mod service;
 pub mod session;
@@ -76,21 +77,21 @@ pub(crate) async fn revoke_at_hub(
     dir: &configdir::ConfigDir,
     creds: &configdir::Credentials,
 ) -> Result<bool, muster_client::ClientError> {
-    let client = muster_client::HubClient::with_options(
-        &creds.config.hub_url,
-        muster_client::Trust::CaPem(creds.ca_pem.clone()),
-        muster_client::ClientOptions {
-            identity: Some(muster_client::ClientIdentity {
-                cert_pem: creds.cert_pem.clone(),
-                key_pem: creds.key_pem.clone(),
-            }),
-            timeout: Some(std::time::Duration::from_secs(15)),
-            address_hint: Some(dir.hub_url_hint()),
-            ..Default::default()
+    let unenrolled = hubs::first_answer(
+        &creds.config.hubs(),
+        |url| {
+            hubs::agent_client(
+                Some(dir),
+                creds,
+                url,
+                std::time::Duration::from_secs(15),
+                true,
+            )
         },
-    )?
-    .with_bearer(creds.config.agent_key.clone());
-    match client.unenroll().await {
+        |client| async move { client.unenroll().await },
+    )
+    .await;
+    match unenrolled {
         Ok(()) => Ok(true),
         // Already revoked or replaced at the hub: nothing left to revoke.
         Err(e)

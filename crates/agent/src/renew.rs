@@ -7,7 +7,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
 use muster_proto::RenewRequest;
 
 use crate::AgentError;
@@ -70,38 +69,29 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
     let csr_pem = muster_ca::csr_for_key(&key_pem, &creds.config.agent_id)?;
     // An expired certificate cannot be presented in TLS: prove possession of its
     // key in the request instead (the hub allows this within its grace window).
-    let (identity, expired_cert_pem, proof) = if expired(creds)? {
+    let (with_cert, expired_cert_pem, proof) = if expired(creds)? {
         use base64::Engine as _;
         let message = muster_ca::proof_message(&creds.config.agent_id, &csr_pem);
         let signature = muster_ca::sign_proof(&creds.key_pem, &message)?;
         let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
-        (None, Some(creds.cert_pem.clone()), Some(proof))
+        (false, Some(creds.cert_pem.clone()), Some(proof))
     } else {
-        let identity = ClientIdentity {
-            cert_pem: creds.cert_pem.clone(),
-            key_pem: creds.key_pem.clone(),
-        };
-        (Some(identity), None, None)
+        (true, None, None)
     };
-    let client = HubClient::with_options(
-        &creds.config.hub_url,
-        Trust::CaPem(creds.ca_pem.clone()),
-        ClientOptions {
-            identity,
-            timeout: Some(Duration::from_secs(30)),
-            address_hint: Some(dir.hub_url_hint()),
-            ..Default::default()
-        },
-    )?
-    .with_bearer(creds.config.agent_key.clone());
-    let resp = match client
-        .renew(&RenewRequest {
-            csr_pem,
-            generation: creds.config.generation,
-            expired_cert_pem,
-            proof,
-        })
-        .await?
+    // Any hub of the fleet can renew: the pending key makes a retry elsewhere safe.
+    let request = RenewRequest {
+        csr_pem,
+        generation: creds.config.generation,
+        expired_cert_pem,
+        proof,
+    };
+    let request = &request;
+    let resp = match crate::hubs::first_answer(
+        &creds.config.hubs(),
+        |url| crate::hubs::agent_client(Some(dir), creds, url, Duration::from_secs(30), with_cert),
+        |client| async move { client.renew(request).await },
+    )
+    .await?
     {
         muster_client::RenewOutcome::Renewed(r) => r,
         muster_client::RenewOutcome::Pending(p) => {

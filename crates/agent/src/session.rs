@@ -1,6 +1,8 @@
-//! `muster agent` (SPEC §9): keep one live session with the hub, heartbeat at the
+//! `muster agent` (SPEC §9, §12): keep one live session with a hub, heartbeat at the
 //! interval the hub sets, report problems the agent really detects, and reconnect
-//! with exponential backoff and full jitter when the link drops.
+//! when the link drops: to the hub that worked last first, else to the others it
+//! was given in turn (a short random pause between two), with exponential backoff
+//! and jitter between rounds, and to another hub first after losing one.
 //!
 //! Invariants: a revoked or unknown agent stops at once and for good (non-zero exit,
 //! no retry loop hammering the hub); credentials are re-read from the config dir
@@ -9,7 +11,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use muster_client::{ClientIdentity, Session, connect_session};
+use muster_client::{ClientIdentity, Session, SessionError, connect_session};
 use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
 
 use crate::AgentError;
@@ -121,6 +123,8 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
+    // The hub the last session was lost with: tried last in the next round.
+    let mut avoid: Option<String> = None;
     let mut updates = Updates::new();
     for r in crate::update::recover(dir) {
         let _ = updates.tx.send(r);
@@ -164,13 +168,27 @@ pub async fn run(
             cert_pem: creds.cert_pem.clone(),
             key_pem: creds.key_pem.clone(),
         };
+        let order = crate::hubs::order(
+            &creds.config.hub_url,
+            &creds.config.hub_urls,
+            avoid.as_deref(),
+        );
         let connected = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            r = connect_session(&creds.config.hub_url, &creds.ca_pem, &identity, &creds.config.agent_key) => r,
+            r = connect_first(&order, &creds, &identity) => r,
         };
         let wait = match connected {
-            Ok(session) => {
+            Ok((session, url)) => {
                 let started = Instant::now();
+                avoid = None;
+                if url != creds.config.hub_url {
+                    // Tried first next time, also after a restart. A failed write
+                    // changes nothing on disk (the file is replaced atomically).
+                    if let Err(e) = dir.set_preferred_hub(&creds.config, &url) {
+                        tracing::warn!(error = %e, hub = %url, "cannot record the hub that answered as the preferred one");
+                    }
+                    creds.config.hub_url = url.clone();
+                }
                 match drive(session, &creds, dir, &sources, &mut updates, &mut shutdown).await {
                     Ended::Stopped => return Ok(()),
                     Ended::Trial(trial) => {
@@ -201,9 +219,11 @@ pub async fn run(
                     }
                     Ended::Refused(message) => return Err(AgentError::Refused(message)),
                     Ended::HubShutdown(within) => {
+                        // Its whole fleet hears this at once: come back spread over
+                        // the window it asked for, to another hub first if there is one.
                         backoff.reset();
-                        let ms = within.as_millis().max(1) as u64;
-                        let delay = Duration::from_millis(rand::random_range(250..=ms.max(250)));
+                        avoid = Some(url);
+                        let delay = crate::hubs::within(within);
                         tracing::info!(
                             ?delay,
                             "hub is restarting; reconnecting after a random delay"
@@ -214,6 +234,8 @@ pub async fn run(
                         if started.elapsed() >= STABLE_SESSION {
                             backoff.reset();
                         }
+                        // The next attempt goes to another hub, if there is one.
+                        avoid = Some(url);
                         let delay = backoff.next_delay();
                         tracing::warn!(%why, ?delay, "session lost; reconnecting");
                         delay
@@ -223,7 +245,7 @@ pub async fn run(
             Err(e) if e.is_final() => return Err(AgentError::Session(e)),
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %e, ?delay, "cannot reach the hub; retrying");
+                tracing::warn!(error = %e, ?delay, "cannot reach any hub; retrying");
                 delay
             }
         };
@@ -232,6 +254,42 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// A session with the first of `order` that accepts one, and that hub's URL; between
+/// two hubs a short random pause. A refusal of these credentials is the fleet's
+/// (every hub shares the database) and ends the round at once; a hub with another
+/// CA is skipped, and is final only when no hub could be reached at all.
+async fn connect_first(
+    order: &[String],
+    creds: &Credentials,
+    identity: &ClientIdentity,
+) -> Result<(Session, String), SessionError> {
+    let mut errors: Vec<SessionError> = Vec::new();
+    for (i, url) in order.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(crate::hubs::between_hubs()).await;
+        }
+        match connect_session(url, &creds.ca_pem, identity, &creds.config.agent_key).await {
+            Ok(session) => return Ok((session, url.clone())),
+            Err(e @ SessionError::Refused { .. }) if e.is_final() => return Err(e),
+            Err(e) => {
+                if order.len() > 1 {
+                    tracing::info!(hub = %url, error = %e, "hub not reachable; trying the next");
+                }
+                errors.push(e);
+            }
+        }
+    }
+    // Every hub failed: report a final error only when every one was final (with one
+    // hub, exactly its error), else the last transient one, to retry after a backoff.
+    let all_final = errors.iter().all(SessionError::is_final);
+    let pick = if all_final {
+        errors.pop()
+    } else {
+        errors.into_iter().rev().find(|e| !e.is_final())
+    };
+    Err(pick.unwrap_or_else(|| SessionError::Transport("no hub URL configured".to_owned())))
 }
 
 async fn drive(

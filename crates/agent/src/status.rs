@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
 use muster_proto::AgentInfo;
 use serde::Serialize;
 
@@ -55,21 +54,13 @@ pub async fn status(dir: &ConfigDir) -> Result<Status, AgentError> {
         .not_after
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let client = HubClient::with_options(
-        &creds.config.hub_url,
-        Trust::CaPem(creds.ca_pem.clone()),
-        ClientOptions {
-            identity: Some(ClientIdentity {
-                cert_pem: creds.cert_pem.clone(),
-                key_pem: creds.key_pem.clone(),
-            }),
-            timeout: Some(Duration::from_secs(5)),
-            address_hint: Some(dir.hub_url_hint()),
-            ..Default::default()
-        },
-    )?
-    .with_bearer(creds.config.agent_key.clone());
-    let hub = match client.agent_me().await {
+    let answer = crate::hubs::first_answer(
+        &creds.config.hubs(),
+        |url| crate::hubs::agent_client(Some(dir), &creds, url, Duration::from_secs(5), true),
+        |client| async move { client.agent_me().await },
+    )
+    .await;
+    let hub = match answer {
         Ok(agent) => HubView {
             reachable: true,
             agent: Some(agent),

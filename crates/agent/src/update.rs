@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
+use muster_client::HubClient;
 use muster_proto::{AgentMessage, AgentStatus, HubMessage, UpdatePhase};
 use muster_release::Manifest;
 use serde::{Deserialize, Serialize};
@@ -276,24 +276,13 @@ fn download_client(creds: &Credentials) -> Result<HubClient, muster_client::Clie
     agent_client(creds, DOWNLOAD_TIMEOUT)
 }
 
-/// A client calling the hub as this agent (client certificate and agent key).
+/// A client calling the hub as this agent (client certificate and agent key): its
+/// preferred hub, the one its session runs on (an update order names a path there).
 pub fn agent_client(
     creds: &Credentials,
     timeout: Duration,
 ) -> Result<HubClient, muster_client::ClientError> {
-    Ok(HubClient::with_options(
-        &creds.config.hub_url,
-        Trust::CaPem(creds.ca_pem.clone()),
-        ClientOptions {
-            identity: Some(ClientIdentity {
-                cert_pem: creds.cert_pem.clone(),
-                key_pem: creds.key_pem.clone(),
-            }),
-            timeout: Some(timeout),
-            ..Default::default()
-        },
-    )?
-    .with_bearer(creds.config.agent_key.clone()))
+    crate::hubs::agent_client(None, creds, &creds.config.hub_url, timeout, true)
 }
 
 /// Keep the running binary as `<exe>.previous` and rename `new` over `<exe>`.

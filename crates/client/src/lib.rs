@@ -45,7 +45,15 @@ pub enum ClientError {
     CaMismatch { url: String },
     /// No answer (DNS, refused, timeout, TLS failure).
     #[error("cannot reach the hub at {url}: {detail}")]
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        url: String,
+        detail: String,
+        /// Something listened but closed the connection before answering (reset, cut
+        /// mid-handshake, timed out): a hub refusing at its door while busy (a full
+        /// handshake queue, a restart), worth trying again shortly. False for
+        /// "nothing listens there" and name lookups that failed.
+        dropped: bool,
+    },
     #[error("invalid hub URL {0:?}: expected https://host:port")]
     InvalidUrl(String),
     /// The hub answered something this client does not understand.
@@ -91,6 +99,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    /// Only entries older than this `seq` (the next page's cursor).
+    pub before: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -230,8 +240,33 @@ impl HubClient {
             }
             source = s.source();
         }
+        let dropped = matches!(
+            io_kind,
+            Some(
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::TimedOut
+            )
+        ) || e.is_timeout()
+            // Causes behind a boxed error do not downcast; their text still says.
+            || {
+                let lower = detail.to_ascii_lowercase();
+                [
+                    "connection reset",
+                    "connection aborted",
+                    "unexpected eof",
+                    "handshake eof",
+                    "broken pipe",
+                    "timed out",
+                ]
+                .iter()
+                .any(|w| lower.contains(w))
+            };
         ClientError::Unreachable {
             url: self.base.clone(),
+            dropped,
             detail: match io_kind {
                 // The commonest mistake of all (wrong port, hub not started): say what
                 // to check instead of the OS's "Connection refused (os error 111)".
@@ -620,6 +655,7 @@ impl HubClient {
         for (k, v) in [
             ("since", q.since_ms),
             ("until", q.until_ms),
+            ("before", q.before),
             ("limit", q.limit),
         ] {
             if let Some(v) = v {

@@ -61,9 +61,11 @@ pub struct Session {
 
 /// WebSocket buffers sized for small frames: memory per session is what lets one
 /// hub hold tens of thousands of agents (tungstenite's default read buffer is 128 KiB).
+/// The hub's frames are mostly acks of about 50 bytes; a larger one (an update
+/// order) grows the buffer while it needs to.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(256)
         .write_buffer_size(4096)
         .max_write_buffer_size(MAX_FRAME_BYTES * 2)
         .max_message_size(Some(MAX_FRAME_BYTES))
@@ -87,19 +89,7 @@ pub async fn connect_session(
     let port = url.port_or_known_default().unwrap_or(443);
     let (tls, mismatch) = tls_config(&Trust::CaPem(ca_pem.to_owned()), Some(identity))
         .map_err(|e| SessionError::Transport(e.to_string()))?;
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| SessionError::Transport(format!("connecting to {hub_url} timed out")))?
-    .map_err(|e| {
-        SessionError::Transport(if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            format!("{hub_url} refused the connection (is the hub running and listening there?)")
-        } else {
-            format!("cannot connect to {hub_url}: {e}")
-        })
-    })?;
+    let tcp = connect_tcp(&host, port, hub_url).await?;
     let _ = tcp.set_nodelay(true);
     let server_name = rustls_pki_types::ServerName::try_from(host.clone())
         .map_err(|_| SessionError::Transport(format!("invalid host {host:?}")))?;
@@ -134,6 +124,72 @@ pub async fn connect_session(
     .map_err(|_| SessionError::Transport("WebSocket upgrade timed out".to_owned()))?
     .map_err(upgrade_error)?;
     Ok(Session { ws })
+}
+
+/// How long one connection attempt to the hub may take in all, every address
+/// of its name together.
+const CONNECT_BUDGET: Duration = Duration::from_secs(10);
+/// The least time one address gets, however many the name has.
+const MIN_PER_ADDRESS: Duration = Duration::from_secs(2);
+
+/// The time each of `n` addresses gets: the budget shared out, but never so little
+/// that a healthy hub across a slow link cannot answer.
+fn per_address_timeout(n: usize) -> Duration {
+    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    (CONNECT_BUDGET / n).max(MIN_PER_ADDRESS)
+}
+
+/// A TCP connection to `host:port`, trying every address the name resolves to, in
+/// the resolver's order, until one accepts. Certificate checks happen above this,
+/// against the name, so a hub reached at any of its addresses is verified the same.
+async fn connect_tcp(host: &str, port: u16, hub_url: &str) -> Result<TcpStream, SessionError> {
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(CONNECT_BUDGET, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| SessionError::Transport(format!("resolving {host} timed out")))?
+            .map_err(|e| SessionError::Transport(format!("cannot resolve {host}: {e}")))?
+            .collect();
+    match connect_any(&addrs, per_address_timeout(addrs.len())).await {
+        Ok(tcp) => Ok(tcp),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(SessionError::Transport(format!(
+                "{hub_url} refused the connection (is the hub running and listening there?)"
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(SessionError::Transport(
+            format!("connecting to {hub_url} timed out"),
+        )),
+        Err(e) => Err(SessionError::Transport(format!(
+            "cannot connect to {hub_url}: {e}"
+        ))),
+    }
+}
+
+/// The first of `addrs` that accepts within `each`; else the last address's error
+/// (a refusal stays a refusal, so the caller can say what to check).
+pub(crate) async fn connect_any(
+    addrs: &[std::net::SocketAddr],
+    each: Duration,
+) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the name resolves to no address",
+    );
+    for addr in addrs {
+        match tokio::time::timeout(each, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "hub address did not accept; trying the next");
+                last = e;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "hub address timed out; trying the next");
+                last =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{addr} timed out"));
+            }
+        }
+    }
+    Err(last)
 }
 
 fn upgrade_error(e: tungstenite::Error) -> SessionError {
@@ -190,5 +246,41 @@ impl Session {
     /// Close politely (best effort).
     pub async fn close(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_address_gets_a_share_of_the_budget_but_never_too_little() {
+        assert_eq!(per_address_timeout(0), CONNECT_BUDGET);
+        assert_eq!(per_address_timeout(1), CONNECT_BUDGET);
+        assert_eq!(per_address_timeout(2), Duration::from_secs(5));
+        assert_eq!(per_address_timeout(50), MIN_PER_ADDRESS);
+    }
+
+    #[tokio::test]
+    async fn addresses_are_tried_in_turn_until_one_accepts() {
+        // A port that refuses: bound, then closed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = closed.local_addr().unwrap();
+        drop(closed);
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listening = open.local_addr().unwrap();
+
+        let tcp = connect_any(&[refused, listening], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), listening);
+
+        let err = connect_any(&[refused], Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        let err = connect_any(&[], Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -128,7 +128,8 @@ pub async fn prepare(opts: &HubOptions) -> Result<Prepared, HubError> {
         }
     };
     tracing::info!(db = %redact_url(&db_url), "opening database");
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db_url, keys.audit_key()).await?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::connect_with_pool(&db_url, keys.audit_key(), opts.db_pool).await?);
 
     let ca = match store.get_meta(SECRET_CHECK_KEY).await? {
         Some(check) => {

@@ -26,7 +26,7 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// Presence rows read per query.
 const PAGE: i64 = 5_000;
 /// Rows written late by another hub's flush (it stamps them before it commits)
-/// are caught by reading again this far behind the newest row seen.
+/// are caught by reading again from this far behind the start of the last read.
 const OVERLAP_MS: i64 = 2_000;
 /// A dead hub's rows are closed by whichever live hub notices first, once its lease
 /// ran out this many lease periods ago (a hub that merely restarts does it itself).
@@ -75,9 +75,10 @@ pub fn disconnected(state: &AppState, agent_id: &str, session: &str) {
     });
 }
 
-/// Where this hub is in following the other hubs' presence rows.
+/// Where this hub is in following the other hubs' presence rows: every row changed
+/// before `safe` (unix ms) has been read.
 struct Follower {
-    after: (i64, String),
+    safe: i64,
 }
 
 /// At start: a crashed earlier run of this hub left its sessions marked connected.
@@ -95,9 +96,7 @@ pub async fn tidy(state: &AppState) {
 pub async fn lease_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut follower = Follower {
-        after: (i64::MIN, String::new()),
-    };
+    let mut follower = Follower { safe: i64::MIN };
     let renew_every = state.hub_lease / 4;
     let mut renewed: Option<(tokio::time::Instant, (i64, i64))> = None;
     loop {
@@ -201,22 +200,17 @@ async fn read_leases(state: &AppState) -> muster_store::Result<()> {
 
 /// Read the presence rows changed since the last look and apply them.
 async fn follow(state: &AppState, follower: &mut Follower) -> muster_store::Result<()> {
+    // A writer stamps its rows just before it commits them, so a row stamped a
+    // moment ago may not be visible yet: read again from a little before now each
+    // time. Rows quiet for longer than that are read once and never again.
+    let started = now_ms();
     let mut changed = Vec::new();
-    let (mut at, mut id) = follower.after.clone();
-    // Go back a little each time: rows stamped before the newest seen may commit after.
-    if at != i64::MIN {
-        at -= OVERLAP_MS;
-        id.clear();
-    }
-    let mut newest = follower.after.clone();
+    let (mut at, mut id) = (follower.safe, String::new());
     loop {
         let rows = state.store.presence_after((at, &id), PAGE).await?;
         let full = rows.len() as i64 == PAGE;
         if let Some(last) = rows.last() {
             (at, id) = (last.changed_at, last.agent_id.clone());
-            if (at, &id) > (newest.0, &newest.1) {
-                newest = (at, id.clone());
-            }
         }
         changed.extend(
             state
@@ -230,7 +224,7 @@ async fn follow(state: &AppState, follower: &mut Follower) -> muster_store::Resu
             break;
         }
     }
-    follower.after = newest;
+    follower.safe = follower.safe.max(started - OVERLAP_MS);
     tell_watchers(state, changed).await;
     Ok(())
 }

@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod extract;
 mod handlers;
+mod handshakes;
 mod history;
 mod install;
 mod lease;
@@ -71,6 +72,8 @@ pub mod defaults {
     pub const MAX_PENDING_TOTAL: usize = 10_000;
     /// Agent downloads per source per minute, and in flight at once.
     pub use crate::downloads::{DOWNLOADS_IN_FLIGHT, DOWNLOADS_PER_SOURCE};
+    /// `--max-handshakes`, per core.
+    pub const HANDSHAKES_PER_CORE: usize = 128;
     /// `--hub-lease`.
     pub const HUB_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 }
@@ -131,6 +134,14 @@ pub struct HubOptions {
     pub downloads_per_source: u32,
     /// Agent downloads in flight at once; beyond, 503.
     pub downloads_in_flight: usize,
+    /// `--db-pool`: PostgreSQL connections in the hub's pool; it holds two more (the
+    /// enrollment commits, the change listener), so hubs × (pool + 2) must fit the
+    /// server's `max_connections`.
+    pub db_pool: u32,
+    /// `--max-handshakes`: TLS handshakes run at once (a quarter of them from one
+    /// source); more wait briefly in a bounded queue, past it they are closed. `None`:
+    /// [`defaults::HANDSHAKES_PER_CORE`] per core.
+    pub max_handshakes: Option<usize>,
     /// `--hub-lease`: a hub that has not renewed its lease for this long is dead to
     /// the hubs sharing its database, and its agents show offline (SPEC §12).
     pub hub_lease: Duration,
@@ -251,6 +262,8 @@ impl HubOptions {
             downloads_per_source: defaults::DOWNLOADS_PER_SOURCE,
             downloads_in_flight: defaults::DOWNLOADS_IN_FLIGHT,
             hub_lease: defaults::HUB_LEASE,
+            max_handshakes: None,
+            db_pool: muster_store::DEFAULT_PG_POOL,
         }
     }
 }
@@ -347,6 +360,12 @@ impl Hub {
             .agent_binary
             .clone()
             .or_else(|| std::env::current_exe().ok());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let handshakes = handshakes::Handshakes::new(
+            opts.max_handshakes
+                .unwrap_or(defaults::HANDSHAKES_PER_CORE * cores),
+            trusted_proxies.clone(),
+        );
         let state = Arc::new(AppState {
             store: prepared.store,
             keys: prepared.keys,
@@ -375,6 +394,7 @@ impl Hub {
             events: Default::default(),
             history: Default::default(),
             presence: Default::default(),
+            handshakes: handshakes.clone(),
             hub_lease: opts.hub_lease.max(Duration::from_secs(1)),
             started_at: clock::now_ms(),
             hub_id: bootstrap::hub_id(&opts.data_dir)?,
@@ -508,6 +528,8 @@ impl Hub {
             // A peer that never finishes its handshake must not hold a slot forever.
             .handshake_timeout(Duration::from_secs(10))
             .acceptor(limited);
+        // Outermost: handshakes run a bounded number at a time (see handshakes.rs).
+        let acceptor = handshakes::GateAcceptor::new(acceptor, self.state.handshakes.clone());
         let local = self.listener.local_addr().ok();
         let mut server = axum_server::from_tcp(self.listener)
             .map_err(|source| HubError::Bind {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use muster_proto::{AgentHealth, AgentStatus};
 use muster_store::{AgentRecord, AgentState};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::remote::Remote;
@@ -32,12 +32,54 @@ pub enum Control {
     Send(Box<muster_proto::HubMessage>),
 }
 
+/// What the rest of the hub has told one session task and it has not read yet: a few
+/// messages at most. (A tokio channel allocates a block of 32 slots up front,
+/// about 1 KiB per session whose mailbox is nearly always empty.)
+#[derive(Default)]
+pub struct Mailbox {
+    queue: Mutex<std::collections::VecDeque<Control>>,
+    ready: Notify,
+}
+
+/// Messages a mailbox holds at most; past it, `try_send` refuses.
+const MAILBOX_MAX: usize = 4;
+
+impl Mailbox {
+    /// Leave a message; false when the mailbox is full.
+    pub fn try_send(&self, control: Control) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= MAILBOX_MAX {
+            return false;
+        }
+        queue.push_back(control);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one. Cancel-safe: a message is taken only by
+    /// the poll that returns it.
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(c) = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            {
+                return c;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
 struct Live {
     conn: u64,
     /// The agent key the session was accepted with: if the agent's key changes
     /// (another hub re-enrolled it), this session's credentials are dead.
     key_hash: Option<String>,
-    control: mpsc::Sender<Control>,
+    control: Arc<Mailbox>,
     health: AgentHealth,
     problems: Vec<String>,
     /// Last heartbeat (unix ms) and whether it is not yet in the database: kept in
@@ -202,10 +244,7 @@ impl Sessions {
             .get(agent_id)
             .filter(|l| l.conn == conn)
             .map(|l| l.control.clone());
-        match control {
-            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
-            None => false,
-        }
+        control.is_some_and(|m| m.try_send(Control::Revoke(reason.to_owned())))
     }
 
     pub fn held(&self) -> Vec<String> {
@@ -215,20 +254,14 @@ impl Sessions {
     /// Tell the agent's live session (if any) to end; returns whether there was one.
     pub fn kick(&self, agent_id: &str, reason: &str) -> bool {
         let control = self.lock().get(agent_id).map(|l| l.control.clone());
-        match control {
-            Some(tx) => tx.try_send(Control::Revoke(reason.to_owned())).is_ok(),
-            None => false,
-        }
+        control.is_some_and(|m| m.try_send(Control::Revoke(reason.to_owned())))
     }
 
     /// Send `msg` over the agent's live session on this hub; false when it has none
     /// here (or its queue is full).
     pub fn send(&self, agent_id: &str, msg: muster_proto::HubMessage) -> bool {
         let control = self.lock().get(agent_id).map(|l| l.control.clone());
-        match control {
-            Some(tx) => tx.try_send(Control::Send(Box::new(msg))).is_ok(),
-            None => false,
-        }
+        control.is_some_and(|m| m.try_send(Control::Send(Box::new(msg))))
     }
 
     /// Ask every session to close, telling agents to come back within `spread`.
@@ -292,7 +325,7 @@ impl Sessions {
 pub fn register(
     sessions: &Arc<Sessions>,
     agent: &AgentRecord,
-    control: mpsc::Sender<Control>,
+    control: Arc<Mailbox>,
 ) -> Registration {
     let agent_id = &agent.id;
     let s = sessions;
@@ -317,5 +350,31 @@ pub fn register(
         agent_id: agent_id.to_owned(),
         conn,
         ended: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_holds_four_in_order_and_a_dropped_wait_loses_nothing() {
+        let m = Mailbox::default();
+        // A wait given up (another select! branch won) takes nothing with it.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), m.recv()).await;
+        assert!(gave_up.is_err());
+        for i in 0..4 {
+            assert!(m.try_send(Control::Revoke(format!("r{i}"))));
+        }
+        assert!(!m.try_send(Control::Superseded), "a fifth is refused");
+        for i in 0..4 {
+            let got = m.recv().await;
+            assert!(
+                matches!(&got, Control::Revoke(r) if *r == format!("r{i}")),
+                "{got:?}"
+            );
+        }
+        assert!(m.try_send(Control::Superseded));
+        assert!(matches!(m.recv().await, Control::Superseded));
     }
 }

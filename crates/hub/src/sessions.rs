@@ -117,8 +117,8 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
         }
     }
 
-    let (tx, mut rx) = mpsc::channel(4);
-    let registration = register(&state.sessions, &agent, tx);
+    let mailbox = Arc::new(crate::registry::Mailbox::default());
+    let registration = register(&state.sessions, &agent, mailbox.clone());
     // The agent was read when the connection was upgraded; a revocation or a
     // replacing enrollment committed since then found no session to close. Now that
     // this one is registered, later ones will find it; this catches the ones before.
@@ -162,7 +162,7 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
             _ = &mut deadline => break "heartbeats stopped",
             frame = socket.recv() => match frame {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "closed by the agent",
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<AgentMessage>(t.as_str()) {
+                Some(Ok(Message::Text(t))) => match AgentMessage::from_json(t.as_str()) {
                     Ok(AgentMessage::Heartbeat { status, problems }) => {
                         deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                         let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
@@ -194,21 +194,21 @@ pub async fn run(state: Arc<AppState>, agent: AgentRecord, peer: IpAddr, mut soc
                 },
                 Some(Ok(_)) => {}
             },
-            control = rx.recv() => match control {
-                Some(Control::Revoke(reason)) => {
+            control = mailbox.recv() => match control {
+                Control::Revoke(reason) => {
                     let _ = send(&mut socket, &HubMessage::Revoked { reason }).await;
                     break "revoked";
                 }
-                Some(Control::Shutdown { reconnect_within_ms }) => {
+                Control::Shutdown { reconnect_within_ms } => {
                     let _ = send(&mut socket, &HubMessage::Shutdown { reconnect_within_ms }).await;
                     break "hub shutting down";
                 }
-                Some(Control::Send(msg)) => {
+                Control::Send(msg) => {
                     if !send(&mut socket, &msg).await {
                         break "send failed";
                     }
                 }
-                Some(Control::Superseded) | None => break "superseded by a newer session",
+                Control::Superseded => break "superseded by a newer session",
             },
         }
     };
@@ -254,29 +254,34 @@ pub async fn history_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     const BATCH: usize = 1_000;
+    // Once told to stop, it stays stopping: the signal is seen once, and a stop
+    // with more than a batch queued (a hub closing thousands of sessions) must
+    // drain the rest, not wait for a write that will never come.
+    let mut stopping = false;
     loop {
         let mut batch = Vec::new();
-        let stopping = tokio::select! {
-            w = queue.recv() => match w {
-                Some(w) => {
-                    batch.push(w);
-                    false
-                }
-                None => return,
-            },
-            _ = stop.changed() => true,
-        };
+        if !stopping {
+            tokio::select! {
+                w = queue.recv() => match w {
+                    Some(w) => batch.push(w),
+                    None => return,
+                },
+                _ = stop.changed() => stopping = true,
+            }
+        }
         while batch.len() < BATCH
             && let Ok(w) = queue.try_recv()
         {
             batch.push(w);
         }
-        let keep = muster_store::SessionRetention {
-            per_agent: HISTORY_PER_AGENT,
-            not_before: history_cutoff(),
-        };
-        if let Err(e) = state.store.record_sessions(&batch, keep).await {
-            tracing::warn!(error = %e, writes = batch.len(), "could not write the session history; these entries are lost");
+        if !batch.is_empty() {
+            let keep = muster_store::SessionRetention {
+                per_agent: HISTORY_PER_AGENT,
+                not_before: history_cutoff(),
+            };
+            if let Err(e) = state.store.record_sessions(&batch, keep).await {
+                tracing::warn!(error = %e, writes = batch.len(), "could not write the session history; these entries are lost");
+            }
         }
         if stopping && queue.is_empty() {
             return;

@@ -13,6 +13,7 @@ use muster_store::{QueueLimits, Store};
 
 use crate::downloads::Downloads;
 use crate::events::Events;
+use crate::handshakes::Handshakes;
 use crate::history::HistoryQueue;
 use crate::install::HubIdentity;
 use crate::metrics::Metrics;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub hub_id: String,
     /// Session history writes waiting for the writer task.
     pub history: HistoryQueue,
+    /// TLS handshakes running and waiting (see `handshakes.rs`).
+    pub handshakes: Arc<Handshakes>,
     /// Where this hub's sessions are, waiting for `lease.rs` to write them.
     pub presence: PresenceQueue,
     /// How long this hub's lease lasts without a renewal (`--hub-lease`).

@@ -17,7 +17,7 @@ mod sql;
 mod watch;
 
 pub use model::*;
-pub use sql::SqlStore;
+pub use sql::{DEFAULT_PG_POOL, SqlStore};
 
 use async_trait::async_trait;
 

@@ -4,6 +4,9 @@
 //! missing in one transaction; older code refuses a newer database rather than
 //! guessing at it. On PostgreSQL an advisory lock keeps two hubs starting together
 //! from racing.
+//!
+//! Where the two dialects truly differ, a migration writes the PostgreSQL-only
+//! part as `/*pg: … :pg*/`: a comment to SQLite, uncommented for PostgreSQL.
 
 use sqlx::{Any, Transaction};
 
@@ -23,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_agent_updates.sql"),
     include_str!("../migrations/0011_agent_sessions.sql"),
     include_str!("../migrations/0012_agent_counts.sql"),
+    include_str!("../migrations/0013_agent_name_lower.sql"),
     include_str!("../migrations/0014_hub_leases.sql"),
 ];
 
@@ -51,7 +55,14 @@ pub(crate) async fn run(tx: &mut Transaction<'static, Any>, postgres: bool) -> R
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        sqlx::raw_sql(*sql).execute(&mut **tx).await?;
+        let sql = if postgres {
+            sql.replace("/*pg:", "").replace(":pg*/", "")
+        } else {
+            (*sql).to_owned()
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut **tx)
+            .await?;
         let version = i as i64 + 1;
         if current == 0 && i == 0 {
             sqlx::query("INSERT INTO muster_schema (version) VALUES ($1)")

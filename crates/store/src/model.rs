@@ -353,6 +353,10 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Keyset cursor: only entries with `seq` below it (the last `seq` of the page
+    /// before), so paging back through a long log costs one index range each time
+    /// instead of skipping an ever larger offset.
+    pub before_seq: Option<i64>,
     pub limit: i64,
 }
 
@@ -442,6 +446,31 @@ impl AgentPageFilter {
             }
         }
         Some(like)
+    }
+
+    /// The glob's literal start, lowercased, as a half-open range of
+    /// `LOWER(name)` (`web-*` → `["web-", "web.")`) that an index on
+    /// `LOWER(name)` can seek to, so a selective glob reads its matches rather
+    /// than the whole fleet. `None` when the glob starts with a wildcard.
+    ///
+    /// The prefix stops at the first character that is not printable ASCII:
+    /// SQLite's `LOWER` folds ASCII only, so beyond it the two databases (and
+    /// Rust) could disagree about what the lowercase name starts with. Being
+    /// printable ASCII, the last character always has a successor, and byte order
+    /// (the `C` collation) keeps every string with the prefix inside the range.
+    pub fn name_prefix(&self) -> Option<(String, String)> {
+        let glob = self.name_glob.as_deref()?;
+        let prefix: String = glob
+            .chars()
+            .take_while(|c| {
+                matches!(c, ' '..='~') && !matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\')
+            })
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let last = prefix.chars().last()?;
+        let mut upper = prefix[..prefix.len() - 1].to_owned();
+        upper.push(char::from(last as u8 + 1));
+        Some((prefix, upper))
     }
 
     /// `labels LIKE` pattern over the stored JSON object admitting every agent
@@ -605,4 +634,32 @@ pub struct PresenceRecord {
     pub health: muster_proto::AgentHealth,
     pub problems: Vec<String>,
     pub changed_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentPageFilter;
+
+    fn prefix(glob: &str) -> Option<(String, String)> {
+        AgentPageFilter {
+            name_glob: Some(glob.to_owned()),
+            label: None,
+        }
+        .name_prefix()
+    }
+
+    #[test]
+    fn a_glob_prefix_is_its_lowercase_ascii_literal_start() {
+        let range = |a: &str, b: &str| Some((a.to_owned(), b.to_owned()));
+        assert_eq!(prefix("Web-*"), range("web-", "web."));
+        assert_eq!(prefix("db?"), range("db", "dc"));
+        assert_eq!(prefix("rack{1,2}"), range("rack", "racl"));
+        assert_eq!(prefix("a\\*"), range("a", "b"));
+        assert_eq!(prefix("z~"), range("z~", "z\u{7f}"));
+        // SQLite would not fold `É`, Rust and PostgreSQL would: stop before it.
+        assert_eq!(prefix("wÉb*"), range("w", "x"));
+        for none in ["*web", "?", "[ab]x", "", "Éb*"] {
+            assert_eq!(prefix(none), None, "{none}");
+        }
+    }
 }

@@ -321,9 +321,14 @@ async fn fleet_pages_narrow_by_name_glob_and_label_in_sql() {
             name_glob: glob.map(str::to_owned),
             label: label.map(|(k, v)| (k.to_owned(), v.map(str::to_owned))),
         };
-        let cases: [(AgentPageFilter, &[&str]); 7] = [
+        let cases: [(AgentPageFilter, &[&str]); 11] = [
             (page(None, None), &["Web-2", "db_1", "web%x", "web-1"]),
+            // A literal start seeks by the lowercase name: `Web-2` is in range.
             (page(Some("web-*"), None), &["Web-2", "web-1"]),
+            (page(Some("WEB-?"), None), &["Web-2", "web-1"]),
+            (page(Some("Web-2"), None), &["Web-2"]),
+            (page(Some("web-[12]"), None), &["Web-2", "web-1"]),
+            (page(Some("we"), None), &[]),
             (page(Some("db_?"), None), &["db_1"]),
             (page(Some("web%*"), None), &["web%x"]),
             (page(None, Some(("env", Some("prod")))), &["db_1", "web-1"]),
@@ -601,6 +606,43 @@ async fn the_audit_chain_catches_edits_deletions_and_insertions() {
         .await;
         let v = store.verify_audit().await.unwrap();
         assert!(v.broken.unwrap().1.contains("outside the chain"));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn audit_pages_go_back_by_seq_with_their_filters() {
+    for (store, scratch) in stores().await {
+        for i in 0..7 {
+            let mut t = token(&format!("t{i}"), Some(1), None);
+            t.hash = format!("h{i}");
+            let action = if i % 2 == 0 { "even" } else { "odd" };
+            store.create_token(&t, &audit(action)).await.unwrap();
+        }
+        let seqs = |f: AuditFilter| {
+            let store = &store;
+            async move {
+                let got = store.audit_entries(&f).await.unwrap();
+                got.into_iter().map(|r| r.seq).collect::<Vec<_>>()
+            }
+        };
+        let page = |before_seq: Option<i64>, limit: i64| AuditFilter {
+            before_seq,
+            limit,
+            ..Default::default()
+        };
+        assert_eq!(seqs(page(None, 3)).await, [7, 6, 5]);
+        assert_eq!(seqs(page(Some(5), 3)).await, [4, 3, 2]);
+        assert_eq!(seqs(page(Some(2), 3)).await, [1]);
+        assert_eq!(seqs(page(Some(1), 3)).await, Vec::<i64>::new());
+        // The cursor narrows together with the other filters.
+        let even = |before_seq| AuditFilter {
+            action: Some("even".into()),
+            ..page(before_seq, 2)
+        };
+        assert_eq!(seqs(even(None)).await, [7, 5]);
+        assert_eq!(seqs(even(Some(5))).await, [3, 1]);
         store.pool().close().await;
         scratch.remove().await;
     }

@@ -323,6 +323,17 @@ impl TestHub {
             .with_bearer(self.admin_key.clone())
     }
 
+    /// One series from the hub's `/metrics`, named in full (labels too, e.g.
+    /// `muster_agents{status="online"}`); `None` when the hub does not print it.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.anonymous().get_raw("/metrics").await.ok()?;
+        let prefix = format!("{series} ");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// A client with no credential.
     pub fn anonymous(&self) -> HubClient {
         HubClient::new(&self.url, Trust::Hash(self.ca_hash)).unwrap()
@@ -381,7 +392,7 @@ impl TestHub {
         name: Option<&str>,
     ) -> muster_agent::EnrollOptions {
         muster_agent::EnrollOptions {
-            hub_url: self.url.clone(),
+            hub_urls: vec![self.url.clone()],
             token: token.map(str::to_owned),
             name: name.map(str::to_owned),
             fact_sources: Some(agent.fact_sources()),

@@ -7,6 +7,7 @@ fn creds(n: u32) -> Credentials {
     Credentials {
         config: AgentConfig {
             hub_url: "https://hub.example:8443".into(),
+            hub_urls: Vec::new(),
             agent_id: format!("agent-{n}"),
             agent_name: format!("name-{n}"),
             agent_key: format!("mag_secret{n}"),
@@ -318,4 +319,73 @@ fn resolve_precedence() {
         resolve_with(None, None, None),
         Err(ConfigError::NoConfigDir)
     ));
+}
+
+#[test]
+fn a_config_from_before_several_hubs_loads_and_a_single_hub_one_is_written_as_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ConfigDir::new(tmp.path().join("m"));
+    dir.store(&creds(1)).unwrap();
+    // What agents wrote before hub_urls existed: hub_url alone.
+    let old = r#"{
+  "hub_url": "https://hub.example:8443",
+  "agent_id": "agent-1",
+  "agent_name": "name-1",
+  "agent_key": "mag_secret1",
+  "ca_hash": "sha256:abc",
+  "heartbeat_interval_s": 30,
+  "enrolled_at": "2025-01-01T00:00:00Z",
+  "generation": 1
+}
+"#;
+    fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
+    let loaded = dir.load().unwrap().unwrap();
+    assert_eq!(loaded, creds(1));
+    assert_eq!(loaded.config.hubs(), vec!["https://hub.example:8443"]);
+    // Stored again, it is the same file: an older agent can still read it.
+    dir.store(&loaded).unwrap();
+    let json = fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+    assert_eq!(json, old);
+}
+
+#[test]
+fn the_preferred_hub_is_recorded_in_place_without_touching_the_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ConfigDir::new(tmp.path().join("m"));
+    let mut c = creds(1);
+    c.config.hub_urls = vec!["https://a:1".into(), "https://b:1".into()];
+    c.config.hub_url = "https://a:1".into();
+    dir.store(&c).unwrap();
+
+    assert!(dir.set_preferred_hub(&c.config, "https://b:1").unwrap());
+    let now = dir.load().unwrap().unwrap();
+    assert_eq!(now.config.hub_url, "https://b:1");
+    assert_eq!(now.config.hubs(), vec!["https://b:1", "https://a:1"]);
+    assert_eq!(now.key_pem, c.key_pem);
+    assert_eq!(now.config.agent_key, c.config.agent_key);
+    assert_eq!(mode(&dir.path().join(CONFIG_FILE)), 0o600);
+    // Unchanged: no write.
+    assert!(!dir.set_preferred_hub(&c.config, "https://b:1").unwrap());
+    // Not one of its hubs, or another identity in the file now: left alone.
+    assert!(!dir.set_preferred_hub(&c.config, "https://evil:1").unwrap());
+    let other = creds(2);
+    assert!(!dir.set_preferred_hub(&other.config, "https://a:1").unwrap());
+    assert_eq!(dir.load().unwrap().unwrap().config.hub_url, "https://b:1");
+}
+
+#[test]
+fn a_failed_preference_write_keeps_the_previous_config() {
+    if running_as_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ConfigDir::new(tmp.path().join("m"));
+    let mut c = creds(1);
+    c.config.hub_urls = vec!["https://a:1".into(), "https://b:1".into()];
+    c.config.hub_url = "https://a:1".into();
+    dir.store(&c).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
+    assert!(dir.set_preferred_hub(&c.config, "https://b:1").is_err());
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(dir.load().unwrap().unwrap(), c);
 }

@@ -339,6 +339,7 @@ mod tests {
             .store(&Credentials {
                 config: AgentConfig {
                     hub_url: "https://hub.example:8443".into(),
+                    hub_urls: Vec::new(),
                     agent_id: "a1".into(),
                     agent_name: "web-01".into(),
                     agent_key: "mag_x".into(),

@@ -37,6 +37,10 @@ enum AuditCommand {
         /// RFC 3339 time, or a duration meaning that long ago (e.g. 1h).
         #[arg(long, value_parser = parse_when)]
         until: Option<i64>,
+        /// Only entries older than this seq (the `#` column): pass the last one
+        /// listed to see the page before it.
+        #[arg(long, value_name = "SEQ")]
+        before: Option<i64>,
         /// At most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -67,6 +71,7 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
             action,
             since,
             until,
+            before,
             limit,
             format,
         } => {
@@ -76,6 +81,7 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
                 action,
                 since_ms: since,
                 until_ms: until,
+                before,
                 limit: Some(limit),
             };
             let entries = client.audit(&q).await?;

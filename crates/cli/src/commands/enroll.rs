@@ -14,10 +14,16 @@ use crate::output::{out, parse_label, time};
 
 #[derive(Args)]
 pub struct EnrollArgs {
-    /// Hub URL, e.g. https://hub.example:8443 (default: the hub of the credentials
-    /// already in the config dir).
-    #[arg(long, env = "MUSTER_HUB_URL")]
-    hub: Option<String>,
+    /// Hub URL, e.g. https://hub.example:8443; repeatable (or comma-separated) for
+    /// several hubs of one fleet: tried in order until one answers, and all kept for
+    /// the agent (default: the hubs of the credentials already in the config dir).
+    #[arg(
+        long = "hub",
+        value_name = "URL",
+        env = "MUSTER_HUB_URL",
+        value_delimiter = ','
+    )]
+    hubs: Vec<String>,
     /// Enrollment token (met_…); it carries the hub's CA pin.
     #[arg(long, env = "MUSTER_ENROLL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -54,20 +60,21 @@ pub struct EnrollArgs {
 
 pub async fn exec(args: EnrollArgs) -> Result<()> {
     let dir = muster_agent::configdir::ConfigDir::resolve(args.config_dir.as_deref())?;
-    let hub_url = match args.hub.clone() {
-        Some(h) => h,
-        None => match dir.load() {
-            Ok(Some(creds)) => creds.config.hub_url,
+    let hub_urls = if args.hubs.is_empty() {
+        match dir.load() {
+            Ok(Some(creds)) => creds.config.hubs(),
             _ => {
                 return Err(anyhow!(
                     "--hub URL is required (e.g. --hub https://hub.example:8443)"
                 ));
             }
-        },
+        }
+    } else {
+        muster_agent::hubs::parse_list(&args.hubs, "--hub")?
     };
-    let resume = resume_command(&args, &hub_url, dir.path());
+    let resume = resume_command(&args, &hub_urls, dir.path());
     let opts = muster_agent::EnrollOptions {
-        hub_url,
+        hub_urls,
         token: args.token,
         key: args.key,
         name: args.name,
@@ -114,7 +121,7 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
 /// into a shell: the same hub, the same way of verifying it (nothing secret), the same
 /// config dir (its pending enrollment holds the key the request is bound to), name
 /// and labels, and `--wait` so it returns once an admin has decided.
-fn resume_command(args: &EnrollArgs, hub_url: &str, config_dir: &Path) -> String {
+fn resume_command(args: &EnrollArgs, hub_urls: &[String], config_dir: &Path) -> String {
     let absolute = |p: &Path| {
         std::path::absolute(p)
             .unwrap_or_else(|_| p.to_path_buf())
@@ -126,7 +133,9 @@ fn resume_command(args: &EnrollArgs, hub_url: &str, config_dir: &Path) -> String
         words.push(name.to_owned());
         words.push(shell_word(value));
     };
-    flag("--hub", hub_url);
+    for hub in hub_urls {
+        flag("--hub", hub);
+    }
     if let Some(hash) = &args.ca_hash {
         flag("--ca-hash", hash);
     }

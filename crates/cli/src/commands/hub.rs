@@ -67,6 +67,16 @@ pub struct HubArgs {
     /// Open connections in all; default: the open-files limit less a reserve.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// PostgreSQL connections in this hub's pool. The hub holds two more (one
+    /// committing enrollments, one listening to the other hubs), so several hubs on
+    /// one server need hubs × (N + 2) below its max_connections.
+    #[arg(long, default_value_t = muster_store::DEFAULT_PG_POOL)]
+    db_pool: u32,
+    /// TLS handshakes run at once (a quarter of them from one address); a few more
+    /// wait up to 2 s, the rest are closed and their agents retry with jitter.
+    /// Default: 128 per core.
+    #[arg(long)]
+    max_handshakes: Option<usize>,
     /// Agent binary downloads one address (IPv6: one /64) may start per minute;
     /// beyond it, 429 with Retry-After. Raise it for many machines behind one NAT.
     #[arg(long, default_value_t = muster_hub::defaults::DOWNLOADS_PER_SOURCE)]
@@ -217,6 +227,8 @@ async fn serve(args: HubArgs) -> Result<()> {
         max_enrollments_in_flight: args.max_enrollments_in_flight,
         max_connections_per_source: args.max_connections_per_source,
         max_connections: args.max_connections,
+        max_handshakes: args.max_handshakes,
+        db_pool: args.db_pool,
         request_body_timeout: args.request_body_timeout,
         idle_timeout: args.idle_timeout,
         max_pending_per_source: args.max_pending_per_source,

@@ -109,7 +109,7 @@ async fn a_failed_enrollment_leaves_the_earlier_config_dir_untouched() {
         assert_eq!(snapshot(machine.dir.path()), before);
         // An unreachable hub: also nothing changes but the pending enrollment marker.
         let mut opts = hub.enroll_options(&machine, None, None);
-        opts.hub_url = "https://127.0.0.1:1".to_owned();
+        opts.hub_urls = vec!["https://127.0.0.1:1".to_owned()];
         assert!(muster_agent::enroll(&opts, &machine.dir).await.is_err());
         let after: Vec<_> = snapshot(machine.dir.path())
             .into_iter()

@@ -139,13 +139,9 @@ async fn sh_line_for(hub: &TestHub, uses: u32) -> String {
 
 /// `muster_agent_downloads_total{result="started"}` from the hub's /metrics.
 pub(crate) async fn downloads_started(hub: &TestHub) -> u64 {
-    let (_, metrics) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    String::from_utf8(metrics)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("muster_agent_downloads_total{result=\"started\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the download counter is on /metrics")
+    hub.metric("muster_agent_downloads_total{result=\"started\"}")
+        .await
+        .expect("the download counter is on /metrics") as u64
 }
 
 fn agent_id_in(stdout: &str) -> String {

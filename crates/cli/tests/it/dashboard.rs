@@ -275,6 +275,82 @@ async fn dashboard_http_headers_redirects_assets_and_escaping() {
         !page.contains(r#"href="/enrollment""#),
         "nor admin navigation"
     );
+
+    // The audit log pages back past its first 200 entries, filters kept, and shows
+    // each entry's details escaped, long ones cut with the whole in `title`.
+    let evil = format!("<img src=x onerror=alert(1)>{}", "y".repeat(100));
+    for i in 0..205 {
+        let labels = match i {
+            0 => [("note".to_owned(), evil.clone())].into(),
+            _ => Default::default(),
+        };
+        hub.admin()
+            .create_token(&muster_proto::CreateTokenRequest {
+                labels,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let rows = |html: &str| html.matches("<tr>").count() - 1;
+    let older = |html: &str| {
+        let at = html.find(r#"rel="next">Older entries"#)?;
+        let start = html[..at].rfind("href=\"")? + 6;
+        Some(html[start..html[start..].find('"').unwrap() + start].replace("&amp;", "&"))
+    };
+    let first = get(&hub, "/audit?action=token.created", &cookie)
+        .await
+        .text();
+    assert_eq!(rows(&first), 200, "{first}");
+    assert!(!first.contains("<img"), "details are text");
+    let link = older(&first).expect("a link to older entries");
+    assert!(link.contains("action=token.created"), "{link}");
+    let second = get(&hub, &link, &cookie).await;
+    assert_secure(&second, "older audit page");
+    let second = second.text();
+    // 205 token entries and the 3 of `hub.default_token()` for the enrollments.
+    assert_eq!(rows(&second), 8, "{second}");
+    assert!(older(&second).is_none(), "the oldest page ends it");
+    assert!(second.contains("« Newest entries"));
+    assert_eq!(second.matches("<code>token.created</code>").count(), 8);
+    assert!(
+        second.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "the hostile label, escaped: {second}"
+    );
+    assert!(second.contains(r#"title="cidrs=[], labels={&quot;note&quot;:&quot;&lt;img"#));
+    assert!(!second.contains("=null"), "absent values are left out");
+    assert!(second.contains("…</td>"), "cut short in the cell");
+    // Unfiltered, the last page reaches the first entry of the chain.
+    let mut html = get(&hub, "/audit", &cookie).await.text();
+    let mut pages = 1;
+    while let Some(link) = older(&html) {
+        html = get(&hub, &link, &cookie).await.text();
+        pages += 1;
+    }
+    assert_eq!(pages, 2);
+    assert!(html.contains("<td>1</td>"), "{html}");
+    // Through the API too; a cursor that is no entry's is refused in one line.
+    let api = hub
+        .admin()
+        .audit(&muster_client::AuditQuery {
+            before: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(api.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 3, 2, 1]);
+    for bad in ["abc", "0", "-3"] {
+        let r = get(&hub, &format!("/audit?before={bad}"), &cookie).await;
+        assert_eq!(r.status, 400, "before={bad}");
+        let (status, body) = hub
+            .admin()
+            .get_raw(&format!("/api/v1/audit?before={bad}"))
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{body}");
+        assert!(!body.contains('\n') && body.contains("before"), "{body}");
+    }
     hub.stop().await;
 }
 

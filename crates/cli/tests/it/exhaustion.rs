@@ -644,3 +644,130 @@ async fn connections_beyond_the_hubs_total_are_refused_at_the_door() {
     let _c = admitted_again(&hub, "127.0.0.4").await;
     hub.stop().await;
 }
+
+/// A TCP connection from `from` that never starts its TLS handshake.
+async fn stall(hub: &TestHub, from: &str) -> tokio::net::TcpStream {
+    let addr: std::net::SocketAddr = hub.url.trim_start_matches("https://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((ip(from), 0).into()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the hub closes a stalled connection within `within`.
+async fn closed(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        timeout(within, conn.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn handshakes_refused(hub: &TestHub) -> u64 {
+    hub.metric("muster_handshakes_refused_total").await.unwrap() as u64
+}
+
+/// Handshakes run a bounded number at a time: a peer that connects and says nothing
+/// holds a place in the queue (closed after a few seconds), not a slot; one source
+/// gets as many places as there are slots and a quarter of the slots; peers that
+/// start handshakes and stall hold slots, and newcomers then wait briefly and are
+/// closed unanswered; everyone else is served meanwhile where there is room, and a
+/// freed slot is used again.
+#[tokio::test]
+async fn stalled_handshakes_hold_their_share_not_the_door() {
+    // Four slots (one per source), four places per source, a queue of 32.
+    let hub = hub_with(|o| o.max_handshakes = Some(4)).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(stall(&hub, "127.0.0.2").await);
+    }
+    let mut fifth = stall(&hub, "127.0.0.2").await;
+    assert!(
+        closed(&mut fifth, Duration::from_millis(500)).await,
+        "a fifth connection from one source was not closed at once"
+    );
+    // Silent connections hold no slot: others are served meanwhile.
+    let _served = hold(&hub, "127.0.0.3", 1).await;
+    let start = Instant::now();
+    for mut s in silent {
+        assert!(
+            closed(&mut s, Duration::from_secs(8)).await,
+            "a silent connection stayed open"
+        );
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A handshake begun and stalled holds its source's one slot: a second from that
+    // source waits, then is closed, while other sources are served.
+    let begun = |mut s: tokio::net::TcpStream| async move {
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        s
+    };
+    let mut stalled = vec![begun(stall(&hub, "127.0.0.4").await).await];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = begun(stall(&hub, "127.0.0.4").await).await;
+    let start = Instant::now();
+    let _other = hold(&hub, "127.0.0.5", 1).await;
+    assert!(
+        closed(&mut second, Duration::from_secs(5)).await,
+        "a second slot for one source"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Every slot stalled: a newcomer waits, then is closed.
+    for from in ["127.0.0.5", "127.0.0.6", "127.0.0.8"] {
+        stalled.push(begun(stall(&hub, from).await).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    assert!(
+        refused(&hub, "127.0.0.7").await,
+        "served with every slot stalled"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}, before its wait was up"
+    );
+
+    // A stall ends: its slot serves the next comer.
+    stalled.pop();
+    let _again = admitted_again(&hub, "127.0.0.7").await;
+    assert!(handshakes_refused(&hub).await >= 4);
+    hub.stop().await;
+}
+
+/// A machine enrolling while the hub refuses at its door (its handshake queue full
+/// from its address) is not told it failed: it retries from a random moment with the
+/// same enrollment id, and is enrolled once there is room.
+#[tokio::test]
+async fn an_enrollment_turned_away_at_the_door_retries_and_succeeds() {
+    // Four places per source: silent connections from this address take them.
+    let hub = hub_with(|o| o.max_handshakes = Some(4)).await;
+    let token = hub.default_token().await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(stall(&hub, "127.0.0.1").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let agent = muster_testkit::TestAgent::new("turned-away");
+    let opts = hub.enroll_options(&agent, Some(&token), None);
+    let start = Instant::now();
+    let enrolled = muster_agent::enroll(&opts, &agent.dir).await;
+    assert!(enrolled.is_ok(), "{enrolled:?}");
+    // Turned away until the hub closed the silent connection (5 s), then enrolled.
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(handshakes_refused(&hub).await >= 2);
+    hub.stop().await;
+}

@@ -21,6 +21,7 @@ mod enroll;
 mod envfile;
 mod events;
 mod exhaustion;
+mod failover;
 mod identity;
 mod labels;
 mod multihub;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use muster_testkit::{Backend, TestAgent, TestHub, backends};
 
 /// A second hub on `first`'s database and secret, with its own data dir and port.
-async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
+pub(crate) async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
     let mut options = first.options.clone();
     options.data_dir = dir.join("muster-data");
     options.secret = Some(
@@ -18,7 +18,10 @@ async fn second_hub(first: &TestHub, dir: &std::path::Path) -> TestHub {
             .to_owned(),
     );
     options.advertise_url = None;
-    TestHub::start_on(options).await.unwrap()
+    let mut hub = TestHub::start_on(options).await.unwrap();
+    // The first hub's admin key lives in the shared database: it works here too.
+    hub.admin_key = first.admin_key.clone();
+    hub
 }
 
 /// Hubs that take each other for dead after two seconds without a renewal.
@@ -31,13 +34,8 @@ fn short_lease(o: &mut muster_hub::HubOptions) {
 
 /// `muster_agents{status="…"}` in a hub's /metrics.
 async fn fleet_metric(hub: &TestHub, status: &str) -> Option<i64> {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    let prefix = format!("muster_agents{{status=\"{status}\"}} ");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
-        .and_then(|v| v.trim().parse().ok())
+    let series = format!("muster_agents{{status=\"{status}\"}}");
+    hub.metric(&series).await.map(|v| v as i64)
 }
 
 /// Poll until `check` holds, or fail saying `what` after `within`.
@@ -54,17 +52,11 @@ where
     start.elapsed()
 }
 
-async fn sessions_live(hub: &TestHub) -> u64 {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("muster_sessions_live "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+pub(crate) async fn sessions_live(hub: &TestHub) -> u64 {
+    hub.metric("muster_sessions_live").await.unwrap() as u64
 }
 
-async fn wait_sessions(hub: &TestHub, n: u64) {
+pub(crate) async fn wait_sessions(hub: &TestHub, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while sessions_live(hub).await != n {
         assert!(Instant::now() < deadline, "hub never held {n} sessions");
@@ -217,9 +209,19 @@ async fn every_hub_shows_the_same_fleet_and_lists_the_others() {
     }
 }
 
+/// A child process killed when dropped (a failed test must not leave a hub behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `muster hub` as a process of its own on `first`'s database and secret, so that
 /// it can be killed outright: (process, url, data dir guard).
-fn hub_process_on(first: &TestHub) -> (std::process::Child, String, tempfile::TempDir) {
+fn hub_process_on(first: &TestHub) -> (Killed, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MUSTER_")) {
@@ -249,44 +251,90 @@ fn hub_process_on(first: &TestHub) -> (std::process::Child, String, tempfile::Te
     while !json.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let child = Killed(child);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     (child, v["url"].as_str().unwrap().to_owned(), dir)
 }
 
 #[tokio::test]
-async fn a_killed_hubs_agents_show_offline_within_one_lease() {
+async fn a_killed_hubs_agents_go_offline_within_one_lease_and_move_to_another() {
     for backend in backends() {
         if !matches!(backend, Backend::Postgres(_)) {
             continue;
         }
         let a = TestHub::start_with(&backend, short_lease).await;
+        let dir = tempfile::tempdir().unwrap();
+        let c = second_hub(&a, dir.path()).await;
         let (mut b, b_url, _b_dir) = hub_process_on(&a);
 
-        let token = a.default_token().await;
-        let agent = TestAgent::new("on-a-doomed-hub");
-        let mut opts = a.enroll_options(&agent, Some(&token), None);
-        opts.hub_url = b_url.clone();
-        let id = muster_agent::enroll(&opts, &agent.dir)
-            .await
-            .unwrap()
-            .agent_id;
-        let _running = agent.run();
-        a.wait_status(&id, "online", Duration::from_secs(5)).await;
+        // Two agents on hub B: one knows only B, the other B then A.
+        let mut ids = Vec::new();
+        let mut agents = Vec::new();
+        let mut running = Vec::new();
+        for (name, urls) in [
+            ("stays-with-b", vec![b_url.clone()]),
+            ("moves-to-a", vec![b_url.clone(), a.url.clone()]),
+        ] {
+            let token = a.default_token().await;
+            let agent = TestAgent::new(name);
+            let mut opts = a.enroll_options(&agent, Some(&token), None);
+            opts.hub_urls = urls;
+            ids.push(
+                muster_agent::enroll(&opts, &agent.dir)
+                    .await
+                    .unwrap()
+                    .agent_id,
+            );
+            running.push(agent.run());
+            agents.push(agent);
+        }
+        for id in &ids {
+            c.wait_status(id, "online", Duration::from_secs(5)).await;
+        }
+        assert_eq!(sessions_live(&a).await, 0);
 
         // kill -9: no shutdown frame, no lease given back, presence rows left as
-        // they were. Hub A must stop counting them once the lease runs out.
+        // they were. The agent that knows only B shows offline once the lease runs
+        // out; the other comes back through A.
         let killed = Instant::now();
-        b.kill().unwrap();
-        b.wait().unwrap();
-        a.wait_status(&id, "offline", LEASE + Duration::from_secs(2))
+        b.0.kill().unwrap();
+        b.0.wait().unwrap();
+        c.wait_status(&ids[0], "offline", LEASE + Duration::from_secs(1))
             .await;
         let took = killed.elapsed();
         eprintln!("offline {took:?} after the kill (lease {LEASE:?})");
-        assert!(took <= LEASE + Duration::from_secs(2), "{took:?}");
-        assert_eq!(fleet_metric(&a, "online").await, Some(0));
+        assert!(
+            took > LEASE / 2,
+            "offline before the lease ran out: {took:?}"
+        );
+        wait_sessions(&a, 1).await;
+        eprintln!("moved to another hub {:?} after the kill", killed.elapsed());
+        a.wait_status(&ids[1], "online", Duration::from_secs(1))
+            .await;
+        // Hub C, which holds neither, counts the moved one and not the stranded one.
+        eventually(
+            Duration::from_secs(2),
+            "C's count of one online",
+            || async { fleet_metric(&c, "online").await == Some(1) },
+        )
+        .await;
         let hubs = a.admin().list_hubs().await.unwrap();
         let dead = hubs.iter().find(|h| h.address == b_url).unwrap();
         assert_eq!(dead.state, muster_proto::HubState::Expired);
+
+        // Revoked through hub C, the moved agent's session on A ends within a second.
+        let start = Instant::now();
+        c.admin().revoke_agent(&ids[1]).await.unwrap();
+        let end = running.pop().unwrap().ended(Duration::from_secs(1)).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(end, Err(muster_agent::AgentError::Revoked(_))),
+            "{end:?}"
+        );
 
         // Once it has been dead a lease longer, a live hub closes its session
         // history, so the agent's page says when it went.
@@ -295,7 +343,7 @@ async fn a_killed_hubs_agents_show_offline_within_one_lease() {
             "the dead hub's session closed",
             || async {
                 a.admin()
-                    .agent_sessions(&id)
+                    .agent_sessions(&ids[0])
                     .await
                     .unwrap()
                     .sessions
@@ -304,6 +352,7 @@ async fn a_killed_hubs_agents_show_offline_within_one_lease() {
             },
         )
         .await;
+        c.stop().await;
         a.stop().await;
     }
 }

@@ -25,6 +25,7 @@ fn enrolled(dir: &Path) {
         .store(&Credentials {
             config: AgentConfig {
                 hub_url: "https://hub.example:8443".into(),
+                hub_urls: Vec::new(),
                 agent_id: "a1".into(),
                 agent_name: "web-01".into(),
                 agent_key: "mag_x".into(),

@@ -15,15 +15,9 @@ fn fast(o: &mut muster_hub::HubOptions) {
 }
 
 async fn metric(hub: &TestHub, name: &str) -> u64 {
-    let (_, body) = hub.anonymous().get_raw("/metrics").await.unwrap();
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name} "))
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    hub.metric(name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name}")) as u64
 }
 
 #[tokio::test]

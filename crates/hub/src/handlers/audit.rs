@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use muster_proto::{AuditEntryInfo, AuditList, AuditVerifyResult};
 
 use crate::clock::rfc3339;
-use crate::error::ApiResult;
+use crate::error::{ApiFailure, ApiResult};
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
@@ -21,6 +21,9 @@ pub struct AuditQuery {
     /// Unix milliseconds.
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Keyset cursor: entries older than this `seq` (the last one of the page
+    /// before), newest first.
+    pub before: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -28,6 +31,13 @@ pub async fn list_audit(
     State(state): State<Arc<AppState>>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditList>> {
+    // Positions start at 1: a cursor below that was never handed out, and saying
+    // so beats an empty page that reads like the end of the log.
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiFailure::bad_request(
+            "invalid audit cursor: `before` must be an entry's seq (1 or more)",
+        ));
+    }
     let target = match q.agent {
         Some(a) => Some(format!(
             "agent:{}",
@@ -46,6 +56,7 @@ pub async fn list_audit(
         action: q.action,
         since: q.since,
         until: q.until,
+        before_seq: q.before,
         limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
     };
     let entries = state.store.audit_entries(&filter).await?;

@@ -13,7 +13,11 @@ use crate::state::AppState;
 
 /// Needs both the agent key (checked by the route's role) and the agent's client
 /// certificate. Buffers are small and frames bounded: an idle session must cost
-/// kilobytes, not the 128 KiB tungstenite reads by default.
+/// kilobytes, not the 128 KiB tungstenite reads by default. The read buffer is
+/// allocated up front and kept for the session's life, and an agent's frames are a
+/// heartbeat of about 80 bytes: 256 bytes hold one, and the rare large frame (a
+/// `hello` with many interfaces) grows it for as long as it needs (SPEC §12: 4 KiB
+/// here was a fifth of a session's memory).
 pub async fn agent_session(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,
@@ -26,7 +30,7 @@ pub async fn agent_session(
     let (agent, source) = (calling.agent, calling.caller.source);
     let frame = 64 * 1024;
     Ok(ws
-        .read_buffer_size(4096)
+        .read_buffer_size(256)
         .write_buffer_size(4096)
         .max_write_buffer_size(2 * frame)
         .max_message_size(frame)

@@ -53,6 +53,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                  muster_presence_pending {}\n",
                 state.presence.len()
             )
+            + &state.handshakes.render_metrics()
             + &state.downloads.render_metrics()
             + &state.events.render_metrics()
             + &state.history.render_metrics(),

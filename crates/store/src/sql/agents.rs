@@ -117,20 +117,45 @@ impl AgentStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<AgentRecord>> {
         let (name, id) = after.unwrap_or(("", ""));
-        // An empty pattern means no condition (a real one is never empty).
-        let rows = sqlx::query(agent_select!(
-            "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
-             AND ($3 = '' OR LOWER(name) LIKE $3 ESCAPE '\\') \
-             AND ($4 = '' OR labels LIKE $4 ESCAPE '\\') \
-             ORDER BY name, id LIMIT $5"
-        ))
-        .bind(name)
-        .bind(id)
-        .bind(filter.name_like().unwrap_or_default())
-        .bind(filter.labels_like().unwrap_or_default())
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+        let prefix = filter.name_prefix();
+        // An empty pattern means no condition (a real one is never empty). The
+        // prefix range is not optional the same way: behind `$6 = '' OR` a
+        // PostgreSQL generic plan could not use `agents_name_lower`, so a glob
+        // with a literal start gets its own statement. PostgreSQL compares in the
+        // `C` collation, which the index is built in: in a language collation a
+        // prefix's strings need not lie in one range (see migration 0013).
+        let sql = match &prefix {
+            None => agent_select!(
+                "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
+                 AND ($3 = '' OR LOWER(name) LIKE $3 ESCAPE '\\') \
+                 AND ($4 = '' OR labels LIKE $4 ESCAPE '\\') \
+                 ORDER BY name, id LIMIT $5"
+            ),
+            Some(_) if self.db.postgres => agent_select!(
+                "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
+                 AND LOWER(name) COLLATE \"C\" >= $6 AND LOWER(name) COLLATE \"C\" < $7 \
+                 AND ($3 = '' OR LOWER(name) LIKE $3 ESCAPE '\\') \
+                 AND ($4 = '' OR labels LIKE $4 ESCAPE '\\') \
+                 ORDER BY name, id LIMIT $5"
+            ),
+            Some(_) => agent_select!(
+                "WHERE state <> 'removed' AND (name > $1 OR (name = $1 AND id > $2)) \
+                 AND LOWER(name) >= $6 AND LOWER(name) < $7 \
+                 AND ($3 = '' OR LOWER(name) LIKE $3 ESCAPE '\\') \
+                 AND ($4 = '' OR labels LIKE $4 ESCAPE '\\') \
+                 ORDER BY name, id LIMIT $5"
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(name)
+            .bind(id)
+            .bind(filter.name_like().unwrap_or_default())
+            .bind(filter.labels_like().unwrap_or_default())
+            .bind(limit);
+        if let Some((lower, upper)) = prefix {
+            query = query.bind(lower).bind(upper);
+        }
+        let rows = query.fetch_all(&self.db.pool).await?;
         decode_all(&rows)
     }
 

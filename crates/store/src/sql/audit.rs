@@ -13,20 +13,28 @@ use crate::{AuditStore, Result};
 impl AuditStore for SqlStore {
     async fn audit_entries(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
         // Filters are optional: `$n IS NULL OR column = $n` keeps one static query.
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, target, source, outcome, details FROM audit_log \
+        // The cursor is not: as `$7 IS NULL OR seq < $7` a PostgreSQL generic plan
+        // could not start its walk of the `audit_log_seq` index at the cursor, and a
+        // deep page would read every newer entry first. Entries from before the
+        // chain (no `seq`) therefore appear only on the first page.
+        const SELECT: &str = "SELECT seq, at, actor, action, target, source, outcome, details FROM audit_log \
              WHERE ($1 IS NULL OR target = $1) AND ($2 IS NULL OR actor = $2) \
-             AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5) \
-             ORDER BY seq DESC LIMIT $6",
-        )
-        .bind(f.target.as_deref())
-        .bind(f.actor.as_deref())
-        .bind(f.action.as_deref())
-        .bind(f.since)
-        .bind(f.until)
-        .bind(f.limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+             AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5)";
+        let sql = match f.before_seq {
+            None => format!("{SELECT} ORDER BY seq DESC LIMIT $6"),
+            Some(_) => format!("{SELECT} AND seq < $7 ORDER BY seq DESC LIMIT $6"),
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(f.target.as_deref())
+            .bind(f.actor.as_deref())
+            .bind(f.action.as_deref())
+            .bind(f.since)
+            .bind(f.until)
+            .bind(f.limit);
+        if let Some(before) = f.before_seq {
+            query = query.bind(before);
+        }
+        let rows = query.fetch_all(&self.db.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditRecord {

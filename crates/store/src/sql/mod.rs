@@ -35,6 +35,9 @@ use crate::group::EnrollQueue;
 use crate::sql::db::{Db, open_pool};
 use crate::{MetaStore, Result, migrate};
 
+/// PostgreSQL connections a store pools by default (`muster hub --db-pool`).
+pub const DEFAULT_PG_POOL: u32 = 16;
+
 pub struct SqlStore {
     db: Db,
     /// Where the database is, for the listener of `watch_agent_changes` (PostgreSQL).
@@ -55,6 +58,13 @@ impl SqlStore {
     /// Connect, apply migrations, and return a ready store. `url` is `sqlite://…`
     /// (created when missing) or `postgres://…`.
     pub async fn connect(url: &str, audit_key: [u8; 32]) -> Result<Self> {
+        Self::connect_with_pool(url, audit_key, DEFAULT_PG_POOL).await
+    }
+
+    /// [`connect`](Self::connect) with `pg_pool` connections in the PostgreSQL pool
+    /// (the store also holds one for committing enrollments and one listening for
+    /// other hubs' changes). SQLite ignores it.
+    pub async fn connect_with_pool(url: &str, audit_key: [u8; 32], pg_pool: u32) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         let url = if postgres {
@@ -63,7 +73,7 @@ impl SqlStore {
             sqlite_url(url)
         };
         let db = Db {
-            pool: open_pool(&url, postgres, if postgres { 16 } else { 4 }).await?,
+            pool: open_pool(&url, postgres, if postgres { pg_pool.max(2) } else { 4 }).await?,
             postgres,
             audit_key,
             chained: true,

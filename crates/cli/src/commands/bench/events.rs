@@ -4,12 +4,18 @@
 //! the heartbeat that made it to the first event showing it, the others only read.
 //! Also counts how many messages the flips were coalesced into, and the hub's CPU
 //! over the window (from its `/metrics`: sessions and heartbeats included).
+//!
+//! With `--memory-steps` it answers another question, what each watcher costs the
+//! hub in memory: watchers are opened in cumulative steps (each its own TLS
+//! connection, as separate browsers would be), and the hub's RSS is read from its
+//! `/metrics` once each step has settled, while the agents keep flipping (or with
+//! `--agents 0`, an idle fleet).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use muster_client::{HubClient, connect_session};
 use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
 use serde::Serialize;
@@ -142,6 +148,114 @@ pub async fn run(
             r.latency_max_ms,
             r.hub_cpu_s
         )
+    })
+}
+
+#[derive(Serialize)]
+struct MemoryStep {
+    watchers: usize,
+    hub_rss_kib: f64,
+    /// RSS growth since the first step, per watcher added since it.
+    kib_per_watcher: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct MemoryReport {
+    agents: usize,
+    flip_every_s: f64,
+    settle_s: f64,
+    steps: Vec<MemoryStep>,
+}
+
+/// Hub RSS with `steps` watchers open (cumulative, ascending), `agents` flipping
+/// health about every `flip_every` throughout.
+pub async fn memory(
+    admin: &HubClient,
+    agents: usize,
+    steps: &[usize],
+    flip_every: Duration,
+    settle: Duration,
+    format: Format,
+) -> Result<()> {
+    if steps.is_empty() || steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(anyhow!(
+            "--memory-steps must be watcher counts in ascending order, e.g. 0,500,1000"
+        ));
+    }
+    let ca_pem = admin.ca().await?.ca_pem;
+    let url = admin.base_url().to_owned();
+    let mut tasks = Vec::new();
+    if agents > 0 {
+        eprintln!("enrolling {agents} agents…");
+        let sims = enroll_all(admin, std::slice::from_ref(&url), &ca_pem, agents).await?;
+        let connected = Arc::new(tokio::sync::Barrier::new(agents + 1));
+        for sim in sims {
+            tasks.push(tokio::spawn(flap(
+                sim,
+                url.clone(),
+                ca_pem.clone(),
+                flip_every,
+                Flips::default(),
+                Arc::default(),
+                connected.clone(),
+            )));
+        }
+        connected.wait().await;
+    }
+    let mut watchers = Vec::new();
+    let mut report = MemoryReport {
+        agents,
+        flip_every_s: flip_every.as_secs_f64(),
+        settle_s: settle.as_secs_f64(),
+        steps: Vec::new(),
+    };
+    for &n in steps {
+        while watchers.len() < n {
+            let mut s = admin
+                .events()
+                .await
+                .with_context(|| format!("opening watcher {}", watchers.len() + 1))?;
+            // Read everything, as a browser would, so no backlog builds up here.
+            watchers.push(tokio::spawn(async move {
+                while let Ok(Some(_)) = s.next().await {}
+            }));
+        }
+        eprintln!("{n} watchers open; settling for {settle:?}…");
+        tokio::time::sleep(settle).await;
+        let rss = super::sim::metric(admin, "process_resident_memory_bytes").await? / 1024.0;
+        let kib_per_watcher = report
+            .steps
+            .first()
+            .map(|first| (rss - first.hub_rss_kib) / (n - first.watchers) as f64);
+        report.steps.push(MemoryStep {
+            watchers: n,
+            hub_rss_kib: rss,
+            kib_per_watcher,
+        });
+    }
+    tasks.iter().for_each(|t| t.abort());
+    watchers.iter().for_each(|t| t.abort());
+    emit(format, &report, |r| {
+        let mut out = format!(
+            "hub memory by live-event watchers ({} agents{}, {:.0} s settle per step)",
+            r.agents,
+            if r.agents > 0 {
+                format!(" flipping about every {:.1} s", r.flip_every_s)
+            } else {
+                String::new()
+            },
+            r.settle_s
+        );
+        for step in &r.steps {
+            out.push_str(&format!(
+                "\n{:>6} watchers: hub RSS {:>9.0} KiB",
+                step.watchers, step.hub_rss_kib
+            ));
+            if let Some(k) = step.kib_per_watcher {
+                out.push_str(&format!(", {k:.1} KiB per watcher over the first step"));
+            }
+        }
+        out
     })
 }
 

@@ -7,6 +7,7 @@ mod hubs;
 mod pool;
 mod sessions;
 mod sim;
+mod storm;
 mod worker;
 
 use std::sync::Arc;
@@ -54,6 +55,12 @@ enum BenchCommand {
         #[arg(long)]
         setup: std::path::PathBuf,
     },
+    /// A data centre reimaged at once: N machines enroll with one token within a
+    /// few seconds, through the real agent's enrollment and retries.
+    EnrollStorm(storm::StormArgs),
+    /// One worker process of `enroll-storm` (started by it).
+    #[command(hide = true)]
+    EnrollStormWorker(storm::WorkerArgs),
     /// Push latency of the live event stream: N agents flip their health at random
     /// on a running hub; one watcher times each flip to the event that shows it.
     Events {
@@ -71,6 +78,16 @@ enum BenchCommand {
         /// How long to watch.
         #[arg(long, default_value = "20s", value_parser = crate::duration::parse_duration)]
         window: Duration,
+        /// Measure hub memory instead of latency: open watchers in these cumulative
+        /// steps (ascending, e.g. 0,500,1000; the hub serves 1,000 at most) and
+        /// report the hub's RSS at each and KiB per watcher over the first step.
+        /// Each watcher is its own connection: raise the hub's
+        /// --max-connections-per-source above the largest step.
+        #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+        memory_steps: Option<Vec<usize>>,
+        /// With --memory-steps: how long each step settles before its RSS is read.
+        #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
+        settle: Duration,
         #[command(flatten)]
         format: Format,
     },
@@ -121,7 +138,10 @@ impl BenchArgs {
             | BenchCommand::Api { conn, .. }
             | BenchCommand::Handshakes { conn, .. }
             | BenchCommand::Events { conn, .. } => Some(conn),
-            BenchCommand::Sessions(_) | BenchCommand::SessionsWorker { .. } => None,
+            BenchCommand::EnrollStorm(a) => Some(&mut a.conn),
+            BenchCommand::Sessions(_)
+            | BenchCommand::SessionsWorker { .. }
+            | BenchCommand::EnrollStormWorker(_) => None,
         }
     }
 }
@@ -130,16 +150,25 @@ pub async fn exec(args: BenchArgs) -> Result<()> {
     match args.action {
         BenchCommand::Sessions(args) => sessions::run(args).await,
         BenchCommand::SessionsWorker { setup } => worker::run(&setup).await,
+        BenchCommand::EnrollStorm(args) => storm::run(args).await,
+        BenchCommand::EnrollStormWorker(args) => storm::worker(args).await,
         BenchCommand::Events {
             conn,
             agents,
             watchers,
             flip_every,
             window,
+            memory_steps,
+            settle,
             format,
         } => {
             let admin = client(&conn)?;
-            events::run(&admin, agents, watchers, flip_every, window, format).await
+            match memory_steps {
+                Some(steps) => {
+                    events::memory(&admin, agents, &steps, flip_every, settle, format).await
+                }
+                None => events::run(&admin, agents, watchers, flip_every, window, format).await,
+            }
         }
         BenchCommand::Api {
             conn,
