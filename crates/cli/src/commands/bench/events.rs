@@ -20,7 +20,7 @@ use muster_client::{HubClient, connect_session};
 use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
 use serde::Serialize;
 
-use crate::commands::bench::sessions::{Sim, enroll_all, rand_ms};
+use crate::commands::bench::sim::{Sim, enroll_all, rand_ms};
 use crate::output::{Format, emit};
 
 /// The last flip of each agent: when, to what status, and whether an event showed it.
@@ -53,7 +53,7 @@ pub async fn run(
     let ca_pem = admin.ca().await?.ca_pem;
     let url = admin.base_url().to_owned();
     eprintln!("enrolling {agents} agents…");
-    let sims = enroll_all(admin, &url, &ca_pem, agents).await?;
+    let sims = enroll_all(admin, std::slice::from_ref(&url), &ca_pem, agents).await?;
     let flips: Flips = Arc::default();
     let flipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let connected = Arc::new(tokio::sync::Barrier::new(agents + 1));
@@ -187,7 +187,7 @@ pub async fn memory(
     let mut tasks = Vec::new();
     if agents > 0 {
         eprintln!("enrolling {agents} agents…");
-        let sims = enroll_all(admin, &url, &ca_pem, agents).await?;
+        let sims = enroll_all(admin, std::slice::from_ref(&url), &ca_pem, agents).await?;
         let connected = Arc::new(tokio::sync::Barrier::new(agents + 1));
         for sim in sims {
             tasks.push(tokio::spawn(flap(

@@ -3,16 +3,19 @@
 //! key, real CSR, real database write).
 
 mod events;
+mod hubs;
+mod pool;
 mod sessions;
 mod sim;
 mod storm;
+mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use muster_client::{EnrollOutcome, HubClient};
+use muster_client::{ClientOptions, EnrollOutcome, HubClient, Trust};
 use muster_proto::CreateTokenRequest;
 use tokio::sync::Semaphore;
 
@@ -42,8 +45,16 @@ enum BenchCommand {
         #[command(flatten)]
         format: Format,
     },
-    /// Hold N live sessions against a hub this command starts, and measure them.
+    /// Hold N live sessions against hubs this command starts (or --hub ones already
+    /// running), and measure them.
     Sessions(sessions::SessionsArgs),
+    /// One child process of `bench sessions`, holding a share of its sessions.
+    #[command(hide = true)]
+    SessionsWorker {
+        /// The 0600 file with the identities (deleted once read).
+        #[arg(long)]
+        setup: std::path::PathBuf,
+    },
     /// A data centre reimaged at once: N machines enroll with one token within a
     /// few seconds, through the real agent's enrollment and retries.
     EnrollStorm(storm::StormArgs),
@@ -80,10 +91,21 @@ enum BenchCommand {
         #[command(flatten)]
         format: Format,
     },
-    /// API-key authenticated reads: GET /api/v1/agents?limit=100 over kept-alive connections.
+    /// API-key authenticated reads: GET /api/v1/agents?limit=100 (or --path, or the
+    /// Fleet page filtered by --label) over kept-alive connections.
     Api {
         #[command(flatten)]
         conn: ConnectionArgs,
+        /// The path to read instead, e.g. "/?status=offline" (the Fleet page).
+        #[arg(long, conflicts_with = "label")]
+        path: Option<String>,
+        /// Time the Fleet page filtered by this label (KEY=VALUE) instead.
+        #[arg(long, value_parser = label_filter)]
+        label: Option<String>,
+        /// Log in as this user (password from MUSTER_PASSWORD) to read dashboard
+        /// pages (--label, or a --path outside /api/).
+        #[arg(long)]
+        user: Option<String>,
         /// How many requests in all.
         #[arg(long, default_value_t = 5000)]
         requests: usize,
@@ -117,7 +139,9 @@ impl BenchArgs {
             | BenchCommand::Handshakes { conn, .. }
             | BenchCommand::Events { conn, .. } => Some(conn),
             BenchCommand::EnrollStorm(a) => Some(&mut a.conn),
-            BenchCommand::Sessions(_) | BenchCommand::EnrollStormWorker(_) => None,
+            BenchCommand::Sessions(_)
+            | BenchCommand::SessionsWorker { .. }
+            | BenchCommand::EnrollStormWorker(_) => None,
         }
     }
 }
@@ -125,6 +149,7 @@ impl BenchArgs {
 pub async fn exec(args: BenchArgs) -> Result<()> {
     match args.action {
         BenchCommand::Sessions(args) => sessions::run(args).await,
+        BenchCommand::SessionsWorker { setup } => worker::run(&setup).await,
         BenchCommand::EnrollStorm(args) => storm::run(args).await,
         BenchCommand::EnrollStormWorker(args) => storm::worker(args).await,
         BenchCommand::Events {
@@ -147,10 +172,33 @@ pub async fn exec(args: BenchArgs) -> Result<()> {
         }
         BenchCommand::Api {
             conn,
+            path,
+            label,
+            user,
             requests,
             concurrency,
             format,
-        } => api_reads(&client(&conn)?, requests, concurrency, format).await,
+        } => {
+            let path = match (path, label) {
+                (Some(p), _) => p,
+                (None, Some(l)) => format!("/?label={l}"),
+                (None, None) => "/api/v1/agents?limit=100".to_owned(),
+            };
+            let admin = client(&conn)?;
+            let reader = if path.starts_with("/api/") {
+                admin
+            } else {
+                let user = user.context(
+                    "dashboard pages need a login: --user USER with MUSTER_PASSWORD set",
+                )?;
+                let password = std::env::var("MUSTER_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .context("--user needs MUSTER_PASSWORD")?;
+                dashboard_client(&admin, &user, &password).await?
+            };
+            api_reads(&reader, &path, requests, concurrency, format).await
+        }
         BenchCommand::Enroll {
             conn,
             agents,
@@ -287,7 +335,7 @@ async fn connections(
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds (0 when there are none).
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub(super) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -320,44 +368,110 @@ fn uuid_prefix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
-/// `concurrency` workers sharing one client (its connection pool keeps TLS sessions
-/// alive, as an admin tool or dashboard would), each reading the first page.
+/// A client that reads the dashboard as `user` (its login cookie on every request).
+pub(super) async fn dashboard_client(
+    admin: &HubClient,
+    user: &str,
+    password: &str,
+) -> Result<HubClient> {
+    let ca = admin.ca().await?.ca_pem;
+    let anon = HubClient::new(admin.base_url(), Trust::CaPem(ca.clone()))?;
+    let (_, set_cookie) = anon.login(user, password).await?;
+    let cookie = set_cookie.split(';').next().unwrap_or_default().trim();
+    if cookie.is_empty() {
+        bail!("{} set no login cookie", admin.base_url());
+    }
+    let opts = ClientOptions {
+        headers: vec![("Cookie".to_owned(), cookie.to_owned())],
+        ..Default::default()
+    };
+    Ok(HubClient::with_options(
+        admin.base_url(),
+        Trust::CaPem(ca),
+        opts,
+    )?)
+}
+
+/// `--label KEY=VALUE`, checked and written as a query value (`KEY%3DVALUE`).
+fn label_filter(s: &str) -> Result<String, String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("expected KEY=VALUE, got {s:?}"));
+    }
+    Ok(format!("{}%3D{}", query_escape(k), query_escape(v)))
+}
+
+/// Percent-encode everything but unreserved characters.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `requests` GETs of `path`, `concurrency` at a time over one client (its pool
+/// keeps TLS sessions alive, as an admin tool or dashboard would); the latencies,
+/// sorted, and the size of the last answer. Any answer but 200 is an error.
+pub(super) async fn timed_gets(
+    client: &HubClient,
+    path: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Result<(Vec<Duration>, usize)> {
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, counter, path) = (client.clone(), counter.clone(), path.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut size = 0;
+            while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let t0 = Instant::now();
+                let (status, body) = client.get_raw(&path).await?;
+                lat.push(t0.elapsed());
+                if status != 200 {
+                    bail!("GET {path} answered {status}");
+                }
+                size = body.len();
+            }
+            Ok((lat, size))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut size = 0;
+    for t in tasks {
+        let (lat, s) = t.await??;
+        all.extend(lat);
+        size = size.max(s);
+    }
+    all.sort();
+    Ok((all, size))
+}
+
+/// `concurrency` workers sharing one client, each reading `path`.
 async fn api_reads(
     client: &HubClient,
+    path: &str,
     requests: usize,
     concurrency: usize,
     format: Format,
 ) -> Result<()> {
-    let first = client.agents_page(100, None).await?;
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, counter) = (client.clone(), counter.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                let t0 = Instant::now();
-                client.agents_page(100, None).await?;
-                lat.push(t0.elapsed());
-            }
-            Ok::<_, muster_client::ClientError>(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
+    let (all, size) = timed_gets(client, path, requests, concurrency).await?;
     let secs = started.elapsed().as_secs_f64();
-    all.sort();
     let (p50, p99) = (percentile_ms(&all, 0.5), percentile_ms(&all, 0.99));
     let rate = all.len() as f64 / secs;
-    let report = serde_json::json!({"bench": "api", "requests": all.len(), "page": first.agents.len(), "per_second": rate, "p50_ms": p50, "p99_ms": p99});
+    let report = serde_json::json!({"bench": "api", "path": path, "requests": all.len(), "bytes": size, "per_second": rate, "p50_ms": p50, "p99_ms": p99});
     emit(format, &report, |_| {
         format!(
-            "api: {} requests of a {}-agent page in {secs:.2} s = {rate:.0}/s; latency p50 {p50:.1} ms, p99 {p99:.1} ms (concurrency {concurrency})",
+            "api: {} requests of {path} ({size} bytes) in {secs:.2} s = {rate:.0}/s; latency p50 {p50:.1} ms, p99 {p99:.1} ms (concurrency {concurrency})",
             all.len(),
-            first.agents.len(),
         )
     })
 }

@@ -295,8 +295,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         + Duration::from_millis(u64::try_from(args.start_ms - now_ms()).unwrap_or(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in args.first..args.first + args.count {
-        let offset =
-            Duration::from_millis(crate::commands::bench::sessions::rand_ms(args.within_ms));
+        let offset = Duration::from_millis(crate::commands::bench::sim::rand_ms(args.within_ms));
         let opts = muster_agent::EnrollOptions {
             hub_urls: vec![args.hub.clone()],
             token: Some(token.clone()),
