@@ -2,9 +2,10 @@
 //! sessions' presence rows, and the view of the sessions every other hub holds.
 //!
 //! Every [`TICK`] the loop writes the presence changes queued since the last
-//! (batched: a reconnect storm is a few transactions), renews the lease when due,
-//! reads the other hubs' leases, and reads the presence rows changed since it last
-//! looked. So every hub shows an agent that connected anywhere within about two
+//! (batched: a reconnect storm is a few transactions of [`WRITE_CHUNK`]), reads the
+//! other hubs' leases, and reads the presence rows changed since it last looked (and
+//! every row now and then, to repair any it missed); the lease is renewed by a loop
+//! of its own. So every hub shows an agent that connected anywhere within about two
 //! ticks, and an agent whose hub died offline once that hub's lease runs out. What
 //! changed is told to the live watchers like a change on this hub.
 //!
@@ -23,11 +24,17 @@ use crate::state::AppState;
 
 /// How often presence is written and read, and leases are read.
 pub const TICK: Duration = Duration::from_millis(500);
+/// Presence writes per transaction: each commits quickly, so a row is visible soon
+/// after it is stamped, even in a reconnect storm on a busy database.
+const WRITE_CHUNK: usize = 500;
+/// Every so often a hub reads every presence row again: whatever a follower missed
+/// (a commit later than [`OVERLAP_MS`] after its stamp, a clock far off) is repaired.
+const FULL_READ_EVERY: Duration = Duration::from_secs(60);
 /// Presence rows read per query.
 const PAGE: i64 = 5_000;
 /// Rows written late by another hub's flush (it stamps them before it commits)
 /// are caught by reading again from this far behind the start of the last read.
-const OVERLAP_MS: i64 = 2_000;
+const OVERLAP_MS: i64 = 5_000;
 /// A dead hub's rows are closed by whichever live hub notices first, once its lease
 /// ran out this many lease periods ago (a hub that merely restarts does it itself).
 const REAP_AFTER_LEASES: u32 = 1;
@@ -97,6 +104,35 @@ pub async fn lease_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut follower = Follower { safe: i64::MIN };
+    let mut full_read = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        flush(&state).await;
+        if let Err(e) = read_leases(&state).await {
+            tracing::warn!(error = %e, "could not read the other hubs' leases");
+        }
+        if full_read.elapsed() >= FULL_READ_EVERY {
+            full_read = tokio::time::Instant::now();
+            follower.safe = i64::MIN;
+        }
+        if let Err(e) = follow(&state, &mut follower).await {
+            tracing::warn!(error = %e, "could not read the other hubs' sessions");
+        }
+    }
+    // Stopping: the sessions ended already (their closes are queued): write them.
+    flush(&state).await;
+}
+
+/// Renew this hub's lease every quarter lease, and sooner when its session counts
+/// changed, on its own: however long presence writes take on a busy database, the
+/// lease that says this hub is alive is not late. At stop it is given back, so the
+/// other hubs count nothing here from then on.
+pub async fn renew_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let renew_every = state.hub_lease / 4;
     let mut renewed: Option<(tokio::time::Instant, (i64, i64))> = None;
     loop {
@@ -104,7 +140,6 @@ pub async fn lease_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        flush(&state).await;
         let counts = state.sessions.local_health_counts();
         let due = renewed.is_none_or(|(at, last)| at.elapsed() >= renew_every || last != counts);
         if due {
@@ -113,30 +148,25 @@ pub async fn lease_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 Err(e) => tracing::warn!(error = %e, "could not renew the hub lease"),
             }
         }
-        if let Err(e) = read_leases(&state).await {
-            tracing::warn!(error = %e, "could not read the other hubs' leases");
-        }
-        if let Err(e) = follow(&state, &mut follower).await {
-            tracing::warn!(error = %e, "could not read the other hubs' sessions");
-        }
     }
-    // Stopping: the sessions ended already (their closes are queued); write them,
-    // then give the lease back so the other hubs count nothing here from now on.
-    flush(&state).await;
     if let Err(e) = state.store.release_hub_lease(&state.hub_id, now_ms()).await {
         tracing::warn!(error = %e, "could not give the hub lease back; it runs out by itself");
     }
 }
 
-/// Write the queued presence changes; on failure they wait for the next tick.
+/// Write the queued presence changes, a chunk per transaction, each stamped when it
+/// is written; on failure what is left waits for the next tick.
 async fn flush(state: &AppState) {
-    let batch = state.presence.take();
-    if batch.is_empty() {
-        return;
-    }
-    if let Err(e) = state.store.record_presence(&batch).await {
-        tracing::warn!(error = %e, writes = batch.len(), "could not write session presence; retrying");
-        state.presence.restore(batch);
+    let mut batch = state.presence.take();
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(WRITE_CHUNK));
+        if let Err(e) = state.store.record_presence(&batch, now_ms()).await {
+            tracing::warn!(error = %e, writes = batch.len() + rest.len(), "could not write session presence; retrying");
+            batch.extend(rest);
+            state.presence.restore(batch);
+            return;
+        }
+        batch = rest;
     }
 }
 

@@ -480,6 +480,7 @@ impl Hub {
         });
         lease::tidy(&self.state).await;
         let leaser = tokio::spawn(lease::lease_loop(self.state.clone(), flush_stopped.clone()));
+        let renewer = tokio::spawn(lease::renew_loop(self.state.clone(), flush_stopped.clone()));
         let notifier = tokio::spawn(live::notify_loop(self.state.clone(), flush_stopped.clone()));
         let flusher = tokio::spawn(sessions::flush_loop(
             self.state.clone(),
@@ -571,6 +572,7 @@ impl Hub {
         let _ = flusher.await;
         let _ = notifier.await;
         let _ = leaser.await;
+        let _ = renewer.await;
         if let Some(h) = historian {
             let _ = h.await;
         }

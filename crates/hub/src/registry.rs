@@ -86,7 +86,12 @@ struct Live {
     /// the entry so a heartbeat is one lock and no allocation.
     last_seen: i64,
     dirty: bool,
+    /// The last `last_seen` handed to the database (0: none yet).
+    stored: i64,
 }
+
+/// How often a connected agent's `last_seen_at` is written, at most (ms).
+pub const SEEN_EVERY_MS: i64 = 60_000;
 
 /// Who is connected right now.
 #[derive(Default)]
@@ -281,8 +286,17 @@ impl Sessions {
             std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
                 .collect();
-        for (id, live) in self.lock().iter_mut().filter(|(_, l)| l.dirty) {
+        // A connected agent's time is written at most once a [`SEEN_EVERY_MS`]:
+        // while it is online that is all anyone needs of it, and a database
+        // shared by hubs holding 100,000 agents must not take a write per
+        // heartbeat. A session's end is always written (from `seen`).
+        for (id, live) in self
+            .lock()
+            .iter_mut()
+            .filter(|(_, l)| l.dirty && l.last_seen - l.stored >= SEEN_EVERY_MS)
+        {
             live.dirty = false;
+            live.stored = live.last_seen;
             out.push((id.clone(), live.last_seen));
         }
         out
@@ -340,6 +354,7 @@ pub fn register(
             problems: Vec::new(),
             last_seen: now_ms(),
             dirty: true,
+            stored: 0,
         },
     );
     if let Some(old) = previous {

@@ -19,7 +19,10 @@ CREATE TABLE hubs (
 -- Where each agent's session is: one row per agent that ever connected, written
 -- when a session opens, when its health changes and when it closes (never per
 -- heartbeat). A row whose hub's lease expired is ignored by readers. Other hubs
--- follow it by `changed_at`, so a disconnect is an update, not a delete.
+-- follow it by `changed_at` (when the row was written, so a reader that looks a
+-- little behind its last read sees every write), so a disconnect is an update, not
+-- a delete. `since` is when the session opened or closed on its hub: of two hubs'
+-- writes for one agent, the later session wins, whichever lands last.
 CREATE TABLE presence (
     agent_id    TEXT PRIMARY KEY,
     hub         TEXT NOT NULL,
@@ -27,6 +30,7 @@ CREATE TABLE presence (
     connected   BIGINT NOT NULL,
     health      TEXT NOT NULL,
     problems    TEXT NOT NULL,
+    since       BIGINT NOT NULL,
     changed_at  BIGINT NOT NULL
 );
 CREATE INDEX presence_changed ON presence (changed_at, agent_id);

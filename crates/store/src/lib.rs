@@ -287,8 +287,9 @@ pub trait HubStore: Send + Sync {
     async fn list_hubs(&self) -> Result<Vec<HubRecord>>;
     /// Forget hubs whose lease ran out before `before`; returns how many.
     async fn forget_hubs(&self, before: i64) -> Result<u64>;
-    /// Apply presence changes in order, in one transaction.
-    async fn record_presence(&self, writes: &[PresenceWrite]) -> Result<()>;
+    /// Apply presence changes in order, in one transaction, stamping the rows
+    /// written with `written_at` (what followers read by).
+    async fn record_presence(&self, writes: &[PresenceWrite], written_at: i64) -> Result<()>;
     /// Presence rows changed after `(changed_at, agent_id)`, in that order, at most
     /// `limit`: how a hub follows the sessions the others hold.
     async fn presence_after(&self, after: (i64, &str), limit: i64) -> Result<Vec<PresenceRecord>>;

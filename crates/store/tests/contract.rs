@@ -1324,7 +1324,7 @@ async fn hub_leases_renew_stop_and_are_forgotten() {
         assert!(hubs[1].is_live(11_999) && !hubs[1].is_live(12_000));
 
         // A graceful stop: not live from then on, its sessions disconnected.
-        s.record_presence(&[connect("x", "b", "s1", 2_100)])
+        s.record_presence(&[connect("x", "b", "s1", 2_100)], 2_100)
             .await
             .unwrap();
         s.release_hub_lease("b", 3_000).await.unwrap();
@@ -1351,16 +1351,19 @@ async fn hub_leases_renew_stop_and_are_forgotten() {
 async fn presence_follows_the_newest_session_whatever_order_writes_land_in() {
     for (s, scratch) in stores().await {
         use muster_proto::AgentHealth;
-        s.record_presence(&[
-            connect("x", "a", "s1", 100),
-            PresenceWrite::Health {
-                agent_id: "x".into(),
-                session: "s1".into(),
-                health: AgentHealth::Degraded,
-                problems: vec!["disk full".into()],
-                at: 110,
-            },
-        ])
+        s.record_presence(
+            &[
+                connect("x", "a", "s1", 100),
+                PresenceWrite::Health {
+                    agent_id: "x".into(),
+                    session: "s1".into(),
+                    health: AgentHealth::Degraded,
+                    problems: vec!["disk full".into()],
+                    at: 110,
+                },
+            ],
+            110,
+        )
         .await
         .unwrap();
         let row = &s.presence_after((0, ""), 10).await.unwrap()[0];
@@ -1370,30 +1373,38 @@ async fn presence_follows_the_newest_session_whatever_order_writes_land_in() {
 
         // The agent moved to hub b; hub a's late writes for the old session
         // (a connect flushed late, then its close) change nothing.
-        s.record_presence(&[connect("x", "b", "s2", 200)])
+        // Rows are stamped when written (what followers read by), not when the
+        // session opened.
+        s.record_presence(&[connect("x", "b", "s2", 200)], 250)
             .await
             .unwrap();
-        s.record_presence(&[
-            connect("x", "a", "s1", 150),
-            PresenceWrite::Disconnected {
-                agent_id: "x".into(),
-                session: "s1".into(),
-                at: 210,
-            },
-        ])
+        s.record_presence(
+            &[
+                connect("x", "a", "s1", 150),
+                PresenceWrite::Disconnected {
+                    agent_id: "x".into(),
+                    session: "s1".into(),
+                    at: 210,
+                },
+            ],
+            220,
+        )
         .await
         .unwrap();
         let row = &s.presence_after((0, ""), 10).await.unwrap()[0];
         assert_eq!((row.hub.as_str(), row.session.as_str()), ("b", "s2"));
         assert!(row.connected);
-        assert_eq!((row.health, row.changed_at), (AgentHealth::Ok, 200));
+        assert_eq!((row.health, row.changed_at), (AgentHealth::Ok, 250));
 
         // Its own close does end it.
-        s.record_presence(&[PresenceWrite::Disconnected {
-            agent_id: "x".into(),
-            session: "s2".into(),
-            at: 300,
-        }])
+        s.record_presence(
+            &[PresenceWrite::Disconnected {
+                agent_id: "x".into(),
+                session: "s2".into(),
+                at: 300,
+            }],
+            300,
+        )
         .await
         .unwrap();
         assert!(!s.presence_after((0, ""), 10).await.unwrap()[0].connected);
@@ -1414,7 +1425,7 @@ async fn presence_is_read_in_pages_by_change_and_a_dead_hubs_rows_end() {
                 )
             })
             .collect();
-        s.record_presence(&writes).await.unwrap();
+        s.record_presence(&writes, 1000).await.unwrap();
         // Five rows at the same instant, read two at a time: each once, in order.
         let mut seen = Vec::new();
         let mut after = (0i64, String::new());

@@ -81,7 +81,7 @@ impl HubStore for SqlStore {
         Ok(done)
     }
 
-    async fn record_presence(&self, writes: &[PresenceWrite]) -> Result<()> {
+    async fn record_presence(&self, writes: &[PresenceWrite], written_at: i64) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -100,12 +100,13 @@ impl HubStore for SqlStore {
                     // hide a newer session the agent opened on another hub.
                     sqlx::query(
                         "INSERT INTO presence \
-                         (agent_id, hub, session, connected, health, problems, changed_at) \
-                         VALUES ($1, $2, $3, 1, $4, $5, $6) \
+                         (agent_id, hub, session, connected, health, problems, since, changed_at) \
+                         VALUES ($1, $2, $3, 1, $4, $5, $6, $7) \
                          ON CONFLICT (agent_id) DO UPDATE SET hub = excluded.hub, \
                          session = excluded.session, connected = 1, health = excluded.health, \
-                         problems = excluded.problems, changed_at = excluded.changed_at \
-                         WHERE presence.changed_at <= excluded.changed_at",
+                         problems = excluded.problems, since = excluded.since, \
+                         changed_at = excluded.changed_at \
+                         WHERE presence.since <= excluded.since",
                     )
                     .bind(agent_id)
                     .bind(hub)
@@ -113,6 +114,7 @@ impl HubStore for SqlStore {
                     .bind(health_word(*health))
                     .bind(problems_json(problems))
                     .bind(*at)
+                    .bind(written_at)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -121,7 +123,7 @@ impl HubStore for SqlStore {
                     session,
                     health,
                     problems,
-                    at,
+                    ..
                 } => {
                     sqlx::query(
                         "UPDATE presence SET health = $3, problems = $4, changed_at = $5 \
@@ -131,7 +133,7 @@ impl HubStore for SqlStore {
                     .bind(session)
                     .bind(health_word(*health))
                     .bind(problems_json(problems))
-                    .bind(*at)
+                    .bind(written_at)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -141,12 +143,13 @@ impl HubStore for SqlStore {
                     at,
                 } => {
                     sqlx::query(
-                        "UPDATE presence SET connected = 0, changed_at = $3 \
+                        "UPDATE presence SET connected = 0, since = $3, changed_at = $4 \
                          WHERE agent_id = $1 AND session = $2 AND connected = 1",
                     )
                     .bind(agent_id)
                     .bind(session)
                     .bind(*at)
+                    .bind(written_at)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -183,7 +186,8 @@ async fn end_presence(
     at: i64,
 ) -> Result<u64> {
     Ok(sqlx::query(
-        "UPDATE presence SET connected = 0, changed_at = $2 WHERE hub = $1 AND connected = 1",
+        "UPDATE presence SET connected = 0, since = $2, changed_at = $2 \
+         WHERE hub = $1 AND connected = 1",
     )
     .bind(hub)
     .bind(at)
