@@ -161,6 +161,33 @@ pub struct AgentConfig {
     pub generation: i64,
 }
 
+impl Credentials {
+    /// A client calling `url` as this agent (client certificate when `with_cert`,
+    /// agent key always); `dir` names the config file in hints about the hub URL.
+    pub fn client(
+        &self,
+        dir: Option<&ConfigDir>,
+        url: &str,
+        timeout: std::time::Duration,
+        with_cert: bool,
+    ) -> Result<muster_client::HubClient, muster_client::ClientError> {
+        Ok(muster_client::HubClient::with_options(
+            url,
+            muster_client::Trust::CaPem(self.ca_pem.clone()),
+            muster_client::ClientOptions {
+                identity: with_cert.then(|| muster_client::ClientIdentity {
+                    cert_pem: self.cert_pem.clone(),
+                    key_pem: self.key_pem.clone(),
+                }),
+                timeout: Some(timeout),
+                address_hint: dir.map(ConfigDir::hub_url_hint),
+                ..Default::default()
+            },
+        )?
+        .with_bearer(self.config.agent_key.clone()))
+    }
+}
+
 impl AgentConfig {
     /// Every hub this agent may use, the preferred one first, then the others in
     /// the operator's order, each once.

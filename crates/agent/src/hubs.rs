@@ -9,10 +9,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use muster_client::{ClientError, ClientIdentity, ClientOptions, HubClient, Trust};
+use muster_client::{ClientError, HubClient};
 
 use crate::AgentError;
-use crate::configdir::{ConfigDir, Credentials};
 
 /// The longest pause between two hubs of one round: enough to spread a fleet whose
 /// hub died at one instant over the others, short enough that the next hub is
@@ -96,31 +95,6 @@ pub fn within(within: Duration) -> Duration {
 pub fn unreachable(e: &ClientError) -> bool {
     matches!(e, ClientError::Unreachable { .. })
         || matches!(e.code(), Some(muster_proto::codes::UNAVAILABLE))
-}
-
-/// A client calling `url` as the agent of `creds` (client certificate when
-/// `with_cert`, agent key always).
-pub fn agent_client(
-    dir: Option<&ConfigDir>,
-    creds: &Credentials,
-    url: &str,
-    timeout: Duration,
-    with_cert: bool,
-) -> Result<HubClient, ClientError> {
-    Ok(HubClient::with_options(
-        url,
-        Trust::CaPem(creds.ca_pem.clone()),
-        ClientOptions {
-            identity: with_cert.then(|| ClientIdentity {
-                cert_pem: creds.cert_pem.clone(),
-                key_pem: creds.key_pem.clone(),
-            }),
-            timeout: Some(timeout),
-            address_hint: dir.map(ConfigDir::hub_url_hint),
-            ..Default::default()
-        },
-    )?
-    .with_bearer(creds.config.agent_key.clone()))
 }
 
 /// `call` against each of `hubs` in turn until one answers: that answer (success

@@ -79,15 +79,7 @@ pub(crate) async fn revoke_at_hub(
 ) -> Result<bool, muster_client::ClientError> {
     let unenrolled = hubs::first_answer(
         &creds.config.hubs(),
-        |url| {
-            hubs::agent_client(
-                Some(dir),
-                creds,
-                url,
-                std::time::Duration::from_secs(15),
-                true,
-            )
-        },
+        |url| creds.client(Some(dir), url, std::time::Duration::from_secs(15), true),
         |client| async move { client.unenroll().await },
     )
     .await;

@@ -88,7 +88,7 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
     let request = &request;
     let resp = match crate::hubs::first_answer(
         &creds.config.hubs(),
-        |url| crate::hubs::agent_client(Some(dir), creds, url, Duration::from_secs(30), with_cert),
+        |url| creds.client(Some(dir), url, Duration::from_secs(30), with_cert),
         |client| async move { client.renew(request).await },
     )
     .await?

@@ -56,7 +56,7 @@ pub async fn status(dir: &ConfigDir) -> Result<Status, AgentError> {
         .unwrap_or_default();
     let answer = crate::hubs::first_answer(
         &creds.config.hubs(),
-        |url| crate::hubs::agent_client(Some(dir), &creds, url, Duration::from_secs(5), true),
+        |url| creds.client(Some(dir), url, Duration::from_secs(5), true),
         |client| async move { client.agent_me().await },
     )
     .await;

@@ -282,7 +282,7 @@ pub fn agent_client(
     creds: &Credentials,
     timeout: Duration,
 ) -> Result<HubClient, muster_client::ClientError> {
-    crate::hubs::agent_client(None, creds, &creds.config.hub_url, timeout, true)
+    creds.client(None, &creds.config.hub_url, timeout, true)
 }
 
 /// Keep the running binary as `<exe>.previous` and rename `new` over `<exe>`.
