@@ -158,6 +158,9 @@ pub async fn renew_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
 /// is written; on failure what is left waits for the next tick.
 async fn flush(state: &AppState) {
     let mut batch = state.presence.take();
+    // Every hub writes in agent order, so two hubs' transactions touching the same
+    // agents lock them in the same order and do not deadlock.
+    batch.sort_by(|a, b| a.agent_id().cmp(b.agent_id()));
     while !batch.is_empty() {
         let rest = batch.split_off(batch.len().min(WRITE_CHUNK));
         if let Err(e) = state.store.record_presence(&batch, now_ms()).await {
@@ -206,6 +209,17 @@ async fn read_leases(state: &AppState) -> muster_store::Result<()> {
         tracing::warn!(hub = %hub, "a hub sharing the database stopped renewing its lease; its agents count as offline");
     }
     tell_watchers(state, agents).await;
+    // One live hub reaps (the first by id): several doing it at once, while the
+    // dead hub's agents are being written back as connected elsewhere, only
+    // deadlock each other.
+    let reaper = hubs
+        .iter()
+        .filter(|h| h.is_live(now) || h.lease.id == state.hub_id)
+        .map(|h| h.lease.id.as_str())
+        .min();
+    if reaper != Some(state.hub_id.as_str()) {
+        return Ok(());
+    }
     let reap_before = now - (state.hub_lease * REAP_AFTER_LEASES).as_millis() as i64;
     for h in hubs.iter().filter(|h| {
         h.lease.id != state.hub_id && h.stopped_at.is_none() && h.lease.expires_at < reap_before
@@ -221,10 +235,11 @@ async fn read_leases(state: &AppState) -> muster_store::Result<()> {
             tracing::info!(hub = %h.lease.id, sessions = ended, "closed the sessions of a dead hub");
         }
     }
-    state
-        .store
-        .forget_hubs(now - FORGET_AFTER.as_millis() as i64)
-        .await?;
+    // A write only when there is something to forget.
+    let forget_before = now - FORGET_AFTER.as_millis() as i64;
+    if hubs.iter().any(|h| h.lease.expires_at < forget_before) {
+        state.store.forget_hubs(forget_before).await?;
+    }
     Ok(())
 }
 

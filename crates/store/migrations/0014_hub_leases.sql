@@ -21,8 +21,9 @@ CREATE TABLE hubs (
 -- heartbeat). A row whose hub's lease expired is ignored by readers. Other hubs
 -- follow it by `changed_at` (when the row was written, so a reader that looks a
 -- little behind its last read sees every write), so a disconnect is an update, not
--- a delete. `since` is when the session opened or closed on its hub: of two hubs'
--- writes for one agent, the later session wins, whichever lands last.
+-- a delete. `since` is when the row's session opened on its hub: of two hubs'
+-- sessions of one agent, the later one wins, whichever is written last (a close
+-- leaves it alone, so a session that opened elsewhere meanwhile still lands).
 CREATE TABLE presence (
     agent_id    TEXT PRIMARY KEY,
     hub         TEXT NOT NULL,

@@ -1452,6 +1452,15 @@ async fn presence_is_read_in_pages_by_change_and_a_dead_hubs_rows_end() {
                 .iter()
                 .all(|r| !r.connected && r.changed_at == 2_000)
         );
+        // An agent of the dead hub that reconnected elsewhere before its row was
+        // ended, written after: the row says connected there (ending a dead hub's
+        // rows does not make them newer than a session that opened meanwhile).
+        s.record_presence(&[connect("agent-0", "live", "s9", 1_500)], 2_100)
+            .await
+            .unwrap();
+        let back = s.presence_after((2_050, ""), 10).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].connected && back[0].hub == "live");
         scratch.remove().await;
     }
 }

@@ -138,17 +138,17 @@ impl HubStore for SqlStore {
                     .await?;
                 }
                 PresenceWrite::Disconnected {
-                    agent_id,
-                    session,
-                    at,
+                    agent_id, session, ..
                 } => {
+                    // `since` stays the session's start: a close (or a dead hub's
+                    // rows ended by another) must never keep out a session that
+                    // opened elsewhere in the meantime but was written after it.
                     sqlx::query(
-                        "UPDATE presence SET connected = 0, since = $3, changed_at = $4 \
+                        "UPDATE presence SET connected = 0, changed_at = $3 \
                          WHERE agent_id = $1 AND session = $2 AND connected = 1",
                     )
                     .bind(agent_id)
                     .bind(session)
-                    .bind(*at)
                     .bind(written_at)
                     .execute(&mut *tx)
                     .await?;
@@ -186,8 +186,7 @@ async fn end_presence(
     at: i64,
 ) -> Result<u64> {
     Ok(sqlx::query(
-        "UPDATE presence SET connected = 0, since = $2, changed_at = $2 \
-         WHERE hub = $1 AND connected = 1",
+        "UPDATE presence SET connected = 0, changed_at = $2 WHERE hub = $1 AND connected = 1",
     )
     .bind(hub)
     .bind(at)
