@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use muster_client::{HubClient, connect_session};
-use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
+use muster_proto::{AgentHealth, AgentMessage, HubMessage};
 use serde::Serialize;
 
 use crate::commands::bench::sim::{Sim, enroll_all, rand_ms};
@@ -271,13 +271,7 @@ async fn flap(
     connected: Arc<tokio::sync::Barrier>,
 ) -> Result<()> {
     let mut session = connect_session(&url, &ca, &sim.identity, &sim.agent_key).await?;
-    let hello = AgentMessage::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        packs: Vec::new(),
-        facts: None,
-        generation: 1,
-    };
+    let hello = crate::commands::bench::sim::sim_hello();
     session.send(&hello).await?;
     match session.recv().await? {
         Some(HubMessage::Welcome { .. }) => {}

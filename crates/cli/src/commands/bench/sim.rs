@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
 use muster_client::{ClientIdentity, EnrollOutcome, HubClient, Trust};
-use muster_proto::{CreateTokenRequest, EnrollRequest, PROTOCOL_VERSION};
+use muster_proto::{AgentMessage, CreateTokenRequest, EnrollRequest, PROTOCOL_VERSION};
 use tokio::sync::Semaphore;
 
 /// The label one simulated agent in [`RARE_EVERY`] carries, for timing a label
@@ -29,6 +29,18 @@ pub fn sim_request(name: &str, csr_pem: String) -> EnrollRequest {
         enrollment_id: None,
         protocol_version: Some(PROTOCOL_VERSION),
         keep_agent_key: false,
+    }
+}
+
+/// The `hello` a simulated agent opens its session with (no facts: the bench's
+/// agents were enrolled with theirs).
+pub fn sim_hello() -> AgentMessage {
+    AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        packs: Vec::new(),
+        facts: None,
+        generation: 1,
     }
 }
 

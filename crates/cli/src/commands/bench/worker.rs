@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow};
 use muster_agent::session::Backoff;
 use muster_client::{ClientIdentity, connect_session};
-use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
+use muster_proto::{AgentHealth, AgentMessage, HubMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -256,13 +256,7 @@ async fn simulate(
                 continue;
             }
         };
-        let hello = AgentMessage::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            packs: Vec::new(),
-            facts: None,
-            generation: 1,
-        };
+        let hello = crate::commands::bench::sim::sim_hello();
         let interval = match (session.send(&hello).await, session.recv().await) {
             (
                 Ok(()),
