@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, hubs, keys, login, release, status,
+    agent, agents, approvals, audit, bench, enroll, hub, hubs, keys, login, release, sso, status,
     tokens, trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
@@ -57,8 +57,10 @@ enum Command {
     Update(update::UpdateArgs),
     /// Trust rules: hostname globs and source networks that may enroll without a credential.
     Trust(trust::TrustArgs),
-    /// Dashboard users (admin or member).
+    /// Dashboard users (admin or member), by password or single sign-on.
     Users(users::UsersArgs),
+    /// Single sign-on (OpenID Connect, Microsoft Entra) and the groups it admits.
+    Sso(sso::SsoArgs),
     /// API keys for people and tools (admin or member).
     Keys(keys::KeysArgs),
     /// The tamper-evident audit log.
@@ -86,6 +88,7 @@ impl Command {
             Command::Hubs(a) => Some(&mut a.conn),
             Command::Trust(a) => Some(&mut a.conn),
             Command::Users(a) => Some(&mut a.conn),
+            Command::Sso(a) => Some(&mut a.conn),
             Command::Keys(a) => Some(&mut a.conn),
             Command::Audit(a) => Some(&mut a.conn),
             Command::Approvals(a) => Some(&mut a.conn),
@@ -243,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(args) => update::exec(args).await,
         Command::Trust(args) => trust::exec(args).await,
         Command::Users(args) => users::exec(args).await,
+        Command::Sso(args) => sso::exec(args).await,
         Command::Hubs(args) => hubs::exec(args).await,
         Command::Keys(args) => keys::exec(args).await,
         Command::Audit(args) => audit::exec(args).await,

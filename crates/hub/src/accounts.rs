@@ -9,7 +9,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use muster_proto::CreateUserRequest;
 use muster_store::UserRecord;
 
-use crate::audit;
+use crate::audit::{self, AuditExt};
 use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
 use crate::secrets::random_body;
@@ -109,7 +109,9 @@ pub async fn decoy(state: &AppState) -> ApiResult<String> {
         .cloned()
 }
 
-/// Create a user (admin API and first start).
+/// Create a user (admin API and first start). With no password the user signs in
+/// through single sign-on only and is matched by email address at the first login
+/// (SPEC §14), so the name must be one; it is kept in lower case.
 pub async fn add_user(
     state: &AppState,
     req: CreateUserRequest,
@@ -117,22 +119,54 @@ pub async fn add_user(
     source: IpAddr,
 ) -> ApiResult<UserRecord> {
     check_text("name", &req.name, false)?;
-    if req.password.chars().count() < 12 || req.password.len() > 1024 {
-        return Err(ApiFailure::bad_request(
-            "the password must be 12 to 1024 characters",
-        ));
-    }
-    let user = UserRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: req.name.clone(),
-        role: req.role.as_str().to_owned(),
-        password_hash: hash_password(state, req.password).await?,
-        disabled_at: None,
-        created_at: now_ms(),
+    let (name, password_hash) = match req.password {
+        Some(password) => {
+            if password.chars().count() < 12 || password.len() > 1024 {
+                return Err(ApiFailure::bad_request(
+                    "the password must be 12 to 1024 characters",
+                ));
+            }
+            (req.name, hash_password(state, password).await?)
+        }
+        None => {
+            if !looks_like_email(&req.name) {
+                return Err(ApiFailure::bad_request(format!(
+                    "{:?} is not an email address: a user without a password signs in \
+                     through single sign-on and is matched by email (or give a password)",
+                    req.name
+                )));
+            }
+            (req.name.to_lowercase(), String::new())
+        }
     };
-    let entry = audit::entry(actor, "user.created", format!("user:{}", user.name), source);
+    let user = UserRecord::new(
+        uuid::Uuid::new_v4().to_string(),
+        name,
+        req.role.as_str().to_owned(),
+        password_hash,
+        now_ms(),
+    );
+    let entry = audit::entry(actor, "user.created", format!("user:{}", user.name), source).details(
+        serde_json::json!({
+            "role": user.role,
+            "password": !user.password_hash.is_empty(),
+        }),
+    );
     state.store.create_user(&user, &entry).await?;
     Ok(user)
+}
+
+/// `local@domain`, one `@`, no spaces: what a provider's email claim looks like.
+pub fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::dashboard::{self, require_page, secure_headers};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
     agent, agents, approvals, audit, enroll, events, hubs, install, keys, releases, renewal,
-    sessions, system, tokens, updates, users,
+    sessions, sso, system, tokens, updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -157,6 +157,17 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             "/api/v1/users/{id}",
             delete(users::remove),
         ),
+        (admin, M::GET, "/api/v1/sso", get(sso::get_sso)),
+        (admin, M::PUT, "/api/v1/sso", put(sso::set_sso)),
+        (admin, M::DELETE, "/api/v1/sso", delete(sso::clear_sso)),
+        (admin, M::GET, "/api/v1/sso/groups", get(sso::list_groups)),
+        (admin, M::POST, "/api/v1/sso/groups", post(sso::add_group)),
+        (
+            admin,
+            M::DELETE,
+            "/api/v1/sso/groups/{id}",
+            delete(sso::remove_group),
+        ),
         (admin, M::GET, "/api/v1/audit", get(audit::list_audit)),
         (
             admin,
@@ -216,6 +227,8 @@ fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
     let (member, admin) = (Some(Role::Member), Some(Role::Admin));
     vec![
         (None, "/login", get(dashboard::login::page)),
+        (None, "/auth/oidc/login", get(crate::sso::flow::login)),
+        (None, "/auth/oidc/callback", get(crate::sso::flow::callback)),
         (None, "/assets/{name}", get(dashboard::assets::serve)),
         (member, "/", get(dashboard::fleet::page_handler)),
         (member, "/agents/{id}", get(dashboard::agent::page_handler)),

@@ -216,14 +216,31 @@ async fn audit_denied(state: &AppState, route: String, source: IpAddr, actor: St
 /// The login session cookie's name.
 pub const COOKIE: &str = "muster_session";
 
+/// How long a dashboard login lasts.
+pub const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+
+/// The `Set-Cookie` value that starts a login session with this token: never
+/// readable by scripts, only over TLS, never sent by another site's request.
+pub fn session_set_cookie(token: &str) -> String {
+    format!(
+        "{COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME_MS / 1000
+    )
+}
+
 /// The session cookie's value, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of the cookie called `name`, if any.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The live, enabled user behind a session cookie: checked at every request, so a

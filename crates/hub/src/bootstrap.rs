@@ -300,7 +300,7 @@ pub async fn ensure_admin_user(
     let req = muster_proto::CreateUserRequest {
         name: name.to_owned(),
         role: muster_proto::Role::Admin,
-        password: password.to_owned(),
+        password: Some(password.to_owned()),
     };
     crate::accounts::add_user(
         state,
@@ -385,18 +385,27 @@ pub async fn rotate_secret(
         write_atomic_path(&staged, format!("{new_secret}\n").as_bytes(), PRIVATE)
             .map_err(io("write", &staged))?;
     }
+    // The SSO client secret set through the hub (SPEC §14) is re-encrypted too.
+    let sso_secret = match store.get_meta(muster_store::SSO_CLIENT_SECRET_KEY).await? {
+        Some(ct) => Some(
+            old.decrypt(&ct, crate::sso::settings::SECRET_AAD)
+                .map_err(|_| HubError::WrongSecret)?,
+        ),
+        None => None,
+    };
     let audit = audit::by_hub("hub.secret_rotated", "hub");
-    let signed = store
-        .rotate_secret(
-            &[
-                (SECRET_CHECK_KEY, new.check_value()),
-                (CA_KEY_KEY, new.encrypt(&ca_key, CA_KEY_AAD)),
-                (crate::secrets::PREVIOUS_HASH_KEYS, new.seal_previous(&old)),
-            ],
-            new.audit_key(),
-            &audit,
-        )
-        .await?;
+    let mut meta = vec![
+        (SECRET_CHECK_KEY, new.check_value()),
+        (CA_KEY_KEY, new.encrypt(&ca_key, CA_KEY_AAD)),
+        (crate::secrets::PREVIOUS_HASH_KEYS, new.seal_previous(&old)),
+    ];
+    if let Some(plain) = &sso_secret {
+        meta.push((
+            muster_store::SSO_CLIENT_SECRET_KEY,
+            new.encrypt(plain, crate::sso::settings::SECRET_AAD),
+        ));
+    }
+    let signed = store.rotate_secret(&meta, new.audit_key(), &audit).await?;
     if from_file {
         std::fs::rename(&staged, &secret_path).map_err(io("move into place", &secret_path))?;
         Ok((signed, None))

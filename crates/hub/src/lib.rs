@@ -40,6 +40,7 @@ mod rules;
 pub mod secrets;
 mod sessions;
 mod slots;
+mod sso;
 mod state;
 mod throttle;
 mod tls;
@@ -57,6 +58,7 @@ pub use api::{page_table, route_table};
 pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE, rotate_secret};
 use muster_ca::CaHash;
 pub use principal::Role;
+pub use sso::SsoEnv;
 use state::AppState;
 
 /// The numeric defaults of [`HubOptions::new`], which `muster hub`'s flags show as
@@ -145,6 +147,12 @@ pub struct HubOptions {
     /// `--hub-lease`: a hub that has not renewed its lease for this long is dead to
     /// the hubs sharing its database, and its agents show offline (SPEC §12).
     pub hub_lease: Duration,
+    /// `MUSTER_OIDC_*` / `MUSTER_ENTRA_TENANT_ID`: single sign-on configured by the
+    /// environment (SPEC §14); it wins over `muster sso set`.
+    pub sso: SsoEnv,
+    /// `--password-login on|off`: whether the dashboard takes passwords. Off needs
+    /// single sign-on and an admin it admits (checked at start).
+    pub password_login: bool,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -262,6 +270,8 @@ impl HubOptions {
             downloads_per_source: defaults::DOWNLOADS_PER_SOURCE,
             downloads_in_flight: defaults::DOWNLOADS_IN_FLIGHT,
             hub_lease: defaults::HUB_LEASE,
+            sso: SsoEnv::default(),
+            password_login: true,
             max_handshakes: None,
             db_pool: muster_store::DEFAULT_PG_POOL,
         }
@@ -366,7 +376,13 @@ impl Hub {
                 .unwrap_or(defaults::HANDSHAKES_PER_CORE * cores),
             trusted_proxies.clone(),
         );
+        let sso_env = opts
+            .sso
+            .settings()
+            .map_err(|e| HubError::Invalid(format!("single sign-on: {e}")))?;
+        let sso = sso::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
         let state = Arc::new(AppState {
+            sso,
             store: prepared.store,
             keys: prepared.keys,
             ca_hash: prepared.ca.hash(),
@@ -409,6 +425,9 @@ impl Hub {
         });
         if let Some((name, password)) = &opts.admin_user {
             bootstrap::ensure_admin_user(&state, name, password).await?;
+        }
+        if !opts.password_login {
+            sso::check_way_in(&state).await?;
         }
         let max_connections = opts
             .max_connections

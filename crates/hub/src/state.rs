@@ -26,6 +26,9 @@ use crate::throttle::LoginThrottle;
 use crate::token_cache::TokenCache;
 
 pub struct AppState {
+    /// Single sign-on (SPEC §14): settings from the environment, the provider
+    /// cache, whether passwords are taken.
+    pub sso: crate::sso::Sso,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod hubs;
 mod kinds;
 mod session;
+mod sso;
 
 pub use hubs::{HubInfo, HubList, HubState};
 pub use kinds::{
@@ -18,6 +19,7 @@ pub use kinds::{
     UnknownWord, WhoAmI,
 };
 pub use session::{ACK_EVERY, AgentHealth, AgentMessage, HubMessage};
+pub use sso::{CreateSsoGroupRequest, SetSsoRequest, SsoGroupInfo, SsoGroupList, SsoInfo};
 
 /// Version of the agent–hub protocol. An agent announces it in `hello` and at
 /// enrollment; the hub refuses versions it does not speak with a clear message.
@@ -71,6 +73,8 @@ pub mod codes {
     pub const TOKEN_REVOKED: &str = "token_revoked";
     pub const KEY_INVALID: &str = "key_invalid";
     pub const FORBIDDEN: &str = "forbidden";
+    /// The hub takes no passwords (`--password-login off`): sign in with SSO.
+    pub const PASSWORD_LOGIN_OFF: &str = "password_login_off";
     pub const HOSTNAME_NOT_ALLOWED: &str = "hostname_not_allowed";
     pub const SOURCE_NOT_ALLOWED: &str = "source_not_allowed";
     pub const AGENT_REVOKED: &str = "agent_revoked";
@@ -729,17 +733,39 @@ pub struct LoginRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// A login name, or for single sign-on the person's email address.
     pub name: String,
     pub role: Role,
-    pub password: String,
+    /// Absent: the user signs in through single sign-on only (SPEC §14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
+    /// The role in force: for single sign-on, the highest of the user's own entry
+    /// and the groups that admitted them at their last login.
     pub role: Role,
     pub disabled: bool,
     pub created_at: String,
+    /// The role an admin gave this user by name (`users add`); absent when only
+    /// groups admit them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_role: Option<Role>,
+    /// Whether the user has a password (else single sign-on only).
+    #[serde(default)]
+    pub password: bool,
+    /// Recorded at the first single sign-on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The authorized groups that matched at the last single sign-on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Muster's storage: the [`Store`] trait, shaped by the domain and split by concern
 //! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`SessionStore`],
 //! [`ApprovalStore`],
-//! [`AccessStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
+//! [`AccessStore`], [`SsoStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
 //! serving SQLite and PostgreSQL from the same SQL.
 //!
 //! Invariant: every operation that changes state carries its own transaction and
@@ -17,7 +17,7 @@ mod sql;
 mod watch;
 
 pub use model::*;
-pub use sql::{DEFAULT_PG_POOL, SqlStore};
+pub use sql::{DEFAULT_PG_POOL, SSO_CLIENT_SECRET_KEY, SqlStore};
 
 use async_trait::async_trait;
 
@@ -95,6 +95,7 @@ pub trait Store:
     + HubStore
     + ApprovalStore
     + AccessStore
+    + SsoStore
     + AuditStore
     + 'static
 {
@@ -108,6 +109,7 @@ impl<T> Store for T where
         + HubStore
         + ApprovalStore
         + AccessStore
+        + SsoStore
         + AuditStore
         + 'static
 {
@@ -382,6 +384,41 @@ pub trait AccessStore: Send + Sync {
     /// The user behind a live login session (whatever the user's state: the caller checks).
     async fn find_user_session(&self, hash: &str, now: i64) -> Result<Option<UserRecord>>;
     async fn delete_user_session(&self, hash: &str) -> Result<()>;
+}
+
+/// Single sign-on (SPEC §14): the provider set through the hub, the groups that
+/// admit their members, and the users a provider signs in.
+#[async_trait]
+pub trait SsoStore: Send + Sync {
+    /// The provider set through the hub, if any.
+    async fn sso_settings(&self) -> Result<Option<SsoSettingsRecord>>;
+    /// Set (`Some`) or clear (`None`) the provider, with its secret.
+    async fn set_sso_settings(
+        &self,
+        settings: Option<&SsoSettingsRecord>,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// `Conflict` when a group with this id is authorized already.
+    async fn create_sso_group(&self, group: &SsoGroupRecord, audit: &AuditEntry) -> Result<()>;
+    async fn list_sso_groups(&self) -> Result<Vec<SsoGroupRecord>>;
+    /// `NotFound` when no such group.
+    async fn remove_sso_group(&self, id: &str, audit: &AuditEntry) -> Result<SsoGroupRecord>;
+    /// The user linked to this identity at this provider.
+    async fn find_user_by_subject(&self, issuer: &str, subject: &str)
+    -> Result<Option<UserRecord>>;
+    /// A single sign-on, in one transaction: `user` is inserted (`new`) or its role,
+    /// identity, display name, groups and last login are updated; a login session
+    /// with this hash starts; `audit` is appended. `Conflict` when a new user's name
+    /// or identity was taken meanwhile, or an existing user was removed meanwhile
+    /// (`NotFound`).
+    async fn record_sso_login(
+        &self,
+        user: &UserRecord,
+        new: bool,
+        session_hash: &str,
+        expires_at: i64,
+        audit: &AuditEntry,
+    ) -> Result<()>;
 }
 
 /// The audit log: reading it, checking its chain, and entries that record no other

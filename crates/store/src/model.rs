@@ -402,10 +402,64 @@ pub struct UserRecord {
     pub name: String,
     /// `admin` or `member`.
     pub role: String,
-    /// argon2id PHC string.
+    /// argon2id PHC string; empty for a user with no password (single sign-on only).
     pub password_hash: String,
     pub disabled_at: Option<i64>,
     pub created_at: i64,
+    /// The role an admin gave this user by name; `None` when only groups admit them.
+    pub granted_role: Option<String>,
+    /// Single sign-on: the name the provider gave, recorded at each login.
+    pub display_name: Option<String>,
+    /// Single sign-on: the provider (issuer) and the user's subject there, linked
+    /// at the first login.
+    pub sso_issuer: Option<String>,
+    pub sso_subject: Option<String>,
+    /// The authorized groups that matched at the last single sign-on.
+    pub groups: Vec<String>,
+    pub last_login_at: Option<i64>,
+}
+
+impl UserRecord {
+    /// A user as `users add` makes one (no provider identity yet).
+    pub fn new(id: String, name: String, role: String, password_hash: String, now: i64) -> Self {
+        UserRecord {
+            id,
+            name,
+            granted_role: Some(role.clone()),
+            role,
+            password_hash,
+            disabled_at: None,
+            created_at: now,
+            display_name: None,
+            sso_issuer: None,
+            sso_subject: None,
+            groups: Vec::new(),
+            last_login_at: None,
+        }
+    }
+}
+
+/// A provider group whose members may sign in (SPEC §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoGroupRecord {
+    /// The value in the groups claim.
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+/// The OpenID Connect provider as set through the hub (`muster sso set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoSettingsRecord {
+    pub issuer: String,
+    pub client_id: String,
+    /// Ciphertext under the hub secret (kept in `hub_meta`, see the migration).
+    pub client_secret: Option<String>,
+    pub display_name: Option<String>,
+    pub groups_claim: Option<String>,
+    pub scopes: Vec<String>,
+    pub updated_at: i64,
 }
 
 /// What happens to a user.

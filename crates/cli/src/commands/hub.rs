@@ -97,6 +97,32 @@ pub struct HubArgs {
     /// Close a connection with no request in flight for this long (sessions excepted).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Whether the dashboard takes passwords. off needs single sign-on and an admin it
+    /// admits (checked at start); API keys keep working (the break-glass).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    password_login: String,
+    /// Single sign-on: the OpenID Connect issuer URL (wins over `muster sso set`).
+    #[arg(long, env = "MUSTER_OIDC_ISSUER", conflicts_with = "entra_tenant_id")]
+    oidc_issuer: Option<String>,
+    /// Single sign-on with Microsoft Entra: the directory (tenant) ID, for the issuer.
+    #[arg(long, env = "MUSTER_ENTRA_TENANT_ID")]
+    entra_tenant_id: Option<String>,
+    /// Single sign-on: the client (application) ID registered at the provider.
+    #[arg(long, env = "MUSTER_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// Single sign-on: the client secret (prefer the environment variable: a flag
+    /// shows in the process list).
+    #[arg(long, env = "MUSTER_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// Single sign-on: the provider's name on the sign-in button.
+    #[arg(long, env = "MUSTER_OIDC_NAME")]
+    oidc_name: Option<String>,
+    /// Single sign-on: the claim listing a user's groups (default: groups).
+    #[arg(long, env = "MUSTER_OIDC_GROUPS_CLAIM")]
+    oidc_groups_claim: Option<String>,
+    /// Single sign-on: scopes besides openid, space-separated (default: "profile email").
+    #[arg(long, env = "MUSTER_OIDC_SCOPES")]
+    oidc_scopes: Option<String>,
 }
 
 /// `--advertise-url` checked once, at parse time.
@@ -238,6 +264,18 @@ async fn serve(args: HubArgs) -> Result<()> {
         agent_binary: None,
         downloads_per_source: args.downloads_per_source,
         downloads_in_flight: args.downloads_in_flight,
+        password_login: args.password_login == "on",
+        sso: muster_hub::SsoEnv {
+            issuer: args.oidc_issuer.filter(|s| !s.is_empty()),
+            entra_tenant: args.entra_tenant_id.filter(|s| !s.is_empty()),
+            client_id: args.oidc_client_id.filter(|s| !s.is_empty()),
+            client_secret: args.oidc_client_secret.filter(|s| !s.is_empty()),
+            display_name: args.oidc_name.filter(|s| !s.is_empty()),
+            groups_claim: args.oidc_groups_claim.filter(|s| !s.is_empty()),
+            scopes: args
+                .oidc_scopes
+                .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+        },
     };
     let hub = muster_hub::Hub::start(opts).await?;
     Ok(hub.serve(crate::signal::shutdown()).await?)

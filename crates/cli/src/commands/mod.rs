@@ -15,6 +15,7 @@ pub mod login;
 pub mod man;
 pub mod release;
 pub mod rollout;
+pub mod sso;
 pub mod status;
 pub mod tokens;
 pub mod trust;

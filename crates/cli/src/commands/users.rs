@@ -17,18 +17,23 @@ pub struct UsersArgs {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    /// Add a user. The password: the first line of stdin with --password-stdin, else
+    /// Add a user. An email address with no password option adds a person who signs
+    /// in through single sign-on (matched by email at their first sign-in). Else the
+    /// password: the first line of stdin with --password-stdin, else
     /// MUSTER_USER_PASSWORD, else asked for (not echoed) when stdin is a terminal,
     /// else the first line of stdin.
     Add {
-        /// The login name.
+        /// The login name, or the person's email address for single sign-on.
         name: String,
         /// admin: everything; member: read the fleet and run probes.
         #[arg(long)]
         role: muster_proto::Role,
         /// Read the password from the first line of stdin (for scripts).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "password")]
         password_stdin: bool,
+        /// Give an email-named user a password too (asked for, or MUSTER_USER_PASSWORD).
+        #[arg(long)]
+        password: bool,
     },
     /// Users with role, state and creation time.
     List {
@@ -59,8 +64,18 @@ pub async fn exec(args: UsersArgs) -> Result<()> {
             name,
             role,
             password_stdin,
+            password: wants_password,
         } => {
-            let password = password(&name, password_stdin)?;
+            // An email address with no sign of a password: a single sign-on user.
+            let sso_only = name.contains('@')
+                && !password_stdin
+                && !wants_password
+                && std::env::var_os("MUSTER_USER_PASSWORD").is_none();
+            let password = if sso_only {
+                None
+            } else {
+                Some(password(&name, password_stdin)?)
+            };
             let u = client
                 .create_user(&muster_proto::CreateUserRequest {
                     name,
@@ -68,6 +83,13 @@ pub async fn exec(args: UsersArgs) -> Result<()> {
                     password,
                 })
                 .await?;
+            if sso_only {
+                return out!(
+                    "Added {} ({}): signs in with single sign-on, matched by email",
+                    u.name,
+                    u.role
+                );
+            }
             return out!("Added {} ({})", u.name, u.role);
         }
         UsersCommand::List { format } => {
@@ -118,9 +140,37 @@ fn users_table(users: &[UserInfo]) -> String {
                 u.name.clone(),
                 u.role.to_string(),
                 if u.disabled { "disabled" } else { "active" }.to_owned(),
+                sign_in(u),
+                u.last_login_at.as_deref().map_or("-".to_owned(), time),
                 time(&u.created_at),
             ]
         })
         .collect();
-    table(&["NAME", "ROLE", "STATE", "CREATED"], &rows)
+    table(
+        &[
+            "NAME",
+            "ROLE",
+            "STATE",
+            "SIGNS IN WITH",
+            "LAST SSO",
+            "CREATED",
+        ],
+        &rows,
+    )
+}
+
+/// How a user gets in: a password, single sign-on as added by name, or only
+/// through groups (which ones matched last).
+fn sign_in(u: &UserInfo) -> String {
+    let mut ways = Vec::new();
+    if u.password {
+        ways.push("password".to_owned());
+    }
+    match (&u.granted_role, u.groups.is_empty()) {
+        (_, false) => ways.push(format!("sso (groups: {})", u.groups.join(", "))),
+        (None, true) => ways.push("sso (groups)".to_owned()),
+        (Some(_), true) if !u.password => ways.push("sso".to_owned()),
+        _ => {}
+    }
+    ways.join(", ")
 }

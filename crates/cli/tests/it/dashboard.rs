@@ -86,7 +86,7 @@ async fn hub_with_users() -> TestHub {
         .create_user(&CreateUserRequest {
             name: "ann".into(),
             role: muster_proto::Role::Member,
-            password: PASSWORD.into(),
+            password: Some(PASSWORD.into()),
         })
         .await
         .unwrap();

@@ -44,7 +44,7 @@ async fn login_sessions_follow_the_users_state() {
         root.create_user(&CreateUserRequest {
             name: "ann".into(),
             role: muster_proto::Role::Member,
-            password: PASSWORD.into(),
+            password: Some(PASSWORD.into()),
         })
         .await
         .unwrap();

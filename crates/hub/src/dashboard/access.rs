@@ -1,6 +1,7 @@
 //! `GET /access` (admins): API keys (create — the value shown once —, rotate,
-//! revoke; role and agent scope) and users (add, disable, enable, remove). Every
-//! action is a form the script sends to the keys and users API.
+//! revoke; role and agent scope), users (add, disable, enable, remove; how each
+//! signs in) and single sign-on (the provider, the groups it admits). Every action
+//! is a form the script sends to the keys, users and SSO API.
 
 use std::sync::Arc;
 
@@ -12,19 +13,21 @@ use muster_proto::KeyState;
 
 use super::layout::{Nav, page};
 use super::{Viewer, error_page, path_segment, time};
-use crate::handlers::{keys, users};
+use crate::handlers::{keys, sso, users};
 use crate::state::AppState;
 
 pub async fn page_handler(
     State(state): State<Arc<AppState>>,
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
-    let (keys, users) = match (
+    let (keys, users, sso, groups) = match (
         keys::list(State(state.clone())).await,
-        users::list(State(state)).await,
+        users::list(State(state.clone())).await,
+        sso::get_sso(State(state.clone())).await,
+        sso::list_groups(State(state)).await,
     ) {
-        (Ok(Json(k)), Ok(Json(u))) => (k.keys, u.users),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(Json(k)), Ok(Json(u)), Ok(Json(s)), Ok(Json(g))) => (k.keys, u.users, s, g.groups),
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
             return error_page(e.status, "Keys and users could not be read; try again.");
         }
     };
@@ -84,15 +87,32 @@ pub async fn page_handler(
             form.grid #user-form data-api="/api/v1/users" data-method="POST" data-body="user" {
                 label { "Name" input type="text" name="name" required autocomplete="off"; }
                 label { "Role" select name="role" { option value="member" { "member" } option value="admin" { "admin" } } }
-                label { "Password" input type="password" name="password" required autocomplete="new-password"; }
+                label { "Password (empty: single sign-on, name = email)" input type="password" name="password" autocomplete="new-password"; }
                 div { button.primary type="submit" { "Add user" } }
             }
             div.table-wrap { table.users {
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "State" } th scope="col" { "Created" } th scope="col" { "" } } }
-                tbody { @for u in &users { tr {
-                    td { (u.name) }
-                    td { (u.role.as_str()) }
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "State" }
+                    th scope="col" { "Signs in with" } th scope="col" { "Last SSO" } th scope="col" { "Created" } th scope="col" { "" }
+                } }
+                tbody { @for u in &users { tr data-user=(u.name) {
+                    td {
+                        (u.name)
+                        @if let Some(d) = &u.display_name { br; span.muted.small { (d) } }
+                    }
+                    td.role { (u.role.as_str()) }
                     td { @if u.disabled { "disabled" } @else { "enabled" } }
+                    td.signs-in {
+                        @if u.password { "password" @if u.granted_role.is_some() && u.subject.is_some() { ", " } }
+                        @if !u.groups.is_empty() {
+                            "single sign-on via " (u.groups.join(", "))
+                        } @else if u.granted_role.is_none() {
+                            "single sign-on via groups"
+                        } @else if !u.password || u.subject.is_some() {
+                            "single sign-on"
+                        }
+                    }
+                    td { (time(u.last_login_at.as_deref())) }
                     td { (time(Some(&u.created_at))) }
                     td.row-actions {
                         @if u.name != viewer.name {
@@ -114,6 +134,44 @@ pub async fn page_handler(
                     }
                 } } }
             } }
+        }
+        section #sso-section {
+            h2 { "Single sign-on" }
+            @if sso.enabled {
+                p {
+                    "Signs people in with " strong { (sso.display_name.as_deref().unwrap_or("")) }
+                    " (" code { (sso.issuer.as_deref().unwrap_or("")) } "), set from the "
+                    (sso.source.as_deref().unwrap_or("hub")) ". Password login is "
+                    (if sso.password_login { "on" } else { "off" }) "."
+                }
+            } @else {
+                p.muted { "Not set up: " code { "muster sso set --issuer URL --client-id ID" } " (see OPERATIONS, \"SSO\")." }
+            }
+            p.small { "Redirect URL to register at the provider: " code { (sso.redirect_url.as_deref().unwrap_or("")) } }
+            h3 { "Groups that may sign in" }
+            form.grid #group-form data-api="/api/v1/sso/groups" data-method="POST" data-body="group" {
+                label { "Group ID (from the groups claim)" input type="text" name="id" required autocomplete="off"; }
+                label { "Name" input type="text" name="name" required autocomplete="off"; }
+                label { "Role" select name="role" { option value="member" { "member" } option value="admin" { "admin" } } }
+                div { button.primary type="submit" { "Authorize group" } }
+            }
+            @if groups.is_empty() { p.muted { "No groups: only users added by email may sign in." } } @else {
+                div.table-wrap { table.groups {
+                    thead { tr { th scope="col" { "Group ID" } th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Added" } th scope="col" { "" } } }
+                    tbody { @for g in &groups { tr data-group=(g.id) {
+                        td { code { (g.id) } }
+                        td { (g.name) }
+                        td { (g.role.as_str()) }
+                        td { (time(Some(&g.created_at))) }
+                        td.row-actions {
+                            form data-api={ "/api/v1/sso/groups/" (path_segment(&g.id)) } data-method="DELETE"
+                                data-confirm={ "Stop admitting " (g.name) "? Members without their own entry are refused from their next sign-in." } {
+                                button.danger.small type="submit" { "Remove" }
+                            }
+                        }
+                    } } }
+                } }
+            }
         }
     };
     page("Access", &viewer, Nav::Access, false, body).into_response()

@@ -1,6 +1,7 @@
-//! `GET /login`: the password form. The script posts it to `POST /api/v1/login`
-//! (which sets the session cookie) and then goes to `next`. The slot for single
-//! sign-on buttons is left empty until SSO exists.
+//! `GET /login`: the password form and, when single sign-on is set up, the "Sign
+//! in with …" button (a plain link to `/auth/oidc/login`, SPEC §14). The script
+//! posts the form to `POST /api/v1/login` (which sets the session cookie) and then
+//! goes to `next`. With `--password-login off` only the button is offered.
 
 use std::sync::Arc;
 
@@ -34,6 +35,14 @@ pub async fn page(
         response.headers_mut().insert(header::LOCATION, to);
         return response;
     }
+    // A database hiccup costs the button, not the page: passwords still work.
+    let sso = crate::sso::current(&state).await.ok().flatten();
+    let passwords = state.sso.password_login;
+    let sso_href = if next == "/" {
+        "/auth/oidc/login".to_owned()
+    } else {
+        format!("/auth/oidc/login?next={}", super::percent_encode(&next))
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -47,16 +56,31 @@ pub async fn page(
             body.narrow {
                 main #main.login {
                     h1 { "Muster" }
-                    form #login-form data-next=(next) novalidate {
-                        label for="user" { "User name" }
-                        input #user name="user" type="text" autocomplete="username" required autofocus;
-                        label for="password" { "Password" }
-                        input #password name="password" type="password" autocomplete="current-password" required;
-                        p.error #login-error role="alert" hidden {}
-                        button.primary type="submit" { "Sign in" }
+                    @if let Some(s) = &sso {
+                        div.sso #sso {
+                            a.button.primary #sso-login href=(sso_href) {
+                                "Sign in with " (s.display_name)
+                            }
+                        }
                     }
-                    // Single sign-on (a later issue) puts its "Sign in with …" buttons here.
-                    div.sso #sso {}
+                    @if passwords {
+                        @if sso.is_some() {
+                            p.muted.or { "or with a password" }
+                        }
+                        form #login-form data-next=(next) novalidate {
+                            label for="user" { "User name" }
+                            input #user name="user" type="text" autocomplete="username" required autofocus;
+                            label for="password" { "Password" }
+                            input #password name="password" type="password" autocomplete="current-password" required;
+                            p.error #login-error role="alert" hidden {}
+                            button.primary type="submit" { "Sign in" }
+                        }
+                    } @else if sso.is_none() {
+                        p.error role="alert" {
+                            "Password login is off and single sign-on is not set up. \
+                             An admin can restart the hub with --password-login on."
+                        }
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod releases;
 pub mod renewal;
 pub mod sessions;
+pub mod sso;
 pub mod system;
 pub mod tokens;
 pub mod updates;

@@ -17,7 +17,7 @@ use muster_store::{StoreError, UserChange, UserRecord};
 
 use crate::accounts::{add_user, decoy, verify_password};
 use crate::audit::{self, AuditExt};
-use crate::auth::{COOKIE, session_cookie};
+use crate::auth::{SESSION_LIFETIME_MS, session_cookie, session_set_cookie};
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller, ClientSource};
@@ -25,8 +25,6 @@ use crate::secrets::random_body;
 use crate::state::AppState;
 use crate::throttle::Verdict;
 use crate::validate::{check_text, stored_role};
-
-const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
 
 /// `POST /api/v1/login`. The attempt is reserved with the throttle before the
 /// password is checked, so concurrent guesses are counted, and the check runs in a
@@ -36,6 +34,12 @@ pub async fn login(
     ClientSource(source): ClientSource,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
+    if !state.sso.password_login {
+        return Err(ApiFailure::forbidden(
+            codes::PASSWORD_LOGIN_OFF,
+            "password login is turned off on this hub: sign in with single sign-on",
+        ));
+    }
     // Bounded before it becomes a throttle key or an audit target.
     check_text("user", &req.user, false)?;
     let now = now_ms();
@@ -87,10 +91,7 @@ pub async fn login(
             &entry,
         )
         .await?;
-    let cookie = format!(
-        "{COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME_MS / 1000
-    );
+    let cookie = session_set_cookie(&token);
     let mut response = Json(info(&user)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -102,12 +103,14 @@ pub async fn login(
 /// against the decoy hash, so it takes as long as a wrong password.
 async fn check_password(state: &AppState, req: &LoginRequest) -> ApiResult<Option<UserRecord>> {
     let user = state.store.find_user(&req.user).await?;
+    // A user with no password (single sign-on only) is checked against the decoy
+    // too: as slow as a wrong password, and never a match.
     let phc = match &user {
-        Some(u) => u.password_hash.clone(),
-        None => decoy(state).await?,
+        Some(u) if !u.password_hash.is_empty() => u.password_hash.clone(),
+        _ => decoy(state).await?,
     };
     let ok = verify_password(state, req.password.clone(), phc).await?;
-    Ok(user.filter(|u| ok && u.disabled_at.is_none()))
+    Ok(user.filter(|u| ok && !u.password_hash.is_empty() && u.disabled_at.is_none()))
 }
 
 pub async fn logout(
@@ -123,12 +126,18 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn info(u: &UserRecord) -> UserInfo {
+pub fn info(u: &UserRecord) -> UserInfo {
     UserInfo {
         name: u.name.clone(),
         role: stored_role(&u.role),
         disabled: u.disabled_at.is_some(),
         created_at: rfc3339(u.created_at),
+        granted_role: u.granted_role.as_deref().map(stored_role),
+        password: !u.password_hash.is_empty(),
+        display_name: u.display_name.clone(),
+        subject: u.sso_subject.clone(),
+        groups: u.groups.clone(),
+        last_login_at: u.last_login_at.map(rfc3339),
     }
 }
 

@@ -101,8 +101,9 @@ impl AccessStore for SqlStore {
     async fn create_user(&self, u: &UserRecord, audit: &AuditEntry) -> Result<()> {
         let mut w = self.db.begin_audited().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at, \
+             granted_role, display_name, sso_issuer, sso_subject, groups, last_login_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&u.id)
         .bind(&u.name)
@@ -110,6 +111,12 @@ impl AccessStore for SqlStore {
         .bind(&u.password_hash)
         .bind(u.disabled_at)
         .bind(u.created_at)
+        .bind(&u.granted_role)
+        .bind(&u.display_name)
+        .bind(&u.sso_issuer)
+        .bind(&u.sso_subject)
+        .bind(json(&u.groups))
+        .bind(u.last_login_at)
         .execute(&mut *w.tx)
         .await;
         match inserted {

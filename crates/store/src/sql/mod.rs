@@ -24,6 +24,9 @@ mod audit;
 mod hubs;
 mod meta;
 mod sessions;
+mod sso;
+
+pub use sso::SSO_CLIENT_SECRET_KEY;
 mod tokens;
 
 use std::sync::Arc;

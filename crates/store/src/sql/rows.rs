@@ -178,6 +178,23 @@ impl FromRow for UserRecord {
             password_hash: row.try_get("password_hash")?,
             disabled_at: row.try_get("disabled_at")?,
             created_at: row.try_get("created_at")?,
+            granted_role: row.try_get("granted_role")?,
+            display_name: row.try_get("display_name")?,
+            sso_issuer: row.try_get("sso_issuer")?,
+            sso_subject: row.try_get("sso_subject")?,
+            groups: from_json("users.groups", &row.try_get::<String, _>("groups")?)?,
+            last_login_at: row.try_get("last_login_at")?,
+        })
+    }
+}
+
+impl FromRow for SsoGroupRecord {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(SsoGroupRecord {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            role: row.try_get("role")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }
@@ -244,7 +261,7 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 

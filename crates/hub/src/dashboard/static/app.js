@@ -87,7 +87,13 @@
       if (f.max_per_hour.value) body.max_per_hour = Number(f.max_per_hour.value);
       return body;
     },
-    user: (f) => ({ name: f.name.value.trim(), role: f.role.value, password: f.password.value }),
+    // No password: a person who signs in with single sign-on (the name is their email).
+    user: (f) => {
+      const body = { name: f.name.value.trim(), role: f.role.value };
+      if (f.password.value) body.password = f.password.value;
+      return body;
+    },
+    group: (f) => ({ id: f.id.value.trim(), name: f.name.value.trim(), role: f.role.value }),
   };
 
   // What happens after success.
