@@ -383,6 +383,9 @@ server.listen(port, '127.0.0.1', () => {
   issuer = `http://127.0.0.1:${actual}`;
   rebuild();
   process.stdout.write(`${JSON.stringify({ issuer, control: `${issuer}/_test` })}\n`);
+  // Stdout carries that one line only: the provider's own console output goes to
+  // stderr, so a parent that stops reading stdout cannot kill us with EPIPE.
+  console.log = console.info = (...args) => console.error(...args);
   log(`listening: ${issuer}; clients: ${clientsEnv.map((c) => c.client_id).join(', ') || '(none)'}; accounts: ${[...accounts.keys()].join(', ') || '(none)'}`);
   // Exit when our parent goes away (its end of our stdin closes), unless
   // told not to (OIDC_PROVIDER_IGNORE_STDIN=1, e.g. when run by hand with </dev/null).

@@ -15,27 +15,27 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const EVIL_OS: &str = "<script>alert(1)</script>";
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// One HTTP/1.0 GET over a real TLS connection (no redirects followed, no
 /// decoding): what the browser is sent, byte for byte.
-async fn get(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn get(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut tls = hub
         .raw_tls("127.0.0.1".parse().unwrap(), &[b"http/1.1"])
         .await
@@ -356,7 +356,7 @@ async fn dashboard_http_headers_redirects_assets_and_escaping() {
 
 // ---- the real browser -------------------------------------------------------------
 
-mod browser;
+pub(crate) mod browser;
 
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {

@@ -32,6 +32,7 @@ mod renewal;
 mod secrets;
 mod services;
 mod sessions;
+mod sso;
 mod tokens;
 mod trust;
 mod update;

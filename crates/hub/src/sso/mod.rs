@@ -52,6 +52,9 @@ impl Sso {
             // request we did not mean to make.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(HTTP_TIMEOUT)
+            // Sign-ins are minutes apart: a kept-alive connection would mostly be
+            // one the provider has closed meanwhile (a reset token request).
+            .pool_max_idle_per_host(0)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("muster-hub/", env!("CARGO_PKG_VERSION")))
             .build()

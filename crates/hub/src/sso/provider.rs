@@ -72,8 +72,12 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// A provider that failed discovery is not asked again sooner than this.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-/// Keys are refetched for an unknown `kid` at most this often.
-const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
+/// Keys are not fetched again for a `kid` the provider's keys lacked this recently:
+/// a token signed by a key nobody published must not make us fetch on every try,
+/// while a real rotation (a new `kid`) is picked up at once. (Tokens come only
+/// from code exchanges, which are bounded, and their `kid` is the provider's.)
+const MISSING_KID_MEMORY: Duration = Duration::from_secs(60);
+const MISSING_KIDS_KEPT: usize = 16;
 /// Largest answer read from the provider.
 const MAX_RESPONSE: usize = 1024 * 1024;
 
@@ -131,7 +135,12 @@ async fn send(
     http: &reqwest::Client,
     req: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, HttpError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // reqwest sets the length from the body; a second Content-Length (the crate
+    // sets one too) makes strict servers reset the connection.
+    parts
+        .headers
+        .remove(openidconnect::http::header::CONTENT_LENGTH);
     let mut resp = http
         .request(parts.method, parts.uri.to_string())
         .headers(parts.headers)
@@ -193,6 +202,8 @@ pub struct ProviderCache {
 struct CacheState {
     found: Option<Discovered>,
     failed: Option<(String, Instant, String)>,
+    /// Key ids a refresh did not find, and when.
+    missing: std::collections::VecDeque<(String, Instant)>,
 }
 
 impl ProviderCache {
@@ -226,23 +237,38 @@ impl ProviderCache {
 
     /// Fetch the keys again (a token named a key we do not have), unless that was
     /// done a moment ago. Returns the provider with whatever keys it has now.
-    async fn refresh_keys(&self, http: &Http, stale: &Discovered) -> Result<Discovered, OidcError> {
+    async fn refresh_keys(
+        &self,
+        http: &Http,
+        stale: &Discovered,
+        kid: &str,
+    ) -> Result<Discovered, OidcError> {
         let mut st = self.state.lock().await;
         let current = match &st.found {
             Some(d) if d.issuer == stale.issuer => d.clone(),
             _ => stale.clone(),
         };
-        if current.keys_fetched.elapsed() < JWKS_REFRESH_MIN
-            && current.keys_fetched > stale.keys_fetched
-        {
-            return Ok(current);
-        }
-        if current.keys_fetched.elapsed() < JWKS_REFRESH_MIN {
+        st.missing
+            .retain(|(_, at)| at.elapsed() < MISSING_KID_MEMORY);
+        let known_missing = st.missing.iter().any(|(k, _)| k == kid);
+        // Someone else fetched meanwhile, or this kid was missing a moment ago:
+        // what we have is the answer.
+        if current.keys_fetched > stale.keys_fetched || known_missing {
             return Ok(current);
         }
         let keys = JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), http)
             .await
             .map_err(|e| OidcError::Unreachable(format!("fetching its keys: {}", chain(&e))))?;
+        let has_kid = keys.keys().iter().any(|k: &CoreJsonWebKey| {
+            use openidconnect::JsonWebKey as _;
+            k.key_id().is_some_and(|id| id.as_str() == kid)
+        });
+        if !has_kid {
+            if st.missing.len() >= MISSING_KIDS_KEPT {
+                st.missing.pop_front();
+            }
+            st.missing.push_back((kid.to_owned(), Instant::now()));
+        }
         let mut fresh = current;
         fresh.metadata = fresh.metadata.set_jwks(keys);
         fresh.keys_fetched = Instant::now();
@@ -406,7 +432,9 @@ pub async fn finish(
             SignatureVerificationError::NoMatchingKey,
         )) => {
             // Perhaps the provider rotated its keys: fetch them again, once.
-            let fresh = cache.refresh_keys(http, &d).await?;
+            let fresh = cache
+                .refresh_keys(http, &d, &key_id(&id_token.to_string()))
+                .await?;
             let client = client_for(&fresh, settings, redirect)?;
             let verifier = verifier_for(&client);
             id_token
@@ -455,6 +483,23 @@ pub async fn finish(
         }
     }
     Ok(out)
+}
+
+/// The `kid` in a JWT's header (empty when none), read without trusting it: only
+/// to decide whether the provider's keys are worth fetching again.
+fn key_id(jwt: &str) -> String {
+    use base64::Engine as _;
+    let header = jwt.split('.').next().unwrap_or("");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .and_then(|h| {
+            h.get("kid")?
+                .as_str()
+                .map(|k| k.chars().take(200).collect())
+        })
+        .unwrap_or_default()
 }
 
 /// The ID token's checks, with the clock skew we allow: `exp` may be up to
