@@ -1464,3 +1464,505 @@ async fn presence_is_read_in_pages_by_change_and_a_dead_hubs_rows_end() {
         scratch.remove().await;
     }
 }
+
+// --- Single sign-on (SPEC §14) ---
+
+const ISSUER: &str = "https://idp.example";
+
+/// How many audit entries carry `action`.
+async fn audited(store: &SqlStore, action: &str) -> usize {
+    store
+        .audit_entries(&AuditFilter {
+            action: Some(action.into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// The client secret's ciphertext as `hub_meta` holds it.
+async fn stored_secret(store: &SqlStore) -> Option<String> {
+    sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
+        .bind(SSO_CLIENT_SECRET_KEY)
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+}
+
+fn settings(issuer: &str, secret: Option<&str>, at: i64) -> SsoSettingsRecord {
+    SsoSettingsRecord {
+        issuer: issuer.into(),
+        client_id: format!("client-{at}"),
+        client_secret: secret.map(str::to_owned),
+        display_name: Some("Example IdP".into()),
+        groups_claim: Some("roles".into()),
+        scopes: vec!["openid".into(), "email".into(), "groups".into()],
+        updated_at: at,
+    }
+}
+
+fn sso_group(id: &str, name: &str, role: &str, at: i64) -> SsoGroupRecord {
+    SsoGroupRecord {
+        id: id.into(),
+        name: name.into(),
+        role: role.into(),
+        created_at: at,
+    }
+}
+
+/// A user as a first single sign-on makes one: no password, no granted role.
+fn sso_user(id: &str, name: &str, subject: &str, now: i64) -> UserRecord {
+    UserRecord {
+        granted_role: None,
+        display_name: Some(format!("{name} (idp)")),
+        sso_issuer: Some(ISSUER.into()),
+        sso_subject: Some(subject.into()),
+        groups: vec!["ops".into()],
+        last_login_at: Some(now),
+        ..UserRecord::new(id.into(), name.into(), "member".into(), String::new(), now)
+    }
+}
+
+#[tokio::test]
+async fn sso_settings_are_one_row_with_the_secret_in_hub_meta_and_clear_together() {
+    for (store, scratch) in stores().await {
+        assert_eq!(store.sso_settings().await.unwrap(), None);
+        let meta_before = rows(&store, "hub_meta").await;
+
+        let first = settings(ISSUER, Some("ciphertext-1"), 10);
+        store
+            .set_sso_settings(Some(&first), &audit("sso.set"))
+            .await
+            .unwrap();
+        assert_eq!(store.sso_settings().await.unwrap().as_ref(), Some(&first));
+        assert_eq!(stored_secret(&store).await.as_deref(), Some("ciphertext-1"));
+        assert_eq!(audited(&store, "sso.set").await, 1);
+
+        // Set again: replaced, still one row, the new secret.
+        let second = SsoSettingsRecord {
+            display_name: None,
+            groups_claim: None,
+            scopes: vec![],
+            ..settings("https://other.example", Some("ciphertext-2"), 20)
+        };
+        store
+            .set_sso_settings(Some(&second), &audit("sso.set"))
+            .await
+            .unwrap();
+        assert_eq!(store.sso_settings().await.unwrap().as_ref(), Some(&second));
+        assert_eq!(rows(&store, "sso_settings").await, 1);
+        assert_eq!(stored_secret(&store).await.as_deref(), Some("ciphertext-2"));
+
+        // Set without a secret: the old one goes.
+        let no_secret = SsoSettingsRecord {
+            client_secret: None,
+            ..settings(ISSUER, None, 30)
+        };
+        store
+            .set_sso_settings(Some(&no_secret), &audit("sso.set"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.sso_settings().await.unwrap().as_ref(),
+            Some(&no_secret)
+        );
+        assert_eq!(stored_secret(&store).await, None);
+        assert_eq!(rows(&store, "sso_settings").await, 1);
+
+        // Cleared: the row and the secret, nothing else in hub_meta.
+        store
+            .set_sso_settings(Some(&first), &audit("sso.set"))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store, "hub_meta").await, meta_before + 1);
+        store
+            .set_sso_settings(None, &audit("sso.cleared"))
+            .await
+            .unwrap();
+        assert_eq!(store.sso_settings().await.unwrap(), None);
+        assert_eq!(rows(&store, "sso_settings").await, 0);
+        assert_eq!(stored_secret(&store).await, None);
+        assert_eq!(rows(&store, "hub_meta").await, meta_before);
+
+        // Every write appended its entry, and the chain holds.
+        assert_eq!(audited(&store, "sso.set").await, 4);
+        assert_eq!(audited(&store, "sso.cleared").await, 1);
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!((v.count, v.broken), (5, None));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn sso_groups_list_by_name_refuse_a_taken_id_and_are_removed_once() {
+    for (store, scratch) in stores().await {
+        assert!(store.list_sso_groups().await.unwrap().is_empty());
+        let g3 = sso_group("g3", "Alpha", "admin", 1);
+        let g1 = sso_group("g1", "Beta", "member", 2);
+        let g2 = sso_group("g2", "Alpha", "member", 3);
+        for g in [&g3, &g1, &g2] {
+            store
+                .create_sso_group(g, &audit("sso.group.added"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.list_sso_groups().await.unwrap(),
+            [g2.clone(), g3.clone(), g1.clone()],
+            "by name, then id"
+        );
+
+        let dup = store
+            .create_sso_group(
+                &sso_group("g1", "Gamma", "admin", 4),
+                &audit("sso.group.added"),
+            )
+            .await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        assert_eq!(store.list_sso_groups().await.unwrap().len(), 3);
+        assert_eq!(
+            audited(&store, "sso.group.added").await,
+            3,
+            "a refused group writes no entry"
+        );
+
+        let removed = store
+            .remove_sso_group("g3", &audit("sso.group.removed"))
+            .await
+            .unwrap();
+        assert_eq!(removed, g3);
+        assert_eq!(store.list_sso_groups().await.unwrap(), [g2, g1]);
+        let again = store
+            .remove_sso_group("g3", &audit("sso.group.removed"))
+            .await;
+        assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+        assert_eq!(audited(&store, "sso.group.removed").await, 1);
+        assert_eq!(store.verify_audit().await.unwrap().broken, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn a_first_sso_login_inserts_the_user_and_its_session_together_or_neither() {
+    for (store, scratch) in stores().await {
+        let alice = sso_user("u-alice", "alice", "sub-a", 100);
+        store
+            .record_sso_login(&alice, true, "s-alice", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.find_user_session("s-alice", 200).await.unwrap(),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store.find_user_session("s-alice", 1_000).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            store.find_user_by_subject(ISSUER, "sub-a").await.unwrap(),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store
+                .find_user_by_subject("https://other.example", "sub-a")
+                .await
+                .unwrap(),
+            None,
+            "a subject is only unique at its provider"
+        );
+        assert_eq!(store.find_user("alice").await.unwrap(), Some(alice.clone()));
+
+        // Another new user with the name taken: refused, and no session either.
+        let twin = sso_user("u-twin", "alice", "sub-twin", 110);
+        let err = store
+            .record_sso_login(&twin, true, "s-twin", 1_000, &audit("user.login"))
+            .await;
+        assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+        assert_eq!(store.find_user_session("s-twin", 200).await.unwrap(), None);
+        assert_eq!(
+            store
+                .find_user_by_subject(ISSUER, "sub-twin")
+                .await
+                .unwrap(),
+            None
+        );
+
+        // Another new user with the identity taken: refused the same way.
+        let clone = sso_user("u-clone", "clone", "sub-a", 120);
+        let err = store
+            .record_sso_login(&clone, true, "s-clone", 1_000, &audit("user.login"))
+            .await;
+        assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+        assert_eq!(store.find_user_session("s-clone", 200).await.unwrap(), None);
+        assert_eq!(store.find_user("clone").await.unwrap(), None);
+
+        // The same subject at another provider is another identity.
+        let elsewhere = UserRecord {
+            sso_issuer: Some("https://other.example".into()),
+            ..sso_user("u-else", "elsewhere", "sub-a", 130)
+        };
+        store
+            .record_sso_login(&elsewhere, true, "s-else", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_user_by_subject("https://other.example", "sub-a")
+                .await
+                .unwrap(),
+            Some(elsewhere.clone())
+        );
+
+        assert_eq!(
+            audited(&store, "user.login").await,
+            2,
+            "refusals write none"
+        );
+        assert_eq!(rows(&store, "user_sessions").await, 2);
+        assert_eq!(rows(&store, "users").await, 2);
+        assert_eq!(store.verify_audit().await.unwrap().broken, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn an_sso_login_updates_a_user_only_while_enabled_and_linked_to_that_identity_or_none() {
+    for (store, scratch) in stores().await {
+        let bob = UserRecord::new(
+            "u-bob".into(),
+            "bob".into(),
+            "admin".into(),
+            "phc".into(),
+            5,
+        );
+        store
+            .create_user(&bob, &audit("user.created"))
+            .await
+            .unwrap();
+        let carol = UserRecord::new(
+            "u-carol".into(),
+            "carol".into(),
+            "member".into(),
+            "phc".into(),
+            6,
+        );
+        store
+            .create_user(&carol, &audit("user.created"))
+            .await
+            .unwrap();
+
+        // The first login links the unlinked user and records what it brought; the
+        // granted role, password and creation stay.
+        let login = |now: i64, subject: &str, role: &str, groups: &[&str]| UserRecord {
+            role: role.into(),
+            display_name: Some(format!("Bob at {now}")),
+            sso_issuer: Some(ISSUER.into()),
+            sso_subject: Some(subject.into()),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            last_login_at: Some(now),
+            ..bob.clone()
+        };
+        let first = login(50, "sub-b", "member", &["ops", "dev"]);
+        store
+            .record_sso_login(&first, false, "s-b1", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        let stored = store.find_user("bob").await.unwrap().unwrap();
+        assert_eq!(stored, first);
+        assert_eq!(
+            (
+                stored.granted_role.as_deref(),
+                stored.password_hash.as_str(),
+                stored.created_at
+            ),
+            (Some("admin"), "phc", 5)
+        );
+        assert_eq!(
+            store.find_user_session("s-b1", 60).await.unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(
+            store.find_user_by_subject(ISSUER, "sub-b").await.unwrap(),
+            Some(first.clone())
+        );
+
+        // A later login through the same identity updates again.
+        let second = login(70, "sub-b", "admin", &[]);
+        store
+            .record_sso_login(&second, false, "s-b2", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        assert_eq!(store.find_user("bob").await.unwrap(), Some(second.clone()));
+        assert_eq!(
+            store.find_user_session("s-b2", 80).await.unwrap(),
+            Some(second.clone())
+        );
+
+        // Linked to another identity meanwhile: nothing written.
+        let other = login(75, "sub-x", "admin", &["ops"]);
+        let err = store
+            .record_sso_login(&other, false, "s-b3", 1_000, &audit("user.login"))
+            .await;
+        assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
+        assert_eq!(store.find_user_session("s-b3", 80).await.unwrap(), None);
+        assert_eq!(store.find_user("bob").await.unwrap(), Some(second.clone()));
+
+        // Another user cannot take an identity that is linked already.
+        let taken = UserRecord {
+            sso_issuer: Some(ISSUER.into()),
+            sso_subject: Some("sub-b".into()),
+            last_login_at: Some(76),
+            ..carol.clone()
+        };
+        let err = store
+            .record_sso_login(&taken, false, "s-c1", 1_000, &audit("user.login"))
+            .await;
+        assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+        assert_eq!(store.find_user_session("s-c1", 80).await.unwrap(), None);
+        assert_eq!(store.find_user("carol").await.unwrap(), Some(carol.clone()));
+
+        // Disabled meanwhile: nothing written; enabled again, it signs in.
+        store
+            .change_user("bob", UserChange::Disable, 78, &audit("user.disabled"))
+            .await
+            .unwrap();
+        let err = store
+            .record_sso_login(
+                &login(79, "sub-b", "member", &["ops"]),
+                false,
+                "s-b4",
+                1_000,
+                &audit("user.login"),
+            )
+            .await;
+        assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
+        assert_eq!(store.find_user_session("s-b4", 80).await.unwrap(), None);
+        let disabled = store.find_user("bob").await.unwrap().unwrap();
+        assert_eq!(
+            disabled,
+            UserRecord {
+                disabled_at: Some(78),
+                ..second.clone()
+            }
+        );
+        store
+            .change_user("bob", UserChange::Enable, 80, &audit("user.enabled"))
+            .await
+            .unwrap();
+        let third = login(81, "sub-b", "member", &["ops"]);
+        store
+            .record_sso_login(&third, false, "s-b5", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        assert_eq!(store.find_user("bob").await.unwrap(), Some(third.clone()));
+
+        // Removed meanwhile: not brought back, no session.
+        store
+            .change_user("bob", UserChange::Remove, 82, &audit("user.removed"))
+            .await
+            .unwrap();
+        let err = store
+            .record_sso_login(
+                &login(83, "sub-b", "member", &["ops"]),
+                false,
+                "s-b6",
+                1_000,
+                &audit("user.login"),
+            )
+            .await;
+        assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
+        assert_eq!(store.find_user_session("s-b6", 84).await.unwrap(), None);
+        assert_eq!(store.find_user("bob").await.unwrap(), None);
+        assert_eq!(
+            store.find_user_by_subject(ISSUER, "sub-b").await.unwrap(),
+            None
+        );
+
+        // Its identity is free again: carol may take it now.
+        store
+            .record_sso_login(&taken, false, "s-c2", 1_000, &audit("user.login"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.find_user_by_subject(ISSUER, "sub-b").await.unwrap(),
+            Some(taken.clone())
+        );
+
+        assert_eq!(
+            audited(&store, "user.login").await,
+            4,
+            "refusals write none"
+        );
+        assert_eq!(
+            rows(&store, "user_sessions").await,
+            1,
+            "bob's went with him"
+        );
+        assert_eq!(store.verify_audit().await.unwrap().broken, None);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}
+
+#[tokio::test]
+async fn users_made_by_name_keep_their_sso_fields_and_many_may_have_no_identity() {
+    for (store, scratch) in stores().await {
+        let plain = UserRecord::new("u1".into(), "zed".into(), "admin".into(), "phc".into(), 5);
+        // Single sign-on only: no password.
+        let no_password =
+            UserRecord::new("u2".into(), "amy".into(), "member".into(), String::new(), 6);
+        // Every new field set.
+        let full = UserRecord {
+            granted_role: None,
+            display_name: Some("Max M".into()),
+            sso_issuer: Some(ISSUER.into()),
+            sso_subject: Some("sub-m".into()),
+            groups: vec!["ops".into(), "dev".into()],
+            last_login_at: Some(9),
+            ..UserRecord::new("u3".into(), "max".into(), "member".into(), String::new(), 7)
+        };
+        assert_eq!(plain.granted_role.as_deref(), Some("admin"));
+        for u in [&plain, &no_password, &full] {
+            store.create_user(u, &audit("user.created")).await.unwrap();
+        }
+        assert_eq!(
+            store.list_users().await.unwrap(),
+            [no_password.clone(), full.clone(), plain.clone()],
+            "by name, every field as written"
+        );
+        assert_eq!(store.find_user("zed").await.unwrap(), Some(plain));
+
+        // Another user with the identity taken: refused.
+        let twin = UserRecord {
+            sso_issuer: Some(ISSUER.into()),
+            sso_subject: Some("sub-m".into()),
+            ..UserRecord::new(
+                "u4".into(),
+                "twin".into(),
+                "member".into(),
+                String::new(),
+                8,
+            )
+        };
+        let err = store.create_user(&twin, &audit("user.created")).await;
+        assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+        // A name taken: refused.
+        let err = store
+            .create_user(
+                &UserRecord::new("u5".into(), "amy".into(), "member".into(), "x".into(), 8),
+                &audit("user.created"),
+            )
+            .await;
+        assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+        assert_eq!(store.list_users().await.unwrap().len(), 3);
+        assert_eq!(audited(&store, "user.created").await, 3);
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

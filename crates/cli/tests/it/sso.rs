@@ -34,16 +34,20 @@ struct Provider {
 
 impl Provider {
     fn start(redirect: &str, accounts: &Value) -> Provider {
-        let install = Command::new("bash")
-            .args([
-                "-c",
-                "source scripts/oidc-provider && oidc_provider_install",
-            ])
-            .current_dir(repo())
-            .status()
-            .unwrap();
+        // Once per test binary: two `npm ci` at once would trip over each other.
+        static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let installed = INSTALLED.get_or_init(|| {
+            Command::new("bash")
+                .args([
+                    "-c",
+                    "source scripts/oidc-provider && oidc_provider_install",
+                ])
+                .current_dir(repo())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
         assert!(
-            install.success(),
+            installed,
             "scripts/oidc-provider could not install the provider"
         );
         let clients = json!([{
@@ -560,4 +564,247 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
 
     let _ = chrome.close().await;
     hub.stop().await;
+}
+
+/// The `Location` of a reply, and the `name=value` of its cookie `name`.
+fn location_and_cookie(r: &crate::dashboard::Reply, name: &str) -> (String, String) {
+    let location = r.header("location").unwrap_or_default().to_owned();
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .filter(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_default()
+        .to_owned();
+    (location, cookie)
+}
+
+fn query_param(url: &str, key: &str) -> String {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sso_settings_provider_errors_and_password_login_off() {
+    let hub = TestHub::start_with(&Backend::Sqlite, |o| {
+        o.admin_user = Some(("root".into(), "correct horse battery staple".into()));
+    })
+    .await;
+    let provider = Provider::start(&format!("{}/auth/oidc/callback", hub.url), &accounts());
+
+    // Bad settings: one clear line, nothing stored.
+    let plain = cli(
+        &hub,
+        &[
+            "sso",
+            "set",
+            "--issuer",
+            "http://idp.example.com",
+            "--client-id",
+            "x",
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && err.contains("loopback"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let nobody = cli(
+        &hub,
+        &[
+            "sso",
+            "set",
+            "--issuer",
+            "http://127.0.0.1:1",
+            "--client-id",
+            "x",
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        !nobody.status.success() && err.contains("could not be used"),
+        "{err}"
+    );
+    assert!(!hub.admin().sso().await.unwrap().enabled);
+
+    let set = [
+        "sso",
+        "set",
+        "--issuer",
+        &provider.issuer,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-stdin",
+    ];
+    ok(cli_with(&hub, &set, &format!("{CLIENT_SECRET}\n")).await);
+    let login = crate::dashboard::get(&hub, "/login", &[]).await;
+    let html = login.text();
+    assert!(
+        html.contains("Sign in with single sign-on") && html.contains("login-form"),
+        "{html}"
+    );
+
+    // The provider says no (the person cancelled): shown as text, audited.
+    let begun = crate::dashboard::get(&hub, "/auth/oidc/login?next=/audit", &[]).await;
+    assert_eq!(begun.status, 303);
+    let (to, pending) = location_and_cookie(&begun, "muster_sso");
+    assert!(to.starts_with(&provider.issuer), "{to}");
+    for param in [
+        "code_challenge_method=S256",
+        "nonce=",
+        "state=",
+        "scope=openid",
+    ] {
+        assert!(to.contains(param), "{param} in {to}");
+    }
+    let set_cookie = begun.header("set-cookie").unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/auth/oidc"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let state = query_param(&to, "state");
+    let cancelled = crate::dashboard::get(
+        &hub,
+        &format!(
+            "/auth/oidc/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}"
+        ),
+        &[("cookie", &pending)],
+    )
+    .await;
+    assert_eq!(cancelled.status, 403);
+    let page = cancelled.text();
+    assert!(
+        page.contains("access_denied") && page.contains("&lt;script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    // No pending sign-in at all: refused, and the sealed cookie is spent either way.
+    let stray = crate::dashboard::get(
+        &hub,
+        &format!("/auth/oidc/callback?code=x&state={state}"),
+        &[],
+    )
+    .await;
+    assert_eq!(stray.status, 400);
+    assert!(
+        cancelled
+            .header("set-cookie")
+            .unwrap()
+            .contains("muster_sso=;")
+    );
+    let reasons: Vec<String> = refusals(&hub).await.into_iter().map(|(r, _)| r).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("provider_error access_denied")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("bad_state")),
+        "{reasons:?}"
+    );
+
+    // Passwords off: refused at start while no admin could sign in with SSO...
+    let (mut opts, pg, tmp) = hub.stop_keeping_data().await;
+    opts.password_login = false;
+    let refused = TestHub::start_on(opts.clone())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains("--password-login off") && refused.contains("sso groups add"),
+        "{refused}"
+    );
+    // ...accepted once a group admits admins.
+    opts.password_login = true;
+    let mut hub = TestHub::start_on(opts.clone()).await.unwrap();
+    hub.adopt(pg, tmp);
+    ok(cli(
+        &hub,
+        &[
+            "sso", "groups", "add", "g-admins", "--name", "Admins", "--role", "admin",
+        ],
+    )
+    .await);
+    let (mut opts, pg, tmp) = hub.stop_keeping_data().await;
+    opts.password_login = false;
+    let mut hub = TestHub::start_on(opts).await.unwrap();
+    hub.adopt(pg, tmp);
+    let login = crate::dashboard::get(&hub, "/login", &[]).await.text();
+    assert!(
+        login.contains("sso-login") && !login.contains("login-form"),
+        "{login}"
+    );
+    let denied = hub
+        .anonymous()
+        .login("root", "correct horse battery staple")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("password login is turned off"), "{denied}");
+    // Turning SSO off now would lock everyone out of the dashboard: refused.
+    let unset = cli(&hub, &["sso", "unset"]).await;
+    assert!(!unset.status.success());
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("--password-login on"));
+    // The break-glass: admin API keys are untouched.
+    assert!(hub.admin().sso().await.unwrap().enabled);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn sso_from_the_environment_wins_and_the_entra_preset_makes_the_issuer() {
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let hub = TestHub::start_with(&Backend::Sqlite, |o| {
+        o.sso = muster_hub::SsoEnv {
+            entra_tenant: Some(tenant.into()),
+            client_id: Some("app-id".into()),
+            client_secret: Some("s".into()),
+            ..Default::default()
+        };
+    })
+    .await;
+    let shown = ok(cli(&hub, &["sso", "show"]).await);
+    assert!(shown.contains("from the environment"), "{shown}");
+    assert!(
+        shown.contains(&format!("https://login.microsoftonline.com/{tenant}/v2.0")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Microsoft") && shown.contains("Client secret: set"),
+        "{shown}"
+    );
+    let set = cli(
+        &hub,
+        &[
+            "sso",
+            "set",
+            "--issuer",
+            "https://idp.example.com",
+            "--client-id",
+            "x",
+        ],
+    )
+    .await;
+    assert!(!set.status.success());
+    assert!(String::from_utf8_lossy(&set.stderr).contains("environment"));
+    let login = crate::dashboard::get(&hub, "/login", &[]).await.text();
+    assert!(login.contains("Sign in with Microsoft"), "{login}");
+    hub.stop().await;
+
+    // A plain-http issuer off loopback stops the hub at start, in one line.
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = muster_hub::HubOptions::new(dir.path().join("d"));
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.sso.issuer = Some("http://idp.example.com".into());
+    opts.sso.client_id = Some("x".into());
+    let err = TestHub::start_on(opts)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("loopback") && !err.contains('\n'), "{err}");
 }
