@@ -408,9 +408,9 @@ pub trait SsoStore: Send + Sync {
     -> Result<Option<UserRecord>>;
     /// A single sign-on, in one transaction: `user` is inserted (`new`) or its role,
     /// identity, display name, groups and last login are updated; a login session
-    /// with this hash starts; `audit` is appended. `Conflict` when a new user's name
-    /// or identity was taken meanwhile, or an existing user was removed meanwhile
-    /// (`NotFound`).
+    /// with this hash starts; `audit` is appended. All or nothing: `Conflict` when
+    /// the name or the identity belongs to another user; `NotFound` when an existing
+    /// user was removed or disabled meanwhile, or linked to another identity.
     async fn record_sso_login(
         &self,
         user: &UserRecord,

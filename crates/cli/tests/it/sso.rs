@@ -96,6 +96,15 @@ impl Provider {
             .unwrap()
     }
 
+    async fn state(&self) -> Value {
+        reqwest::get(format!("{}/state", self.control))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The next ID token (only) is altered: `audience`, `expired`, `unknown-key`;
     /// `rotate` signs with a new key from now on.
     async fn tamper(&self, mode: &str) {
@@ -456,6 +465,20 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
     provider.tamper("rotate").await;
     fresh(&page).await;
     signs_in(&page, &hub, "alice").await;
+
+    // A provider that puts the claims in the ID token: userinfo is not asked.
+    provider
+        .control("tamper", json!({ "claims_in_id_token": true }))
+        .await;
+    let calls = |s: &Value| s["userinfo_calls"].as_u64().unwrap();
+    let before = calls(&provider.state().await);
+    fresh(&page).await;
+    signs_in(&page, &hub, "carol").await;
+    assert_eq!(calls(&provider.state().await), before, "no userinfo call");
+    assert_eq!(
+        user(&hub, "carol@example.com").await.unwrap().role.as_str(),
+        "admin"
+    );
 
     // A replayed code: the whole callback request (code, state and the sealed
     // cookie) sent again after it was used is refused by the provider, and audited.

@@ -502,3 +502,90 @@ fn refused_page(status: StatusCode, message: &str) -> Response {
     };
     (status, body).into_response()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        super::super::settings::check(
+            &muster_proto::SetSsoRequest {
+                issuer: Some("https://idp.example.com".into()),
+                client_id: "c".into(),
+                ..Default::default()
+            },
+            "hub",
+        )
+        .unwrap()
+    }
+
+    fn claims(extra: serde_json::Value) -> Claims {
+        Claims {
+            subject: "s-1".into(),
+            email: Some("Ann@Example.COM".into()),
+            email_verified: None,
+            name: Some("Ann\u{7}  ".into()),
+            preferred_username: None,
+            extra: serde_json::from_value(extra).unwrap(),
+            from_userinfo: false,
+        }
+    }
+
+    #[test]
+    fn claims_become_a_bounded_clean_identity() {
+        let id = identity(
+            &settings(),
+            claims(serde_json::json!({"groups": ["g1", "", 7, "g2"]})),
+        )
+        .unwrap();
+        assert_eq!(id.email.as_deref(), Some("ann@example.com"));
+        assert_eq!(id.groups.unwrap(), ["g1", "g2"]);
+        assert_eq!(
+            id.display_name, None,
+            "a name with a control character is dropped"
+        );
+        assert!(!id.overage);
+        // One group as a string is a list of one.
+        let id = identity(&settings(), claims(serde_json::json!({"groups": "g1"}))).unwrap();
+        assert_eq!(id.groups.unwrap(), ["g1"]);
+    }
+
+    #[test]
+    fn an_unverified_email_finds_nobody() {
+        let mut c = claims(serde_json::json!({}));
+        c.email_verified = Some(false);
+        assert_eq!(identity(&settings(), c).unwrap().email, None);
+        let mut c = claims(serde_json::json!({}));
+        c.email = Some("not an email".into());
+        assert_eq!(identity(&settings(), c).unwrap().email, None);
+    }
+
+    #[test]
+    fn entra_group_overage_is_recognized() {
+        let c = claims(serde_json::json!({
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}}
+        }));
+        let id = identity(&settings(), c).unwrap();
+        assert!(id.overage && id.groups.is_none());
+        let c = claims(serde_json::json!({"hasgroups": true}));
+        assert!(identity(&settings(), c).unwrap().overage);
+    }
+
+    #[test]
+    fn a_bad_subject_is_refused() {
+        let mut c = claims(serde_json::json!({}));
+        c.subject = "a\nb".into();
+        assert!(identity(&settings(), c).is_err());
+        let mut c = claims(serde_json::json!({}));
+        c.subject = "x".repeat(256);
+        assert!(identity(&settings(), c).is_err());
+    }
+
+    #[test]
+    fn cut_bounds_and_cleans() {
+        assert_eq!(cut("abc", 2), "ab…");
+        assert_eq!(cut("a\u{1b}[31mb", 10), "a[31mb");
+    }
+}

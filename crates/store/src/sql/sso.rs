@@ -17,17 +17,18 @@ pub const SSO_CLIENT_SECRET_KEY: &str = "sso_client_secret";
 #[async_trait]
 impl SsoStore for SqlStore {
     async fn sso_settings(&self) -> Result<Option<SsoSettingsRecord>> {
-        let Some(row) = sqlx::query("SELECT * FROM sso_settings WHERE id = 1")
-            .fetch_optional(&self.db.pool)
-            .await?
+        // One statement: the row and its secret as of the same moment.
+        let Some(row) = sqlx::query(
+            "SELECT s.*, m.value AS client_secret FROM sso_settings s \
+             LEFT JOIN hub_meta m ON m.key = $1 WHERE s.id = 1",
+        )
+        .bind(SSO_CLIENT_SECRET_KEY)
+        .fetch_optional(&self.db.pool)
+        .await?
         else {
             return Ok(None);
         };
-        let secret: Option<String> =
-            sqlx::query_scalar("SELECT value FROM hub_meta WHERE key = $1")
-                .bind(SSO_CLIENT_SECRET_KEY)
-                .fetch_optional(&self.db.pool)
-                .await?;
+        let secret: Option<String> = row.try_get("client_secret")?;
         Ok(Some(SsoSettingsRecord {
             issuer: row.try_get("issuer")?,
             client_id: row.try_get("client_id")?,
