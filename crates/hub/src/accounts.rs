@@ -126,7 +126,13 @@ pub async fn add_user(
                     "the password must be 12 to 1024 characters",
                 ));
             }
-            (req.name, hash_password(state, password).await?)
+            // An email address is kept in lower case, as single sign-on finds it.
+            let name = if looks_like_email(&req.name) {
+                req.name.to_lowercase()
+            } else {
+                req.name
+            };
+            (name, hash_password(state, password).await?)
         }
         None => {
             if !looks_like_email(&req.name) {

@@ -70,7 +70,7 @@ pub async fn exec(args: UsersArgs) -> Result<()> {
             let sso_only = name.contains('@')
                 && !password_stdin
                 && !wants_password
-                && std::env::var_os("MUSTER_USER_PASSWORD").is_none();
+                && std::env::var("MUSTER_USER_PASSWORD").map_or(true, |p| p.is_empty());
             let password = if sso_only {
                 None
             } else {
@@ -159,18 +159,19 @@ fn users_table(users: &[UserInfo]) -> String {
     )
 }
 
-/// How a user gets in: a password, single sign-on as added by name, or only
-/// through groups (which ones matched last).
+/// How a user gets in (as the dashboard's Access page says it): a password,
+/// single sign-on as added by name, or only through groups (which ones matched last).
 fn sign_in(u: &UserInfo) -> String {
     let mut ways = Vec::new();
     if u.password {
         ways.push("password".to_owned());
     }
-    match (&u.granted_role, u.groups.is_empty()) {
-        (_, false) => ways.push(format!("sso (groups: {})", u.groups.join(", "))),
-        (None, true) => ways.push("sso (groups)".to_owned()),
-        (Some(_), true) if !u.password => ways.push("sso".to_owned()),
-        _ => {}
+    if !u.groups.is_empty() {
+        ways.push(format!("sso via {}", u.groups.join(", ")));
+    } else if u.granted_role.is_none() {
+        ways.push("sso via groups".to_owned());
+    } else if !u.password || u.subject.is_some() {
+        ways.push("sso".to_owned());
     }
     ways.join(", ")
 }

@@ -89,7 +89,36 @@ async fn rotating_the_secret_keeps_everything_working_and_the_old_secret_out() {
             .to_owned();
         let (before_ca, admin_key, data_dir) =
             (hub.ca_hash, hub.admin_key.clone(), hub.data_dir.clone());
+        let db_url = hub.db_url.clone();
         let (mut options, pg, tmp) = hub.stop_keeping_data().await;
+        // An SSO client secret set through the hub (encrypted under the secret), as
+        // `muster sso set` stores it.
+        let keys = muster_hub::secrets::Keys::derive(old_secret.as_bytes()).unwrap();
+        let store = muster_store::SqlStore::connect(&db_url, keys.audit_key())
+            .await
+            .unwrap();
+        let sso = muster_store::SsoSettingsRecord {
+            issuer: "https://idp.example.com".into(),
+            client_id: "muster".into(),
+            client_secret: Some(keys.encrypt(b"sso secret", b"muster sso client secret")),
+            display_name: None,
+            groups_claim: None,
+            scopes: vec![],
+            updated_at: 0,
+        };
+        let entry = muster_store::AuditEntry {
+            at: 1,
+            actor: "test".into(),
+            action: "sso.set".into(),
+            target: "sso".into(),
+            source: "127.0.0.1".into(),
+            outcome: "ok".into(),
+            details: "{}".into(),
+        };
+        muster_store::SsoStore::set_sso_settings(&store, Some(&sso), &entry)
+            .await
+            .unwrap();
+        store.pool().close().await;
 
         let (signed, printed) = muster_hub::rotate_secret(&options, None).await.unwrap();
         assert!(signed >= 3 && printed.is_none());
@@ -134,6 +163,9 @@ async fn rotating_the_secret_keeps_everything_working_and_the_old_secret_out() {
         )
         .await
         .unwrap();
+        // The SSO client secret was re-encrypted: it still opens.
+        let sso = admin.sso().await.unwrap();
+        assert!(sso.enabled && sso.client_secret_set, "{sso:?}");
         let v = admin.verify_audit().await.unwrap();
         assert!(v.ok, "{v:?}");
         assert!(

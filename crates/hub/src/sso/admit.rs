@@ -99,8 +99,14 @@ pub fn admit(
 ) -> Result<Admission, Refusal> {
     let entry = match (linked, by_name) {
         (Some(u), _) => Some(u),
-        (None, Some(u)) if u.sso_subject.is_none() => Some(u),
-        // Linked to someone else: this identity may not take it over.
+        // Not linked yet, or linked at a provider no longer in use (the issuer
+        // changed): found by email, linked now.
+        (None, Some(u))
+            if u.sso_subject.is_none() || u.sso_issuer.as_deref() != Some(&id.issuer) =>
+        {
+            Some(u)
+        }
+        // Linked to someone else at this provider: this identity may not take it over.
         (None, Some(_)) => return Err(Refusal::IdentityTaken),
         (None, None) => None,
     };
@@ -256,11 +262,16 @@ mod tests {
             "a disabled user stays out whatever their groups"
         );
         let mut other = added("alice@example.com", "admin");
+        other.sso_issuer = Some("https://idp".into());
         other.sso_subject = Some("s-mallory".into());
         assert_eq!(
-            admit(&alice(&[]), None, Some(other), &groups, 0).unwrap_err(),
+            admit(&alice(&[]), None, Some(other.clone()), &groups, 0).unwrap_err(),
             Refusal::IdentityTaken
         );
+        // Linked at a provider no longer in use: linked again by email.
+        other.sso_issuer = Some("https://old-idp".into());
+        let a = admit(&alice(&[]), None, Some(other), &groups, 0).unwrap();
+        assert_eq!(a.user.sso_issuer.as_deref(), Some("https://idp"));
         let mut overage = alice(&[]);
         overage.groups = None;
         overage.overage = true;

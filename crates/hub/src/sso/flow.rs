@@ -273,10 +273,17 @@ async fn finish(
         .find_user_by_subject(&id.issuer, &id.subject)
         .await
         .map_err(store_failed)?;
-    let by_name = match (&linked, id.email.as_ref().or(id.username.as_ref())) {
-        (None, Some(name)) => state.store.find_user(name).await.map_err(store_failed)?,
-        _ => None,
-    };
+    // Entra: the UPN first (its `email` may be unverified), then the email.
+    let names: Vec<&String> = id.username.iter().chain(id.email.iter()).collect();
+    let mut by_name = None;
+    if linked.is_none() {
+        for name in names {
+            by_name = state.store.find_user(name).await.map_err(store_failed)?;
+            if by_name.is_some() {
+                break;
+            }
+        }
+    }
     let groups = state.store.list_sso_groups().await.map_err(store_failed)?;
     let now = now_ms();
     let admission = admit(&id, linked, by_name, &groups, now).map_err(|r| {
@@ -376,7 +383,10 @@ fn identity(settings: &Settings, c: Claims) -> Result<Identity, String> {
         .filter(|_| c.email_verified != Some(false))
         .filter(|e| crate::accounts::looks_like_email(e))
         .map(|e| e.to_lowercase());
+    // `preferred_username` is trusted only where the tenant's admins set it (Entra's
+    // UPN); elsewhere people may choose their own, and could pick someone's email.
     let username = clean(c.preferred_username, 254)
+        .filter(|_| super::settings::is_entra(&settings.issuer))
         .filter(|u| crate::accounts::looks_like_email(u))
         .map(|u| u.to_lowercase());
     let claim = &settings.groups_claim;

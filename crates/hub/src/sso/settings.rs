@@ -96,20 +96,32 @@ impl SsoEnv {
     }
 }
 
-/// The issuer of a Microsoft Entra tenant (v2.0 endpoints).
+/// The issuer of a Microsoft Entra tenant (v2.0 endpoints). Only the tenant's ID
+/// (a GUID) will do: Entra's discovery document names the issuer by it, so a
+/// domain name would make an issuer that never matches.
 pub fn entra_issuer(tenant: &str) -> Result<String, String> {
-    let ok = !tenant.is_empty()
-        && tenant.len() <= 100
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let groups: Vec<&str> = tenant.split('-').collect();
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
     if !ok {
         return Err(format!(
-            "{tenant:?} is not an Entra tenant ID: expected its directory (tenant) ID, \
-             e.g. 72f988bf-86f1-41af-91ab-2d7cd011db47, or a domain such as contoso.onmicrosoft.com"
+            "{tenant:?} is not an Entra tenant ID: expected the directory (tenant) ID, a GUID \
+             such as 72f988bf-86f1-41af-91ab-2d7cd011db47 (Entra admin center, Overview)"
         ));
     }
-    Ok(format!("https://login.microsoftonline.com/{tenant}/v2.0"))
+    Ok(format!(
+        "https://login.microsoftonline.com/{}/v2.0",
+        tenant.to_ascii_lowercase()
+    ))
+}
+
+/// Whether an issuer is Microsoft Entra's (its `preferred_username` is the UPN,
+/// which the tenant's admins control, and its `email` may be unverified).
+pub fn is_entra(issuer: &str) -> bool {
+    issuer.starts_with("https://login.microsoftonline.com/")
 }
 
 /// An issuer URL as we accept it: `https://…`, or `http://` on a loopback address
@@ -205,10 +217,14 @@ pub fn check(req: &SetSsoRequest, source: &'static str) -> Result<Settings, Stri
         .clone()
         .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_owned());
     check_word("the groups claim", &groups_claim, 100)?;
-    let scopes: Vec<String> = match &req.scopes {
-        Some(s) => s.iter().filter(|s| *s != "openid").cloned().collect(),
-        None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
-    };
+    // Given scopes add to the defaults: without `email` nobody added by email
+    // would ever match, and `--scope groups` is meant as "and groups".
+    let mut scopes: Vec<String> = DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect();
+    for s in req.scopes.iter().flatten() {
+        if s != "openid" && !scopes.contains(s) {
+            scopes.push(s.clone());
+        }
+    }
     if scopes.len() > 20 {
         return Err("at most 20 scopes".to_owned());
     }
@@ -318,5 +334,21 @@ mod tests {
         assert_eq!(s.display_name, "Microsoft");
         assert_eq!(s.scopes, ["profile", "email"]);
         assert!(entra_issuer("a/b").is_err());
+        assert!(entra_issuer("contoso.onmicrosoft.com").is_err());
+        let s = check(
+            &SetSsoRequest {
+                issuer: Some("https://idp.example.com".into()),
+                client_id: "app".into(),
+                scopes: Some(vec!["groups".into(), "openid".into(), "email".into()]),
+                ..Default::default()
+            },
+            "hub",
+        )
+        .unwrap();
+        assert_eq!(
+            s.scopes,
+            ["profile", "email", "groups"],
+            "added to the defaults"
+        );
     }
 }

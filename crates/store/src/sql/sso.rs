@@ -161,13 +161,14 @@ impl SsoStore for SqlStore {
             .execute(&mut *w.tx)
             .await
         } else {
-            // Only while the user is still there and enabled, and still linked to
-            // this identity or to none: a change made meanwhile wins.
+            // Only while the user is still there and enabled, and linked to this
+            // identity, to none, or at another provider (the issuer changed): a
+            // change made meanwhile wins.
             sqlx::query(
                 "UPDATE users SET role = $2, display_name = $3, sso_issuer = $4, \
                  sso_subject = $5, groups = $6, last_login_at = $7 \
                  WHERE id = $1 AND disabled_at IS NULL \
-                 AND (sso_subject IS NULL OR (sso_issuer = $4 AND sso_subject = $5))",
+                 AND (sso_subject IS NULL OR sso_issuer <> $4 OR sso_subject = $5)",
             )
             .bind(&u.id)
             .bind(&u.role)
