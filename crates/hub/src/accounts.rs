@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::error::{ApiFailure, ApiResult};
 use crate::secrets::random_body;
 use crate::state::AppState;
-use crate::validate::check_text;
+use crate::validate::{check_text, looks_like_email};
 
 /// An argon2id PHC string for `password`, computed in one of the bounded hashing
 /// slots with that slot's own memory (about 20 ms).
@@ -160,19 +160,6 @@ pub async fn add_user(
     );
     state.store.create_user(&user, &entry).await?;
     Ok(user)
-}
-
-/// `local@domain`, one `@`, no spaces: what a provider's email claim looks like.
-pub fn looks_like_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
 }
 
 #[cfg(test)]

@@ -388,7 +388,7 @@ pub async fn rotate_secret(
     // The SSO client secret set through the hub (SPEC §14) is re-encrypted too.
     let sso_secret = match store.get_meta(muster_store::SSO_CLIENT_SECRET_KEY).await? {
         Some(ct) => Some(
-            old.decrypt(&ct, crate::sso::settings::SECRET_AAD)
+            old.decrypt(&ct, crate::oidc::settings::SECRET_AAD)
                 .map_err(|_| HubError::WrongSecret)?,
         ),
         None => None,
@@ -402,7 +402,7 @@ pub async fn rotate_secret(
     if let Some(plain) = &sso_secret {
         meta.push((
             muster_store::SSO_CLIENT_SECRET_KEY,
-            new.encrypt(plain, crate::sso::settings::SECRET_AAD),
+            new.encrypt(plain, crate::oidc::settings::SECRET_AAD),
         ));
     }
     let signed = store.rotate_secret(&meta, new.audit_key(), &audit).await?;

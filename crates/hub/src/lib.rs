@@ -30,6 +30,7 @@ mod install;
 mod lease;
 mod live;
 mod metrics;
+mod oidc;
 mod presence;
 mod principal;
 mod queue;
@@ -57,8 +58,8 @@ use std::time::Duration;
 pub use api::{page_table, route_table};
 pub use bootstrap::{HubFiles, INITIAL_ADMIN_KEY_FILE, rotate_secret};
 use muster_ca::CaHash;
+pub use oidc::SsoEnv;
 pub use principal::Role;
-pub use sso::SsoEnv;
 use state::AppState;
 
 /// The numeric defaults of [`HubOptions::new`], which `muster hub`'s flags show as
@@ -380,7 +381,7 @@ impl Hub {
             .sso
             .settings()
             .map_err(|e| HubError::Invalid(format!("single sign-on: {e}")))?;
-        let sso = sso::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
+        let sso = oidc::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
         let state = Arc::new(AppState {
             sso,
             store: prepared.store,

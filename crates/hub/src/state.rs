@@ -28,7 +28,7 @@ use crate::token_cache::TokenCache;
 pub struct AppState {
     /// Single sign-on (SPEC §14): settings from the environment, the provider
     /// cache, whether passwords are taken.
-    pub sso: crate::sso::Sso,
+    pub sso: crate::oidc::Sso,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,

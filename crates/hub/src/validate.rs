@@ -158,6 +158,19 @@ pub fn stored_role(word: &str) -> muster_proto::Role {
     word.parse().unwrap_or(muster_proto::Role::Member)
 }
 
+/// `local@domain`, one `@`, no spaces: what a provider's email claim looks like.
+pub fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

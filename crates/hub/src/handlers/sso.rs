@@ -16,7 +16,8 @@ use crate::audit::AuditExt;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, Caller};
-use crate::sso::{self, settings};
+use crate::oidc::settings;
+use crate::sso;
 use crate::state::AppState;
 use crate::validate::{check_text, stored_role};
 
@@ -101,6 +102,7 @@ pub async fn set_sso(
         "scopes": checked.scopes,
     }));
     state.store.set_sso_settings(Some(&record), &entry).await?;
+    state.sso.forget();
     Ok(Json(info(&state).await?))
 }
 
@@ -124,6 +126,7 @@ pub async fn clear_sso(
         .store
         .set_sso_settings(None, &caller.audit("sso.cleared", "sso"))
         .await?;
+    state.sso.forget();
     Ok(Json(info(&state).await?))
 }
 

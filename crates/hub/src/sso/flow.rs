@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::admit::{Identity, admit};
-use super::provider::{self, Claims, OidcError};
-use super::{Settings, current, redirect_url};
+use super::{current, redirect_url};
 use crate::audit::{self, AuditExt};
 use crate::auth::{SESSION_LIFETIME_MS, cookie, session_set_cookie};
 use crate::clock::now_ms;
 use crate::dashboard::{assets, error_page, safe_next};
 use crate::extract::ClientSource;
+use crate::oidc::Settings;
+use crate::oidc::provider::{self, Claims, OidcError};
 use crate::secrets::random_body;
 use crate::state::AppState;
 
@@ -381,13 +382,13 @@ fn identity(settings: &Settings, c: Claims) -> Result<Identity, String> {
     // An address the provider says is unverified is not used to find anyone.
     let email = clean(c.email, 254)
         .filter(|_| c.email_verified != Some(false))
-        .filter(|e| crate::accounts::looks_like_email(e))
+        .filter(|e| crate::validate::looks_like_email(e))
         .map(|e| e.to_lowercase());
     // `preferred_username` is trusted only where the tenant's admins set it (Entra's
     // UPN); elsewhere people may choose their own, and could pick someone's email.
     let username = clean(c.preferred_username, 254)
-        .filter(|_| super::settings::is_entra(&settings.issuer))
-        .filter(|u| crate::accounts::looks_like_email(u))
+        .filter(|_| crate::oidc::settings::is_entra(&settings.issuer))
+        .filter(|u| crate::validate::looks_like_email(u))
         .map(|u| u.to_lowercase());
     let claim = &settings.groups_claim;
     let groups = match c.extra.get(claim) {
@@ -519,7 +520,7 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        super::super::settings::check(
+        crate::oidc::settings::check(
             &muster_proto::SetSsoRequest {
                 issuer: Some("https://idp.example.com".into()),
                 client_id: "c".into(),
