@@ -43,7 +43,7 @@ if (accountsEnv === null || typeof accountsEnv !== 'object' || Array.isArray(acc
 }
 
 const accounts = new Map(Object.entries(accountsEnv));
-const TAMPER_MODES = new Set(['none', 'audience', 'expired', 'unknown-key', 'rotate']);
+const TAMPER_MODES = new Set(['none', 'audience', 'expired', 'unknown-key', 'rotate', 'clock-ahead', 'just-expired', 'far-future']);
 const state = {
   mode: 'none', // one-shot tamper mode for the next token response
   rotated: false, // after "rotate": sign with key-b, publish key-b and key-a
@@ -148,6 +148,14 @@ async function tamperIdToken(idToken, mode) {
       return resign(idToken, currentSigningKey(), (p) => { p.iat = now - 7200; p.exp = now - 3600; });
     case 'unknown-key':
       return resign(idToken, keyX, () => {});
+    // A provider whose clock is off by 90 s either way (within a relying party's
+    // usual tolerance), and one issuing tokens 10 minutes in the future (beyond it).
+    case 'clock-ahead':
+      return resign(idToken, currentSigningKey(), (p) => { p.iat = now + 90; p.exp = now + 90 + 3600; });
+    case 'just-expired':
+      return resign(idToken, currentSigningKey(), (p) => { p.iat = now - 3690; p.exp = now - 90; });
+    case 'far-future':
+      return resign(idToken, currentSigningKey(), (p) => { p.iat = now + 600; p.exp = now + 4200; });
     default:
       return idToken;
   }

@@ -227,8 +227,8 @@ fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
     let (member, admin) = (Some(Role::Member), Some(Role::Admin));
     vec![
         (None, "/login", get(dashboard::login::page)),
-        (None, "/auth/oidc/login", get(crate::sso::flow::login)),
-        (None, "/auth/oidc/callback", get(crate::sso::flow::callback)),
+        (None, "/auth/oidc/login", get(dashboard::sso::login)),
+        (None, "/auth/oidc/callback", get(dashboard::sso::callback)),
         (None, "/assets/{name}", get(dashboard::assets::serve)),
         (member, "/", get(dashboard::fleet::page_handler)),
         (member, "/agents/{id}", get(dashboard::agent::page_handler)),

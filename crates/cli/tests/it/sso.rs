@@ -460,6 +460,19 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
             "{mode}: {last}"
         );
     }
+    // Clocks that differ by 90 s are tolerated; a token issued ten minutes in the
+    // future is not.
+    for mode in ["clock-ahead", "just-expired"] {
+        fresh(&page).await;
+        provider.tamper(mode).await;
+        signs_in(&page, &hub, "alice").await;
+    }
+    fresh(&page).await;
+    provider.tamper("far-future").await;
+    assert_eq!(sign_in(&page, &base, "alice").await, "/auth/oidc/callback");
+    let last = refusals(&hub).await.last().unwrap().0.clone();
+    assert!(last.starts_with("token_invalid expired"), "{last}");
+
     // The provider rotates its signing key: the hub fetches the new key and lets
     // people in.
     provider.tamper("rotate").await;

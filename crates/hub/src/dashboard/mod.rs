@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod hub;
 mod layout;
 pub mod login;
+pub mod sso;
 
 use std::sync::Arc;
 

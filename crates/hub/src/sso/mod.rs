@@ -3,8 +3,8 @@
 //! - `crate::oidc`: the relying party itself (which provider, discovery, keys, the
 //!   code and the ID token), and the hub's [`crate::oidc::Sso`] state.
 //! - `admit`: who a provider's answer lets in, with which role.
-//! - `flow`: the two routes a browser takes, `/auth/oidc/login` and
-//!   `/auth/oidc/callback`, and their audit entries.
+//! - the dashboard's `sso` page module: the two routes a browser takes, `/auth/oidc/login`
+//!   and `/auth/oidc/callback`, and their audit entries.
 //!
 //! Nothing here keeps per-sign-in state on the hub: what the callback must check
 //! (`state`, `nonce`, the PKCE verifier, where to go next) rides in a short-lived
@@ -13,7 +13,6 @@
 //! finish a sign-in another began.
 
 pub mod admit;
-pub mod flow;
 
 use crate::error::{ApiFailure, ApiResult};
 use crate::oidc::{Settings, settings};

@@ -23,16 +23,16 @@ use muster_store::StoreError;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::admit::{Identity, admit};
-use super::{current, redirect_url};
+use super::{assets, error_page, safe_next};
 use crate::audit::{self, AuditExt};
 use crate::auth::{SESSION_LIFETIME_MS, cookie, session_set_cookie};
 use crate::clock::now_ms;
-use crate::dashboard::{assets, error_page, safe_next};
 use crate::extract::ClientSource;
 use crate::oidc::Settings;
 use crate::oidc::provider::{self, Claims, OidcError};
 use crate::secrets::random_body;
+use crate::sso::admit::{Identity, admit};
+use crate::sso::{current, redirect_url};
 use crate::state::AppState;
 
 const PENDING_COOKIE: &str = "muster_sso";
