@@ -364,7 +364,6 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
         row.contains("Alice Admin") && row.contains("single sign-on"),
         "{row}"
     );
-    screenshot(&page, "access-sso").await;
 
     // A group member is created at first sign-in with the group's role.
     fresh(&page).await;
@@ -382,6 +381,20 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
     signs_in(&page, &hub, "carol").await;
     let carol = user(&hub, "carol@example.com").await.unwrap();
     assert_eq!(carol.role.as_str(), "admin");
+    // The Access page shows how each signs in, and the groups.
+    open(&page, &format!("{base}/access")).await;
+    let row: String = eval(
+        &page,
+        "document.querySelector('tr[data-user=\"bob@example.com\"]').innerText",
+    )
+    .await;
+    assert!(row.contains("single sign-on via g-ops"), "{row}");
+    let groups: String = eval(&page, "document.querySelector('table.groups').innerText").await;
+    assert!(
+        groups.contains("Operations") && groups.contains("Admins"),
+        "{groups}"
+    );
+    screenshot(&page, "access-sso").await;
     let mut groups = carol.groups.clone();
     groups.sort();
     assert_eq!(groups, ["g-admins", "g-ops"]);
