@@ -218,17 +218,21 @@ async fn refusal_text(page: &Page) -> String {
     .await
 }
 
-/// The SSO refusals audited so far, as (reason, target).
-async fn refusals(hub: &TestHub) -> Vec<(String, String)> {
-    let entries = hub
-        .admin()
+/// The audit entries with this action, newest first.
+async fn audited(hub: &TestHub, action: &str) -> Vec<muster_proto::AuditEntryInfo> {
+    hub.admin()
         .audit(&AuditQuery {
-            action: Some("user.sso_refused".into()),
+            action: Some(action.into()),
             ..Default::default()
         })
         .await
-        .unwrap();
-    entries
+        .unwrap()
+}
+
+/// The SSO refusals audited so far, as (reason, target).
+async fn refusals(hub: &TestHub) -> Vec<(String, String)> {
+    audited(hub, "user.sso_refused")
+        .await
         .iter()
         .rev()
         .map(|e| {
@@ -595,14 +599,7 @@ async fn single_sign_on_in_a_real_browser_against_a_real_provider() {
         targets.contains_key("user:mallory@example.com"),
         "{targets:?}"
     );
-    let logins = hub
-        .admin()
-        .audit(&AuditQuery {
-            action: Some("user.sso_login".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let logins = audited(&hub, "user.sso_login").await;
     let carol_login = logins
         .iter()
         .find(|e| e.target == "user:carol@example.com")

@@ -100,25 +100,7 @@ impl AccessStore for SqlStore {
 
     async fn create_user(&self, u: &UserRecord, audit: &AuditEntry) -> Result<()> {
         let mut w = self.db.begin_audited().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at, \
-             granted_role, display_name, sso_issuer, sso_subject, groups, last_login_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&u.id)
-        .bind(&u.name)
-        .bind(&u.role)
-        .bind(&u.password_hash)
-        .bind(u.disabled_at)
-        .bind(u.created_at)
-        .bind(&u.granted_role)
-        .bind(&u.display_name)
-        .bind(&u.sso_issuer)
-        .bind(&u.sso_subject)
-        .bind(json(&u.groups))
-        .bind(u.last_login_at)
-        .execute(&mut *w.tx)
-        .await;
+        let inserted = insert_user(&mut w.tx, u).await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict(format!(
@@ -227,4 +209,30 @@ impl AccessStore for SqlStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Write a whole user row (`create_user`, and a first single sign-on).
+pub(crate) async fn insert_user(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    u: &UserRecord,
+) -> std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at, \
+         granted_role, display_name, sso_issuer, sso_subject, groups, last_login_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&u.id)
+    .bind(&u.name)
+    .bind(&u.role)
+    .bind(&u.password_hash)
+    .bind(u.disabled_at)
+    .bind(u.created_at)
+    .bind(&u.granted_role)
+    .bind(&u.display_name)
+    .bind(&u.sso_issuer)
+    .bind(&u.sso_subject)
+    .bind(json(&u.groups))
+    .bind(u.last_login_at)
+    .execute(&mut **tx)
+    .await
 }

@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use crate::model::*;
 use crate::sql::SqlStore;
+use crate::sql::access::insert_user;
 use crate::sql::rows::{FromRow, decode_all, decode_one, from_json, is_unique_violation, json};
 use crate::{Result, SsoStore, StoreError};
 
@@ -141,25 +142,7 @@ impl SsoStore for SqlStore {
     ) -> Result<()> {
         let mut w = self.db.begin_audited().await?;
         let written = if new {
-            sqlx::query(
-                "INSERT INTO users (id, name, role, password_hash, disabled_at, created_at, \
-                 granted_role, display_name, sso_issuer, sso_subject, groups, last_login_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&u.id)
-            .bind(&u.name)
-            .bind(&u.role)
-            .bind(&u.password_hash)
-            .bind(u.disabled_at)
-            .bind(u.created_at)
-            .bind(&u.granted_role)
-            .bind(&u.display_name)
-            .bind(&u.sso_issuer)
-            .bind(&u.sso_subject)
-            .bind(json(&u.groups))
-            .bind(u.last_login_at)
-            .execute(&mut *w.tx)
-            .await
+            insert_user(&mut w.tx, u).await
         } else {
             // Only while the user is still there and enabled, and linked to this
             // identity, to none, or at another provider (the issuer changed): a
