@@ -312,6 +312,7 @@ async fn drive(
         packs: Vec::new(),
         facts: Some(facts),
         generation: creds.config.generation,
+        catalog: Vec::new(),
     };
     if let Err(e) = session.send(&hello).await {
         return Ended::Lost(e.to_string());
@@ -429,6 +430,18 @@ async fn drive(
                     if let Some(order) = crate::update::Order::from_message(&msg) {
                         tracing::info!(version = %order.manifest.version, "update ordered by the hub");
                         updates.start(order, &creds);
+                    }
+                }
+                Ok(Some(HubMessage::Probe { id, probe, .. })) => {
+                    let answer = AgentMessage::ProbeResult {
+                        id,
+                        outcome: muster_proto::ProbeOutcome::Error,
+                        result: None,
+                        error: Some(format!("this agent offers no probe {probe:?}")),
+                        truncated: false,
+                    };
+                    if let Err(e) = session.send(&answer).await {
+                        return Ended::Lost(e.to_string());
                     }
                 }
                 Ok(None) => return Ended::Lost("the hub closed the session".to_owned()),

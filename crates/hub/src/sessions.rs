@@ -240,6 +240,7 @@ impl Open {
                             beats += 1;
                         }
                         Ok(AgentMessage::Hello { .. }) => {}
+                        Ok(AgentMessage::ProbeResult { .. }) => {}
                         Ok(AgentMessage::UpdateStatus { .. }) if update_reports >= MAX_UPDATE_REPORTS => {
                             tracing::info!(agent_id = %agent.id, "update report ignored: too many in one session");
                         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod hubs;
 mod kinds;
+mod probes;
 mod session;
 mod sso;
 
@@ -17,6 +18,10 @@ pub use hubs::{HubInfo, HubList, HubState};
 pub use kinds::{
     AgentStatus, ApprovalKind, ApprovalStatus, KeyState, PrincipalKind, Role, TokenState,
     UnknownWord, WhoAmI,
+};
+pub use probes::{
+    AgentPack, AgentPacks, PROBE_OUTPUT_MAX, PackHealth, PackInfo, ProbeInfo, ProbeOutcome,
+    ProbeParam, ProbeRun, ProbeRunList, RunProbeRequest,
 };
 pub use session::{ACK_EVERY, AgentHealth, AgentMessage, HubMessage};
 pub use sso::{CreateSsoGroupRequest, SetSsoRequest, SsoGroupInfo, SsoGroupList, SsoInfo};

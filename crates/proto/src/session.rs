@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{HostFacts, UpdatePhase};
+use crate::{HostFacts, PackInfo, ProbeOutcome, UpdatePhase};
 
 /// The hub answers the first heartbeat of a session and every `ACK_EVERY`-th after
 /// it with an `ack` carrying its clock: enough for the agent to measure skew and
@@ -40,6 +40,10 @@ pub enum AgentMessage {
         /// The credential generation this agent holds (clone detection).
         #[serde(default)]
         generation: i64,
+        /// The packs with their probes and self-check (SPEC §15); `packs` keeps
+        /// their names for hubs before probes.
+        #[serde(default)]
+        catalog: Vec<PackInfo>,
     },
     Heartbeat {
         status: AgentHealth,
@@ -53,6 +57,17 @@ pub enum AgentMessage {
         version: String,
         #[serde(default)]
         message: String,
+    },
+    /// The answer to a `probe` (matched by `id`; a late one is dropped).
+    ProbeResult {
+        id: u64,
+        outcome: ProbeOutcome,
+        #[serde(default)]
+        result: Option<serde_json::Value>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        truncated: bool,
     },
 }
 
@@ -121,5 +136,14 @@ pub enum HubMessage {
         allow_downgrade: bool,
         /// Seconds the new binary has to reach the hub before the agent rolls back.
         deadline_s: u64,
+    },
+    /// Run a probe (read-only) and answer with `probe_result` and the same `id`,
+    /// within `timeout_ms`. Many may be in flight in one session.
+    Probe {
+        id: u64,
+        probe: String,
+        #[serde(default)]
+        params: std::collections::BTreeMap<String, String>,
+        timeout_ms: u64,
     },
 }

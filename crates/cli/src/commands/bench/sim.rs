@@ -41,6 +41,7 @@ pub fn sim_hello() -> AgentMessage {
         packs: Vec::new(),
         facts: None,
         generation: 1,
+        catalog: Vec::new(),
     }
 }
 

@@ -1,0 +1,129 @@
+//! Probes and packs (SPEC §15): what an agent offers, how the hub asks it to run
+//! one over the live session, and how results come back. Read-only by contract:
+//! a probe looks, it never changes the machine.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One parameter a probe takes (all are strings on the wire; the probe parses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeParam {
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// One probe an agent offers, e.g. `system.disks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// `<pack>.<probe>`.
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub params: Vec<ProbeParam>,
+}
+
+/// A pack as the agent sees it: `ready`, or `failed` with the reason (its
+/// self-check did not pass; the agent then reports itself degraded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackHealth {
+    Ready,
+    Failed,
+}
+
+/// A group of probes an agent offers, announced in `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    pub name: String,
+    pub version: String,
+    /// Privileges the pack needs beyond the baseline, e.g. `journal` (read service
+    /// logs). An admin approves them per agent; until then the pack is pending.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub health: PackHealth,
+    /// Why the self-check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub probes: Vec<ProbeInfo>,
+}
+
+/// How one probe run on one agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    Ok,
+    /// The probe ran and failed, or the agent refused it (unknown probe, bad
+    /// parameter): `error` says why.
+    Error,
+    /// No answer within the timeout.
+    Timeout,
+    /// The agent has no live session (here or on another hub).
+    Offline,
+    /// The agent's pack is waiting for an admin's approval, or was denied.
+    Pending,
+}
+
+/// `POST /api/v1/agents/{id}/probes/{probe}` and `POST /api/v1/probes/{probe}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunProbeRequest {
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Seconds to wait for each agent (default 10, at most 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Fan-out (`/api/v1/probes/{probe}` only): agents whose name matches this glob…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<String>,
+    /// …and that carry this label (`key=value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// What one agent answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRun {
+    pub agent_id: String,
+    pub agent: String,
+    pub probe: String,
+    pub outcome: ProbeOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The result was cut at the output cap.
+    #[serde(default)]
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRunList {
+    pub runs: Vec<ProbeRun>,
+}
+
+/// `GET /api/v1/agents/{id}/probes`: what an agent offers, and each pack's state
+/// on the hub (`ready`, `failed`, `pending`, `denied`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentPacks {
+    pub agent_id: String,
+    pub agent: String,
+    pub packs: Vec<AgentPack>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentPack {
+    #[serde(flatten)]
+    pub pack: PackInfo,
+    /// `ready`, `failed` (self-check), `pending` (needs not approved) or `denied`.
+    pub state: String,
+}
+
+/// The largest probe result an agent sends (bytes of JSON); more is cut and marked.
+pub const PROBE_OUTPUT_MAX: usize = 256 * 1024;
