@@ -468,6 +468,7 @@ fn hello(generation: i64) -> AgentMessage {
         packs: vec![],
         facts: None,
         generation,
+        catalog: vec![],
     }
 }
 

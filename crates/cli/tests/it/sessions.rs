@@ -166,6 +166,7 @@ async fn sessions_need_the_certificate_and_key_of_one_live_agent() {
             packs: vec![],
             facts: None,
             generation: 1,
+            catalog: vec![],
         })
         .await
         .unwrap();
