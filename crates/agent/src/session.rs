@@ -196,7 +196,7 @@ pub async fn run(
                         // are stopping): the previous binary is back either way.
                         match crate::update::run_trial(dir, &creds, trial, &mut shutdown).await {
                             crate::update::TrialEnd::RolledBack(report) => {
-                                let _ = updates.tx.send(report);
+                                let _ = updates.tx.send(*report);
                                 backoff.reset();
                                 continue;
                             }

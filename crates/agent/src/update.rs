@@ -327,7 +327,7 @@ fn own_args() -> Vec<std::ffi::OsString> {
 /// How a trial that did not become the new binary ended.
 pub enum TrialEnd {
     /// The previous binary is back; send this report once reconnected.
-    RolledBack(AgentMessage),
+    RolledBack(Box<AgentMessage>),
     /// Our shutdown signal came first: the previous binary is back, and the next
     /// start reports the rollback (the trial file says so).
     Stopped,
@@ -344,7 +344,7 @@ pub async fn run_trial(
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> TrialEnd {
     let judged = tokio::select! {
-        end = judge(dir, creds, trial.clone()) => return TrialEnd::RolledBack(end),
+        end = judge(dir, creds, trial.clone()) => return TrialEnd::RolledBack(Box::new(end)),
         _ = shutdown => trial,
     };
     // `judge` was dropped mid-way: its child was killed with it (`TrialChild`).

@@ -570,6 +570,63 @@ impl HubClient {
         self.post("/api/v1/users", req).await
     }
 
+    /// What an agent offers, with each pack's state (SPEC §15).
+    pub async fn agent_probes(&self, agent: &str) -> Result<muster_proto::AgentPacks> {
+        self.get(&format!("/api/v1/agents/{}/probes", path_segment(agent)))
+            .await
+    }
+
+    /// Run a probe on one agent.
+    pub async fn run_probe(
+        &self,
+        agent: &str,
+        probe: &str,
+        req: &muster_proto::RunProbeRequest,
+    ) -> Result<muster_proto::ProbeRun> {
+        self.post(
+            &format!(
+                "/api/v1/agents/{}/probes/{}",
+                path_segment(agent),
+                path_segment(probe)
+            ),
+            req,
+        )
+        .await
+    }
+
+    /// Run a probe on every agent `req.agents` / `req.label` select.
+    pub async fn run_probes(
+        &self,
+        probe: &str,
+        req: &muster_proto::RunProbeRequest,
+    ) -> Result<Vec<muster_proto::ProbeRun>> {
+        Ok(self
+            .post::<_, muster_proto::ProbeRunList>(
+                &format!("/api/v1/probes/{}", path_segment(probe)),
+                req,
+            )
+            .await?
+            .runs)
+    }
+
+    /// `approve` or `deny` an agent's pack (admin).
+    pub async fn decide_pack(
+        &self,
+        agent: &str,
+        pack: &str,
+        decision: &str,
+    ) -> Result<muster_proto::AgentPacks> {
+        self.post(
+            &format!(
+                "/api/v1/agents/{}/packs/{}/{decision}",
+                path_segment(agent),
+                path_segment(pack)
+            ),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     /// Single sign-on as the hub has it (admin).
     pub async fn sso(&self) -> Result<muster_proto::SsoInfo> {
         self.get("/api/v1/sso").await

@@ -16,8 +16,8 @@ use crate::body_limit::{BodyBudget, bound_body};
 use crate::dashboard::{self, require_page, secure_headers};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, events, hubs, install, keys, releases, renewal,
-    sessions, sso, system, tokens, updates, users,
+    agent, agents, approvals, audit, enroll, events, hubs, install, keys, probes, releases,
+    renewal, sessions, sso, system, tokens, updates, users,
 };
 use crate::metrics::Metrics;
 use crate::principal::Role;
@@ -108,6 +108,30 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             M::POST,
             "/api/v1/agents/{id}/labels",
             post(agents::change_labels),
+        ),
+        (
+            member,
+            M::GET,
+            "/api/v1/agents/{id}/probes",
+            get(probes::list),
+        ),
+        (
+            member,
+            M::POST,
+            "/api/v1/agents/{id}/probes/{probe}",
+            post(probes::run_one),
+        ),
+        (
+            member,
+            M::POST,
+            "/api/v1/probes/{probe}",
+            post(probes::run_many),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/agents/{id}/packs/{pack}/{decision}",
+            post(probes::decide),
         ),
         (
             admin,

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod body_limit;
 mod bootstrap;
+mod calls;
 mod clock;
 mod clones;
 mod conn_limit;
@@ -33,6 +34,7 @@ mod metrics;
 mod oidc;
 mod presence;
 mod principal;
+mod probes;
 mod queue;
 mod refusals;
 mod registry;
@@ -154,6 +156,9 @@ pub struct HubOptions {
     /// `--password-login on|off`: whether the dashboard takes passwords. Off needs
     /// single sign-on and an admin it admits (checked at start).
     pub password_login: bool,
+    /// `--pack-grants`: the privileges every agent's packs may use without an
+    /// admin's approval (SPEC §15), e.g. `journal`.
+    pub pack_grants: Vec<String>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -273,6 +278,7 @@ impl HubOptions {
             hub_lease: defaults::HUB_LEASE,
             sso: SsoEnv::default(),
             password_login: true,
+            pack_grants: vec!["journal".to_owned()],
             max_handshakes: None,
             db_pool: muster_store::DEFAULT_PG_POOL,
         }
@@ -384,6 +390,8 @@ impl Hub {
         let sso = oidc::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
         let state = Arc::new(AppState {
             sso,
+            calls: Default::default(),
+            pack_grants: opts.pack_grants.clone(),
             store: prepared.store,
             keys: prepared.keys,
             ca_hash: prepared.ca.hash(),

@@ -41,8 +41,9 @@ pub struct Mailbox {
     ready: Notify,
 }
 
-/// Messages a mailbox holds at most; past it, `try_send` refuses.
-const MAILBOX_MAX: usize = 4;
+/// Messages a mailbox holds at most; past it, `try_send` refuses. (Probe orders
+/// wait here for the session task to send them; a queue grows only when used.)
+const MAILBOX_MAX: usize = 16;
 
 impl Mailbox {
     /// Leave a message; false when the mailbox is full.
@@ -373,16 +374,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_mailbox_holds_four_in_order_and_a_dropped_wait_loses_nothing() {
+    async fn a_mailbox_holds_sixteen_in_order_and_a_dropped_wait_loses_nothing() {
         let m = Mailbox::default();
         // A wait given up (another select! branch won) takes nothing with it.
         let gave_up = tokio::time::timeout(Duration::from_millis(10), m.recv()).await;
         assert!(gave_up.is_err());
-        for i in 0..4 {
+        for i in 0..MAILBOX_MAX {
             assert!(m.try_send(Control::Revoke(format!("r{i}"))));
         }
-        assert!(!m.try_send(Control::Superseded), "a fifth is refused");
-        for i in 0..4 {
+        assert!(!m.try_send(Control::Superseded), "one more is refused");
+        for i in 0..MAILBOX_MAX {
             let got = m.recv().await;
             assert!(
                 matches!(&got, Control::Revoke(r) if *r == format!("r{i}")),

@@ -72,6 +72,7 @@ async fn open(
         agent_version,
         packs,
         facts,
+        catalog,
         ..
     }) = hello
     else {
@@ -147,6 +148,8 @@ async fn open(
             tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
         }
     }
+
+    store_catalog(&state, &agent.id, catalog).await;
 
     let mailbox = Arc::new(crate::registry::Mailbox::default());
     let registration = register(&state.sessions, &agent, mailbox.clone());
@@ -240,7 +243,11 @@ impl Open {
                             beats += 1;
                         }
                         Ok(AgentMessage::Hello { .. }) => {}
-                        Ok(AgentMessage::ProbeResult { .. }) => {}
+                        Ok(AgentMessage::ProbeResult { id, outcome, result, error, truncated }) => {
+                            // A late answer, or one to another agent's call, finds nothing.
+                            let error = error.map(|e| e.chars().take(500).collect());
+                            state.calls.complete(&agent.id, id, crate::calls::Reply { outcome, result, error, truncated });
+                        }
                         Ok(AgentMessage::UpdateStatus { .. }) if update_reports >= MAX_UPDATE_REPORTS => {
                             tracing::info!(agent_id = %agent.id, "update report ignored: too many in one session");
                         }
@@ -288,6 +295,43 @@ impl Open {
             tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
         end_session(&state, registration, &agent.id, history, reason).await;
         tracing::info!(agent_id = %agent.id, %peer, reason, "session closed");
+    }
+}
+
+/// Keep the packs an agent announced (SPEC §15), when they changed and pass the
+/// checks: at most 16 packs of 64 probes, names and texts bounded and printable.
+async fn store_catalog(state: &AppState, agent_id: &str, catalog: Vec<muster_proto::PackInfo>) {
+    let printable = |s: &str, max: usize| s.len() <= max && !s.chars().any(char::is_control);
+    let valid = catalog.len() <= 16
+        && catalog.iter().all(|p| {
+            check_text("pack", &p.name, false).is_ok()
+                && printable(&p.version, 64)
+                && p.needs.len() <= 16
+                && p.needs.iter().all(|n| check_text("need", n, false).is_ok())
+                && p.reason.as_deref().is_none_or(|r| printable(r, 500))
+                && p.probes.len() <= 64
+                && p.probes.iter().all(|q| {
+                    crate::probes::check_probe_name(&q.name).is_ok()
+                        && printable(&q.description, 500)
+                        && q.params.len() <= 16
+                        && q.params.iter().all(|a| {
+                            printable(&a.name, 64)
+                                && printable(&a.description, 500)
+                                && a.default.as_deref().is_none_or(|d| printable(d, 200))
+                        })
+                })
+        });
+    if !valid {
+        tracing::info!(%agent_id, "announced packs refused: too many, too long or not printable");
+        return;
+    }
+    match state.store.agent_catalog(agent_id).await {
+        Ok(stored) if stored == catalog => {}
+        _ => {
+            if let Err(e) = state.store.set_agent_catalog(agent_id, &catalog).await {
+                tracing::warn!(%agent_id, error = %e, "could not store the announced packs");
+            }
+        }
     }
 }
 

@@ -26,6 +26,10 @@ use crate::throttle::LoginThrottle;
 use crate::token_cache::TokenCache;
 
 pub struct AppState {
+    /// Probe calls waiting for their agent's answer (SPEC §15).
+    pub calls: crate::calls::Calls,
+    /// Privileges packs may use without an admin's approval (`--pack-grants`).
+    pub pack_grants: Vec<String>,
     /// Single sign-on (SPEC §14): settings from the environment, the provider
     /// cache, whether passwords are taken.
     pub sso: crate::oidc::Sso,

@@ -126,4 +126,6 @@ pub struct AgentPack {
 }
 
 /// The largest probe result an agent sends (bytes of JSON); more is cut and marked.
-pub const PROBE_OUTPUT_MAX: usize = 256 * 1024;
+/// With its envelope it fits a session frame (64 KiB), so a result never needs a
+/// larger buffer on a hub holding tens of thousands of sessions.
+pub const PROBE_OUTPUT_MAX: usize = 48 * 1024;

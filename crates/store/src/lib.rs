@@ -96,6 +96,7 @@ pub trait Store:
     + ApprovalStore
     + AccessStore
     + SsoStore
+    + ProbeStore
     + AuditStore
     + 'static
 {
@@ -110,6 +111,7 @@ impl<T> Store for T where
         + ApprovalStore
         + AccessStore
         + SsoStore
+        + ProbeStore
         + AuditStore
         + 'static
 {
@@ -386,6 +388,23 @@ pub trait AccessStore: Send + Sync {
     async fn delete_user_session(&self, hash: &str) -> Result<()>;
 }
 
+/// Probes and packs (SPEC §15): what each agent offers, and admins' decisions on
+/// packs that need more than the baseline.
+#[async_trait]
+pub trait ProbeStore: Send + Sync {
+    /// Replace the packs an agent announced (at a session's `hello`, when changed).
+    async fn set_agent_catalog(
+        &self,
+        agent_id: &str,
+        catalog: &[muster_proto::PackInfo],
+    ) -> Result<()>;
+    /// The packs the agent announced last (empty when it never did).
+    async fn agent_catalog(&self, agent_id: &str) -> Result<Vec<muster_proto::PackInfo>>;
+    async fn pack_decisions(&self, agent_id: &str) -> Result<Vec<PackDecisionRecord>>;
+    /// Record (or replace) a decision, with its audit entry.
+    async fn decide_pack(&self, decision: &PackDecisionRecord, audit: &AuditEntry) -> Result<()>;
+}
+
 /// Single sign-on (SPEC §14): the provider set through the hub, the groups that
 /// admit their members, and the users a provider signs in.
 #[async_trait]
@@ -433,6 +452,10 @@ pub trait AuditStore: Send + Sync {
 
     /// An audit entry that records no other change (a refused login).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()>;
+
+    /// Entries that record no other change, in one transaction (a probe fan-out's
+    /// runs).
+    async fn record_audits(&self, audit: &[AuditEntry]) -> Result<()>;
 }
 
 /// A consistent copy of a SQLite database, taken while the hub keeps serving

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_agent_name_lower.sql"),
     include_str!("../migrations/0014_hub_leases.sql"),
     include_str!("../migrations/0015_sso.sql"),
+    include_str!("../migrations/0016_probes.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

@@ -717,3 +717,16 @@ mod tests {
         }
     }
 }
+
+/// An admin's decision on one agent's pack (SPEC §15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackDecisionRecord {
+    pub agent_id: String,
+    pub pack: String,
+    /// `approved` or `denied`.
+    pub decision: String,
+    /// The needs this decision covers (an approval grants exactly these).
+    pub needs: Vec<String>,
+    pub decided_by: String,
+    pub decided_at: i64,
+}

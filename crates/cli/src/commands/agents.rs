@@ -35,6 +35,19 @@ enum AgentsCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// An agent's packs (probes) and their state; `approve PACK` / `deny PACK`
+    /// decide on a pack that needs more than the hub grants (SPEC §15).
+    Packs {
+        /// The agent's id or name.
+        id: String,
+        /// approve or deny.
+        #[arg(value_parser = ["approve", "deny"], requires = "pack")]
+        decision: Option<String>,
+        /// The pack to decide on, e.g. system.
+        pack: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
     /// Revoke an agent's credentials at once; its UUID never comes back.
     Revoke {
         /// The agent's id or name.
@@ -131,6 +144,37 @@ impl AgentStatus {
 pub async fn exec(args: AgentsArgs) -> Result<()> {
     let client = client(&args.conn)?;
     match args.action {
+        AgentsCommand::Packs {
+            id,
+            decision,
+            pack,
+            format,
+        } => {
+            let packs = match (decision, pack) {
+                (Some(d), Some(p)) => client.decide_pack(&id, &p, &d).await?,
+                _ => client.agent_probes(&id).await?,
+            };
+            emit(format, &packs, |p| {
+                let rows: Vec<Vec<String>> = p
+                    .packs
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            x.pack.name.clone(),
+                            x.pack.version.clone(),
+                            x.state.clone(),
+                            x.pack.needs.join(", "),
+                            x.pack.probes.len().to_string(),
+                            x.pack.reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                crate::output::table(
+                    &["PACK", "VERSION", "STATE", "NEEDS", "PROBES", "REASON"],
+                    &rows,
+                )
+            })
+        }
         AgentsCommand::List {
             status,
             labels,

@@ -97,6 +97,11 @@ pub struct HubArgs {
     /// Close a connection with no request in flight for this long (sessions excepted).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Privileges every agent's packs may use without an admin's approval, comma-
+    /// separated ("" for none: every pack needing one waits for
+    /// `muster agents packs NAME approve PACK`). journal: read service logs.
+    #[arg(long, default_value = "journal", value_delimiter = ',')]
+    pack_grants: Vec<String>,
     /// Whether the dashboard takes passwords. off needs single sign-on and an admin it
     /// admits (checked at start); API keys keep working (the break-glass).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -265,6 +270,12 @@ async fn serve(args: HubArgs) -> Result<()> {
         downloads_per_source: args.downloads_per_source,
         downloads_in_flight: args.downloads_in_flight,
         password_login: args.password_login == "on",
+        pack_grants: args
+            .pack_grants
+            .into_iter()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect(),
         sso: muster_hub::SsoEnv {
             issuer: args.oidc_issuer.filter(|s| !s.is_empty()),
             entra_tenant: args.entra_tenant_id.filter(|s| !s.is_empty()),

@@ -13,6 +13,7 @@ pub mod hubs;
 pub mod keys;
 pub mod login;
 pub mod man;
+pub mod probe;
 pub mod release;
 pub mod rollout;
 pub mod sso;

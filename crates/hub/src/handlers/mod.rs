@@ -11,6 +11,7 @@ pub mod events;
 pub mod hubs;
 pub mod install;
 pub mod keys;
+pub mod probes;
 pub mod releases;
 pub mod renewal;
 pub mod sessions;

@@ -50,8 +50,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             + &format!(
                 "# HELP muster_presence_pending Session changes waiting to be written for the other hubs.\n\
                  # TYPE muster_presence_pending gauge\n\
-                 muster_presence_pending {}\n",
-                state.presence.len()
+                 muster_presence_pending {}\n\
+                 # HELP muster_probe_calls_in_flight Probes sent to agents and not yet answered.\n\
+                 # TYPE muster_probe_calls_in_flight gauge\n\
+                 muster_probe_calls_in_flight {}\n",
+                state.presence.len(),
+                state.calls.in_flight()
             )
             + &state.handshakes.render_metrics()
             + &state.downloads.render_metrics()

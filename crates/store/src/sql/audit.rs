@@ -98,4 +98,12 @@ impl AuditStore for SqlStore {
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()> {
         self.db.begin_audited().await?.commit(&[audit]).await
     }
+
+    async fn record_audits(&self, audit: &[AuditEntry]) -> Result<()> {
+        if audit.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&AuditEntry> = audit.iter().collect();
+        self.db.begin_audited().await?.commit(&refs).await
+    }
 }

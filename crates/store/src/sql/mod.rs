@@ -23,6 +23,7 @@ mod approvals;
 mod audit;
 mod hubs;
 mod meta;
+mod probes;
 mod sessions;
 mod sso;
 

@@ -1,0 +1,216 @@
+//! Probe routes (SPEC §15): what an agent offers, running a probe on one agent or
+//! across many, and an admin's decision on a pack that needs approval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use muster_proto::{AgentPacks, ProbeRun, ProbeRunList, RunProbeRequest, codes};
+use muster_store::{AgentRecord, AgentState, PackDecisionRecord};
+
+use crate::audit::AuditExt;
+use crate::clock::now_ms;
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::{ApiJson, Caller};
+use crate::handlers::agents::find_agent;
+use crate::principal::Principal;
+use crate::probes::{self, DEFAULT_TIMEOUT, MAX_TIMEOUT, may_run};
+use crate::rules::hostname_matches;
+use crate::state::AppState;
+
+fn timeout_of(req: &RunProbeRequest) -> Duration {
+    req.timeout_s
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .clamp(Duration::from_secs(1), MAX_TIMEOUT)
+}
+
+/// A member key sees only the agents its glob matches: others are "not found".
+fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
+    match principal {
+        Principal::Member(k) => k
+            .agents_glob
+            .as_deref()
+            .is_none_or(|g| hostname_matches(g, &agent.name)),
+        _ => true,
+    }
+}
+
+async fn scoped_agent(state: &AppState, caller: &Caller, id: &str) -> ApiResult<AgentRecord> {
+    let agent = find_agent(state, id).await?;
+    if !visible(&caller.principal, &agent) {
+        return Err(ApiFailure::not_found(format!("no agent {id:?}")));
+    }
+    Ok(agent)
+}
+
+/// `GET /api/v1/agents/{id}/probes`.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentPacks>> {
+    let agent = scoped_agent(&state, &caller, &id).await?;
+    Ok(Json(AgentPacks {
+        agent_id: agent.id.clone(),
+        agent: agent.name.clone(),
+        packs: probes::packs_of(&state, &agent).await?,
+    }))
+}
+
+/// A caller refused a probe by its scopes: 403, audited.
+async fn refuse(state: &AppState, caller: &Caller, agent: &AgentRecord, probe: &str) -> ApiFailure {
+    let entry = caller
+        .audit("probe.denied", format!("agent:{}", agent.id))
+        .outcome("denied")
+        .details(serde_json::json!({ "probe": probe, "name": agent.name }));
+    state
+        .refusals
+        .record(
+            &*state.store,
+            &state.metrics,
+            caller.source,
+            || async move { entry },
+        )
+        .await;
+    ApiFailure::forbidden(
+        codes::FORBIDDEN,
+        format!("this key may not run {probe} on {}", agent.name),
+    )
+}
+
+/// `POST /api/v1/agents/{id}/probes/{probe}`.
+pub async fn run_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, probe)): Path<(String, String)>,
+    ApiJson(req): ApiJson<RunProbeRequest>,
+) -> ApiResult<Json<ProbeRun>> {
+    probes::check_probe_name(&probe)?;
+    probes::check_params(&req.params)?;
+    if req.agents.is_some() || req.label.is_some() {
+        return Err(ApiFailure::bad_request(
+            "agents and label select agents for POST /api/v1/probes/{probe}, not here",
+        ));
+    }
+    let agent = scoped_agent(&state, &caller, &id).await?;
+    if !may_run(&caller.principal, &agent.name, &probe) {
+        return Err(refuse(&state, &caller, &agent, &probe).await);
+    }
+    let mut runs = probes::fan_out(
+        &state,
+        &caller.actor(),
+        caller.source,
+        vec![agent],
+        &probe,
+        &req.params,
+        timeout_of(&req),
+    )
+    .await?;
+    runs.pop()
+        .map(Json)
+        .ok_or_else(|| ApiFailure::internal("a probe run vanished", &"empty fan-out"))
+}
+
+/// `POST /api/v1/probes/{probe}`: every live agent matching `agents` (a name glob)
+/// and `label` (`key=value`) that the caller may run the probe on.
+pub async fn run_many(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(probe): Path<String>,
+    ApiJson(req): ApiJson<RunProbeRequest>,
+) -> ApiResult<Json<ProbeRunList>> {
+    probes::check_probe_name(&probe)?;
+    probes::check_params(&req.params)?;
+    if req.agents.is_none() && req.label.is_none() {
+        return Err(ApiFailure::bad_request(
+            "say which agents: agents (a name glob, e.g. \"web-*\" or \"*\") and/or label (key=value)",
+        ));
+    }
+    if let Some(glob) = &req.agents {
+        crate::rules::parse_pattern(glob).map_err(ApiFailure::bad_request)?;
+    }
+    let label = match req.label.as_deref() {
+        Some(l) => Some(
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| ApiFailure::bad_request("label must be key=value"))?,
+        ),
+        None => None,
+    };
+    let agents: Vec<AgentRecord> = state
+        .store
+        .list_agents(false)
+        .await?
+        .into_iter()
+        .filter(|a| a.state == AgentState::Active)
+        .filter(|a| {
+            req.agents
+                .as_deref()
+                .is_none_or(|g| hostname_matches(g, &a.name))
+        })
+        .filter(|a| {
+            label
+                .as_ref()
+                .is_none_or(|(k, v)| a.facts.labels.get(k) == Some(v))
+        })
+        .filter(|a| visible(&caller.principal, a) && may_run(&caller.principal, &a.name, &probe))
+        .collect();
+    let runs = probes::fan_out(
+        &state,
+        &caller.actor(),
+        caller.source,
+        agents,
+        &probe,
+        &req.params,
+        timeout_of(&req),
+    )
+    .await?;
+    Ok(Json(ProbeRunList { runs }))
+}
+
+/// `POST /api/v1/agents/{id}/packs/{pack}/approve` and `…/deny` (admins): the
+/// decision covers the needs the pack declares now.
+pub async fn decide(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, pack, decision)): Path<(String, String, String)>,
+) -> ApiResult<Json<AgentPacks>> {
+    let decision = match decision.as_str() {
+        "approve" => "approved",
+        "deny" => "denied",
+        other => return Err(ApiFailure::not_found(format!("no pack action {other:?}"))),
+    };
+    let agent = find_agent(&state, &id).await?;
+    let catalog = state.store.agent_catalog(&agent.id).await?;
+    let Some(found) = catalog.iter().find(|p| p.name == pack) else {
+        let names: Vec<&str> = catalog.iter().map(|p| p.name.as_str()).collect();
+        return Err(ApiFailure::not_found(format!(
+            "{} announced no pack {pack:?} (it has: {})",
+            agent.name,
+            names.join(", ")
+        )));
+    };
+    let record = PackDecisionRecord {
+        agent_id: agent.id.clone(),
+        pack: pack.clone(),
+        decision: decision.to_owned(),
+        needs: if decision == "approved" {
+            found.needs.clone()
+        } else {
+            Vec::new()
+        },
+        decided_by: caller.actor(),
+        decided_at: now_ms(),
+    };
+    let entry = caller
+        .audit(&format!("pack.{decision}"), format!("agent:{}", agent.id))
+        .details(serde_json::json!({ "pack": pack, "needs": found.needs, "name": agent.name }));
+    state.store.decide_pack(&record, &entry).await?;
+    Ok(Json(AgentPacks {
+        agent_id: agent.id.clone(),
+        agent: agent.name.clone(),
+        packs: probes::packs_of(&state, &agent).await?,
+    }))
+}

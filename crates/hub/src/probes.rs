@@ -1,0 +1,395 @@
+//! Running probes (SPEC §15): who may run what where, the state of each agent's
+//! packs, one run over an agent's live session, and a fan-out across many agents
+//! with bounded concurrency. Every run is audited (caller, agent, probe,
+//! parameters, outcome: never the output).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use muster_proto::{AgentPack, HubMessage, PackHealth, PackInfo, ProbeOutcome, ProbeRun};
+use muster_store::{AgentRecord, AuditEntry, PackDecisionRecord};
+
+use crate::audit::{self, AuditExt};
+use crate::calls::Reply;
+use crate::error::{ApiFailure, ApiResult};
+use crate::principal::Principal;
+use crate::rules::hostname_matches;
+use crate::state::AppState;
+
+/// Default and longest wait for one agent's answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Agents asked at once in a fan-out.
+const FAN_OUT: usize = 512;
+
+/// Whether `principal` may run `probe` on `agent`: admins anything; a member key
+/// within its agent glob and its probe list (each entry a probe name or a glob such
+/// as `system.*`; none: no probe); a member user (no scopes) anything read-only.
+pub fn may_run(principal: &Principal, agent_name: &str, probe: &str) -> bool {
+    match principal {
+        Principal::Admin(_) | Principal::User(_) => true,
+        Principal::Member(key) => {
+            key.agents_glob
+                .as_deref()
+                .is_none_or(|glob| hostname_matches(glob, agent_name))
+                && key
+                    .probes
+                    .iter()
+                    .any(|p| p == probe || hostname_matches(p, probe))
+        }
+        Principal::Agent(_) => false,
+    }
+}
+
+/// Parameters as the agent will get them: a few, short, printable.
+pub fn check_params(params: &BTreeMap<String, String>) -> ApiResult<()> {
+    if params.len() > 16 {
+        return Err(ApiFailure::bad_request("at most 16 parameters"));
+    }
+    for (k, v) in params {
+        let key_ok = !k.is_empty()
+            && k.len() <= 64
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_ok {
+            return Err(ApiFailure::bad_request(format!(
+                "parameter name {k:?}: letters, digits and _ only, 1 to 64"
+            )));
+        }
+        if v.len() > 1024 || v.chars().any(char::is_control) {
+            return Err(ApiFailure::bad_request(format!(
+                "parameter {k}: at most 1024 printable characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A probe name as the wire carries it: `pack.probe`.
+pub fn check_probe_name(probe: &str) -> ApiResult<()> {
+    let ok = probe.len() <= 100
+        && probe.contains('.')
+        && probe
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiFailure::bad_request(format!(
+            "{probe:?} is not a probe name (pack.probe, e.g. system.disks)"
+        )))
+    }
+}
+
+/// A pack's state on the hub: `failed` (its self-check), `denied`, `pending` (it
+/// needs more than the hub grants and an admin approved), or `ready`.
+pub fn pack_state(
+    pack: &PackInfo,
+    decisions: &[PackDecisionRecord],
+    grants: &[String],
+) -> &'static str {
+    if pack.health == PackHealth::Failed {
+        return "failed";
+    }
+    let decision = decisions.iter().find(|d| d.pack == pack.name);
+    if decision.is_some_and(|d| d.decision == "denied") {
+        return "denied";
+    }
+    let approved: &[String] = decision.map_or(&[], |d| &d.needs);
+    if pack
+        .needs
+        .iter()
+        .all(|n| grants.contains(n) || approved.contains(n))
+    {
+        "ready"
+    } else {
+        "pending"
+    }
+}
+
+/// An agent's packs with their state.
+pub async fn packs_of(state: &AppState, agent: &AgentRecord) -> ApiResult<Vec<AgentPack>> {
+    let catalog = state.store.agent_catalog(&agent.id).await?;
+    let decisions = state.store.pack_decisions(&agent.id).await?;
+    Ok(catalog
+        .into_iter()
+        .map(|pack| AgentPack {
+            state: pack_state(&pack, &decisions, &state.pack_grants).to_owned(),
+            pack,
+        })
+        .collect())
+}
+
+fn run_of(
+    agent: &AgentRecord,
+    probe: &str,
+    outcome: ProbeOutcome,
+    error: Option<String>,
+) -> ProbeRun {
+    ProbeRun {
+        agent_id: agent.id.clone(),
+        agent: agent.name.clone(),
+        probe: probe.to_owned(),
+        outcome,
+        result: None,
+        error,
+        truncated: false,
+        duration_ms: 0,
+    }
+}
+
+/// Run `probe` on one agent over its live session on this hub. Never fails: what
+/// went wrong is the run's outcome.
+pub async fn run_on(
+    state: &AppState,
+    agent: &AgentRecord,
+    probe: &str,
+    params: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> ProbeRun {
+    let started = Instant::now();
+    let mut run = run_inner(state, agent, probe, params, timeout).await;
+    run.duration_ms = started.elapsed().as_millis() as u64;
+    run
+}
+
+async fn run_inner(
+    state: &AppState,
+    agent: &AgentRecord,
+    probe: &str,
+    params: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> ProbeRun {
+    let fail = |outcome, error: String| run_of(agent, probe, outcome, Some(error));
+    if state.sessions.session_of(&agent.id).is_none() {
+        return fail(
+            ProbeOutcome::Offline,
+            "the agent has no live session on this hub".to_owned(),
+        );
+    }
+    let packs = match packs_of(state, agent).await {
+        Ok(p) => p,
+        Err(e) => return fail(ProbeOutcome::Error, e.message),
+    };
+    let Some(pack) = packs
+        .iter()
+        .find(|p| p.pack.probes.iter().any(|q| q.name == probe))
+    else {
+        let offered: Vec<&str> = packs
+            .iter()
+            .flat_map(|p| p.pack.probes.iter().map(|q| q.name.as_str()))
+            .collect();
+        return fail(
+            ProbeOutcome::Error,
+            format!(
+                "the agent offers no probe {probe:?} (it offers: {})",
+                offered.join(", ")
+            ),
+        );
+    };
+    match pack.state.as_str() {
+        "ready" => {}
+        "failed" => {
+            return fail(
+                ProbeOutcome::Error,
+                format!(
+                    "pack {} failed its self-check: {}",
+                    pack.pack.name,
+                    pack.pack.reason.as_deref().unwrap_or("no reason given")
+                ),
+            );
+        }
+        other => {
+            return fail(
+                ProbeOutcome::Pending,
+                format!(
+                    "pack {} is {other}: it needs {} (muster agents packs {} approve {})",
+                    pack.pack.name,
+                    pack.pack.needs.join(", "),
+                    agent.name,
+                    pack.pack.name
+                ),
+            );
+        }
+    }
+    let Some(mut call) = state.calls.open(&agent.id) else {
+        return fail(
+            ProbeOutcome::Error,
+            "busy: too many probes in flight to this agent".to_owned(),
+        );
+    };
+    let order = HubMessage::Probe {
+        id: call.id,
+        probe: probe.to_owned(),
+        params: params.clone(),
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    if !state.sessions.send(&agent.id, order) {
+        return fail(
+            ProbeOutcome::Offline,
+            "the agent's session is gone or busy".to_owned(),
+        );
+    }
+    // A little longer than the agent's own deadline, so its timeout answer wins.
+    match tokio::time::timeout(timeout + Duration::from_secs(1), &mut call.answer).await {
+        Ok(Ok(Reply {
+            outcome,
+            result,
+            error,
+            truncated,
+        })) => ProbeRun {
+            outcome,
+            result,
+            error: error.map(|e| e.chars().take(500).collect()),
+            truncated,
+            ..run_of(agent, probe, outcome, None)
+        },
+        Ok(Err(_)) => fail(ProbeOutcome::Offline, "the session ended".to_owned()),
+        Err(_) => fail(
+            ProbeOutcome::Timeout,
+            format!("no answer within {} s", timeout.as_secs()),
+        ),
+    }
+}
+
+/// The audit entry of one run: who, where, what with which parameters, how it
+/// ended (never the output).
+pub fn audit_entry(
+    actor: &str,
+    source: std::net::IpAddr,
+    run: &ProbeRun,
+    params: &BTreeMap<String, String>,
+) -> AuditEntry {
+    let outcome = match run.outcome {
+        ProbeOutcome::Ok => "ok",
+        ProbeOutcome::Error => "error",
+        ProbeOutcome::Timeout => "timeout",
+        ProbeOutcome::Offline => "offline",
+        ProbeOutcome::Pending => "pending",
+    };
+    audit::entry(
+        actor,
+        "probe.run",
+        format!("agent:{}", run.agent_id),
+        source,
+    )
+    .outcome(outcome)
+    .details(serde_json::json!({
+        "probe": run.probe,
+        "params": params,
+        "name": run.agent,
+        "duration_ms": run.duration_ms,
+        "error": run.error,
+    }))
+}
+
+/// Run `probe` on each of `agents`, at most [`FAN_OUT`] at once, and audit every
+/// run in one write.
+pub async fn fan_out(
+    state: &AppState,
+    actor: &str,
+    source: std::net::IpAddr,
+    agents: Vec<AgentRecord>,
+    probe: &str,
+    params: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> ApiResult<Vec<ProbeRun>> {
+    // Owned agents into boxed futures: a stream of futures borrowing each item
+    // would not be `Send` for every lifetime, which axum's handlers need.
+    let mut runs: Vec<ProbeRun> = futures_util::stream::iter(agents)
+        .map(
+            |a| -> std::pin::Pin<Box<dyn Future<Output = ProbeRun> + Send + '_>> {
+                Box::pin(async move { run_on(state, &a, probe, params, timeout).await })
+            },
+        )
+        .buffer_unordered(FAN_OUT)
+        .collect()
+        .await;
+    runs.sort_by(|a, b| a.agent.cmp(&b.agent).then(a.agent_id.cmp(&b.agent_id)));
+    let entries: Vec<AuditEntry> = runs
+        .iter()
+        .map(|r| audit_entry(actor, source, r, params))
+        .collect();
+    state.store.record_audits(&entries).await?;
+    Ok(runs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pack(needs: &[&str], health: PackHealth) -> PackInfo {
+        PackInfo {
+            name: "system".into(),
+            version: "1".into(),
+            needs: needs.iter().map(|n| n.to_string()).collect(),
+            health,
+            reason: None,
+            probes: vec![],
+        }
+    }
+
+    fn decided(decision: &str, needs: &[&str]) -> PackDecisionRecord {
+        PackDecisionRecord {
+            agent_id: "a".into(),
+            pack: "system".into(),
+            decision: decision.into(),
+            needs: needs.iter().map(|n| n.to_string()).collect(),
+            decided_by: "key:x".into(),
+            decided_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_pack_is_ready_only_with_every_need_granted_or_approved() {
+        let grants = vec!["journal".to_owned()];
+        assert_eq!(
+            pack_state(&pack(&["journal"], PackHealth::Ready), &[], &grants),
+            "ready"
+        );
+        assert_eq!(
+            pack_state(&pack(&["journal"], PackHealth::Ready), &[], &[]),
+            "pending"
+        );
+        let approved = [decided("approved", &["journal"])];
+        assert_eq!(
+            pack_state(&pack(&["journal"], PackHealth::Ready), &approved, &[]),
+            "ready"
+        );
+        assert_eq!(
+            pack_state(
+                &pack(&["journal", "root"], PackHealth::Ready),
+                &approved,
+                &[]
+            ),
+            "pending",
+            "needs grown since the approval"
+        );
+        let denied = [decided("denied", &[])];
+        assert_eq!(
+            pack_state(&pack(&[], PackHealth::Ready), &denied, &grants),
+            "denied"
+        );
+        assert_eq!(
+            pack_state(&pack(&[], PackHealth::Failed), &[], &grants),
+            "failed"
+        );
+    }
+
+    #[test]
+    fn parameters_and_names_are_bounded() {
+        assert!(check_probe_name("system.disks").is_ok());
+        for bad in ["disks", "system disks", "a.b;rm", &"a.".repeat(60)] {
+            assert!(check_probe_name(bad).is_err(), "{bad}");
+        }
+        let mut p = BTreeMap::new();
+        p.insert("unit".to_owned(), "nginx.service".to_owned());
+        assert!(check_params(&p).is_ok());
+        p.insert("bad key".to_owned(), "x".to_owned());
+        assert!(check_params(&p).is_err());
+        let mut p = BTreeMap::new();
+        p.insert("unit".to_owned(), "a\nb".to_owned());
+        assert!(check_params(&p).is_err());
+    }
+}
