@@ -1,5 +1,6 @@
 //! `GET /agents/{id}`: one agent — identity and certificate, facts, labels, its
-//! last update, its audit trail (admins), and the admin actions (label edit,
+//! packs and probes (with a form to run one and see the answer), its last update,
+//! its audit trail (admins), and the admin actions (label edit, pack decisions,
 //! update, revoke, remove) as forms the script sends to the JSON API.
 
 use std::sync::Arc;
@@ -56,6 +57,13 @@ pub async fn page_handler(
         .map(|h| h.sessions)
         .ok();
     let live = agent.state == AgentState::Active;
+    let packs = crate::probes::packs_of(&state, &agent).await.ok();
+    let probes: Vec<&muster_proto::ProbeInfo> = packs
+        .iter()
+        .flatten()
+        .filter(|p| p.state == "ready")
+        .flat_map(|p| p.pack.probes.iter())
+        .collect();
     let body = html! {
         div.heading {
             h1 { (info.name) }
@@ -120,6 +128,58 @@ pub async fn page_handler(
                         textarea name="set" rows="2" {} }
                     label { "Remove (keys)" input type="text" name="remove" placeholder="env, team"; }
                     button type="submit" { "Change labels" }
+                }
+            }
+        }
+        section #probes {
+            h2 { "Packs and probes" }
+            @match &packs {
+                None => p.error { "The agent's packs could not be read; reload to try again." },
+                Some(list) if list.is_empty() => p.muted { "This agent announced no packs (agents before 0.2 offer none)." },
+                Some(list) => {
+                    div.table-wrap { table.packs {
+                        thead { tr { th { "Pack" } th { "Version" } th { "State" } th { "Needs" } th { "Probes" } th { "" } } }
+                        tbody { @for pk in list { tr data-pack=(pk.pack.name) {
+                            td { (pk.pack.name) }
+                            td { (pk.pack.version) }
+                            td.pack-state {
+                                span class={ "tag pack-" (pk.state) } { (pk.state) }
+                                @if let Some(r) = &pk.pack.reason { " " span.muted { (r) } }
+                            }
+                            td { (pk.pack.needs.join(", ")) }
+                            td { (pk.pack.probes.iter().map(|q| q.name.as_str()).collect::<Vec<_>>().join(", ")) }
+                            td.row-actions { @if viewer.admin && live && (pk.state == "pending" || pk.state == "denied" || pk.state == "ready") {
+                                @if pk.state != "ready" || !pk.pack.needs.is_empty() {
+                                    @if pk.state != "ready" {
+                                        form data-api={ "/api/v1/agents/" (info.id) "/packs/" (super::path_segment(&pk.pack.name)) "/approve" } data-method="POST"
+                                            data-confirm={ "Let " (pk.pack.name) " on " (info.name) " use: " (pk.pack.needs.join(", ")) "?" } {
+                                            button.small type="submit" { "Approve" }
+                                        }
+                                    }
+                                    @if pk.state != "denied" {
+                                        form data-api={ "/api/v1/agents/" (info.id) "/packs/" (super::path_segment(&pk.pack.name)) "/deny" } data-method="POST"
+                                            data-confirm={ "Refuse " (pk.pack.name) " on " (info.name) "?" } {
+                                            button.danger.small type="submit" { "Deny" }
+                                        }
+                                    }
+                                }
+                            } }
+                        } } }
+                    } }
+                    @if live && !probes.is_empty() {
+                        form.stack #probe-form data-api={ "/api/v1/agents/" (info.id) "/probes/{probe}" } data-method="POST" data-body="probe" data-then="probe" {
+                            label { "Probe"
+                                select name="probe" { @for q in &probes { option value=(q.name) { (q.name) " — " (q.description) } } }
+                            }
+                            label { "Parameters (key=value, one per line; e.g. unit=nginx.service)"
+                                textarea name="params" rows="2" {} }
+                            button.primary type="submit" { "Run probe" }
+                        }
+                        section #probe-result.result hidden aria-live="polite" {
+                            h3 #probe-outcome {}
+                            pre { code #probe-output {} }
+                        }
+                    }
                 }
             }
         }

@@ -94,6 +94,7 @@
       return body;
     },
     group: (f) => ({ id: f.id.value.trim(), name: f.name.value.trim(), role: f.role.value }),
+    probe: (f) => ({ params: pairs(f.params.value) }),
   };
 
   // What happens after success.
@@ -115,6 +116,18 @@
       flash("Key " + (data.info && data.info.name ? data.info.name + " " : "") + "ready: copy it now.", "ok");
       return;
     }
+    if (then === "probe") {
+      // The agent's answer, shown as text (never as HTML).
+      const ok = data.outcome === "ok";
+      document.getElementById("probe-outcome").textContent =
+        data.probe + " on " + data.agent + ": " + data.outcome + " (" + data.duration_ms + " ms)" +
+        (data.truncated ? ", cut at the output cap" : "");
+      document.getElementById("probe-output").textContent = ok
+        ? JSON.stringify(data.result, null, 2)
+        : (data.error || "");
+      document.getElementById("probe-result").hidden = false;
+      return;
+    }
     if (then === "reload") {
       location.reload();
       return;
@@ -134,7 +147,10 @@
       const buttons = form.querySelectorAll("button");
       buttons.forEach((b) => (b.disabled = true));
       try {
-        const data = await api(form.dataset.method || "POST", form.dataset.api, build(form));
+        // A URL naming a field's value, e.g. the probe chosen: `{probe}`.
+        const url = form.dataset.api.replace(/\{(\w+)\}/g, (_, name) =>
+          encodeURIComponent(form.elements[name] ? form.elements[name].value : ""));
+        const data = await api(form.dataset.method || "POST", url, build(form));
         after(form, data);
       } catch (e) {
         flash(e.message, "error");
