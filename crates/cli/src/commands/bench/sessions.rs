@@ -84,6 +84,11 @@ pub struct SessionsArgs {
     /// Requests timed for each fleet view (agents list first page, label filter).
     #[arg(long, default_value_t = 200)]
     fleet_requests: usize,
+    /// Times to run `system.info` on every simulated agent at once (one fan-out
+    /// through the first hub, which holds them all with --hubs 1), timing all
+    /// results and the hub's CPU and memory during it; 0: none.
+    #[arg(long, default_value_t = 0)]
+    probe_rounds: usize,
     #[command(flatten)]
     format: Format,
 }
@@ -370,6 +375,64 @@ async fn run_in(tmp: &Path, args: &SessionsArgs) -> Result<()> {
         "  fleet online, seen per hub  {online:?} (of {n} agents)"
     ));
     report["fleet_online_per_hub"] = json!(online);
+
+    if args.probe_rounds > 0 {
+        eprintln!(
+            "probe fan-out: system.info on every agent, {} rounds…",
+            args.probe_rounds
+        );
+        let admin = &fleet.admins[0];
+        let mut rounds = Vec::new();
+        for round in 0..args.probe_rounds {
+            let before = scrape_all(std::slice::from_ref(admin)).await?;
+            // The hub's RSS sampled while the fan-out runs: its peak.
+            let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let (flag, sampler_admin) = (sampling.clone(), admin.clone());
+            let sampler = tokio::spawn(async move {
+                let mut peak = 0u64;
+                while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(s) = scrape_all(std::slice::from_ref(&sampler_admin)).await {
+                        peak = peak.max(s[0].rss_kib);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                peak
+            });
+            let t0 = Instant::now();
+            let runs = admin
+                .run_probes(
+                    "system.info",
+                    &muster_proto::RunProbeRequest {
+                        agents: Some("*".to_owned()),
+                        timeout_s: Some(60),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let took = t0.elapsed();
+            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.await.unwrap_or(0);
+            let after = scrape_all(std::slice::from_ref(admin)).await?;
+            let ok = runs
+                .iter()
+                .filter(|r| r.outcome == muster_proto::ProbeOutcome::Ok)
+                .count();
+            let cpu = after[0].cpu_s - before[0].cpu_s;
+            text.push(format!(
+                "  probe fan-out round {round}    {ok} of {} ok, all results in {:.2} s, hub CPU {cpu:.2} s, RSS {} -> peak {} KiB",
+                runs.len(),
+                took.as_secs_f64(),
+                before[0].rss_kib,
+                peak.max(after[0].rss_kib)
+            ));
+            rounds.push(json!({
+                "agents": runs.len(), "ok": ok, "seconds": took.as_secs_f64(),
+                "hub_cpu_s": cpu, "rss_before_kib": before[0].rss_kib,
+                "rss_peak_kib": peak.max(after[0].rss_kib),
+            }));
+        }
+        report["probe_fan_out"] = json!(rounds);
+    }
 
     eprintln!("timing the fleet view…");
     let mut views = serde_json::Map::new();

@@ -33,15 +33,55 @@ pub fn sim_request(name: &str, csr_pem: String) -> EnrollRequest {
 }
 
 /// The `hello` a simulated agent opens its session with (no facts: the bench's
-/// agents were enrolled with theirs).
+/// agents were enrolled with theirs), announcing one pack with `system.info`, which
+/// it answers like the real agent (see [`sim_probe_answer`]).
 pub fn sim_hello() -> AgentMessage {
     AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        packs: Vec::new(),
+        packs: vec!["system".to_owned()],
         facts: None,
         generation: 1,
-        catalog: Vec::new(),
+        catalog: vec![muster_proto::PackInfo {
+            name: "system".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            needs: Vec::new(),
+            health: muster_proto::PackHealth::Ready,
+            reason: None,
+            probes: vec![muster_proto::ProbeInfo {
+                name: "system.info".to_owned(),
+                description: "host, OS, kernel, uptime, agent version".to_owned(),
+                params: Vec::new(),
+            }],
+        }],
+    }
+}
+
+/// A simulated agent's answer to a probe: `system.info` as the real agent shapes
+/// it (about the same size on the wire), anything else an error.
+pub fn sim_probe_answer(id: u64, probe: &str, name: &str) -> AgentMessage {
+    if probe != "system.info" {
+        return AgentMessage::ProbeResult {
+            id,
+            outcome: muster_proto::ProbeOutcome::Error,
+            result: None,
+            error: Some(format!("unknown probe {probe}")),
+            truncated: false,
+        };
+    }
+    AgentMessage::ProbeResult {
+        id,
+        outcome: muster_proto::ProbeOutcome::Ok,
+        result: Some(serde_json::json!({
+            "hostname": name,
+            "os": "Debian GNU/Linux 12 (bookworm)",
+            "kernel": "6.1.0-bench",
+            "arch": muster_agent::facts::arch(),
+            "uptime_s": 123456,
+            "agent_version": env!("CARGO_PKG_VERSION"),
+        })),
+        error: None,
+        truncated: false,
     }
 }
 

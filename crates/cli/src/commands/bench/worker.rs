@@ -321,6 +321,12 @@ async fn simulate(
                     Ok(Some(HubMessage::Shutdown { reconnect_within_ms })) => {
                         break Duration::from_millis(250 + rand_ms(reconnect_within_ms.saturating_sub(250)));
                     }
+                    Ok(Some(HubMessage::Probe { id, probe, .. })) => {
+                        let answer = super::sim::sim_probe_answer(id, &probe, &spec.agent_id);
+                        if session.send(&answer).await.is_err() {
+                            break backoff.next_delay();
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break backoff.next_delay(),
                 },
