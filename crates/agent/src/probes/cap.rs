@@ -91,8 +91,10 @@ fn cut_largest(value: &mut Value, excess: usize, keep: Keep) -> bool {
     match target {
         Value::Array(items) => {
             // Drop the share of entries the excess represents (at least one).
-            let per_item = size / items.len().max(1);
-            let drop = (excess / per_item.max(1) + 1).min(items.len());
+            // Rounded up, so as few entries as possible go (rounding down
+            // overshoots and can empty the list).
+            let per_item = size.div_ceil(items.len().max(1)).max(1);
+            let drop = excess.div_ceil(per_item).clamp(1, items.len());
             match keep {
                 Keep::Head => items.truncate(items.len() - drop),
                 Keep::Tail => {

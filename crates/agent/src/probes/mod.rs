@@ -146,7 +146,10 @@ pub fn packs() -> Vec<Box<dyn Pack>> {
 
 /// Every pack with its probes and the result of its self-check, as sent in `hello`.
 pub fn catalog(sources: &ProbeSources) -> Vec<PackInfo> {
-    packs().iter().map(|pack| pack_info(pack.as_ref(), sources)).collect()
+    packs()
+        .iter()
+        .map(|pack| pack_info(pack.as_ref(), sources))
+        .collect()
 }
 
 fn pack_info(pack: &dyn Pack, sources: &ProbeSources) -> PackInfo {

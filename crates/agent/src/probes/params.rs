@@ -47,9 +47,13 @@ impl ParamSpec {
             ParamKind::Unit => {
                 let allowed = |c: char| c.is_ascii_alphanumeric() || "@._:-".contains(c);
                 if value.is_empty() || value.len() > 200 {
-                    Err(format!("parameter {name}: a unit name has 1 to 200 characters"))
+                    Err(format!(
+                        "parameter {name}: a unit name has 1 to 200 characters"
+                    ))
                 } else if value.starts_with('-') {
-                    Err(format!("parameter {name}: a unit name cannot start with '-'"))
+                    Err(format!(
+                        "parameter {name}: a unit name cannot start with '-'"
+                    ))
                 } else if !value.chars().all(allowed) {
                     Err(format!(
                         "parameter {name}: a unit name has only letters, digits and @._:-"
@@ -84,7 +88,10 @@ pub struct Params(BTreeMap<String, String>);
 
 impl Params {
     /// Refuse unknown names, missing required ones and values of the wrong kind.
-    pub fn validate(specs: &[ParamSpec], given: &BTreeMap<String, String>) -> Result<Params, String> {
+    pub fn validate(
+        specs: &[ParamSpec],
+        given: &BTreeMap<String, String>,
+    ) -> Result<Params, String> {
         if let Some(unknown) = given.keys().find(|k| !specs.iter().any(|s| s.name == *k)) {
             let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
             return Err(if known.is_empty() {

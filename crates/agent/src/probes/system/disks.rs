@@ -88,8 +88,8 @@ pub fn disks(sources: &ProbeSources) -> Result<Disks, String> {
                 m.available_bytes = Some(avail);
                 // Like df: the share of what users can have that is in use.
                 let usable = used + avail;
-                m.used_percent = (usable > 0)
-                    .then(|| super::host::round1(100.0 * used as f64 / usable as f64));
+                m.used_percent =
+                    (usable > 0).then(|| super::host::round1(100.0 * used as f64 / usable as f64));
             }
             m
         })
@@ -103,7 +103,11 @@ fn parse_mounts(table: &str) -> Vec<(String, String, String)> {
         .lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace();
-            Some((unescape(f.next()?), unescape(f.next()?), f.next()?.to_owned()))
+            Some((
+                unescape(f.next()?),
+                unescape(f.next()?),
+                f.next()?.to_owned(),
+            ))
         })
         .collect()
 }

@@ -31,7 +31,9 @@ pub fn info(sources: &ProbeSources) -> Result<Info, String> {
     Ok(Info {
         hostname: crate::facts::hostname(sources.hostname_file.as_deref()),
         os: crate::facts::host_os_info(sources.os_release_file.as_deref()),
-        kernel: read(&sources.proc("sys/kernel/osrelease"))?.trim().to_owned(),
+        kernel: read(&sources.proc("sys/kernel/osrelease"))?
+            .trim()
+            .to_owned(),
         uptime_s: uptime_s as u64,
         agent_version: muster_release::running_version(),
         arch: crate::facts::arch().to_owned(),

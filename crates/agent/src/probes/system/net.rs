@@ -78,7 +78,12 @@ pub fn ports(sources: &ProbeSources) -> Result<Ports, String> {
     let net = sources.host_process().join("net");
     let mut ports = Vec::new();
     let mut any = false;
-    for (file, protocol) in [("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")] {
+    for (file, protocol) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
         // IPv6 may be disabled: a missing table is not an error, all four missing is.
         let Ok(text) = fs::read_to_string(net.join(file)) else {
             continue;
@@ -159,7 +164,10 @@ fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
 
 /// Which process holds each wanted socket inode, searching `/proc/<pid>/fd` within
 /// the bounds above; true when a bound cut the search short.
-fn socket_owners(sources: &ProbeSources, wanted: &BTreeSet<u64>) -> (HashMap<u64, (u32, String)>, bool) {
+fn socket_owners(
+    sources: &ProbeSources,
+    wanted: &BTreeSet<u64>,
+) -> (HashMap<u64, (u32, String)>, bool) {
     let mut owners = HashMap::new();
     let Ok(entries) = fs::read_dir(&sources.proc_root) else {
         return (owners, true);
@@ -170,7 +178,11 @@ fn socket_owners(sources: &ProbeSources, wanted: &BTreeSet<u64>) -> (HashMap<u64
         if owners.len() == wanted.len() {
             return (owners, false);
         }
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         processes += 1;
@@ -186,9 +198,12 @@ fn socket_owners(sources: &ProbeSources, wanted: &BTreeSet<u64>) -> (HashMap<u64
             let Ok(target) = fs::read_link(fd.path()) else {
                 continue;
             };
-            let inode = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+            let inode = target.to_str().and_then(|t| {
+                t.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            });
             if let Some(inode) = inode.filter(|i| wanted.contains(i)) {
                 let name = name.get_or_insert_with(|| {
                     fs::read_to_string(entry.path().join("comm"))
@@ -213,7 +228,10 @@ mod tests {
    1: 0100007F:E2A4 0100007F:6448 01 00000000:00000000 00:00000000 00000000   106        0 7000 1 0000000024826fd1 100 0 0 10 0\n";
         let ports = parse_table(tcp, "tcp");
         assert_eq!(ports.len(), 1, "established sockets are not listening");
-        assert_eq!((ports[0].port, ports[0].address.as_str()), (25672, "127.0.0.1"));
+        assert_eq!(
+            (ports[0].port, ports[0].address.as_str()),
+            (25672, "127.0.0.1")
+        );
         assert_eq!(ports[0].inode, 6982);
 
         let udp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\

@@ -46,7 +46,9 @@ pub fn processes(sources: &ProbeSources, params: &Params) -> Result<Processes, S
     let mut list: Vec<Process> = after
         .into_iter()
         .map(|(pid, (name, ticks))| {
-            let used = before.get(&pid).map_or(0, |(_, t)| ticks.saturating_sub(*t));
+            let used = before
+                .get(&pid)
+                .map_or(0, |(_, t)| ticks.saturating_sub(*t));
             let (uid, rss_bytes) = status(sources, pid);
             Process {
                 pid,
@@ -90,7 +92,8 @@ fn ticks_by_pid(sources: &ProbeSources) -> HashMap<u32, (String, u64)> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .take(MAX_PROCESSES)
         .filter_map(|pid| {
-            let stat = fs::read_to_string(sources.proc_root.join(pid.to_string()).join("stat")).ok()?;
+            let stat =
+                fs::read_to_string(sources.proc_root.join(pid.to_string()).join("stat")).ok()?;
             parse_pid_stat(&stat).map(|v| (pid, v))
         })
         .collect()
@@ -130,11 +133,9 @@ mod tests {
 
     #[test]
     fn stat_with_odd_names() {
-        let stat = "42 (tricky) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 50";
-        assert_eq!(
-            parse_pid_stat(stat),
-            Some(("tricky) name)".to_owned(), 10))
-        );
+        let stat =
+            "42 (tricky) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 50";
+        assert_eq!(parse_pid_stat(stat), Some(("tricky) name)".to_owned(), 10)));
         assert_eq!(parse_pid_stat("42 (short) S 1"), None);
     }
 }

@@ -152,7 +152,10 @@ async fn command(program: &str, args: &[&str]) -> Result<String, Failure> {
             // The rest is not wanted: stop it rather than wait for it.
             let _ = child.start_kill();
         }
-        let status = child.wait().await.map_err(|e| Failure::Other(e.to_string()))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Failure::Other(e.to_string()))?;
         if !status.success() && (out.len() as u64) < OUTPUT_LIMIT {
             let why = String::from_utf8_lossy(&err)
                 .lines()
