@@ -8,6 +8,7 @@
 //! cut and marked `truncated` otherwise.
 
 mod cap;
+mod inflight;
 mod params;
 mod sources;
 mod system;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use muster_proto::{PackHealth, PackInfo, ProbeInfo, ProbeOutcome};
 
+pub use inflight::{InFlight, MAX_IN_FLIGHT, MAX_TIMEOUT};
 pub use params::{ParamKind, ParamSpec, Params};
 pub use sources::ProbeSources;
 
