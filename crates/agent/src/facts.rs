@@ -57,7 +57,7 @@ impl FactSources {
 
 /// An explicit (non-empty) setting wins even if the file is missing, so that a typo is
 /// visible as a fallback rather than silently ignored; the default counts only if present.
-fn pick_source(env: Option<OsString>, default: &Path) -> Option<PathBuf> {
+pub(crate) fn pick_source(env: Option<OsString>, default: &Path) -> Option<PathBuf> {
     match env.filter(|v| !v.is_empty()) {
         Some(v) => Some(PathBuf::from(v)),
         None => default.exists().then(|| default.to_path_buf()),
@@ -70,27 +70,35 @@ fn pick_source(env: Option<OsString>, default: &Path) -> Option<PathBuf> {
 /// should run this on a blocking thread. Never fails.
 pub fn collect(sources: &FactSources, hub_addr: Option<&str>) -> HostFacts {
     let ip = hub_addr.and_then(route_ip);
-    let mut interfaces = read_sys_interfaces(&sources.sys_class_net);
-    match if_addrs::get_if_addrs() {
-        Ok(addrs) => merge_addresses(&mut interfaces, &addrs),
-        Err(e) => tracing::debug!(error = %e, "cannot list interface addresses"),
-    }
+    let mut interfaces = interfaces(&sources.sys_class_net);
     if let Some(ip) = ip {
         mark_management(&mut interfaces, ip);
     }
-    let mut os_sources: Vec<&Path> = sources
-        .os_release_file
-        .iter()
-        .map(PathBuf::as_path)
-        .collect();
-    os_sources.push(Path::new(ETC_OS_RELEASE));
     HostFacts {
         hostname: hostname(sources.hostname_file.as_deref()),
-        os_info: os_info(&os_sources),
+        os_info: host_os_info(sources.os_release_file.as_deref()),
         arch: arch().to_owned(),
         ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
         interfaces,
     }
+}
+
+/// The interfaces under `sys_class_net` with the addresses `getifaddrs` knows
+/// (none marked as the management one). Shared with the `system.interfaces` probe.
+pub(crate) fn interfaces(sys_class_net: &Path) -> Vec<Interface> {
+    let mut interfaces = read_sys_interfaces(sys_class_net);
+    match if_addrs::get_if_addrs() {
+        Ok(addrs) => merge_addresses(&mut interfaces, &addrs),
+        Err(e) => tracing::debug!(error = %e, "cannot list interface addresses"),
+    }
+    interfaces
+}
+
+/// `PRETTY_NAME` from `host_file`, else `/etc/os-release`, else the OS family.
+pub(crate) fn host_os_info(host_file: Option<&Path>) -> String {
+    let mut files: Vec<&Path> = host_file.into_iter().collect();
+    files.push(Path::new(ETC_OS_RELEASE));
+    os_info(&files)
 }
 
 /// The architecture in the names release artifacts use: `x86_64`, `arm64`, `armv7`,
@@ -109,7 +117,7 @@ fn map_arch(rust_arch: &'static str, little_endian: bool) -> &'static str {
     }
 }
 
-fn hostname(file: Option<&Path>) -> String {
+pub(crate) fn hostname(file: Option<&Path>) -> String {
     file.and_then(|path| fs::read_to_string(path).ok())
         .and_then(|text| first_line(&text))
         .or_else(|| {

@@ -1,11 +1,13 @@
 //! The Muster agent: its config dir, host facts, enrollment, status, the live
-//! session with the hub and certificate renewal (SPEC §8, §9).
+//! session with the hub, certificate renewal and the probes it offers (SPEC §8, §9,
+//! §15).
 
 pub mod configdir;
 pub mod enroll;
 pub mod envfile;
 pub mod facts;
 pub mod hubs;
+pub mod probes;
 pub mod renew;
 pub mod service;
 pub mod session;

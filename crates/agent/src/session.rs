@@ -17,6 +17,7 @@ use muster_proto::{AgentHealth, AgentMessage, HubMessage, PROTOCOL_VERSION};
 use crate::AgentError;
 use crate::configdir::{ConfigDir, Credentials};
 use crate::facts::{FactSources, collect};
+use crate::probes::{InFlight, ProbeSources, SelfChecks};
 
 /// Clock difference with the hub beyond which the agent reports itself degraded.
 const MAX_SKEW: Duration = Duration::from_secs(60);
@@ -26,6 +27,8 @@ const PENDING_POLL: Duration = Duration::from_secs(5);
 const RENEW_RETRY: Duration = Duration::from_secs(15);
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// How often the packs' self-checks run again (not at every heartbeat: they read files).
+const SELF_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Exponential backoff with full jitter between 1 s and 60 s.
 #[derive(Debug, Default)]
@@ -126,6 +129,12 @@ pub async fn run(
     // The hub the last session was lost with: tried last in the next round.
     let mut avoid: Option<String> = None;
     let mut updates = Updates::new();
+    // Probes read the host the facts describe (the same hostname and os-release
+    // files), through the host's /proc and /sys in a container.
+    let mut probes = Probes {
+        sources: ProbeSources::default().with_facts(&sources),
+        checks: SelfChecks::new(SELF_CHECK_EVERY),
+    };
     for r in crate::update::recover(dir) {
         let _ = updates.tx.send(r);
     }
@@ -189,7 +198,17 @@ pub async fn run(
                     }
                     creds.config.hub_url = url.clone();
                 }
-                match drive(session, &creds, dir, &sources, &mut updates, &mut shutdown).await {
+                match drive(
+                    session,
+                    &creds,
+                    dir,
+                    &sources,
+                    &mut probes,
+                    &mut updates,
+                    &mut shutdown,
+                )
+                .await
+                {
                     Ended::Stopped => return Ok(()),
                     Ended::Trial(trial) => {
                         // Returns only when the new binary failed its trial (or we
@@ -292,11 +311,30 @@ async fn connect_first(
     Err(pick.unwrap_or_else(|| SessionError::Transport("no hub URL configured".to_owned())))
 }
 
+/// What the agent offers (SPEC §15), kept across sessions so the self-checks run at
+/// most once per [`SELF_CHECK_EVERY`] however often the link drops.
+struct Probes {
+    sources: ProbeSources,
+    checks: SelfChecks,
+}
+
+impl Probes {
+    fn catalog(&mut self) -> Vec<muster_proto::PackInfo> {
+        self.checks.catalog(&self.sources).to_vec()
+    }
+
+    /// `pack <name>: <reason>` for each pack whose self-check failed.
+    fn problems(&mut self) -> Vec<String> {
+        crate::probes::problems(self.checks.catalog(&self.sources))
+    }
+}
+
 async fn drive(
     mut session: Session,
     start_creds: &Credentials,
     dir: &ConfigDir,
     sources: &FactSources,
+    probes: &mut Probes,
     updates: &mut Updates,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
@@ -306,13 +344,14 @@ async fn drive(
     let facts = tokio::task::spawn_blocking(move || collect(&src, hub_addr.as_deref()))
         .await
         .unwrap_or_default();
+    let catalog = probes.catalog();
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: muster_release::running_version(),
-        packs: Vec::new(),
+        packs: catalog.iter().map(|p| p.name.clone()).collect(),
         facts: Some(facts),
         generation: creds.config.generation,
-        catalog: Vec::new(),
+        catalog,
     };
     if let Err(e) = session.send(&hello).await {
         return Ended::Lost(e.to_string());
@@ -355,9 +394,16 @@ async fn drive(
     let silence = interval * (2 * muster_proto::ACK_EVERY as u32 + 1);
     let hub_silent = tokio::time::sleep(silence);
     tokio::pin!(hub_silent);
+    // Dropped with this function: probes of a lost session stop.
+    let mut in_flight = InFlight::new(probes.sources.clone());
     loop {
         tokio::select! {
             _ = &mut hub_silent => return Ended::Lost("nothing heard from the hub".to_owned()),
+            answer = in_flight.next() => {
+                if let Err(e) = session.send(&answer).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
             Some(report) = updates.rx.recv() => {
                 if let Err(e) = session.send(&report).await {
                     // Sent again after the next hello.
@@ -409,7 +455,8 @@ async fn drive(
                 return Ended::Stopped;
             }
             _ = tick.tick() => {
-                let problems = problems(dir, skew.as_deref(), renew_problem.as_deref());
+                let packs = probes.problems();
+                let problems = problems(dir, skew.as_deref(), renew_problem.as_deref(), &packs);
                 let status = if problems.is_empty() { AgentHealth::Ok } else { AgentHealth::Degraded };
                 if let Err(e) = session.send(&AgentMessage::Heartbeat { status, problems }).await {
                     return Ended::Lost(e.to_string());
@@ -432,15 +479,11 @@ async fn drive(
                         updates.start(order, &creds);
                     }
                 }
-                Ok(Some(HubMessage::Probe { id, probe, .. })) => {
-                    let answer = AgentMessage::ProbeResult {
-                        id,
-                        outcome: muster_proto::ProbeOutcome::Error,
-                        result: None,
-                        error: Some(format!("this agent offers no probe {probe:?}")),
-                        truncated: false,
-                    };
-                    if let Err(e) = session.send(&answer).await {
+                Ok(Some(HubMessage::Probe { id, probe, params, timeout_ms })) => {
+                    tracing::debug!(id, %probe, "probe asked by the hub");
+                    if let Some(busy) = in_flight.start(id, probe, params, timeout_ms)
+                        && let Err(e) = session.send(&busy).await
+                    {
                         return Ended::Lost(e.to_string());
                     }
                 }
@@ -458,9 +501,16 @@ fn skew_problem(hub_time_ms: i64) -> Option<String> {
     (diff > MAX_SKEW.as_secs()).then(|| format!("clock skew of {diff} s against the hub"))
 }
 
-/// What the agent can detect about itself right now.
-fn problems(dir: &ConfigDir, skew: Option<&str>, renewal: Option<&str>) -> Vec<String> {
+/// What the agent can detect about itself right now; `packs` are the failed
+/// self-checks' lines.
+fn problems(
+    dir: &ConfigDir,
+    skew: Option<&str>,
+    renewal: Option<&str>,
+    packs: &[String],
+) -> Vec<String> {
     let mut out: Vec<String> = skew.into_iter().chain(renewal).map(str::to_owned).collect();
+    out.extend_from_slice(packs);
     if let Err(e) = dir.check_writable() {
         out.push(format!("config dir not writable: {e}"));
     }
@@ -468,6 +518,7 @@ fn problems(dir: &ConfigDir, skew: Option<&str>, renewal: Option<&str>) -> Vec<S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -487,6 +538,27 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_failed_pack_makes_the_agent_degraded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::new(tmp.path().join("config"));
+        let mut probes = Probes {
+            sources: ProbeSources {
+                proc_root: tmp.path().join("no-proc"),
+                ..ProbeSources::default()
+            },
+            checks: SelfChecks::new(SELF_CHECK_EVERY),
+        };
+        let packs = probes.problems();
+        let all = problems(&dir, None, None, &packs);
+        let want = format!(
+            "pack system: cannot read {}/loadavg: No such file or directory (os error 2)",
+            tmp.path().join("no-proc").display()
+        );
+        assert!(all.contains(&want), "{all:?}");
+        assert_eq!(probes.catalog()[0].name, "system");
     }
 
     #[test]
