@@ -124,15 +124,26 @@ pub async fn run(
     sources: FactSources,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    // Probes read the host the facts describe (the same hostname and os-release
+    // files), through the host's /proc and /sys in a container.
+    let probe_sources = ProbeSources::default().with_facts(&sources);
+    run_probing(dir, sources, probe_sources, shutdown).await
+}
+
+/// [`run`] with the probes reading the host through `probe_sources`.
+pub async fn run_probing(
+    dir: &ConfigDir,
+    sources: FactSources,
+    probe_sources: ProbeSources,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
     // The hub the last session was lost with: tried last in the next round.
     let mut avoid: Option<String> = None;
     let mut updates = Updates::new();
-    // Probes read the host the facts describe (the same hostname and os-release
-    // files), through the host's /proc and /sys in a container.
     let mut probes = Probes {
-        sources: ProbeSources::default().with_facts(&sources),
+        sources: probe_sources,
         checks: SelfChecks::new(SELF_CHECK_EVERY),
     };
     for r in crate::update::recover(dir) {

@@ -369,6 +369,9 @@ pub struct AgentInfo {
     /// The last step of its last self-update (SPEC §10 "Updates"), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateInfo>,
+    /// What a degraded agent says is wrong (e.g. `pack system: cannot read …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// Steps of a self-update, as the hub records them (`agent.update.<phase>`).

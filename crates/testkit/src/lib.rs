@@ -444,11 +444,19 @@ impl TestAgent {
 
     /// Run `muster agent` for this machine in the background.
     pub fn run(&self) -> RunningAgent {
+        let sources = self.fact_sources();
+        let probes = muster_agent::probes::ProbeSources::default().with_facts(&sources);
+        self.run_probing(probes)
+    }
+
+    /// [`run`](Self::run) with the probes reading the host through `probes` (e.g. an
+    /// empty directory as `/proc`, to fail the `system` pack's self-check).
+    pub fn run_probing(&self, probes: muster_agent::probes::ProbeSources) -> RunningAgent {
         let dir = self.dir.clone();
         let sources = self.fact_sources();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            muster_agent::session::run(&dir, sources, async {
+            muster_agent::session::run_probing(&dir, sources, probes, async {
                 let _ = rx.await;
             })
             .await

@@ -338,7 +338,11 @@ fn agent_text(a: &AgentInfo) -> String {
     let mut lines = vec![
         format!("Name:          {}", a.name),
         format!("ID:            {}", a.id),
-        format!("Status:        {}", a.status),
+        if a.problems.is_empty() {
+            format!("Status:        {}", a.status)
+        } else {
+            format!("Status:        {} ({})", a.status, a.problems.join("; "))
+        },
         format!("Hostname:      {}", a.hostname),
         format!("IP:            {}", a.ip),
         format!("OS:            {}", a.os_info),

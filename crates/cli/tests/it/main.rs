@@ -25,6 +25,7 @@ mod failover;
 mod identity;
 mod labels;
 mod multihub;
+mod probes;
 mod public_cert;
 mod reenroll;
 mod releases;

@@ -263,7 +263,10 @@ async fn render(
                     tbody {
                         @for a in &rows {
                             tr data-agent-id=(a.id) {
-                                td.status-cell { (status_badge(a.status)) }
+                                td.status-cell {
+                                    (status_badge(a.status))
+                                    @if !a.problems.is_empty() { br; span.muted.small.problems { (a.problems.join("; ")) } }
+                                }
                                 td { a href={ "/agents/" (a.id) } { (a.name) } }
                                 td { (labels(&a.labels)) }
                                 td {

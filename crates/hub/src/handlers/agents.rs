@@ -52,6 +52,14 @@ pub fn agent_info_with(
         clone_events: Vec::new(),
         outdated: latest.outdated(state, a),
         update: a.update.as_ref().and_then(crate::updates::info),
+        problems: match status {
+            muster_proto::AgentStatus::Degraded => state
+                .sessions
+                .fleet_health(&a.id)
+                .map(|(_, p)| p)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        },
     }
 }
 
