@@ -115,6 +115,22 @@ enum BenchCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// Probe round trips on one live agent (a real one: `muster agent` running),
+    /// one after another over a kept-alive connection, timed at the API.
+    Probe {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// The agent (name or id).
+        agent: String,
+        /// The probe, e.g. system.info.
+        #[arg(default_value = "system.info")]
+        probe: String,
+        /// How many runs.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        #[command(flatten)]
+        format: Format,
+    },
     /// The ceiling: fresh TLS connections, each doing only a handshake and GET /healthz.
     Handshakes {
         #[command(flatten)]
@@ -137,6 +153,7 @@ impl BenchArgs {
             BenchCommand::Enroll { conn, .. }
             | BenchCommand::Api { conn, .. }
             | BenchCommand::Handshakes { conn, .. }
+            | BenchCommand::Probe { conn, .. }
             | BenchCommand::Events { conn, .. } => Some(conn),
             BenchCommand::EnrollStorm(a) => Some(&mut a.conn),
             BenchCommand::Sessions(_)
@@ -211,7 +228,54 @@ pub async fn exec(args: BenchArgs) -> Result<()> {
             concurrency,
             format,
         } => connections(&conn, Load::Handshakes, count, concurrency, format).await,
+        BenchCommand::Probe {
+            conn,
+            agent,
+            probe,
+            requests,
+            format,
+        } => probe_round_trips(&conn, &agent, &probe, requests, format).await,
     }
+}
+
+/// `requests` runs of `probe` on `agent`, one at a time: p50/p99 of the whole
+/// round trip (API, hub, session, agent, back) and what the agent itself took.
+async fn probe_round_trips(
+    conn: &ConnectionArgs,
+    agent: &str,
+    probe: &str,
+    requests: usize,
+    format: Format,
+) -> Result<()> {
+    let admin = client(conn)?;
+    let req = muster_proto::RunProbeRequest::default();
+    // One run first, outside the figures: the connection and the agent warm up.
+    let first = admin.run_probe(agent, probe, &req).await?;
+    if first.outcome != muster_proto::ProbeOutcome::Ok {
+        bail!(
+            "{probe} on {agent} did not answer ok: {}",
+            first.error.unwrap_or_default()
+        );
+    }
+    let mut took = Vec::with_capacity(requests);
+    let mut failed = 0;
+    for _ in 0..requests {
+        let t0 = std::time::Instant::now();
+        let run = admin.run_probe(agent, probe, &req).await?;
+        took.push(t0.elapsed());
+        if run.outcome != muster_proto::ProbeOutcome::Ok {
+            failed += 1;
+        }
+    }
+    took.sort();
+    let (p50, p99) = (percentile_ms(&took, 0.5), percentile_ms(&took, 0.99));
+    let report = serde_json::json!({
+        "agent": agent, "probe": probe, "requests": requests, "failed": failed,
+        "p50_ms": p50, "p99_ms": p99,
+    });
+    emit(format, &report, |_| {
+        format!("{probe} on {agent}: {requests} runs, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} not ok")
+    })
 }
 
 /// What each fresh connection of [`connections`] does.
