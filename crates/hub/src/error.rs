@@ -236,6 +236,13 @@ impl IntoResponse for ApiFailure {
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        // RFC 9110 §15.5.2: a 401 names the scheme that would work. MCP clients
+        // read it to tell "bad credential" from other failures.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
