@@ -83,7 +83,11 @@ impl McpSlots {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         drop(self.permit.take());
-        let mut map = self.slots.by_caller.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .slots
+            .by_caller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Only the map holds the semaphore and none of its permits is out: idle.
         if map
             .get(&self.caller)
@@ -292,7 +296,8 @@ impl Tools {
                 match (a.agent, many) {
                     (Some(agent), false) => {
                         let path = Path((agent, a.probe));
-                        let Json(run) = probes::run_one(state(), caller, path, ApiJson(req)).await?;
+                        let Json(run) =
+                            probes::run_one(state(), caller, path, ApiJson(req)).await?;
                         to_value(run)
                     }
                     (None, true) => {
@@ -329,11 +334,11 @@ impl Tools {
         let mut truncated = false;
         for agent in self.state.store.list_agents(false).await? {
             let wanted = visible(principal, &agent)
-                && a
-                    .glob
+                && a.glob
                     .as_deref()
                     .is_none_or(|g| hostname_matches(g, &agent.name))
-                && label.is_none_or(|(k, v)| agent.facts.labels.get(k).map(String::as_str) == Some(v));
+                && label
+                    .is_none_or(|(k, v)| agent.facts.labels.get(k).map(String::as_str) == Some(v));
             if !wanted {
                 continue;
             }
@@ -362,9 +367,8 @@ impl Tools {
 
 impl ServerHandler for Tools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new("muster", env!("CARGO_PKG_VERSION")),
-        )
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("muster", env!("CARGO_PKG_VERSION")))
     }
 
     async fn list_tools(
@@ -412,7 +416,10 @@ mod tests {
     #[test]
     fn the_catalog_is_the_four_tools_with_object_schemas() {
         let names: Vec<_> = catalog().into_iter().map(|t| t.name.into_owned()).collect();
-        assert_eq!(names, ["list_agents", "get_agent", "list_probes", "run_probe"]);
+        assert_eq!(
+            names,
+            ["list_agents", "get_agent", "list_probes", "run_probe"]
+        );
         for t in catalog() {
             assert_eq!(t.input_schema["type"], "object");
         }
