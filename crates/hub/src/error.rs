@@ -278,3 +278,17 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     parts.headers.extend(ours_parts.headers);
     Response::from_parts(parts, ours_body)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_401_names_the_bearer_scheme_and_others_do_not() {
+        let r = ApiFailure::unauthorized(codes::KEY_INVALID, "invalid API key").into_response();
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let r = ApiFailure::forbidden(codes::FORBIDDEN, "no").into_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+}

@@ -100,6 +100,8 @@ async fn the_python_sdk_lists_agents_and_runs_probes_within_the_keys_scopes() {
     for key in [&hub.admin_key, &web] {
         let got = client(&hub.url, &ca, key, &one).await;
         assert_eq!(got["server"], "muster", "{got}");
+        // The SDK offers its newest handshake version; the hub answers it as asked.
+        assert_eq!(got["protocol_version"], "2025-11-25", "{got}");
         assert_eq!(
             got["tools"],
             json!(["get_agent", "list_agents", "list_probes", "run_probe"]),
