@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, any, delete, get, post, put};
 use axum::{Router, middleware};
 use muster_proto::MAX_BODY_BYTES;
 
@@ -19,6 +19,7 @@ use crate::handlers::{
     agent, agents, approvals, audit, enroll, events, hubs, install, keys, probes, releases,
     renewal, sessions, sso, system, tokens, updates, users,
 };
+use crate::mcp;
 use crate::metrics::Metrics;
 use crate::principal::Role;
 use crate::state::AppState;
@@ -127,6 +128,9 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             "/api/v1/probes/{probe}",
             post(probes::run_many),
         ),
+        // MCP over Streamable HTTP: POST carries the JSON-RPC; GET and DELETE reach
+        // it too and are answered 405 (stateless: no stream, no session to end).
+        (member, M::POST, "/mcp", any(mcp::endpoint)),
         (
             admin,
             M::POST,

@@ -236,6 +236,13 @@ impl IntoResponse for ApiFailure {
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        // RFC 9110 §15.5.2: a 401 names the scheme that would work. MCP clients
+        // read it to tell "bad credential" from other failures.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
@@ -270,4 +277,18 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     let (ours_parts, ours_body) = ours.into_parts();
     parts.headers.extend(ours_parts.headers);
     Response::from_parts(parts, ours_body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_401_names_the_bearer_scheme_and_others_do_not() {
+        let r = ApiFailure::unauthorized(codes::KEY_INVALID, "invalid API key").into_response();
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let r = ApiFailure::forbidden(codes::FORBIDDEN, "no").into_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
 }

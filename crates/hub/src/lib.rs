@@ -30,6 +30,7 @@ mod history;
 mod install;
 mod lease;
 mod live;
+mod mcp;
 mod metrics;
 mod oidc;
 mod presence;
@@ -409,6 +410,7 @@ impl Hub {
             refusals: Default::default(),
             trusted_proxies,
             key_use: Default::default(),
+            mcp_slots: Default::default(),
             login_throttle: Default::default(),
             password_slots: slots::WorkSlots::per_core(),
             decoy_hash: Default::default(),

@@ -64,6 +64,8 @@ pub struct AppState {
     pub enroll_slots: tokio::sync::Semaphore,
     /// API keys used since the last flush, and when (`last_used_at`).
     pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// MCP requests in flight per caller (see `mcp::PER_KEY`).
+    pub mcp_slots: crate::mcp::McpSlots,
     pub metrics: Metrics,
     /// Token records read recently (see [`TokenCache`]).
     pub tokens: TokenCache,

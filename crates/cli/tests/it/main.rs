@@ -24,6 +24,7 @@ mod exhaustion;
 mod failover;
 mod identity;
 mod labels;
+mod mcp;
 mod multihub;
 mod probes;
 mod public_cert;

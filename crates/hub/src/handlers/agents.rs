@@ -126,7 +126,7 @@ pub async fn list_agents(
 }
 
 /// Whether a member key's `--agents` glob lets it see this agent (admins see all).
-fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
+pub fn visible(principal: &Principal, agent: &AgentRecord) -> bool {
     match principal {
         Principal::Member(key) => key
             .agents_glob
