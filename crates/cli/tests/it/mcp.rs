@@ -122,11 +122,9 @@ async fn the_python_sdk_lists_agents_and_runs_probes_within_the_keys_scopes() {
         assert_eq!(run["is_error"], false, "{got}");
         assert_eq!(run["structured"]["agent"], "web-01", "{got}");
         assert_eq!(run["structured"]["probe"], "system.info", "{got}");
-        // LEAD: once the agent-side probes are merged, tighten this to
-        // `assert_eq!(run["structured"]["outcome"], "ok")`. On this branch the
-        // agent offers no probe, so the run ends `error` ("offers no probe").
-        let outcome = run["structured"]["outcome"].as_str().unwrap();
-        assert!(matches!(outcome, "ok" | "error"), "{got}");
+        // A real answer from the real agent's system pack.
+        assert_eq!(run["structured"]["outcome"], "ok", "{got}");
+        assert_eq!(run["structured"]["result"]["hostname"], "web-01", "{got}");
     }
 
     // Outside the key's glob: the agent is invisible, and running on it is
