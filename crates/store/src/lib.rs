@@ -1,7 +1,7 @@
 //! Muster's storage: the [`Store`] trait, shaped by the domain and split by concern
 //! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`SessionStore`],
 //! [`ApprovalStore`],
-//! [`AccessStore`], [`SsoStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
+//! [`AccessStore`], [`SsoStore`], [`IntegrationStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
 //! serving SQLite and PostgreSQL from the same SQL.
 //!
 //! Invariant: every operation that changes state carries its own transaction and
@@ -96,6 +96,7 @@ pub trait Store:
     + ApprovalStore
     + AccessStore
     + SsoStore
+    + IntegrationStore
     + AuditStore
     + 'static
 {
@@ -110,6 +111,7 @@ impl<T> Store for T where
         + ApprovalStore
         + AccessStore
         + SsoStore
+        + IntegrationStore
         + AuditStore
         + 'static
 {
@@ -419,6 +421,32 @@ pub trait SsoStore: Send + Sync {
         expires_at: i64,
         audit: &AuditEntry,
     ) -> Result<()>;
+}
+
+/// Integrations (SPEC §15): external APIs the hub probes, their credentials
+/// (ciphertext only) and the outcome of their last test.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    /// `Conflict` when an integration with this name exists.
+    async fn create_integration(
+        &self,
+        integration: &IntegrationRecord,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// Every integration, by name.
+    async fn list_integrations(&self) -> Result<Vec<IntegrationRecord>>;
+    async fn get_integration(&self, name: &str) -> Result<Option<IntegrationRecord>>;
+    /// Record a test's outcome (status, last error, when), with its audit entry;
+    /// `NotFound` when no such integration (removed meanwhile).
+    async fn record_integration_test(
+        &self,
+        name: &str,
+        test: &IntegrationTest,
+        audit: &AuditEntry,
+    ) -> Result<IntegrationRecord>;
+    /// `NotFound` when no such integration.
+    async fn remove_integration(&self, name: &str, audit: &AuditEntry)
+    -> Result<IntegrationRecord>;
 }
 
 /// The audit log: reading it, checking its chain, and entries that record no other
