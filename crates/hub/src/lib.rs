@@ -27,10 +27,12 @@ mod handlers;
 mod handshakes;
 mod history;
 mod install;
+mod integrations;
 mod lease;
 mod live;
 mod metrics;
 mod oidc;
+mod outbound;
 mod presence;
 mod principal;
 mod queue;
@@ -154,6 +156,9 @@ pub struct HubOptions {
     /// `--password-login on|off`: whether the dashboard takes passwords. Off needs
     /// single sign-on and an admin it admits (checked at start).
     pub password_login: bool,
+    /// `--outbound-ca`: PEM CA certificates the hub trusts, besides the system's,
+    /// for the calls it makes itself (an integration's API behind a private CA).
+    pub outbound_ca: Option<String>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -273,6 +278,7 @@ impl HubOptions {
             hub_lease: defaults::HUB_LEASE,
             sso: SsoEnv::default(),
             password_login: true,
+            outbound_ca: None,
             max_handshakes: None,
             db_pool: muster_store::DEFAULT_PG_POOL,
         }
@@ -381,9 +387,11 @@ impl Hub {
             .sso
             .settings()
             .map_err(|e| HubError::Invalid(format!("single sign-on: {e}")))?;
-        let sso = oidc::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
+        let http = outbound::client(opts.outbound_ca.as_deref()).map_err(HubError::Invalid)?;
+        let sso = oidc::Sso::new(sso_env, opts.password_login, http.clone());
         let state = Arc::new(AppState {
             sso,
+            http,
             store: prepared.store,
             keys: prepared.keys,
             ca_hash: prepared.ca.hash(),

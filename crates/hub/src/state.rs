@@ -29,6 +29,9 @@ pub struct AppState {
     /// Single sign-on (SPEC §14): settings from the environment, the provider
     /// cache, whether passwords are taken.
     pub sso: crate::oidc::Sso,
+    /// The one client for calls the hub makes itself (`outbound.rs`): the single
+    /// sign-on provider (which holds a clone) and integrations.
+    pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,
