@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, hubs, keys, login, release, sso, status,
-    tokens, trust, unenroll, update, users,
+    agent, agents, approvals, audit, bench, enroll, hub, hubs, integrations, keys, login, release,
+    sso, status, tokens, trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -61,6 +61,8 @@ enum Command {
     Users(users::UsersArgs),
     /// Single sign-on (OpenID Connect, Microsoft Entra) and the groups it admits.
     Sso(sso::SsoArgs),
+    /// Integrations: external HTTPS APIs the hub probes, with encrypted credentials.
+    Integrations(integrations::IntegrationsArgs),
     /// API keys for people and tools (admin or member).
     Keys(keys::KeysArgs),
     /// The tamper-evident audit log.
@@ -89,6 +91,7 @@ impl Command {
             Command::Trust(a) => Some(&mut a.conn),
             Command::Users(a) => Some(&mut a.conn),
             Command::Sso(a) => Some(&mut a.conn),
+            Command::Integrations(a) => Some(&mut a.conn),
             Command::Keys(a) => Some(&mut a.conn),
             Command::Audit(a) => Some(&mut a.conn),
             Command::Approvals(a) => Some(&mut a.conn),
@@ -247,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trust(args) => trust::exec(args).await,
         Command::Users(args) => users::exec(args).await,
         Command::Sso(args) => sso::exec(args).await,
+        Command::Integrations(args) => integrations::exec(args).await,
         Command::Hubs(args) => hubs::exec(args).await,
         Command::Keys(args) => keys::exec(args).await,
         Command::Audit(args) => audit::exec(args).await,
