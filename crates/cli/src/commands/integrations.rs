@@ -63,7 +63,8 @@ enum IntegrationsCommand {
         format: Format,
     },
     /// Test the connection: a GET of the URL with the credentials. Connected on a
-    /// 2xx answer; anything else is an error, kept as the status with its reason.
+    /// 2xx answer; anything else is an error, kept as the status with its reason
+    /// (and the command exits non-zero).
     Test {
         /// The integration's name.
         name: String,
@@ -136,7 +137,12 @@ pub async fn exec(args: IntegrationsArgs) -> Result<()> {
             emit(format, &r, |r| match &r.error {
                 None => format!("{}: connected ({} ms)", r.integration.name, r.duration_ms),
                 Some(e) => format!("{}: error: {e}", r.integration.name),
-            })
+            })?;
+            // Scripts can tell (`muster integrations test api && …`).
+            if r.error.is_some() {
+                bail!("integration {name} is not connected");
+            }
+            Ok(())
         }
         IntegrationsCommand::Remove { name } => {
             let i = client.remove_integration(&name).await?;

@@ -23,6 +23,7 @@ mod events;
 mod exhaustion;
 mod failover;
 mod identity;
+mod integrations;
 mod labels;
 mod multihub;
 mod public_cert;

@@ -164,6 +164,13 @@ pub async fn test(
             duration_ms: 0,
         },
     };
+    tracing::info!(
+        integration = %name,
+        status = outcome.status,
+        http_status = ?outcome.http_status,
+        error = ?outcome.error,
+        "integration tested"
+    );
     let now = now_ms();
     let entry = caller
         .audit("integration.tested", target(&name))
