@@ -234,6 +234,17 @@ pub fn open(
         .map_err(|e| format!("the stored integration is not valid: {e}"))
 }
 
+/// A stored secret sealed again under a new hub secret (`muster hub rotate-secret`).
+pub fn reseal(
+    old: &Keys,
+    new: &Keys,
+    name: &str,
+    sealed: &str,
+) -> Result<String, crate::secrets::SecretError> {
+    let plain = old.decrypt(sealed, &aad(name))?;
+    Ok(new.encrypt(&plain, &aad(name)))
+}
+
 /// An integration's name: lower-case letters, digits, `.`, `_`, `-`.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

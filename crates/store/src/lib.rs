@@ -135,12 +135,14 @@ pub trait MetaStore: Send + Sync {
     async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool>;
 
     /// The hub secret changes, in one transaction: the given settings replace their
-    /// old values (secret check, CA key ciphertext, earlier hash keys), the whole
-    /// audit chain is re-signed under `new_audit_key`, and `audit` is appended.
-    /// Returns the number of entries signed.
+    /// old values (secret check, CA key ciphertext, earlier hash keys), each
+    /// integration named in `integration_secrets` gets its secret re-sealed under
+    /// the new secret, the whole audit chain is re-signed under `new_audit_key`,
+    /// and `audit` is appended. Returns the number of entries signed.
     async fn rotate_secret(
         &self,
         meta: &[(&str, String)],
+        integration_secrets: &[(String, String)],
         new_audit_key: [u8; 32],
         audit: &AuditEntry,
     ) -> Result<usize>;

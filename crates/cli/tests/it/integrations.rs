@@ -644,6 +644,16 @@ async fn scenario(backend: Backend, logs: Logs) {
     };
     assert!(rows.contains("http://127.0.0.1"), "the rows were read");
     no_secret("the database", &rows);
+
+    // A secret rotation seals the integrations' secrets again: they still open.
+    let (options, pg, tmp) = hub.stop_keeping_data().await;
+    muster_hub::rotate_secret(&options, None).await.unwrap();
+    let mut hub = TestHub::start_on(options).await.unwrap();
+    hub.adopt(pg, tmp);
+    for name in ["api", "secure", "keyed"] {
+        let out = ok(cli(&hub, None, &["test", name], "", &[]).await);
+        assert!(out.contains("connected"), "{name} after rotation: {out}");
+    }
     hub.stop().await;
 
     let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
