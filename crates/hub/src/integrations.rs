@@ -146,6 +146,9 @@ impl Credentials {
                 ));
             }
         };
+        if creds.secret().is_some() && creds.header().is_none() {
+            return Err("the secret cannot go in an HTTP header".to_owned());
+        }
         Ok(creds)
     }
 
@@ -268,7 +271,13 @@ pub fn check_url(url: &str) -> Result<Url, String> {
     if url.len() > MAX_URL {
         return Err(format!("the URL is longer than {MAX_URL} characters"));
     }
-    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    // Not echoed until it is known to hold no credentials.
+    let parsed = Url::parse(url).map_err(|e| format!("the URL is not valid: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the URL holds credentials: give them with --auth and the secret instead".to_owned(),
+        );
+    }
     let host = parsed
         .host_str()
         .ok_or_else(|| format!("{url:?} has no host"))?;
@@ -281,12 +290,6 @@ pub fn check_url(url: &str) -> Result<Url, String> {
             ));
         }
         _ => return Err(format!("{url:?} is not an https:// URL")),
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        // Not echoed: the point is that it holds a credential.
-        return Err(
-            "the URL holds credentials: give them with --auth and the secret instead".to_owned(),
-        );
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!(
@@ -543,8 +546,15 @@ mod tests {
         assert!(check_url("http://localhost/x").is_ok());
         assert!(check_url("http://api.example.com/").is_err());
         assert!(check_url("ftp://api.example.com/").is_err());
-        let creds = check_url("https://user:hunter2@api.example.com/").unwrap_err();
-        assert!(!creds.contains("hunter2"), "{creds}");
+        for with_creds in [
+            "https://user:hunter2@api.example.com/",
+            "http://user:hunter2@api.example.com/",
+            "ftp://user:hunter2@api.example.com/",
+            "https://user:hunter2@[bad/",
+        ] {
+            let why = check_url(with_creds).unwrap_err();
+            assert!(!why.contains("hunter2"), "{why}");
+        }
         assert!(check_url("https://api.example.com/?k=v").is_err());
         assert!(check_url("https://api.example.com/#f").is_err());
     }
@@ -594,6 +604,8 @@ mod tests {
         assert!(Credentials::new("header", Some("Host"), Some("v")).is_err());
         assert!(Credentials::new("bearer", Some("X-Key"), Some("v")).is_err());
         assert!(Credentials::new("bearer", None, Some("a\nb")).is_err());
+        // Bytes past ASCII go as they are (obs-text), as the API was given them.
+        assert!(Credentials::new("bearer", None, Some("caf\u{e9}")).is_ok());
         let basic = Credentials::new("basic", None, Some("alice:s3cret")).unwrap();
         assert_eq!(
             basic.scrub("you sent alice:s3cret, i.e. s3cret, YWxpY2U6czNjcmV0"),

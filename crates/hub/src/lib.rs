@@ -67,6 +67,10 @@ use state::AppState;
 /// The numeric defaults of [`HubOptions::new`], which `muster hub`'s flags show as
 /// theirs: one place, so the two cannot drift apart.
 pub mod defaults {
+    /// Integration calls (tests and probes) the hub makes at once; more wait up to
+    /// 5 s, then get 503.
+    pub const INTEGRATION_CALLS: usize = 16;
+
     /// `--max-enrollments-in-flight`.
     pub const MAX_ENROLLMENTS_IN_FLIGHT: usize = 64;
     /// `--max-connections-per-source`.
@@ -392,6 +396,7 @@ impl Hub {
         let state = Arc::new(AppState {
             sso,
             http,
+            integration_calls: tokio::sync::Semaphore::new(defaults::INTEGRATION_CALLS),
             store: prepared.store,
             keys: prepared.keys,
             ca_hash: prepared.ca.hash(),

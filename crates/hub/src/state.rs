@@ -32,6 +32,9 @@ pub struct AppState {
     /// The one client for calls the hub makes itself (`outbound.rs`): the single
     /// sign-on provider (which holds a clone) and integrations.
     pub http: reqwest::Client,
+    /// Integration calls (tests, probes) in flight at once: members may run probes,
+    /// and the hub must not become a load generator against someone's API.
+    pub integration_calls: tokio::sync::Semaphore,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,

@@ -49,6 +49,22 @@ async fn find(state: &AppState, name: &str) -> ApiResult<IntegrationRecord> {
     })
 }
 
+/// A place for one outbound call, waiting briefly; 503 when the hub is busy.
+async fn call_slot(state: &AppState) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.integration_calls.acquire(),
+    )
+    .await
+    {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiFailure::unavailable(
+            "too many integration calls at once; try again in a moment",
+            Some(5),
+        )),
+    }
+}
+
 /// The stored credentials, or the answer saying why they cannot be used.
 fn credentials(state: &AppState, r: &IntegrationRecord) -> Result<Credentials, String> {
     integrations::open(
@@ -152,6 +168,7 @@ pub async fn test(
     Path(name): Path<String>,
 ) -> ApiResult<Json<IntegrationTestResult>> {
     let record = find(&state, &name).await?;
+    let _slot = call_slot(&state).await?;
     let outcome = match (
         credentials(&state, &record),
         integrations::check_url(&record.url),
@@ -247,7 +264,9 @@ pub async fn run_probe(
     let creds = credentials(&state, &record).map_err(|why| {
         ApiFailure::conflict(codes::CONFLICT, format!("integration {name:?}: {why}"))
     })?;
+    let slot = call_slot(&state).await?;
     let mut result = integrations::http_get(&state.http, &url, &creds).await;
+    drop(slot);
     result.integration = name.clone();
     let outcome = if result.error.is_some() {
         "failed"
