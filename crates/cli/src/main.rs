@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, hubs, keys, login, probe, release, sso,
-    status, tokens, trust, unenroll, update, users,
+    agent, agents, approvals, audit, bench, enroll, hub, hubs, integrations, keys, login, probe,
+    release, sso, status, tokens, trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -63,6 +63,8 @@ enum Command {
     Sso(sso::SsoArgs),
     /// Ask agents a read-only question (a probe) over their live sessions.
     Probe(probe::ProbeArgs),
+    /// Integrations: external HTTPS APIs the hub probes, with encrypted credentials.
+    Integrations(integrations::IntegrationsArgs),
     /// API keys for people and tools (admin or member).
     Keys(keys::KeysArgs),
     /// The tamper-evident audit log.
@@ -92,6 +94,7 @@ impl Command {
             Command::Users(a) => Some(&mut a.conn),
             Command::Sso(a) => Some(&mut a.conn),
             Command::Probe(a) => Some(&mut a.conn),
+            Command::Integrations(a) => Some(&mut a.conn),
             Command::Keys(a) => Some(&mut a.conn),
             Command::Audit(a) => Some(&mut a.conn),
             Command::Approvals(a) => Some(&mut a.conn),
@@ -251,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(args) => users::exec(args).await,
         Command::Sso(args) => sso::exec(args).await,
         Command::Probe(args) => probe::exec(args).await,
+        Command::Integrations(args) => integrations::exec(args).await,
         Command::Hubs(args) => hubs::exec(args).await,
         Command::Keys(args) => keys::exec(args).await,
         Command::Audit(args) => audit::exec(args).await,

@@ -667,6 +667,56 @@ impl HubClient {
         Self::decode(self.send(req, None).await?).await
     }
 
+    /// Create an integration (admin); its secret is never sent back.
+    pub async fn create_integration(
+        &self,
+        req: &muster_proto::CreateIntegrationRequest,
+    ) -> Result<muster_proto::IntegrationInfo> {
+        self.post("/api/v1/integrations", req).await
+    }
+
+    pub async fn list_integrations(&self) -> Result<Vec<muster_proto::IntegrationInfo>> {
+        Ok(self
+            .get::<muster_proto::IntegrationList>("/api/v1/integrations")
+            .await?
+            .integrations)
+    }
+
+    pub async fn integration(&self, name: &str) -> Result<muster_proto::IntegrationInfo> {
+        self.get(&format!("/api/v1/integrations/{}", path_segment(name)))
+            .await
+    }
+
+    pub async fn remove_integration(&self, name: &str) -> Result<muster_proto::IntegrationInfo> {
+        let path = format!("/api/v1/integrations/{}", path_segment(name));
+        let req = self.http.delete(self.url(&path));
+        Self::decode(self.send(req, None).await?).await
+    }
+
+    /// "Test connection" (admin): the outcome, also stored as the status.
+    pub async fn test_integration(
+        &self,
+        name: &str,
+    ) -> Result<muster_proto::IntegrationTestResult> {
+        let path = format!("/api/v1/integrations/{}/test", path_segment(name));
+        self.post(&path, &serde_json::json!({})).await
+    }
+
+    /// Run one of an integration's probes (member).
+    pub async fn run_integration_probe(
+        &self,
+        name: &str,
+        probe: &str,
+        req: &muster_proto::RunIntegrationProbeRequest,
+    ) -> Result<muster_proto::IntegrationProbeResult> {
+        let path = format!(
+            "/api/v1/integrations/{}/probes/{}",
+            path_segment(name),
+            path_segment(probe)
+        );
+        self.post(&path, req).await
+    }
+
     /// The hubs sharing the database (admin).
     pub async fn list_hubs(&self) -> Result<Vec<muster_proto::HubInfo>> {
         Ok(self

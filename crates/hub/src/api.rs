@@ -16,8 +16,8 @@ use crate::body_limit::{BodyBudget, bound_body};
 use crate::dashboard::{self, require_page, secure_headers};
 use crate::error::{ApiFailure, json_errors};
 use crate::handlers::{
-    agent, agents, approvals, audit, enroll, events, hubs, install, keys, probes, releases,
-    renewal, sessions, sso, system, tokens, updates, users,
+    agent, agents, approvals, audit, enroll, events, hubs, install, integrations, keys, probes,
+    releases, renewal, sessions, sso, system, tokens, updates, users,
 };
 use crate::mcp;
 use crate::metrics::Metrics;
@@ -195,6 +195,42 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
             M::DELETE,
             "/api/v1/sso/groups/{id}",
             delete(sso::remove_group),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/integrations",
+            post(integrations::create),
+        ),
+        (
+            admin,
+            M::GET,
+            "/api/v1/integrations",
+            get(integrations::list),
+        ),
+        (
+            admin,
+            M::GET,
+            "/api/v1/integrations/{name}",
+            get(integrations::show),
+        ),
+        (
+            admin,
+            M::DELETE,
+            "/api/v1/integrations/{name}",
+            delete(integrations::remove),
+        ),
+        (
+            admin,
+            M::POST,
+            "/api/v1/integrations/{name}/test",
+            post(integrations::test),
+        ),
+        (
+            member,
+            M::POST,
+            "/api/v1/integrations/{name}/probes/{probe}",
+            post(integrations::run_probe),
         ),
         (admin, M::GET, "/api/v1/audit", get(audit::list_audit)),
         (

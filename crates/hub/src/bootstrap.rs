@@ -11,7 +11,7 @@ use std::sync::Arc;
 use muster_ca::Authority;
 use muster_files::{PRIVATE, PUBLIC, create_private_dir_all, write_atomic_path};
 use muster_proto::API_KEY_PREFIX;
-use muster_store::{ApiKeyRecord, AuditStore, MetaStore, SqlStore, Store};
+use muster_store::{ApiKeyRecord, AuditStore, IntegrationStore, MetaStore, SqlStore, Store};
 use serde::Serialize;
 
 use crate::audit::{self, AuditExt};
@@ -393,6 +393,15 @@ pub async fn rotate_secret(
         ),
         None => None,
     };
+    // So are the integrations' secrets (SPEC §15), each bound to its name.
+    let mut integration_secrets = Vec::new();
+    for i in store.list_integrations().await? {
+        if let Some(sealed) = &i.secret {
+            let resealed = crate::integrations::reseal(&old, &new, &i.name, sealed)
+                .map_err(|_| HubError::WrongSecret)?;
+            integration_secrets.push((i.name, resealed));
+        }
+    }
     let audit = audit::by_hub("hub.secret_rotated", "hub");
     let mut meta = vec![
         (SECRET_CHECK_KEY, new.check_value()),
@@ -405,7 +414,9 @@ pub async fn rotate_secret(
             new.encrypt(plain, crate::oidc::settings::SECRET_AAD),
         ));
     }
-    let signed = store.rotate_secret(&meta, new.audit_key(), &audit).await?;
+    let signed = store
+        .rotate_secret(&meta, &integration_secrets, new.audit_key(), &audit)
+        .await?;
     if from_file {
         std::fs::rename(&staged, &secret_path).map_err(io("move into place", &secret_path))?;
         Ok((signed, None))

@@ -28,11 +28,13 @@ mod handlers;
 mod handshakes;
 mod history;
 mod install;
+mod integrations;
 mod lease;
 mod live;
 mod mcp;
 mod metrics;
 mod oidc;
+mod outbound;
 mod presence;
 mod principal;
 mod probes;
@@ -68,6 +70,10 @@ use state::AppState;
 /// The numeric defaults of [`HubOptions::new`], which `muster hub`'s flags show as
 /// theirs: one place, so the two cannot drift apart.
 pub mod defaults {
+    /// Integration calls (tests and probes) the hub makes at once; more wait up to
+    /// 5 s, then get 503.
+    pub const INTEGRATION_CALLS: usize = 16;
+
     /// `--max-enrollments-in-flight`.
     pub const MAX_ENROLLMENTS_IN_FLIGHT: usize = 64;
     /// `--max-connections-per-source`.
@@ -160,6 +166,9 @@ pub struct HubOptions {
     /// `--pack-grants`: the privileges every agent's packs may use without an
     /// admin's approval (SPEC §15), e.g. `journal`.
     pub pack_grants: Vec<String>,
+    /// `--outbound-ca`: PEM CA certificates the hub trusts, besides the system's,
+    /// for the calls it makes itself (an integration's API behind a private CA).
+    pub outbound_ca: Option<String>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -280,6 +289,7 @@ impl HubOptions {
             sso: SsoEnv::default(),
             password_login: true,
             pack_grants: vec!["journal".to_owned()],
+            outbound_ca: None,
             max_handshakes: None,
             db_pool: muster_store::DEFAULT_PG_POOL,
         }
@@ -388,11 +398,14 @@ impl Hub {
             .sso
             .settings()
             .map_err(|e| HubError::Invalid(format!("single sign-on: {e}")))?;
-        let sso = oidc::Sso::new(sso_env, opts.password_login).map_err(HubError::Invalid)?;
+        let http = outbound::client(opts.outbound_ca.as_deref()).map_err(HubError::Invalid)?;
+        let sso = oidc::Sso::new(sso_env, opts.password_login, http.clone());
         let state = Arc::new(AppState {
             sso,
             calls: Default::default(),
             pack_grants: opts.pack_grants.clone(),
+            http,
+            integration_calls: tokio::sync::Semaphore::new(defaults::INTEGRATION_CALLS),
             store: prepared.store,
             keys: prepared.keys,
             ca_hash: prepared.ca.hash(),
@@ -410,7 +423,7 @@ impl Hub {
             refusals: Default::default(),
             trusted_proxies,
             key_use: Default::default(),
-            mcp_slots: Default::default(),
+            mcp_slots: slots::CallerSlots::new(mcp::PER_KEY),
             login_throttle: Default::default(),
             password_slots: slots::WorkSlots::per_core(),
             decoy_hash: Default::default(),

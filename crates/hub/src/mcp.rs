@@ -11,8 +11,8 @@
 //! DELETE (ending a session) are answered 405 by rmcp. Requests of one API key
 //! run at most [`PER_KEY`] at once; the excess gets 429.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,6 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::error::{ApiFailure, ApiResult};
@@ -48,55 +47,6 @@ pub const PER_KEY: usize = 8;
 
 /// Most agents `list_agents` returns; past it the answer says it was cut.
 const MAX_LISTED: usize = 1000;
-
-/// In-flight MCP requests per caller. An entry lives while a request of that
-/// caller does, so the map holds at most the callers active right now.
-#[derive(Default)]
-pub struct McpSlots {
-    by_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-/// One request's turn; frees its caller's entry when it was the last.
-struct Slot<'a> {
-    slots: &'a McpSlots,
-    caller: String,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl McpSlots {
-    fn take(&self, caller: &str) -> Option<Slot<'_>> {
-        let sem = {
-            let mut map = self.by_caller.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(caller.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(PER_KEY)))
-                .clone()
-        };
-        let permit = sem.try_acquire_owned().ok()?;
-        Some(Slot {
-            slots: self,
-            caller: caller.to_owned(),
-            permit: Some(permit),
-        })
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        let mut map = self
-            .slots
-            .by_caller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Only the map holds the semaphore and none of its permits is out: idle.
-        if map
-            .get(&self.caller)
-            .is_some_and(|s| Arc::strong_count(s) == 1 && s.available_permits() == PER_KEY)
-        {
-            map.remove(&self.caller);
-        }
-    }
-}
 
 /// `/mcp` (any method): one MCP exchange for an authenticated caller.
 pub async fn endpoint(
@@ -405,12 +355,12 @@ mod tests {
 
     #[test]
     fn a_caller_holds_at_most_per_key_slots_and_idle_callers_leave_the_map() {
-        let slots = McpSlots::default();
+        let slots = crate::slots::CallerSlots::new(PER_KEY);
         let held: Vec<_> = (0..PER_KEY).map(|_| slots.take("key:a").unwrap()).collect();
         assert!(slots.take("key:a").is_none());
         assert!(slots.take("key:b").is_some(), "another key has its own");
         drop(held);
-        assert!(slots.by_caller.lock().unwrap().is_empty());
+        assert_eq!(slots.active(), 0);
     }
 
     #[test]

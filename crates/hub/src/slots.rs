@@ -9,11 +9,12 @@
 //! arenas: a 100-login burst grew the hub by 550 MiB even with two hashes at a
 //! time. With the buffers reused, the hub holds `slots × 19 MiB` however many come.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiFailure, ApiResult};
 
@@ -143,6 +144,70 @@ fn busy() -> ApiFailure {
         "the hub is busy checking other logins; retry shortly",
         Some(rand::random_range(1..=3)),
     )
+}
+
+/// Requests in flight per caller (the MCP endpoint's: `mcp::PER_KEY` each). An
+/// entry lives while a request of that caller does, so the map holds at most the
+/// callers active right now.
+pub struct CallerSlots {
+    per: usize,
+    by_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// One request's turn; frees its caller's entry when it was the last.
+pub struct CallerSlot<'a> {
+    slots: &'a CallerSlots,
+    caller: String,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl CallerSlots {
+    pub fn new(per: usize) -> Self {
+        CallerSlots {
+            per,
+            by_caller: Mutex::default(),
+        }
+    }
+
+    /// Callers with a request in flight.
+    #[cfg(test)]
+    pub fn active(&self) -> usize {
+        self.by_caller.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A turn for `caller`, or `None` when it has `per` in flight already.
+    pub fn take(&self, caller: &str) -> Option<CallerSlot<'_>> {
+        let sem = {
+            let mut map = self.by_caller.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(caller.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per)))
+                .clone()
+        };
+        let permit = sem.try_acquire_owned().ok()?;
+        Some(CallerSlot {
+            slots: self,
+            caller: caller.to_owned(),
+            permit: Some(permit),
+        })
+    }
+}
+
+impl Drop for CallerSlot<'_> {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut map = self
+            .slots
+            .by_caller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Only the map holds the semaphore and none of its permits is out: idle.
+        if map
+            .get(&self.caller)
+            .is_some_and(|s| Arc::strong_count(s) == 1 && s.available_permits() == self.slots.per)
+        {
+            map.remove(&self.caller);
+        }
+    }
 }
 
 #[cfg(test)]

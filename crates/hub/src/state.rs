@@ -33,6 +33,12 @@ pub struct AppState {
     /// Single sign-on (SPEC §14): settings from the environment, the provider
     /// cache, whether passwords are taken.
     pub sso: crate::oidc::Sso,
+    /// The one client for calls the hub makes itself (`outbound.rs`): the single
+    /// sign-on provider (which holds a clone) and integrations.
+    pub http: reqwest::Client,
+    /// Integration calls (tests, probes) in flight at once: members may run probes,
+    /// and the hub must not become a load generator against someone's API.
+    pub integration_calls: tokio::sync::Semaphore,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub ca: Authority,
@@ -65,7 +71,7 @@ pub struct AppState {
     /// API keys used since the last flush, and when (`last_used_at`).
     pub key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// MCP requests in flight per caller (see `mcp::PER_KEY`).
-    pub mcp_slots: crate::mcp::McpSlots,
+    pub mcp_slots: crate::slots::CallerSlots,
     pub metrics: Metrics,
     /// Token records read recently (see [`TokenCache`]).
     pub tokens: TokenCache,

@@ -9,12 +9,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod hubs;
+mod integrations;
 mod kinds;
 mod probes;
 mod session;
 mod sso;
 
 pub use hubs::{HubInfo, HubList, HubState};
+pub use integrations::{
+    CreateIntegrationRequest, HTTP_GET, INTEGRATION_BODY_MAX, IntegrationInfo, IntegrationList,
+    IntegrationProbeResult, IntegrationTestResult, RunIntegrationProbeRequest,
+};
 pub use kinds::{
     AgentStatus, ApprovalKind, ApprovalStatus, KeyState, PrincipalKind, Role, TokenState,
     UnknownWord, WhoAmI,

@@ -1,7 +1,7 @@
 //! Muster's storage: the [`Store`] trait, shaped by the domain and split by concern
 //! into sub-traits ([`MetaStore`], [`TokenStore`], [`AgentStore`], [`SessionStore`],
 //! [`ApprovalStore`],
-//! [`AccessStore`], [`SsoStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
+//! [`AccessStore`], [`SsoStore`], [`IntegrationStore`], [`AuditStore`]), and its one sqlx implementation ([`SqlStore`])
 //! serving SQLite and PostgreSQL from the same SQL.
 //!
 //! Invariant: every operation that changes state carries its own transaction and
@@ -97,6 +97,7 @@ pub trait Store:
     + AccessStore
     + SsoStore
     + ProbeStore
+    + IntegrationStore
     + AuditStore
     + 'static
 {
@@ -112,6 +113,7 @@ impl<T> Store for T where
         + AccessStore
         + SsoStore
         + ProbeStore
+        + IntegrationStore
         + AuditStore
         + 'static
 {
@@ -135,12 +137,14 @@ pub trait MetaStore: Send + Sync {
     async fn init_meta(&self, entries: &[(&str, String)]) -> Result<bool>;
 
     /// The hub secret changes, in one transaction: the given settings replace their
-    /// old values (secret check, CA key ciphertext, earlier hash keys), the whole
-    /// audit chain is re-signed under `new_audit_key`, and `audit` is appended.
-    /// Returns the number of entries signed.
+    /// old values (secret check, CA key ciphertext, earlier hash keys), each
+    /// integration named in `integration_secrets` gets its secret re-sealed under
+    /// the new secret, the whole audit chain is re-signed under `new_audit_key`,
+    /// and `audit` is appended. Returns the number of entries signed.
     async fn rotate_secret(
         &self,
         meta: &[(&str, String)],
+        integration_secrets: &[(String, String)],
         new_audit_key: [u8; 32],
         audit: &AuditEntry,
     ) -> Result<usize>;
@@ -438,6 +442,32 @@ pub trait SsoStore: Send + Sync {
         expires_at: i64,
         audit: &AuditEntry,
     ) -> Result<()>;
+}
+
+/// Integrations (SPEC §15): external APIs the hub probes, their credentials
+/// (ciphertext only) and the outcome of their last test.
+#[async_trait]
+pub trait IntegrationStore: Send + Sync {
+    /// `Conflict` when an integration with this name exists.
+    async fn create_integration(
+        &self,
+        integration: &IntegrationRecord,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// Every integration, by name.
+    async fn list_integrations(&self) -> Result<Vec<IntegrationRecord>>;
+    async fn get_integration(&self, name: &str) -> Result<Option<IntegrationRecord>>;
+    /// Record a test's outcome (status, last error, when), with its audit entry;
+    /// `NotFound` when no such integration (removed meanwhile).
+    async fn record_integration_test(
+        &self,
+        name: &str,
+        test: &IntegrationTest,
+        audit: &AuditEntry,
+    ) -> Result<IntegrationRecord>;
+    /// `NotFound` when no such integration.
+    async fn remove_integration(&self, name: &str, audit: &AuditEntry)
+    -> Result<IntegrationRecord>;
 }
 
 /// The audit log: reading it, checking its chain, and entries that record no other

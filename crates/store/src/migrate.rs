@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0014_hub_leases.sql"),
     include_str!("../migrations/0015_sso.sql"),
     include_str!("../migrations/0016_probes.sql"),
+    include_str!("../migrations/0017_integrations.sql"),
 ];
 
 pub(crate) fn latest() -> i64 {

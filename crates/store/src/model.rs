@@ -449,6 +449,51 @@ pub struct SsoGroupRecord {
     pub created_at: i64,
 }
 
+/// An integration (SPEC §15): an external HTTPS API the hub probes itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IntegrationRecord {
+    pub name: String,
+    /// `http` (a generic HTTPS API), the only kind so far.
+    pub kind: String,
+    /// The base URL every probe stays under.
+    pub url: String,
+    /// `none`, `bearer`, `basic` or `header`.
+    pub auth: String,
+    /// The header carrying the secret when `auth` is `header`.
+    pub header_name: Option<String>,
+    /// Ciphertext under the hub secret; the plain credential is never stored.
+    pub secret: Option<String>,
+    /// `untested`, `connected` or `error`.
+    pub status: String,
+    /// Why the last test failed: one line, no secrets.
+    pub last_error: Option<String>,
+    pub last_tested_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for IntegrationRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegrationRecord")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("auth", &self.auth)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of an integration's "test connection", as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationTest {
+    /// `connected` or `error`.
+    pub status: String,
+    pub last_error: Option<String>,
+    pub tested_at: i64,
+}
+
 /// The OpenID Connect provider as set through the hub (`muster sso set`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsoSettingsRecord {

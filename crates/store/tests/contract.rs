@@ -1966,3 +1966,115 @@ async fn users_made_by_name_keep_their_sso_fields_and_many_may_have_no_identity(
         scratch.remove().await;
     }
 }
+
+fn integration(name: &str, secret: Option<&str>, at: i64) -> IntegrationRecord {
+    IntegrationRecord {
+        name: name.into(),
+        kind: "http".into(),
+        url: format!("https://{name}.example.com/api"),
+        auth: if secret.is_some() { "bearer" } else { "none" }.into(),
+        header_name: None,
+        secret: secret.map(str::to_owned),
+        status: "untested".into(),
+        last_error: None,
+        last_tested_at: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+#[tokio::test]
+async fn integrations_refuse_a_taken_name_record_tests_and_are_removed_once() {
+    for (store, scratch) in stores().await {
+        assert!(store.list_integrations().await.unwrap().is_empty());
+        let b = integration("beta", Some("v1:ciphertext"), 1);
+        let a = integration("alpha", None, 2);
+        for i in [&b, &a] {
+            store
+                .create_integration(i, &audit("integration.created"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.list_integrations().await.unwrap(),
+            [a.clone(), b.clone()],
+            "by name"
+        );
+        assert_eq!(
+            store.get_integration("beta").await.unwrap().as_ref(),
+            Some(&b)
+        );
+        assert_eq!(store.get_integration("gamma").await.unwrap(), None);
+
+        let dup = store
+            .create_integration(&integration("beta", None, 3), &audit("integration.created"))
+            .await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        assert_eq!(
+            store.get_integration("beta").await.unwrap().as_ref(),
+            Some(&b),
+            "the first one stays as it was"
+        );
+        assert_eq!(
+            audited(&store, "integration.created").await,
+            2,
+            "a refused create writes no entry"
+        );
+
+        let failed = IntegrationTest {
+            status: "error".into(),
+            last_error: Some("HTTP 401".into()),
+            tested_at: 10,
+        };
+        let tested = store
+            .record_integration_test("beta", &failed, &audit("integration.tested"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                tested.status.as_str(),
+                tested.last_error.as_deref(),
+                tested.last_tested_at,
+                tested.updated_at
+            ),
+            ("error", Some("HTTP 401"), Some(10), 10)
+        );
+        assert_eq!(tested.secret, b.secret, "a test leaves the secret alone");
+        let connected = IntegrationTest {
+            status: "connected".into(),
+            last_error: None,
+            tested_at: 11,
+        };
+        let tested = store
+            .record_integration_test("beta", &connected, &audit("integration.tested"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (tested.status.as_str(), tested.last_error.as_deref()),
+            ("connected", None)
+        );
+        assert_eq!(store.get_integration("beta").await.unwrap(), Some(tested));
+        let missing = store
+            .record_integration_test("gamma", &connected, &audit("integration.tested"))
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+        let removed = store
+            .remove_integration("alpha", &audit("integration.removed"))
+            .await
+            .unwrap();
+        assert_eq!(removed, a);
+        let again = store
+            .remove_integration("alpha", &audit("integration.removed"))
+            .await;
+        assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+        assert_eq!(store.list_integrations().await.unwrap().len(), 1);
+
+        assert_eq!(audited(&store, "integration.tested").await, 2);
+        assert_eq!(audited(&store, "integration.removed").await, 1);
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!((v.count, v.broken), (5, None));
+        store.pool().close().await;
+        scratch.remove().await;
+    }
+}

@@ -106,6 +106,10 @@ pub struct HubArgs {
     /// admits (checked at start); API keys keep working (the break-glass).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     password_login: String,
+    /// PEM file of CA certificates to trust, besides the system's, for the calls the
+    /// hub makes itself (integrations' APIs, the SSO provider) behind a private CA.
+    #[arg(long, value_name = "FILE")]
+    outbound_ca: Option<std::path::PathBuf>,
     /// Single sign-on: the OpenID Connect issuer URL (wins over `muster sso set`).
     #[arg(long, env = "MUSTER_OIDC_ISSUER", conflicts_with = "entra_tenant_id")]
     oidc_issuer: Option<String>,
@@ -241,7 +245,15 @@ async fn serve(args: HubArgs) -> Result<()> {
         (Ok(u), _) if !u.is_empty() => bail!("MUSTER_ADMIN_USER needs MUSTER_ADMIN_PASSWORD"),
         _ => None,
     };
+    let outbound_ca = match &args.outbound_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --outbound-ca {}", path.display()))?,
+        ),
+        None => None,
+    };
     let opts = muster_hub::HubOptions {
+        outbound_ca,
         listen: args.listen,
         data_dir: args.data_dir,
         db_url: args.db,

@@ -23,6 +23,7 @@ mod events;
 mod exhaustion;
 mod failover;
 mod identity;
+mod integrations;
 mod labels;
 mod mcp;
 mod multihub;

@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod events;
 pub mod hubs;
 pub mod install;
+pub mod integrations;
 pub mod keys;
 pub mod probes;
 pub mod releases;

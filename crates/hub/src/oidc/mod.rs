@@ -19,8 +19,6 @@ const EXCHANGE_WAIT: Duration = Duration::from_secs(5);
 /// and the sign-in routes are public, and must not read the database on every hit;
 /// another hub's `muster sso set` is seen within this.
 const SETTINGS_TTL: Duration = Duration::from_secs(5);
-/// The deadline of each request to the provider.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The hub's single sign-on: how it was configured at start, the provider cache,
 /// and the bound on exchanges.
@@ -36,30 +34,17 @@ pub struct Sso {
 }
 
 impl Sso {
-    pub fn new(env: Option<Settings>, password_login: bool) -> Result<Self, String> {
-        // reqwest's rustls wants a process-wide provider: ours, ring (a no-op when
-        // the binary installed it already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            // The provider's answers are read as they come; a redirect would be a
-            // request we did not mean to make.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
-            // Sign-ins are minutes apart: a kept-alive connection would mostly be
-            // one the provider has closed meanwhile (a reset token request).
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("muster-hub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Sso {
+    /// `http` is the hub's shared outbound client (`outbound.rs`: no redirects
+    /// followed, a deadline on every request).
+    pub fn new(env: Option<Settings>, password_login: bool, http: reqwest::Client) -> Self {
+        Sso {
             env,
             password_login,
             http: provider::Http(http),
             cache: provider::ProviderCache::default(),
             exchanges: tokio::sync::Semaphore::new(EXCHANGES),
             stored: std::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// The provider set through the hub, if read within [`SETTINGS_TTL`].

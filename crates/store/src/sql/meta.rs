@@ -67,6 +67,7 @@ impl MetaStore for SqlStore {
     async fn rotate_secret(
         &self,
         meta: &[(&str, String)],
+        integration_secrets: &[(String, String)],
         new_audit_key: [u8; 32],
         audit: &AuditEntry,
     ) -> Result<usize> {
@@ -86,6 +87,13 @@ impl MetaStore for SqlStore {
             sqlx::query("INSERT INTO hub_meta (key, value) VALUES ($1, $2)")
                 .bind(*key)
                 .bind(value)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        for (name, secret) in integration_secrets {
+            sqlx::query("UPDATE integrations SET secret = $2 WHERE name = $1")
+                .bind(name)
+                .bind(secret)
                 .execute(&mut *w.tx)
                 .await?;
         }

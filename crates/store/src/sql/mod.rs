@@ -22,6 +22,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod hubs;
+mod integrations;
 mod meta;
 mod probes;
 mod sessions;

@@ -199,6 +199,24 @@ impl FromRow for SsoGroupRecord {
     }
 }
 
+impl FromRow for IntegrationRecord {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(IntegrationRecord {
+            name: row.try_get("name")?,
+            kind: row.try_get("kind")?,
+            url: row.try_get("url")?,
+            auth: row.try_get("auth")?,
+            header_name: row.try_get("header_name")?,
+            secret: row.try_get("secret")?,
+            status: row.try_get("status")?,
+            last_error: row.try_get("last_error")?,
+            last_tested_at: row.try_get("last_tested_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
 impl FromRow for PendingRecord {
     fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(PendingRecord {

@@ -274,7 +274,9 @@ async fn probe_round_trips(
         "p50_ms": p50, "p99_ms": p99,
     });
     emit(format, &report, |_| {
-        format!("{probe} on {agent}: {requests} runs, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} not ok")
+        format!(
+            "{probe} on {agent}: {requests} runs, p50 {p50:.2} ms, p99 {p99:.2} ms, {failed} not ok"
+        )
     })
 }
 
