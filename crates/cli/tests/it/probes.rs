@@ -372,3 +372,82 @@ async fn a_pack_beyond_the_grants_waits_for_an_admin_and_a_failed_self_check_deg
     );
     hub.stop().await;
 }
+
+/// The dashboard: the Agent page lists the packs and runs a probe, showing the
+/// answer as text; the Hub page lists integrations with their status.
+#[tokio::test]
+async fn the_agent_page_runs_a_probe_in_a_real_browser() {
+    use crate::dashboard::browser::*;
+    const PASSWORD: &str = "correct horse battery staple";
+    let hub = TestHub::start_with(&Backend::Sqlite, |o| {
+        o.admin_user = Some(("root".into(), PASSWORD.into()));
+    })
+    .await;
+    let (web, web_id) = enrolled(&hub, "web-01").await;
+    let _running = web.run();
+    hub.wait_status(&web_id, "online", Duration::from_secs(10)).await;
+    offered(&hub, &web_id).await;
+    hub.admin()
+        .create_integration(&muster_proto::CreateIntegrationRequest {
+            name: "status-api".into(),
+            kind: "http".into(),
+            url: "http://127.0.0.1:1/api".into(),
+            auth: "bearer".into(),
+            header_name: None,
+            secret: Some("a token".into()),
+        })
+        .await
+        .unwrap();
+    let base = hub.url.clone();
+    let profile = tempfile::tempdir().unwrap();
+    let mut chrome = launch(profile.path()).await;
+    let page = chrome.new_page("about:blank").await.unwrap();
+    let alerts = watch_dialogs(&page).await;
+    log_in(&page, &base, "root", PASSWORD).await;
+    until(&page, "location.pathname === '/'", "the fleet").await;
+    open(&page, &format!("{base}/agents/{web_id}")).await;
+    let state: String = eval(
+        &page,
+        "document.querySelector('tr[data-pack=\"system\"] .pack-state').innerText",
+    )
+    .await;
+    assert!(state.contains("ready"), "{state}");
+    eval::<Value>(
+        &page,
+        "document.querySelector('#probe-form select').value = 'system.memory'",
+    )
+    .await;
+    click(&page, "#probe-form button[type=submit]").await;
+    until(
+        &page,
+        "!document.getElementById('probe-result').hidden",
+        "the probe's answer",
+    )
+    .await;
+    let outcome: String = eval(&page, "document.getElementById('probe-outcome').textContent").await;
+    assert!(outcome.contains("system.memory on web-01: ok"), "{outcome}");
+    let output: String = eval(&page, "document.getElementById('probe-output').textContent").await;
+    let answer: Value = serde_json::from_str(&output).unwrap();
+    assert!(answer["total_bytes"].as_u64().unwrap() > 0);
+    screenshot(&page, "agent-probe").await;
+
+    // The Hub page: integrations with their status; testing one shows the error.
+    open(&page, &format!("{base}/hub")).await;
+    let row: String = eval(
+        &page,
+        "document.querySelector('tr[data-integration=\"status-api\"]').innerText",
+    )
+    .await;
+    assert!(row.contains("untested") && !row.contains("a token"), "{row}");
+    click(&page, "tr[data-integration=\"status-api\"] button[type=submit]").await;
+    until(
+        &page,
+        "(document.querySelector('tr[data-integration=\"status-api\"] .integration-status') || {innerText: ''}).innerText.includes('error')",
+        "the test's result",
+    )
+    .await;
+    screenshot(&page, "hub-integrations").await;
+    assert_eq!(alerts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let _ = chrome.close().await;
+    hub.stop().await;
+}

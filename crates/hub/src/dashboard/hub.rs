@@ -1,5 +1,6 @@
 //! `GET /hub` (admins): what this hub is — version, address, the CA's hash and the
-//! pin tokens carry, the database backend — and the hubs sharing its database.
+//! pin tokens carry, the database backend —, the hubs sharing its database, and the
+//! integrations it probes (SPEC §15) with their status and a button to test each.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub async fn page_handler(
     Extension(viewer): Extension<Viewer>,
 ) -> Markup {
     let hubs = hub_list(&state).await;
+    let integrations = state.store.list_integrations().await;
     let hash = state.ca_hash.to_string();
     let pin = state.ca_hash.pin();
     let body = html! {
@@ -48,6 +50,29 @@ pub async fn page_handler(
                     }
                 }
             }
+        }
+        h2 { "Integrations" }
+        @match integrations {
+            Err(_) => p.error { "The integrations could not be read; reload to try again." }
+            Ok(list) if list.is_empty() => p.muted { "None: " code { "muster integrations add NAME --type http --url URL --auth bearer --secret-stdin" } }
+            Ok(list) => div.table-wrap { table #integrations {
+                thead { tr { th { "Name" } th { "URL" } th { "Auth" } th { "Status" } th { "Last tested" } th { "" } } }
+                tbody { @for i in &list { tr data-integration=(i.name) {
+                    td { (i.name) }
+                    td { code { (i.url) } }
+                    td { (i.auth) }
+                    td.integration-status {
+                        span class={ "tag integration-" (i.status) } { (i.status) }
+                        @if let Some(e) = &i.last_error { " " span.muted.small { (e) } }
+                    }
+                    td { (time(i.last_tested_at.map(crate::clock::rfc3339).as_deref())) }
+                    td.row-actions {
+                        form data-api={ "/api/v1/integrations/" (super::path_segment(&i.name)) "/test" } data-method="POST" {
+                            button.small type="submit" { "Test" }
+                        }
+                    }
+                } } }
+            } },
         }
         p.muted.small { "A hub that stops renewing its lease (killed, cut off) is shown as expired within " (state.hub_lease.as_secs()) " s; its agents count as offline until they reconnect to another hub." }
     };
