@@ -160,12 +160,17 @@ fn ask(
     s.heading("3. Packs")?;
     let all = muster_agent::probes::packs();
     for (i, pack) in all.iter().enumerate() {
-        let probes: Vec<_> = pack.probes().iter().map(|p| p.name).collect();
+        let prefix = format!("{}.", pack.name());
+        let probes: Vec<_> = pack
+            .probes()
+            .iter()
+            .map(|p| p.name.strip_prefix(&prefix).unwrap_or(p.name))
+            .collect();
         s.line(&format!(
             "  {}) {}: {}",
             i + 1,
             pack.name(),
-            probes.join(", ")
+            probes.join(" ")
         ))?;
     }
     let default_packs = args.packs.clone().map_or_else(builtin_packs, |p| p);
@@ -258,17 +263,25 @@ async fn carry_out(plan: &Plan, s: &Screen) -> Result<()> {
     ))?;
     s.line("")?;
     s.heading("Next")?;
-    s.line(&format!(
-        "  muster status --config-dir {dir}          this machine as the hub sees it"
-    ))?;
-    s.line(&format!(
-        "  muster agents show {}                     from an admin's machine",
-        report.name
-    ))?;
-    s.line(&format!(
-        "  muster probe {} system.info               ask it a first question",
-        report.name
-    ))
+    let next = [
+        (
+            format!("muster status --config-dir {dir}"),
+            "this machine as the hub sees it",
+        ),
+        (
+            format!("muster agents show {}", report.name),
+            "on an admin's machine",
+        ),
+        (
+            format!("muster probe {} system.info", report.name),
+            "ask it a first question",
+        ),
+    ];
+    let width = next.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (command, why) in next {
+        s.line(&format!("  {command:<width$}  {why}"))?;
+    }
+    Ok(())
 }
 
 fn show_found(s: &Screen, found: &[detect::Found]) -> Result<()> {
@@ -276,10 +289,12 @@ fn show_found(s: &Screen, found: &[detect::Found]) -> Result<()> {
         return s.line("  Found nothing the packs know; the system pack still watches the host.");
     }
     for f in found {
-        s.line(&format!(
-            "  {}: {} (found {})",
-            f.what, f.covered_by, f.evidence
-        ))?;
+        s.line(&format!("  {:<15}{}", f.what, f.covered_by))?;
+        s.line(&format!("  {:<15}found {}", "", f.evidence))?;
+    }
+    if !found.iter().any(|f| f.what == "systemd") {
+        s.line("  No systemd here: system.service and system.journal do not apply, so the")?;
+        s.line("  system pack sees this software through its processes and listening ports.")?;
     }
     Ok(())
 }

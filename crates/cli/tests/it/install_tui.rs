@@ -181,11 +181,17 @@ async fn a_person_at_a_terminal_is_walked_through_and_enrolled() {
     pane.answer("tui-01").await;
     let screen = pane.wait_for("Packs to enable").await;
     assert!(!screen.contains(&token), "the token was echoed:\n{screen}");
+    // The fake programs are found, each with the probes that watch it (with
+    // systemd its unit, without it its processes and ports).
+    for what in ["nginx", "docker"] {
+        let found = format!("found {}", bin.join(what).display());
+        assert!(screen.contains(&found), "{screen}");
+    }
     assert!(
-        screen.contains("nginx: system.") && screen.contains("Docker: system."),
+        screen.contains("system.service unit=nginx") || screen.contains("No systemd here"),
         "{screen}"
     );
-    assert!(screen.contains("1) system: system.info"), "{screen}");
+    assert!(screen.contains("1) system: info load"), "{screen}");
     pane.answer("1").await;
     pane.wait_for("Go ahead? [Y/n]").await;
     // Nothing is enrolled before the confirmation.
