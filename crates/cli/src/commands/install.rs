@@ -94,7 +94,20 @@ pub async fn exec(args: InstallArgs) -> Result<()> {
     let Some(plan) = plan else {
         return screen.line("Nothing was changed.");
     };
-    carry_out(&plan, &screen).await
+    // Ctrl-C is caught from here on too (the handler stays once installed): the
+    // enrollment writes its identity in one atomic step, so either the old content
+    // or the new identity is there, and `muster status` says which.
+    tokio::select! {
+        done = carry_out(&plan, &screen) => done,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "\nInterrupted: {} holds its previous content or the whole new identity; `muster status --config-dir {0}` says which.",
+                plan.dir.path().display()
+            );
+            std::process::exit(130);
+        }
+    }
 }
 
 /// The plan from flags alone: a missing required value is an error with a hint.
