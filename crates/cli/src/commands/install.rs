@@ -186,7 +186,10 @@ fn ask(
             probes.join(" ")
         ))?;
     }
-    let default_packs = args.packs.clone().map_or_else(builtin_packs, |p| p);
+    let default_packs = match args.packs.clone() {
+        Some(given) => check_packs(given)?,
+        None => builtin_packs(),
+    };
     let packs = loop {
         let answer = s.prompt(
             "Packs to enable (numbers or names, comma-separated)",
@@ -428,6 +431,8 @@ impl Screen {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::parse_choice;
 
     #[test]
