@@ -159,6 +159,12 @@ pub struct AgentConfig {
     /// another machine falls behind and is detected as a clone.
     #[serde(default)]
     pub generation: i64,
+    /// The packs this agent announces, as chosen at `muster install`; `None` (every
+    /// config written before the choice existed, or no choice made) announces every
+    /// built-in pack. Not written when `None`, so such a config stays readable by
+    /// older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<Vec<String>>,
 }
 
 impl Credentials {
@@ -208,6 +214,7 @@ impl fmt::Debug for AgentConfig {
             .field("heartbeat_interval_s", &self.heartbeat_interval_s)
             .field("enrolled_at", &self.enrolled_at)
             .field("generation", &self.generation)
+            .field("packs", &self.packs)
             .finish()
     }
 }

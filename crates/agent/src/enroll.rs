@@ -65,6 +65,9 @@ pub struct EnrollOptions {
     pub force: bool,
     /// Where host facts come from (tests point these at fixtures).
     pub fact_sources: Option<FactSources>,
+    /// The packs the agent will announce (`muster install`); `None` keeps the choice
+    /// the config dir already holds, if any (every built-in pack otherwise).
+    pub packs: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for EnrollOptions {
@@ -383,13 +386,19 @@ async fn attempt(
             });
         }
     };
-    let creds = check_answer(
+    let mut creds = check_answer(
         &resp,
         &answered,
         hubs,
         key_pem,
         credential.unwrap_or_default(),
     )?;
+    // Written with the identity, in the same atomic step: a re-enrollment that does
+    // not choose again keeps the choice made before.
+    creds.config.packs = match &opts.packs {
+        Some(packs) => Some(packs.clone()),
+        None => dir.load()?.and_then(|old| old.config.packs),
+    };
     dir.store(&creds)?;
     dir.clear_pending()?;
     Ok(EnrollReport {
@@ -541,6 +550,7 @@ fn check_answer(
             heartbeat_interval_s: resp.heartbeat_interval_s,
             enrolled_at: now_rfc3339(),
             generation: resp.generation,
+            packs: None,
         },
         key_pem,
         cert_pem: resp.cert_pem.clone(),

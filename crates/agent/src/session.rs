@@ -145,6 +145,7 @@ pub async fn run_probing(
     let mut probes = Probes {
         sources: probe_sources,
         checks: SelfChecks::new(SELF_CHECK_EVERY),
+        chosen: None,
     };
     for r in crate::update::recover(dir) {
         let _ = updates.tx.send(r);
@@ -327,16 +328,26 @@ async fn connect_first(
 struct Probes {
     sources: ProbeSources,
     checks: SelfChecks,
+    /// The packs chosen in the config (`None`: all), set from the credentials of
+    /// each session so a new choice is picked up at the next connection.
+    chosen: Option<Vec<String>>,
 }
 
 impl Probes {
+    /// The chosen packs of the catalog, as announced in `hello`.
     fn catalog(&mut self) -> Vec<muster_proto::PackInfo> {
-        self.checks.catalog(&self.sources).to_vec()
+        let chosen = self.chosen.as_deref();
+        self.checks
+            .catalog(&self.sources)
+            .iter()
+            .filter(|p| chosen.is_none_or(|c| c.contains(&p.name)))
+            .cloned()
+            .collect()
     }
 
-    /// `pack <name>: <reason>` for each pack whose self-check failed.
+    /// `pack <name>: <reason>` for each chosen pack whose self-check failed.
     fn problems(&mut self) -> Vec<String> {
-        crate::probes::problems(self.checks.catalog(&self.sources))
+        crate::probes::problems(&self.catalog())
     }
 }
 
@@ -355,6 +366,7 @@ async fn drive(
     let facts = tokio::task::spawn_blocking(move || collect(&src, hub_addr.as_deref()))
         .await
         .unwrap_or_default();
+    probes.chosen = creds.config.packs.clone();
     let catalog = probes.catalog();
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -561,6 +573,7 @@ mod tests {
                 ..ProbeSources::default()
             },
             checks: SelfChecks::new(SELF_CHECK_EVERY),
+            chosen: None,
         };
         let packs = probes.problems();
         let all = problems(&dir, None, None, &packs);
@@ -570,6 +583,10 @@ mod tests {
         );
         assert!(all.contains(&want), "{all:?}");
         assert_eq!(probes.catalog()[0].name, "system");
+        // A pack not chosen is neither announced nor a problem.
+        probes.chosen = Some(Vec::new());
+        assert!(probes.catalog().is_empty());
+        assert!(probes.problems().is_empty());
     }
 
     #[test]

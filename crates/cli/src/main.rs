@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, agents, approvals, audit, bench, enroll, hub, hubs, integrations, keys, login, probe,
-    release, sso, status, tokens, trust, unenroll, update, users,
+    agent, agents, approvals, audit, bench, enroll, hub, hubs, install, integrations, keys, login,
+    probe, release, sso, status, tokens, trust, unenroll, update, users,
 };
 use crate::commands::{completions, man};
 use crate::connection::{ConnectionArgs, LeadingConnection};
@@ -47,6 +47,8 @@ enum Command {
     Hubs(hubs::HubsArgs),
     /// Enroll this machine with a hub.
     Enroll(enroll::EnrollArgs),
+    /// Guided install of this machine's agent: hub, token, name, packs, service.
+    Install(install::InstallArgs),
     /// Revoke this machine's credentials at the hub and delete its config dir.
     Unenroll(unenroll::UnenrollArgs),
     /// Show this machine's identity and the hub's view of it.
@@ -103,6 +105,7 @@ impl Command {
             Command::Release(a) => a.connection_mut(),
             Command::Hub(_)
             | Command::Enroll(_)
+            | Command::Install(_)
             | Command::Unenroll(_)
             | Command::Status(_)
             | Command::Agent(_)
@@ -246,6 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(args) => tokens::exec(args).await,
         Command::Agents(args) => agents::exec(args).await,
         Command::Enroll(args) => enroll::exec(args).await,
+        Command::Install(args) => install::exec(args).await,
         Command::Unenroll(args) => unenroll::exec(args).await,
         Command::Status(args) => status::exec(args).await,
         Command::Agent(args) => agent::exec(args).await,

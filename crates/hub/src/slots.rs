@@ -172,7 +172,10 @@ impl CallerSlots {
     /// Callers with a request in flight.
     #[cfg(test)]
     pub fn active(&self) -> usize {
-        self.by_caller.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.by_caller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// A turn for `caller`, or `None` when it has `per` in flight already.

@@ -15,6 +15,7 @@ fn creds(n: u32) -> Credentials {
             heartbeat_interval_s: 30,
             enrolled_at: "2025-01-01T00:00:00Z".into(),
             generation: 1,
+            packs: None,
         },
         key_pem: format!("-----BEGIN PRIVATE KEY-----\nkey{n}\n-----END PRIVATE KEY-----\n"),
         cert_pem: format!("-----BEGIN CERTIFICATE-----\ncert{n}\n-----END CERTIFICATE-----\n"),

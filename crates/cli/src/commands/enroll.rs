@@ -86,6 +86,7 @@ pub async fn exec(args: EnrollArgs) -> Result<()> {
         keep_agent_key: false,
         force: args.force,
         fact_sources: None,
+        packs: None,
     };
     let report = match muster_agent::enroll(&opts, &dir).await {
         Ok(r) => r,

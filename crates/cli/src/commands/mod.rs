@@ -10,6 +10,7 @@ pub mod completions;
 pub mod enroll;
 pub mod hub;
 pub mod hubs;
+pub mod install;
 pub mod integrations;
 pub mod keys;
 pub mod login;

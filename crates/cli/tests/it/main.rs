@@ -23,6 +23,7 @@ mod events;
 mod exhaustion;
 mod failover;
 mod identity;
+mod install_tui;
 mod integrations;
 mod labels;
 mod mcp;

@@ -385,7 +385,8 @@ async fn the_agent_page_runs_a_probe_in_a_real_browser() {
     .await;
     let (web, web_id) = enrolled(&hub, "web-01").await;
     let _running = web.run();
-    hub.wait_status(&web_id, "online", Duration::from_secs(10)).await;
+    hub.wait_status(&web_id, "online", Duration::from_secs(10))
+        .await;
     offered(&hub, &web_id).await;
     hub.admin()
         .create_integration(&muster_proto::CreateIntegrationRequest {
@@ -424,7 +425,11 @@ async fn the_agent_page_runs_a_probe_in_a_real_browser() {
         "the probe's answer",
     )
     .await;
-    let outcome: String = eval(&page, "document.getElementById('probe-outcome').textContent").await;
+    let outcome: String = eval(
+        &page,
+        "document.getElementById('probe-outcome').textContent",
+    )
+    .await;
     assert!(outcome.contains("system.memory on web-01: ok"), "{outcome}");
     let output: String = eval(&page, "document.getElementById('probe-output').textContent").await;
     let answer: Value = serde_json::from_str(&output).unwrap();
@@ -438,8 +443,15 @@ async fn the_agent_page_runs_a_probe_in_a_real_browser() {
         "document.querySelector('tr[data-integration=\"status-api\"]').innerText",
     )
     .await;
-    assert!(row.contains("untested") && !row.contains("a token"), "{row}");
-    click(&page, "tr[data-integration=\"status-api\"] button[type=submit]").await;
+    assert!(
+        row.contains("untested") && !row.contains("a token"),
+        "{row}"
+    );
+    click(
+        &page,
+        "tr[data-integration=\"status-api\"] button[type=submit]",
+    )
+    .await;
     until(
         &page,
         "(document.querySelector('tr[data-integration=\"status-api\"] .integration-status') || {innerText: ''}).innerText.includes('error')",

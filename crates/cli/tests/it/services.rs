@@ -33,6 +33,7 @@ fn enrolled(dir: &Path) {
                 heartbeat_interval_s: 30,
                 enrolled_at: "2025-01-01T00:00:00Z".into(),
                 generation: 1,
+                packs: None,
             },
             key_pem: "k".into(),
             cert_pem: "c".into(),
