@@ -23,6 +23,49 @@ pub(crate) fn muster(cwd: &Path) -> Command {
     c
 }
 
+/// An admin command through the real binary against `hub`, as `key` (the initial
+/// admin key when `None`), with `stdin` and extra environment; run off the test
+/// runtime's thread, since the hub under test serves on it.
+pub(crate) async fn as_admin(
+    hub: &muster_testkit::TestHub,
+    key: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> Output {
+    let (url, key, hash) = (
+        hub.url.clone(),
+        key.unwrap_or(&hub.admin_key).to_owned(),
+        hub.ca_hash.to_string(),
+    );
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = muster(dir.path())
+            .args(&args)
+            .envs(env)
+            .env("MUSTER_HUB_URL", url)
+            .env("MUSTER_API_KEY", key)
+            .env("MUSTER_CA_HASH", hash)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A command that does not read stdin may have exited already.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),

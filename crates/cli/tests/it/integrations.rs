@@ -9,7 +9,7 @@
 //! echoes what it was sent where asked (to prove the hub scrubs it), and records
 //! every path requested.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -18,7 +18,6 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use crate::binary::muster;
 use crate::each_backend;
 
 const TOKEN: &str = "tok-3f9a1c-SECRET-bearer";
@@ -180,8 +179,8 @@ impl std::io::Write for Logs {
     }
 }
 
-/// A `muster integrations …` command as the admin (or `key`), off the runtime's
-/// thread, with `stdin` and extra environment.
+/// A `muster integrations …` command as the admin (or `key`), with `stdin` and
+/// extra environment.
 async fn cli(
     hub: &TestHub,
     key: Option<&str>,
@@ -189,43 +188,10 @@ async fn cli(
     stdin: &str,
     env: &[(&str, &str)],
 ) -> Output {
-    let (url, key, hash) = (
-        hub.url.clone(),
-        key.unwrap_or(&hub.admin_key).to_owned(),
-        hub.ca_hash.to_string(),
-    );
-    let args: Vec<String> = std::iter::once("integrations".to_owned())
-        .chain(args.iter().map(|a| a.to_string()))
+    let args: Vec<&str> = std::iter::once("integrations")
+        .chain(args.iter().copied())
         .collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = muster(dir.path())
-            .args(&args)
-            .envs(env)
-            .env("MUSTER_HUB_URL", url)
-            .env("MUSTER_API_KEY", key)
-            .env("MUSTER_CA_HASH", hash)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    crate::binary::as_admin(hub, key, &args, stdin, env).await
 }
 
 fn text(o: &Output) -> String {

@@ -5,15 +5,12 @@
 //! fails makes the agent degraded with the reason on show.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use muster_client::{AuditQuery, HubClient};
 use muster_proto::{CreateKeyRequest, ProbeOutcome, ProbeRun, Role, RunProbeRequest};
 use muster_testkit::{Backend, TestAgent, TestHub};
 use serde_json::Value;
-
-use crate::binary::muster;
 
 async fn enrolled(hub: &TestHub, name: &str) -> (TestAgent, String) {
     let agent = TestAgent::new(name);
@@ -54,23 +51,9 @@ fn ok(run: &ProbeRun) -> &Value {
     run.result.as_ref().unwrap()
 }
 
-/// `muster probe …` through the real binary, off the runtime's thread.
+/// A `muster …` command through the real binary as `key`.
 async fn cli(hub: &TestHub, key: &str, args: &[&str]) -> std::process::Output {
-    let (url, key, hash) = (hub.url.clone(), key.to_owned(), hub.ca_hash.to_string());
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        muster(dir.path())
-            .args(&args)
-            .env("MUSTER_HUB_URL", url)
-            .env("MUSTER_API_KEY", key)
-            .env("MUSTER_CA_HASH", hash)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    crate::binary::as_admin(hub, Some(key), args, "", &[]).await
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use muster_client::AuditQuery;
 use muster_testkit::{Backend, TestHub};
 use serde_json::{Value, json};
 
-use crate::binary::{muster, ok};
+use crate::binary::ok;
 use crate::dashboard::browser::*;
 
 const CLIENT_ID: &str = "muster-test";
@@ -119,39 +119,10 @@ impl Drop for Provider {
     }
 }
 
-/// A `muster` admin command against the hub, through the real binary (off the
-/// runtime's thread: the hub under test serves on it), `stdin` as its input.
+/// A `muster` admin command against the hub, through the real binary, `stdin` as
+/// its input.
 async fn cli_with(hub: &TestHub, args: &[&str], stdin: &str) -> std::process::Output {
-    let (url, key, hash) = (
-        hub.url.clone(),
-        hub.admin_key.clone(),
-        hub.ca_hash.to_string(),
-    );
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = muster(dir.path())
-            .args(&args)
-            .env("MUSTER_HUB_URL", url)
-            .env("MUSTER_API_KEY", key)
-            .env("MUSTER_CA_HASH", hash)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    crate::binary::as_admin(hub, None, args, stdin, &[]).await
 }
 
 async fn cli(hub: &TestHub, args: &[&str]) -> std::process::Output {
