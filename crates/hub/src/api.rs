@@ -131,6 +131,13 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         // MCP over Streamable HTTP: POST carries the JSON-RPC; GET and DELETE reach
         // it too and are answered 405 (stateless: no stream, no session to end).
         (member, M::POST, "/mcp", any(mcp::endpoint)),
+        // Another hub of the fleet asking this one to run a probe on its sessions.
+        (
+            Some(Role::Hub),
+            M::POST,
+            crate::forward::PATH,
+            post(probes::run_for_hub),
+        ),
         (
             admin,
             M::POST,

@@ -98,7 +98,7 @@ async fn authenticate(
 ) -> ApiResult<Principal> {
     // People in a browser: the session cookie, for API-key routes only.
     if bearer(headers).is_none()
-        && role != Role::Agent
+        && matches!(role, Role::Member | Role::Admin)
         && let Some(cookie) = session_cookie(headers)
     {
         // SameSite=Strict already keeps the cookie off cross-site requests; a custom
@@ -135,6 +135,11 @@ async fn authenticate(
                 )),
             }
         }
+        Role::Hub if state.keys.is_peer_token(value) => Ok(Principal::Hub),
+        Role::Hub => Err(ApiFailure::unauthorized(
+            codes::KEY_INVALID,
+            "this endpoint is for the hubs of the fleet",
+        )),
         Role::Member | Role::Admin => {
             let key = api_key(state, value).await?;
             note_key_use(state, &key);
@@ -154,6 +159,8 @@ fn role_refusal(principal: &Principal, role: Role) -> Option<&'static str> {
     };
     match principal {
         Principal::Admin(_) | Principal::Agent(_) => None,
+        Principal::Hub if role == Role::Hub => None,
+        Principal::Hub => Some("a hub's token opens only the hub-to-hub routes"),
         Principal::Member(_) if role == Role::Member => None,
         Principal::Member(_) => Some("this API key's role does not allow that"),
         Principal::User(u) => user_role(u),

@@ -24,6 +24,7 @@ mod enroll;
 mod error;
 mod events;
 mod extract;
+mod forward;
 mod handlers;
 mod handshakes;
 mod history;
@@ -400,7 +401,10 @@ impl Hub {
             .map_err(|e| HubError::Invalid(format!("single sign-on: {e}")))?;
         let http = outbound::client(opts.outbound_ca.as_deref()).map_err(HubError::Invalid)?;
         let sso = oidc::Sso::new(sso_env, opts.password_login, http.clone());
+        let peers =
+            outbound::peer_client(prepared.ca.cert_pem(), public_tls).map_err(HubError::Invalid)?;
         let state = Arc::new(AppState {
+            peers,
             sso,
             calls: Default::default(),
             pack_grants: opts.pack_grants.clone(),

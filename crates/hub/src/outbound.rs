@@ -39,6 +39,30 @@ pub fn client(extra_roots_pem: Option<&str>) -> Result<reqwest::Client, String> 
         .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
+/// The client one hub uses to ask another (`forward.rs`). It trusts the fleet's
+/// CA alone (the other hub's certificate is the CA's), or also the system's roots
+/// when hubs serve a publicly trusted certificate (`--tls-cert`). No redirects; each
+/// request sets its own deadline (a probe's wait). Connections are kept: a fan-out
+/// sends many requests to the same few hubs.
+pub fn peer_client(ca_pem: &str, public_tls: bool) -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
+        .map_err(|e| format!("reading the hub CA certificate: {e}"))?;
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("muster-hub/", env!("CARGO_PKG_VERSION")));
+    let builder = if public_tls {
+        builder.tls_certs_merge(certs)
+    } else {
+        builder.tls_certs_only(certs)
+    };
+    builder
+        .build()
+        .map_err(|e| format!("building the hub-to-hub client: {e}"))
+}
+
 /// A response body read up to `cap` bytes: what arrived, and whether more was left
 /// unread (the rest is dropped with the connection).
 pub async fn read_bounded(

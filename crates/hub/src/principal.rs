@@ -12,6 +12,8 @@ pub enum Principal {
     Agent(Box<AgentRecord>),
     /// A dashboard user, by login session cookie.
     User(Box<UserRecord>),
+    /// Another hub sharing this hub's secret (`Keys::peer_token`).
+    Hub,
 }
 
 impl Principal {
@@ -21,6 +23,7 @@ impl Principal {
             Principal::Admin(k) | Principal::Member(k) => format!("key:{}", k.id),
             Principal::Agent(a) => format!("agent:{}", a.id),
             Principal::User(u) => format!("user:{}", u.name),
+            Principal::Hub => "hub".to_owned(),
         }
     }
 
@@ -29,7 +32,7 @@ impl Principal {
         match self {
             Principal::Admin(_) => true,
             Principal::User(u) => u.role == "admin",
-            Principal::Member(_) | Principal::Agent(_) => false,
+            Principal::Member(_) | Principal::Agent(_) | Principal::Hub => false,
         }
     }
 }
@@ -43,4 +46,6 @@ pub enum Role {
     Member,
     /// An admin API key.
     Admin,
+    /// Another hub of the fleet, by the token derived from the shared secret.
+    Hub,
 }

@@ -3,11 +3,14 @@
 //! with bounded concurrency. Every run is audited (caller, agent, probe,
 //! parameters, outcome: never the output).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use muster_proto::{AgentPack, HubMessage, PackHealth, PackInfo, ProbeOutcome, ProbeRun};
+use muster_proto::{
+    AgentPack, HubMessage, PEER_PROBE_BATCH, PackHealth, PackInfo, PeerProbeTarget, ProbeOutcome,
+    ProbeRun,
+};
 use muster_store::{AgentRecord, AuditEntry, PackDecisionRecord};
 
 use crate::audit::{self, AuditExt};
@@ -38,7 +41,7 @@ pub fn may_run(principal: &Principal, agent_name: &str, probe: &str) -> bool {
                     .iter()
                     .any(|p| p == probe || hostname_matches(p, probe))
         }
-        Principal::Agent(_) => false,
+        Principal::Agent(_) | Principal::Hub => false,
     }
 }
 
@@ -111,66 +114,136 @@ pub fn pack_state(
 pub async fn packs_of(state: &AppState, agent: &AgentRecord) -> ApiResult<Vec<AgentPack>> {
     let catalog = state.store.agent_catalog(&agent.id).await?;
     let decisions = state.store.pack_decisions(&agent.id).await?;
-    Ok(catalog
+    Ok(with_state(state, catalog, &decisions))
+}
+
+fn with_state(
+    state: &AppState,
+    catalog: Vec<PackInfo>,
+    decisions: &[PackDecisionRecord],
+) -> Vec<AgentPack> {
+    catalog
         .into_iter()
         .map(|pack| AgentPack {
-            state: pack_state(&pack, &decisions, &state.pack_grants).to_owned(),
+            state: pack_state(&pack, decisions, &state.pack_grants).to_owned(),
             pack,
         })
-        .collect())
+        .collect()
 }
 
-fn run_of(
-    agent: &AgentRecord,
+/// Run `probe` on `agents` wherever their sessions are: here, at the other hub
+/// holding them (one request per hub and [`PEER_PROBE_BATCH`] agents), or nowhere
+/// (offline). Never fails: what went wrong is each run's outcome.
+pub async fn run_anywhere(
+    state: &AppState,
+    agents: Vec<PeerProbeTarget>,
     probe: &str,
-    outcome: ProbeOutcome,
-    error: Option<String>,
-) -> ProbeRun {
-    ProbeRun {
-        agent_id: agent.id.clone(),
-        agent: agent.name.clone(),
-        probe: probe.to_owned(),
-        outcome,
-        result: None,
-        error,
-        truncated: false,
-        duration_ms: 0,
+    params: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Vec<ProbeRun> {
+    let mut runs = Vec::new();
+    let mut here = Vec::new();
+    let mut there: HashMap<String, Vec<PeerProbeTarget>> = HashMap::new();
+    for agent in agents {
+        if state.sessions.session_of(&agent.id).is_some() {
+            here.push(agent);
+        } else if let Some((_, address)) = state.sessions.remote_holder(&agent.id) {
+            there.entry(address).or_default().push(agent);
+        } else {
+            runs.push(ProbeRun::unanswered(
+                &agent,
+                probe,
+                ProbeOutcome::Offline,
+                "the agent has no live session",
+            ));
+        }
     }
+    let asks = there.into_iter().flat_map(|(address, agents)| {
+        agents
+            .chunks(PEER_PROBE_BATCH)
+            .map(|c| (address.clone(), c.to_vec()))
+            .collect::<Vec<_>>()
+    });
+    let remote = futures_util::future::join_all(asks.map(|(address, agents)| {
+        crate::forward::ask(state, address, agents, probe, params, timeout)
+    }));
+    let (local, remote) = tokio::join!(run_here(state, here, probe, params, timeout), remote);
+    runs.extend(local);
+    runs.extend(remote.into_iter().flatten());
+    runs
 }
 
-/// Run `probe` on one agent over its live session on this hub. Never fails: what
-/// went wrong is the run's outcome.
-pub async fn run_on(
+/// Run `probe` on agents whose sessions this hub holds, at most [`FAN_OUT`] at
+/// once; their packs are read in two queries for the lot. An agent whose session
+/// is not here (it just moved) is offline.
+pub async fn run_here(
     state: &AppState,
-    agent: &AgentRecord,
+    agents: Vec<PeerProbeTarget>,
+    probe: &str,
+    params: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Vec<ProbeRun> {
+    if agents.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    let (catalogs, decisions) = match state.store.agents_packs(&ids).await {
+        Ok(found) => found,
+        Err(e) => {
+            let why = format!("reading the agents' packs: {e}");
+            return agents
+                .iter()
+                .map(|a| ProbeRun::unanswered(a, probe, ProbeOutcome::Error, why.clone()))
+                .collect();
+        }
+    };
+    let mut decided: HashMap<String, Vec<PackDecisionRecord>> = HashMap::new();
+    for d in decisions {
+        decided.entry(d.agent_id.clone()).or_default().push(d);
+    }
+    let mut packs: HashMap<String, Vec<AgentPack>> = catalogs
+        .into_iter()
+        .map(|(id, catalog)| {
+            let mine = decided.get(&id).map_or(&[][..], Vec::as_slice);
+            let packs = with_state(state, catalog, mine);
+            (id, packs)
+        })
+        .collect();
+    // Owned values into boxed futures: a stream of futures borrowing each item
+    // would not be `Send` for every lifetime, which axum's handlers need.
+    futures_util::stream::iter(agents)
+        .map(
+            |a| -> std::pin::Pin<Box<dyn Future<Output = ProbeRun> + Send + '_>> {
+                let packs = packs.remove(&a.id).unwrap_or_default();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let mut run = run_on(state, &a, &packs, probe, params, timeout).await;
+                    run.duration_ms = started.elapsed().as_millis() as u64;
+                    run
+                })
+            },
+        )
+        .buffer_unordered(FAN_OUT)
+        .collect()
+        .await
+}
+
+/// One run over the agent's session on this hub, `packs` being its packs.
+async fn run_on(
+    state: &AppState,
+    agent: &PeerProbeTarget,
+    packs: &[AgentPack],
     probe: &str,
     params: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> ProbeRun {
-    let started = Instant::now();
-    let mut run = run_inner(state, agent, probe, params, timeout).await;
-    run.duration_ms = started.elapsed().as_millis() as u64;
-    run
-}
-
-async fn run_inner(
-    state: &AppState,
-    agent: &AgentRecord,
-    probe: &str,
-    params: &BTreeMap<String, String>,
-    timeout: Duration,
-) -> ProbeRun {
-    let fail = |outcome, error: String| run_of(agent, probe, outcome, Some(error));
+    let fail = |outcome, error: String| ProbeRun::unanswered(agent, probe, outcome, error);
     if state.sessions.session_of(&agent.id).is_none() {
         return fail(
             ProbeOutcome::Offline,
             "the agent has no live session on this hub".to_owned(),
         );
     }
-    let packs = match packs_of(state, agent).await {
-        Ok(p) => p,
-        Err(e) => return fail(ProbeOutcome::Error, e.message),
-    };
     let Some(pack) = packs
         .iter()
         .find(|p| p.pack.probes.iter().any(|q| q.name == probe))
@@ -242,7 +315,7 @@ async fn run_inner(
             result,
             error: error.map(|e| e.chars().take(500).collect()),
             truncated,
-            ..run_of(agent, probe, outcome, None)
+            ..ProbeRun::unanswered(agent, probe, outcome, "")
         },
         Ok(Err(_)) => fail(ProbeOutcome::Offline, "the session ended".to_owned()),
         Err(_) => fail(
@@ -283,8 +356,8 @@ pub fn audit_entry(
     }))
 }
 
-/// Run `probe` on each of `agents`, at most [`FAN_OUT`] at once, and audit every
-/// run in one write.
+/// Run `probe` on each of `agents`, wherever its session is, and audit every run
+/// in one write.
 pub async fn fan_out(
     state: &AppState,
     actor: &str,
@@ -294,17 +367,14 @@ pub async fn fan_out(
     params: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> ApiResult<Vec<ProbeRun>> {
-    // Owned agents into boxed futures: a stream of futures borrowing each item
-    // would not be `Send` for every lifetime, which axum's handlers need.
-    let mut runs: Vec<ProbeRun> = futures_util::stream::iter(agents)
-        .map(
-            |a| -> std::pin::Pin<Box<dyn Future<Output = ProbeRun> + Send + '_>> {
-                Box::pin(async move { run_on(state, &a, probe, params, timeout).await })
-            },
-        )
-        .buffer_unordered(FAN_OUT)
-        .collect()
-        .await;
+    let targets = agents
+        .into_iter()
+        .map(|a| PeerProbeTarget {
+            id: a.id,
+            name: a.name,
+        })
+        .collect();
+    let mut runs = run_anywhere(state, targets, probe, params, timeout).await;
     runs.sort_by(|a, b| a.agent.cmp(&b.agent).then(a.agent_id.cmp(&b.agent_id)));
     let entries: Vec<AuditEntry> = runs
         .iter()

@@ -226,6 +226,15 @@ impl Sessions {
         }
     }
 
+    /// The other live hub holding `agent_id`'s session, and its URL, when this hub
+    /// holds none.
+    pub fn remote_holder(&self, agent_id: &str) -> Option<(Arc<str>, String)> {
+        if self.lock().contains_key(agent_id) {
+            return None;
+        }
+        self.remote().holder(agent_id, now_ms())
+    }
+
     /// Health alone (no copy of the problems): the fleet page asks for every row.
     fn live_health(&self, agent_id: &str) -> Option<AgentHealth> {
         if let Some(l) = self.lock().get(agent_id) {

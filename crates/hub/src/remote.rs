@@ -27,6 +27,8 @@ pub struct Remote {
     agents: HashMap<String, RemoteSession>,
     /// Every other hub's lease expiry (unix ms); `i64::MIN` for one that stopped.
     leases: HashMap<Arc<str>, i64>,
+    /// Every other hub's URL, as its lease gives it (where probes are forwarded).
+    addresses: HashMap<Arc<str>, String>,
     /// Every hub id seen, so that entries share one copy of each.
     names: std::collections::HashSet<Arc<str>>,
 }
@@ -37,6 +39,13 @@ impl Remote {
         self.agents
             .get(agent_id)
             .filter(|s| self.is_live(&s.hub, now))
+    }
+
+    /// The live hub holding `agent_id`'s session, and its URL.
+    pub fn holder(&self, agent_id: &str, now: i64) -> Option<(Arc<str>, String)> {
+        let s = self.get(agent_id, now)?;
+        let address = self.addresses.get(&s.hub)?;
+        Some((s.hub.clone(), address.clone()))
     }
 
     pub fn is_live(&self, hub: &str, now: i64) -> bool {
@@ -81,8 +90,10 @@ impl Remote {
             .cloned()
             .collect();
         let mut leases = HashMap::with_capacity(hubs.len());
+        let mut addresses = HashMap::with_capacity(hubs.len());
         for h in hubs.iter().filter(|h| h.lease.id != me) {
             let name = self.hub_name(&h.lease.id);
+            addresses.insert(name.clone(), h.lease.address.clone());
             let expires = if h.stopped_at.is_some() {
                 i64::MIN
             } else {
@@ -91,6 +102,7 @@ impl Remote {
             leases.insert(name, expires);
         }
         self.leases = leases;
+        self.addresses = addresses;
         was_live
             .into_iter()
             .filter(|h| !self.is_live(h, now))

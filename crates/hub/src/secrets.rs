@@ -32,6 +32,8 @@ pub struct Keys {
     encryption: [u8; 32],
     check: [u8; 32],
     audit: [u8; 32],
+    /// What hubs sharing this secret show each other (`peer_token`).
+    peer: [u8; 32],
     /// Hash keys of earlier secrets: values hashed before a `rotate-secret` keep
     /// working until they are replaced (the hub never had their plain values to
     /// re-hash them).
@@ -77,6 +79,7 @@ impl Keys {
             encryption: [0; 32],
             check: [0; 32],
             audit: [0; 32],
+            peer: [0; 32],
             previous_hash: Vec::new(),
         };
         // 32-byte outputs are far below HKDF-SHA256's limit: expand cannot fail.
@@ -84,7 +87,21 @@ impl Keys {
         let _ = hk.expand(b"muster encryption v1", &mut keys.encryption);
         let _ = hk.expand(b"muster secret check v1", &mut keys.check);
         let _ = hk.expand(b"muster audit v1", &mut keys.audit);
+        let _ = hk.expand(b"muster hub peer v1", &mut keys.peer);
         Ok(keys)
+    }
+
+    /// The bearer value one hub shows another when it asks it to run a probe on an
+    /// agent whose session that hub holds: only hubs holding the secret know it.
+    pub fn peer_token(&self) -> String {
+        hmac_hex(&self.peer, b"muster hub peer token")
+    }
+
+    /// Whether `presented` is [`Keys::peer_token`], compared in constant time.
+    pub fn is_peer_token(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let mine = self.peer_token();
+        mine.len() == presented.len() && bool::from(mine.as_bytes().ct_eq(presented.as_bytes()))
     }
 
     /// Key of the audit chain's HMAC (SPEC §11).

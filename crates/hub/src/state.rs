@@ -36,6 +36,8 @@ pub struct AppState {
     /// The one client for calls the hub makes itself (`outbound.rs`): the single
     /// sign-on provider (which holds a clone) and integrations.
     pub http: reqwest::Client,
+    /// The client for asking the other hubs sharing the database (`forward.rs`).
+    pub peers: reqwest::Client,
     /// Integration calls (tests, probes) in flight at once: members may run probes,
     /// and the hub must not become a load generator against someone's API.
     pub integration_calls: tokio::sync::Semaphore,

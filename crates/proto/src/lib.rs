@@ -25,8 +25,9 @@ pub use kinds::{
     UnknownWord, WhoAmI,
 };
 pub use probes::{
-    AgentPack, AgentPacks, PROBE_OUTPUT_MAX, PackHealth, PackInfo, ProbeInfo, ProbeOutcome,
-    ProbeParam, ProbeRun, ProbeRunList, RunProbeRequest,
+    AgentPack, AgentPacks, PEER_PROBE_BATCH, PROBE_OUTPUT_MAX, PackHealth, PackInfo,
+    PeerProbeRequest, PeerProbeTarget, ProbeInfo, ProbeOutcome, ProbeParam, ProbeRun, ProbeRunList,
+    RunProbeRequest,
 };
 pub use session::{ACK_EVERY, AgentHealth, AgentMessage, HubMessage};
 pub use sso::{CreateSsoGroupRequest, SetSsoRequest, SsoGroupInfo, SsoGroupList, SsoInfo};

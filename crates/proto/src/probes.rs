@@ -103,6 +103,27 @@ pub struct ProbeRun {
     pub duration_ms: u64,
 }
 
+impl ProbeRun {
+    /// A run that produced no answer from the agent, and why.
+    pub fn unanswered(
+        agent: &PeerProbeTarget,
+        probe: &str,
+        outcome: ProbeOutcome,
+        error: impl Into<String>,
+    ) -> Self {
+        ProbeRun {
+            agent_id: agent.id.clone(),
+            agent: agent.name.clone(),
+            probe: probe.to_owned(),
+            outcome,
+            result: None,
+            error: Some(error.into()),
+            truncated: false,
+            duration_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeRunList {
     pub runs: Vec<ProbeRun>,
@@ -129,3 +150,27 @@ pub struct AgentPack {
 /// With its envelope it fits a session frame (64 KiB), so a result never needs a
 /// larger buffer on a hub holding tens of thousands of sessions.
 pub const PROBE_OUTPUT_MAX: usize = 48 * 1024;
+
+/// Agents named in one hub-to-hub probe request at most (`POST /api/v1/hub/probes`).
+pub const PEER_PROBE_BATCH: usize = 1_000;
+
+/// `POST /api/v1/hub/probes`: one hub asks the hub holding these agents' sessions
+/// to run a probe on them (SPEC §12 "one fleet", §15). The asking hub has checked
+/// the caller's scopes and writes the audit entries; the holder only runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerProbeRequest {
+    pub probe: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    /// Each agent's id and name (the name only labels the answer).
+    pub agents: Vec<PeerProbeTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerProbeTarget {
+    pub id: String,
+    pub name: String,
+}

@@ -405,6 +405,15 @@ pub trait ProbeStore: Send + Sync {
     /// The packs the agent announced last (empty when it never did).
     async fn agent_catalog(&self, agent_id: &str) -> Result<Vec<muster_proto::PackInfo>>;
     async fn pack_decisions(&self, agent_id: &str) -> Result<Vec<PackDecisionRecord>>;
+    /// The announced packs and the decisions of many agents at once (a probe's
+    /// fan-out): agents that never announced any are left out.
+    async fn agents_packs(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<(
+        Vec<(String, Vec<muster_proto::PackInfo>)>,
+        Vec<PackDecisionRecord>,
+    )>;
     /// Record (or replace) a decision, with its audit entry.
     async fn decide_pack(&self, decision: &PackDecisionRecord, audit: &AuditEntry) -> Result<()>;
 }

@@ -66,6 +66,7 @@ async fn every_route_admits_exactly_the_role_it_declares() {
                 (Some(Role::Agent), r) => *r == Some(Role::Agent),
                 (Some(Role::Member), r) => matches!(r, Some(Role::Member | Role::Admin)),
                 (Some(Role::Admin), r) => *r == Some(Role::Admin),
+                (Some(Role::Hub), _) => false,
             };
             let denied = status == 401 || status == 403;
             assert_eq!(

@@ -22,6 +22,7 @@ mod envfile;
 mod events;
 mod exhaustion;
 mod failover;
+mod forwarding;
 mod identity;
 mod install_tui;
 mod integrations;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use muster_proto::{AgentPacks, ProbeRun, ProbeRunList, RunProbeRequest, codes};
+use muster_proto::{
+    AgentPacks, PEER_PROBE_BATCH, PeerProbeRequest, ProbeRun, ProbeRunList, RunProbeRequest, codes,
+};
 use muster_store::{AgentRecord, AgentState, PackDecisionRecord};
 
 use crate::audit::AuditExt;
@@ -167,6 +169,32 @@ pub async fn run_many(
         timeout_of(&req),
     )
     .await?;
+    Ok(Json(ProbeRunList { runs }))
+}
+
+/// `POST /api/v1/hub/probes` (another hub of the fleet): run a probe on agents
+/// whose sessions this hub holds. The asking hub checked the caller's scopes and
+/// audits the runs; agents whose session is not here answer offline.
+pub async fn run_for_hub(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<PeerProbeRequest>,
+) -> ApiResult<Json<ProbeRunList>> {
+    probes::check_probe_name(&req.probe)?;
+    probes::check_params(&req.params)?;
+    if req.agents.len() > PEER_PROBE_BATCH {
+        return Err(ApiFailure::bad_request(format!(
+            "at most {PEER_PROBE_BATCH} agents per request"
+        )));
+    }
+    if req
+        .agents
+        .iter()
+        .any(|a| a.id.len() > 64 || a.name.len() > 253)
+    {
+        return Err(ApiFailure::bad_request("an agent id or name is too long"));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms).clamp(Duration::from_secs(1), MAX_TIMEOUT);
+    let runs = probes::run_here(&state, req.agents, &req.probe, &req.params, timeout).await;
     Ok(Json(ProbeRunList { runs }))
 }
 

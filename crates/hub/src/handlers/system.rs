@@ -109,5 +109,12 @@ pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<WhoAmI> 
             name: Some(u.name),
             role: Some(stored_role(&u.role)),
         },
+        // Not reached: a hub's token opens only the hub-to-hub routes.
+        Principal::Hub => WhoAmI {
+            kind: PrincipalKind::ApiKey,
+            id: None,
+            name: Some("hub".to_owned()),
+            role: None,
+        },
     })
 }

@@ -42,18 +42,41 @@ impl ProbeStore for SqlStore {
             .bind(agent_id)
             .fetch_all(&self.db.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PackDecisionRecord {
-                    agent_id: r.try_get("agent_id")?,
-                    pack: r.try_get("pack")?,
-                    decision: r.try_get("decision")?,
-                    needs: from_json("pack_decisions.needs", &r.try_get::<String, _>("needs")?)?,
-                    decided_by: r.try_get("decided_by")?,
-                    decided_at: r.try_get("decided_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(decision_of).collect()
+    }
+
+    async fn agents_packs(
+        &self,
+        agent_ids: &[String],
+    ) -> Result<(
+        Vec<(String, Vec<muster_proto::PackInfo>)>,
+        Vec<PackDecisionRecord>,
+    )> {
+        const CHUNK: usize = 500;
+        let (mut catalogs, mut decisions) = (Vec::new(), Vec::new());
+        for chunk in agent_ids.chunks(CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let list = placeholders.join(", ");
+            // Only generated placeholders are spliced in; every value is bound.
+            let sql =
+                format!("SELECT id, catalog FROM agents WHERE catalog <> '[]' AND id IN ({list})");
+            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for (id, text) in query.fetch_all(&self.db.pool).await? {
+                catalogs.push((id, from_json("agents.catalog", &text)?));
+            }
+            let sql = format!("SELECT * FROM pack_decisions WHERE agent_id IN ({list})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(&self.db.pool).await? {
+                decisions.push(decision_of(&row)?);
+            }
+        }
+        Ok((catalogs, decisions))
     }
 
     async fn decide_pack(&self, d: &PackDecisionRecord, audit: &AuditEntry) -> Result<()> {
@@ -77,4 +100,15 @@ impl ProbeStore for SqlStore {
         .await?;
         w.commit(&[audit]).await
     }
+}
+
+fn decision_of(r: &sqlx::any::AnyRow) -> Result<PackDecisionRecord> {
+    Ok(PackDecisionRecord {
+        agent_id: r.try_get("agent_id")?,
+        pack: r.try_get("pack")?,
+        decision: r.try_get("decision")?,
+        needs: from_json("pack_decisions.needs", &r.try_get::<String, _>("needs")?)?,
+        decided_by: r.try_get("decided_by")?,
+        decided_at: r.try_get("decided_at")?,
+    })
 }
