@@ -478,17 +478,44 @@ async fn scenario(backend: Backend, logs: Logs) {
         text_out.starts_with("HTTP 200") && text_out.contains("\"hello\": \"world\""),
         "{text_out}"
     );
-    // Members run probes, not tests.
-    let member = hub
-        .admin()
-        .create_key(&muster_proto::CreateKeyRequest {
-            name: "m".into(),
+    // Members run probes their key's scopes name, not tests. An integration is a
+    // target like an agent: the key's glob must match its name.
+    let member_key = |name: &str, agents: Option<&str>, probes: &[&str]| {
+        let req = muster_proto::CreateKeyRequest {
+            name: name.into(),
             role: muster_proto::Role::Member,
+            agents: agents.map(str::to_owned),
+            probes: probes.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .key;
+        };
+        let admin = hub.admin();
+        async move { admin.create_key(&req).await.unwrap().key }
+    };
+    let member = member_key("m", None, &["http.get"]).await;
+    for (name, agents, probes) in [
+        ("agents-only", None, &["system.*"][..]),
+        ("other-name", Some("web-*"), &["http.get"][..]),
+    ] {
+        let key = member_key(name, agents, probes).await;
+        let out = cli(
+            &hub,
+            Some(&key),
+            &["probe", "api", "http.get", "--param", "path=/x"],
+            "",
+            &[],
+        )
+        .await;
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("may not run http.get on integration api"),
+            "{err}"
+        );
+    }
+    let denied = hub
+        .count("SELECT COUNT(*) FROM audit_log WHERE action = 'probe.denied' AND target = 'integration:api'")
+        .await;
+    assert_eq!(denied, 2, "each refusal is audited");
     let as_member = json(
         cli(
             &hub,
