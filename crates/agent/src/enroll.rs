@@ -394,8 +394,17 @@ async fn attempt(
         credential.unwrap_or_default(),
     )?;
     // Written with the identity, in the same atomic step: a re-enrollment that does
-    // not choose again keeps the choice made before.
+    // not choose again keeps the choice made before. Choosing every pack this
+    // version has is stored as "all" (`None`), so that packs a later version adds
+    // are announced too.
     creds.config.packs = match &opts.packs {
+        Some(packs)
+            if crate::probes::packs()
+                .iter()
+                .all(|p| packs.iter().any(|c| c == p.name())) =>
+        {
+            None
+        }
         Some(packs) => Some(packs.clone()),
         None => dir.load()?.and_then(|old| old.config.packs),
     };
