@@ -674,6 +674,17 @@ impl HubClient {
         self.get("/api/v1/audit/verify").await
     }
 
+    /// Walk the chain and check it still reaches `checkpoint`'s entry unchanged.
+    pub async fn verify_audit_checkpoint(
+        &self,
+        checkpoint: &muster_proto::AuditCheckpoint,
+    ) -> Result<muster_proto::AuditVerifyResult> {
+        let req = muster_proto::VerifyAuditRequest {
+            checkpoint: Some(checkpoint.clone()),
+        };
+        self.post("/api/v1/audit/verify", &req).await
+    }
+
     pub async fn list_approvals(&self) -> Result<Vec<muster_proto::ApprovalInfo>> {
         Ok(self
             .get::<muster_proto::ApprovalList>("/api/v1/approvals")

@@ -248,6 +248,12 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         ),
         (
             admin,
+            M::POST,
+            "/api/v1/audit/verify",
+            post(audit::verify_with_checkpoint),
+        ),
+        (
+            admin,
             M::GET,
             "/api/v1/approvals",
             get(approvals::list_approvals),

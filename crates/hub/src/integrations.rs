@@ -299,7 +299,7 @@ pub fn check_url(url: &str) -> Result<Url, String> {
     Ok(parsed)
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
         || bare

@@ -15,6 +15,7 @@ mod auth;
 mod body_limit;
 mod bootstrap;
 mod calls;
+mod checkpoint;
 mod clock;
 mod clones;
 mod conn_limit;
@@ -170,6 +171,13 @@ pub struct HubOptions {
     /// `--outbound-ca`: PEM CA certificates the hub trusts, besides the system's,
     /// for the calls it makes itself (an integration's API behind a private CA).
     pub outbound_ca: Option<String>,
+    /// `--audit-checkpoint-every`: how often the audit chain's head is checkpointed
+    /// outside the database when it moved (and always at shutdown).
+    pub audit_checkpoint_every: Duration,
+    /// `--audit-syslog`: the syslog socket checkpoints also go to (`None`: off).
+    pub audit_syslog: Option<PathBuf>,
+    /// `--audit-webhook`: a URL each checkpoint is also POSTed to.
+    pub audit_webhook: Option<String>,
 }
 
 impl std::fmt::Debug for HubOptions {
@@ -291,6 +299,9 @@ impl HubOptions {
             password_login: true,
             pack_grants: vec!["journal".to_owned()],
             outbound_ca: None,
+            audit_checkpoint_every: Duration::from_secs(60),
+            audit_syslog: Some(PathBuf::from("/dev/log")),
+            audit_webhook: None,
             max_handshakes: None,
             db_pool: muster_store::DEFAULT_PG_POOL,
         }
@@ -349,12 +360,22 @@ pub struct Hub {
     connections: Arc<conn_limit::ConnLimits>,
     request_body_timeout: Duration,
     idle_timeout: Duration,
+    checkpoints: checkpoint::Config,
 }
 
 impl Hub {
     /// Prepare the data dir, secret, database, CA and TLS, bind, and write `hub.json`.
     pub async fn start(opts: HubOptions) -> Result<Hub, HubError> {
         let public_cert = tls::load_public(&opts)?;
+        let checkpoints = checkpoint::Config {
+            file: opts.data_dir.join(checkpoint::FILE),
+            every: opts.audit_checkpoint_every.max(Duration::from_millis(100)),
+            syslog: opts.audit_syslog.clone(),
+            webhook: match &opts.audit_webhook {
+                Some(url) => Some(checkpoint::check_webhook(url).map_err(HubError::Invalid)?),
+                None => None,
+            },
+        };
         let prepared = bootstrap::prepare(&opts).await?;
         let listener =
             std::net::TcpListener::bind(opts.listen).map_err(|source| HubError::Bind {
@@ -483,6 +504,7 @@ impl Hub {
             connections,
             request_body_timeout: opts.request_body_timeout,
             idle_timeout: opts.idle_timeout,
+            checkpoints,
         })
     }
 
@@ -529,6 +551,11 @@ impl Hub {
         let leaser = tokio::spawn(lease::lease_loop(self.state.clone(), flush_stopped.clone()));
         let renewer = tokio::spawn(lease::renew_loop(self.state.clone(), flush_stopped.clone()));
         let notifier = tokio::spawn(live::notify_loop(self.state.clone(), flush_stopped.clone()));
+        let checkpointer = tokio::spawn(checkpoint::checkpoint_loop(
+            self.state.clone(),
+            self.checkpoints.clone(),
+            flush_stopped.clone(),
+        ));
         let flusher = tokio::spawn(sessions::flush_loop(
             self.state.clone(),
             flush_every,
@@ -623,6 +650,8 @@ impl Hub {
         if let Some(h) = historian {
             let _ = h.await;
         }
+        // Last: every entry this run wrote is in the chain by now.
+        let _ = checkpointer.await;
         tracing::info!("hub stopped");
         Ok(())
     }

@@ -34,6 +34,8 @@ pub struct Keys {
     audit: [u8; 32],
     /// What hubs sharing this secret show each other (`peer_token`).
     peer: [u8; 32],
+    /// Signs audit checkpoints (`checkpoint.rs`).
+    checkpoint: [u8; 32],
     /// Hash keys of earlier secrets: values hashed before a `rotate-secret` keep
     /// working until they are replaced (the hub never had their plain values to
     /// re-hash them).
@@ -80,6 +82,7 @@ impl Keys {
             check: [0; 32],
             audit: [0; 32],
             peer: [0; 32],
+            checkpoint: [0; 32],
             previous_hash: Vec::new(),
         };
         // 32-byte outputs are far below HKDF-SHA256's limit: expand cannot fail.
@@ -88,6 +91,7 @@ impl Keys {
         let _ = hk.expand(b"muster secret check v1", &mut keys.check);
         let _ = hk.expand(b"muster audit v1", &mut keys.audit);
         let _ = hk.expand(b"muster hub peer v1", &mut keys.peer);
+        let _ = hk.expand(b"muster audit checkpoint v1", &mut keys.checkpoint);
         Ok(keys)
     }
 
@@ -102,6 +106,11 @@ impl Keys {
         use subtle::ConstantTimeEq as _;
         let mine = self.peer_token();
         mine.len() == presented.len() && bool::from(mine.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
+    /// The MAC of an audit checkpoint's `message`, hex.
+    pub fn checkpoint_mac(&self, message: &str) -> String {
+        hmac_hex(&self.checkpoint, message.as_bytes())
     }
 
     /// Key of the audit chain's HMAC (SPEC §11).

@@ -681,7 +681,7 @@ pub struct AuditList {
     pub entries: Vec<AuditEntryInfo>,
 }
 
-/// `GET /api/v1/audit/verify`.
+/// `GET /api/v1/audit/verify`, and `POST` with a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditVerifyResult {
     pub ok: bool,
@@ -689,6 +689,35 @@ pub struct AuditVerifyResult {
     /// The first entry that does not verify.
     pub broken_seq: Option<i64>,
     pub problem: Option<String>,
+    /// The entry the checkpoint given named, checked against the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_seq: Option<i64>,
+}
+
+/// A signed note of the audit chain's head (SPEC §11), written by a hub outside
+/// the database: `<data-dir>/audit-checkpoint.json`, syslog, a webhook. Whoever
+/// holds the latest can tell whether entries behind it were cut off since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// Format version: 1.
+    pub v: u32,
+    /// The newest entry's position and chain hash when the checkpoint was made.
+    pub seq: i64,
+    pub hash: String,
+    /// When (RFC 3339) and by which hub (its id).
+    pub at: String,
+    pub hub: String,
+    /// HMAC-SHA256 over the fields above, under a key derived from the hub secret.
+    pub mac: String,
+}
+
+/// `POST /api/v1/audit/verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyAuditRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpoint>,
 }
 
 /// `POST /api/v1/keys` (SPEC §11).

@@ -489,6 +489,12 @@ pub trait AuditStore: Send + Sync {
     /// Walk the whole audit chain and report the first entry that does not verify.
     async fn verify_audit(&self) -> Result<AuditVerdict>;
 
+    /// The newest chained entry's position and hash (`None`: an empty log).
+    async fn audit_head(&self) -> Result<Option<(i64, String)>>;
+
+    /// The chain hash stored with entry `seq`, if there is such an entry.
+    async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>>;
+
     /// An audit entry that records no other change (a refused login).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()>;
 

@@ -48,7 +48,13 @@ enum AuditCommand {
         format: Format,
     },
     /// Walk the whole chain: OK with the count, or the first entry changed, deleted or inserted.
-    Verify,
+    Verify {
+        /// A checkpoint the hub wrote (`<data-dir>/audit-checkpoint.json`, or a
+        /// copy from syslog or the webhook): also check that no entry up to the
+        /// one it saw was cut off or rewritten since.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
 }
 
 /// An RFC 3339 time, or a duration ago, as unix milliseconds.
@@ -87,8 +93,15 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
             let entries = client.audit(&q).await?;
             emit(format, &entries, |e| entries_table(e))
         }
-        AuditCommand::Verify => {
-            let v = client.verify_audit().await?;
+        AuditCommand::Verify { checkpoint } => {
+            let v = match &checkpoint {
+                Some(path) => {
+                    client
+                        .verify_audit_checkpoint(&read_checkpoint(path)?)
+                        .await?
+                }
+                None => client.verify_audit().await?,
+            };
             if !v.ok {
                 bail!(
                     "the audit chain is broken at entry {}: {} ({} entries)",
@@ -97,9 +110,32 @@ pub async fn exec(args: AuditArgs) -> Result<()> {
                     v.count
                 );
             }
-            out!("OK: {} entries verify", v.count)
+            match v.checkpoint_seq {
+                Some(seq) => out!(
+                    "OK: {} entries verify, and the chain still holds entry {seq} as the checkpoint saw it",
+                    v.count
+                ),
+                None => out!("OK: {} entries verify", v.count),
+            }
         }
     }
+}
+
+/// A checkpoint file, or a syslog line holding one (`… audit-checkpoint {json}`).
+fn read_checkpoint(path: &std::path::Path) -> Result<muster_proto::AuditCheckpoint> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let json = text
+        .find('{')
+        .map(|i| text[i..].trim())
+        .unwrap_or(text.trim());
+    serde_json::from_str(json).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not an audit checkpoint ({e}); give the hub's <data-dir>/{}",
+            path.display(),
+            "audit-checkpoint.json"
+        )
+    })
 }
 
 fn entries_table(entries: &[AuditEntryInfo]) -> String {

@@ -110,6 +110,19 @@ pub struct HubArgs {
     /// hub makes itself (integrations' APIs, the SSO provider) behind a private CA.
     #[arg(long, value_name = "FILE")]
     outbound_ca: Option<std::path::PathBuf>,
+    /// How often the audit chain's head, when it moved, is written signed outside the
+    /// database (<data-dir>/audit-checkpoint.json, syslog, --audit-webhook), and
+    /// always at shutdown: `muster audit verify --checkpoint FILE` then detects
+    /// entries cut off behind it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    audit_checkpoint_every: Duration,
+    /// The syslog socket audit checkpoints also go to (skipped when absent), or off.
+    #[arg(long, default_value = "/dev/log", value_name = "SOCKET|off")]
+    audit_syslog: String,
+    /// A URL each audit checkpoint is also POSTed to as JSON (https://, or http:// on
+    /// a loopback address), e.g. a log collector outside this machine.
+    #[arg(long, value_name = "URL")]
+    audit_webhook: Option<String>,
     /// Single sign-on: the OpenID Connect issuer URL (wins over `muster sso set`).
     #[arg(long, env = "MUSTER_OIDC_ISSUER", conflicts_with = "entra_tenant_id")]
     oidc_issuer: Option<String>,
@@ -282,6 +295,10 @@ async fn serve(args: HubArgs) -> Result<()> {
         downloads_per_source: args.downloads_per_source,
         downloads_in_flight: args.downloads_in_flight,
         password_login: args.password_login == "on",
+        audit_checkpoint_every: args.audit_checkpoint_every,
+        audit_syslog: (args.audit_syslog != "off" && !args.audit_syslog.is_empty())
+            .then(|| std::path::PathBuf::from(&args.audit_syslog)),
+        audit_webhook: args.audit_webhook.filter(|u| !u.is_empty()),
         pack_grants: args
             .pack_grants
             .into_iter()

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use muster_proto::{AuditEntryInfo, AuditList, AuditVerifyResult};
+use muster_proto::{
+    AuditCheckpoint, AuditEntryInfo, AuditList, AuditVerifyResult, VerifyAuditRequest,
+};
 
+use crate::checkpoint;
 use crate::clock::rfc3339;
 use crate::error::{ApiFailure, ApiResult};
+use crate::extract::ApiJson;
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
@@ -123,14 +127,45 @@ impl Names {
     }
 }
 
+/// `GET /api/v1/audit/verify`: walk the whole chain.
 pub async fn verify_audit(
     State(state): State<Arc<AppState>>,
 ) -> ApiResult<Json<AuditVerifyResult>> {
+    verify(&state, None).await.map(Json)
+}
+
+/// `POST /api/v1/audit/verify` with a checkpoint: walk the chain, and check that it
+/// still reaches the entry the checkpoint saw, unchanged (nothing cut off behind it).
+pub async fn verify_with_checkpoint(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<VerifyAuditRequest>,
+) -> ApiResult<Json<AuditVerifyResult>> {
+    verify(&state, req.checkpoint.as_ref()).await.map(Json)
+}
+
+async fn verify(state: &AppState, cp: Option<&AuditCheckpoint>) -> ApiResult<AuditVerifyResult> {
+    if let Some(cp) = cp
+        && !checkpoint::authentic(&state.keys, cp)
+    {
+        return Err(ApiFailure::bad_request(
+            "the checkpoint's signature does not verify under this hub's secret: it was altered, or written by a hub of another fleet",
+        ));
+    }
     let v = state.store.verify_audit().await?;
-    Ok(Json(AuditVerifyResult {
+    let mut result = AuditVerifyResult {
         ok: v.broken.is_none(),
         count: v.count,
         broken_seq: v.broken.as_ref().map(|b| b.0),
         problem: v.broken.map(|b| b.1),
-    }))
+        checkpoint_seq: cp.map(|c| c.seq),
+    };
+    if let Some(cp) = cp
+        && result.ok
+        && let Some(why) = checkpoint::gap(state, cp).await?
+    {
+        result.ok = false;
+        result.broken_seq = Some(cp.seq.min(v.count as i64 + 1));
+        result.problem = Some(why);
+    }
+    Ok(result)
 }

@@ -95,6 +95,24 @@ impl AuditStore for SqlStore {
         })
     }
 
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        let row: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.map(|(seq, hash)| (seq, hash.unwrap_or_default())))
+    }
+
+    async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>> {
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(hash.map(Option::unwrap_or_default))
+    }
+
     async fn record_audit(&self, audit: &AuditEntry) -> Result<()> {
         self.db.begin_audited().await?.commit(&[audit]).await
     }
