@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use muster_proto::{
-    PROBE_OUTPUT_MAX, PeerProbeRequest, PeerProbeTarget, ProbeOutcome, ProbeRun, ProbeRunList,
+    PROBE_OUTPUT_MAX, PeerProbeRequest, ProbeOutcome, ProbeRun, ProbeRunList, ProbeTarget,
 };
 
 use crate::outbound;
@@ -28,7 +28,7 @@ const SLACK: Duration = Duration::from_secs(5);
 pub async fn ask(
     state: &AppState,
     address: String,
-    agents: Vec<PeerProbeTarget>,
+    agents: Vec<ProbeTarget>,
     probe: &str,
     params: &BTreeMap<String, String>,
     timeout: Duration,
@@ -37,15 +37,14 @@ pub async fn ask(
         probe: probe.to_owned(),
         params: params.clone(),
         timeout_ms: timeout.as_millis() as u64,
-        agents,
+        agents: agents.iter().map(|a| a.id.clone()).collect(),
     };
     match call(state, &address, &request, timeout + SLACK).await {
-        Ok(list) => matched(request.agents, probe, list.runs, &address),
+        Ok(list) => matched(agents, probe, list.runs, &address),
         Err(why) => {
             tracing::warn!(hub = %address, error = %why, "a hub holding agents' sessions did not run a probe");
             let error = format!("the hub holding its session ({address}) did not answer: {why}");
-            request
-                .agents
+            agents
                 .iter()
                 .map(|a| ProbeRun::unanswered(a, probe, ProbeOutcome::Error, error.clone()))
                 .collect()
@@ -90,7 +89,7 @@ async fn call(
 /// The runs of exactly the agents asked about: one per agent, in any order; an
 /// agent the answer left out is an error, an agent not asked about is dropped.
 fn matched(
-    asked: Vec<PeerProbeTarget>,
+    asked: Vec<ProbeTarget>,
     probe: &str,
     runs: Vec<ProbeRun>,
     address: &str,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use muster_proto::{
-    AgentPack, HubMessage, PEER_PROBE_BATCH, PackHealth, PackInfo, PeerProbeTarget, ProbeOutcome,
-    ProbeRun,
+    AgentPack, HubMessage, PEER_PROBE_BATCH, PackHealth, PackInfo, ProbeOutcome, ProbeRun,
+    ProbeTarget,
 };
 use muster_store::{AgentRecord, AuditEntry, PackDecisionRecord};
 
@@ -136,14 +136,14 @@ fn with_state(
 /// (offline). Never fails: what went wrong is each run's outcome.
 pub async fn run_anywhere(
     state: &AppState,
-    agents: Vec<PeerProbeTarget>,
+    agents: Vec<ProbeTarget>,
     probe: &str,
     params: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Vec<ProbeRun> {
     let mut runs = Vec::new();
     let mut here = Vec::new();
-    let mut there: HashMap<String, Vec<PeerProbeTarget>> = HashMap::new();
+    let mut there: HashMap<String, Vec<ProbeTarget>> = HashMap::new();
     for agent in agents {
         if state.sessions.session_of(&agent.id).is_some() {
             here.push(agent);
@@ -178,7 +178,7 @@ pub async fn run_anywhere(
 /// is not here (it just moved) is offline.
 pub async fn run_here(
     state: &AppState,
-    agents: Vec<PeerProbeTarget>,
+    agents: Vec<ProbeTarget>,
     probe: &str,
     params: &BTreeMap<String, String>,
     timeout: Duration,
@@ -231,7 +231,7 @@ pub async fn run_here(
 /// One run over the agent's session on this hub, `packs` being its packs.
 async fn run_on(
     state: &AppState,
-    agent: &PeerProbeTarget,
+    agent: &ProbeTarget,
     packs: &[AgentPack],
     probe: &str,
     params: &BTreeMap<String, String>,
@@ -369,7 +369,7 @@ pub async fn fan_out(
 ) -> ApiResult<Vec<ProbeRun>> {
     let targets = agents
         .into_iter()
-        .map(|a| PeerProbeTarget {
+        .map(|a| ProbeTarget {
             id: a.id,
             name: a.name,
         })

@@ -26,7 +26,7 @@ pub use kinds::{
 };
 pub use probes::{
     AgentPack, AgentPacks, PEER_PROBE_BATCH, PROBE_OUTPUT_MAX, PackHealth, PackInfo,
-    PeerProbeRequest, PeerProbeTarget, ProbeInfo, ProbeOutcome, ProbeParam, ProbeRun, ProbeRunList,
+    PeerProbeRequest, ProbeInfo, ProbeOutcome, ProbeParam, ProbeRun, ProbeRunList, ProbeTarget,
     RunProbeRequest,
 };
 pub use session::{ACK_EVERY, AgentHealth, AgentMessage, HubMessage};

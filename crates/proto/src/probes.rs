@@ -106,7 +106,7 @@ pub struct ProbeRun {
 impl ProbeRun {
     /// A run that produced no answer from the agent, and why.
     pub fn unanswered(
-        agent: &PeerProbeTarget,
+        agent: &ProbeTarget,
         probe: &str,
         outcome: ProbeOutcome,
         error: impl Into<String>,
@@ -151,12 +151,14 @@ pub struct AgentPack {
 /// larger buffer on a hub holding tens of thousands of sessions.
 pub const PROBE_OUTPUT_MAX: usize = 48 * 1024;
 
-/// Agents named in one hub-to-hub probe request at most (`POST /api/v1/hub/probes`).
+/// Agents named in one hub-to-hub probe request at most (`POST /api/v1/hub/probes`):
+/// 1,000 ids of 36 characters and the largest parameters fit the 64 KiB body limit.
 pub const PEER_PROBE_BATCH: usize = 1_000;
 
 /// `POST /api/v1/hub/probes`: one hub asks the hub holding these agents' sessions
 /// to run a probe on them (SPEC §12 "one fleet", §15). The asking hub has checked
-/// the caller's scopes and writes the audit entries; the holder only runs.
+/// the caller's scopes, names each run, and writes the audit entries; the holder
+/// only runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerProbeRequest {
@@ -164,13 +166,13 @@ pub struct PeerProbeRequest {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     pub timeout_ms: u64,
-    /// Each agent's id and name (the name only labels the answer).
-    pub agents: Vec<PeerProbeTarget>,
+    /// The agents' ids.
+    pub agents: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerProbeTarget {
+/// An agent a probe runs on: its id, and the name its run is labelled with.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
     pub id: String,
     pub name: String,
 }

@@ -89,7 +89,7 @@ async fn a_probe_asked_of_one_hub_runs_where_the_agent_is_connected() {
         // Only a hub may ask a hub: no key, an admin key, a made-up token are refused;
         // the token derived from the shared secret is taken.
         let body = format!(
-            r#"{{"probe":"system.info","timeout_ms":5000,"agents":[{{"id":"{}","name":"far-01"}}]}}"#,
+            r#"{{"probe":"system.info","timeout_ms":5000,"agents":["{}"]}}"#,
             ids[0]
         );
         let secret = std::fs::read_to_string(a.data_dir.join("secret")).unwrap();
@@ -112,6 +112,20 @@ async fn a_probe_asked_of_one_hub_runs_where_the_agent_is_connected() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
         let list: muster_proto::ProbeRunList = serde_json::from_slice(&answer).unwrap();
         assert_eq!(list.runs[0].outcome, ProbeOutcome::Ok);
+        // A batch past the bound is refused before anything runs.
+        let many: Vec<String> = (0..=muster_proto::PEER_PROBE_BATCH)
+            .map(|_| ids[0].clone())
+            .collect();
+        let body = serde_json::json!({"probe": "system.info", "timeout_ms": 5000, "agents": many});
+        let (status, _) = raw
+            .post_raw(
+                "/api/v1/hub/probes",
+                body.to_string().into_bytes(),
+                Some(&peer),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
 
         // Hub B gone: its agents are offline to hub A once its lease runs out.
         b.stop().await;

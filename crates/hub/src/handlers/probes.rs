@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use muster_proto::{
-    AgentPacks, PEER_PROBE_BATCH, PeerProbeRequest, ProbeRun, ProbeRunList, RunProbeRequest, codes,
+    AgentPacks, PEER_PROBE_BATCH, PeerProbeRequest, ProbeRun, ProbeRunList, ProbeTarget,
+    RunProbeRequest, codes,
 };
 use muster_store::{AgentRecord, AgentState, PackDecisionRecord};
 
@@ -186,15 +187,20 @@ pub async fn run_for_hub(
             "at most {PEER_PROBE_BATCH} agents per request"
         )));
     }
-    if req
-        .agents
-        .iter()
-        .any(|a| a.id.len() > 64 || a.name.len() > 253)
-    {
-        return Err(ApiFailure::bad_request("an agent id or name is too long"));
+    if req.agents.iter().any(|id| id.len() > 40) {
+        return Err(ApiFailure::bad_request("an agent id is too long"));
     }
     let timeout = Duration::from_millis(req.timeout_ms).clamp(Duration::from_secs(1), MAX_TIMEOUT);
-    let runs = probes::run_here(&state, req.agents, &req.probe, &req.params, timeout).await;
+    // Runs are labelled with the id; the asking hub puts the names back.
+    let agents = req
+        .agents
+        .into_iter()
+        .map(|id| ProbeTarget {
+            name: id.clone(),
+            id,
+        })
+        .collect();
+    let runs = probes::run_here(&state, agents, &req.probe, &req.params, timeout).await;
     Ok(Json(ProbeRunList { runs }))
 }
 
