@@ -218,6 +218,17 @@ impl From<StoreError> for ApiFailure {
             ),
             StoreError::Conflict(m) => ApiFailure::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             StoreError::Busy => ApiFailure::busy(),
+            // Found by the disk-full chaos drill (scripts/chaos): this was a 500. The
+            // write changed nothing and succeeds once there is room, so it is 503 with
+            // Retry-After (agents back off and retry by themselves) and a message the
+            // operator can act on. Before `is_unavailable`, which also covers ENOSPC.
+            ref err if err.is_disk_full() => {
+                tracing::error!(error = %err, "the database's disk is full");
+                ApiFailure::unavailable(
+                    "the hub's disk is full, so it cannot store this change; retry once space is freed",
+                    Some(30),
+                )
+            }
             ref err if err.is_unavailable() => {
                 tracing::error!(error = %err, "database unavailable");
                 ApiFailure::unavailable("the hub's database is unavailable; retry shortly", Some(5))

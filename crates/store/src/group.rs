@@ -244,7 +244,8 @@ fn is_refusal(e: &StoreError) -> bool {
 }
 
 /// The same error again, for each member of a failed group (sqlx errors cannot be
-/// cloned); keeps what [`StoreError::is_unavailable`] looks at.
+/// cloned); keeps what [`StoreError::is_unavailable`] and
+/// [`StoreError::is_disk_full`] look at.
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Database(sqlx::Error::PoolTimedOut) => {
@@ -256,6 +257,11 @@ fn copy_error(e: &StoreError) -> StoreError {
         StoreError::Database(sqlx::Error::Io(io)) => StoreError::Database(sqlx::Error::Io(
             std::io::Error::new(io.kind(), io.to_string()),
         )),
+        // A full disk must still read as one for each member (503 naming the disk).
+        e if e.is_disk_full() => StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            e.to_string(),
+        ))),
         other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
     }
 }

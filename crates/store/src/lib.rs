@@ -79,7 +79,33 @@ impl StoreError {
             )
         )
     }
+
+    /// Whether the database refused a write because its disk is full (SQLite's
+    /// SQLITE_FULL, PostgreSQL's `disk_full`, ENOSPC): nothing was written, and the
+    /// same write succeeds once an operator has made room, so the caller should
+    /// answer "retry later" and name the disk, not "internal error".
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(d)) => {
+                if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // The extended result code; its low byte is the primary one.
+                    d.code()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|c| c & 0xff == SQLITE_FULL)
+                } else {
+                    d.code().as_deref() == Some("53100")
+                }
+            }
+            StoreError::Database(sqlx::Error::Io(io)) => {
+                io.kind() == std::io::ErrorKind::StorageFull
+            }
+            _ => false,
+        }
+    }
 }
+
+/// SQLite's primary result code for "database or disk is full".
+const SQLITE_FULL: i32 = 13;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

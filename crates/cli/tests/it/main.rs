@@ -14,6 +14,7 @@ mod backup;
 mod bad_input;
 mod binary;
 mod bootstrap;
+mod chaos;
 mod checkpoints;
 mod command_line;
 mod completions;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyPool, Connection as _, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Result;
@@ -117,6 +117,23 @@ pub(crate) async fn open_pool(url: &str, postgres: bool, max: u32) -> Result<Any
         // it: after a server restart it weeds out dead connections.)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
+        // Found by the disk-full chaos drill (scripts/chaos): when COMMIT fails with
+        // SQLITE_FULL, SQLite has already rolled the transaction back, so the ROLLBACK
+        // sqlx sends on drop fails too and sqlx keeps counting the connection as in a
+        // transaction: every later BEGIN on it failed ("non-zero transaction depth")
+        // and the hub never wrote again until restarted. A connection still in a
+        // transaction once its queued rollback ran (the ping flushes it) is closed;
+        // the pool opens a fresh one. Released connections normally have depth 0 and
+        // skip the ping.
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        })
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // WAL lets readers run beside the writer; FULL makes each committed
