@@ -150,7 +150,7 @@ impl EnrollQueue {
                 let n = waiting.len().min(MAX_GROUP);
                 waiting.drain(..n).collect()
             };
-            commit(&db, &counts, group).await;
+            commit(&db, &counts, group, &waiting).await;
         });
         // The task answers every enrollment it takes; a closed channel means it panicked.
         answer
@@ -174,7 +174,7 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Commit `group` in queue order. A refused group is split in two halves, each tried
 /// as a group in turn, down to single enrollments: one refusal among 64 then costs
 /// about a dozen transactions instead of 64, and the halves still commit in order.
-async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
+async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>, queue: &StdMutex<Vec<Waiting>>) {
     let mut todo = VecDeque::from([group]);
     while let Some(mut group) = todo.pop_front() {
         if group.is_empty() {
@@ -185,7 +185,15 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
             let waiting = group.remove(0);
             let answer = db.enroll_one(&waiting.write).await;
             counts.transactions.fetch_add(1, Ordering::Relaxed);
+            let down = match &answer {
+                Err(e) if e.is_unavailable() => Some(copy_error(e)),
+                _ => None,
+            };
             let _ = waiting.reply.send(answer);
+            if let Some(e) = down {
+                fail_all_waiting(&e, todo, queue);
+                return;
+            }
             continue;
         }
         let writes: Vec<&EnrollWrite> = group.iter().map(|w| &w.write).collect();
@@ -216,8 +224,24 @@ async fn commit(db: &Db, counts: &Counts, group: Vec<Waiting>) {
                 for waiting in group {
                     let _ = waiting.reply.send(Err(copy_error(&e)));
                 }
+                if e.is_unavailable() {
+                    fail_all_waiting(&e, todo, queue);
+                    return;
+                }
             }
         }
+    }
+}
+
+/// The database is unreachable: answer every enrollment still waiting with the same
+/// error now. Found by the PostgreSQL-restart chaos drill (scripts/chaos): each
+/// group used to try in turn, each waiting out the pool's acquire timeout (10 s),
+/// so the ones queued behind got no answer before their client gave up. None of
+/// them was attempted, so failing them can neither lose nor repeat an enrollment.
+fn fail_all_waiting(e: &StoreError, todo: VecDeque<Vec<Waiting>>, queue: &StdMutex<Vec<Waiting>>) {
+    let queued: Vec<Waiting> = lock(queue).drain(..).collect();
+    for waiting in todo.into_iter().flatten().chain(queued) {
+        let _ = waiting.reply.send(Err(copy_error(e)));
     }
 }
 

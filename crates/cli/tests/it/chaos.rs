@@ -737,20 +737,20 @@ async fn postgres_restart_during_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // While it is down: explicit probes of each kind of write and of readiness.
-    let ready = timed("readyz (down)", t0, admin.get_raw("/readyz")).await;
-    let enroll = timed(
-        "enroll (down)",
-        t0,
-        hub.client()
-            .post_raw("/api/v1/enroll", enroll_body("pg-down"), Some(&token.token)),
-    )
-    .await;
-    let create = timed(
-        "token create (down)",
-        t0,
-        admin.post_raw("/api/v1/tokens", b"{}".to_vec(), None),
-    )
-    .await;
+    let anon = hub.client();
+    let (ready, enroll, create) = tokio::join!(
+        timed("readyz (down)", t0, admin.get_raw("/readyz")),
+        timed(
+            "enroll (down)",
+            t0,
+            anon.post_raw("/api/v1/enroll", enroll_body("pg-down"), Some(&token.token)),
+        ),
+        timed(
+            "token create (down)",
+            t0,
+            admin.post_raw("/api/v1/tokens", b"{}".to_vec(), None),
+        ),
+    );
     eprintln!("[pg] while down: {ready:?}\n{enroll:?}\n{create:?}");
     assert_eq!(ready.status, 503, "readyz while the database is down");
     for call in [&enroll, &create] {
@@ -759,7 +759,9 @@ async fn postgres_restart_during_load() {
         assert!(call.took < REQUEST_DEADLINE, "{} hung", call.what);
     }
     assert_one_line_json_error(&ready, "unavailable");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let wait = Duration::from_secs(5)
+        .saturating_sub(Duration::from_secs_f64(t0.elapsed().as_secs_f64() - t_down));
+    tokio::time::sleep(wait).await;
 
     pg.start();
     let t_up = t0.elapsed().as_secs_f64();

@@ -21,11 +21,24 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+/// How long `/readyz` waits for the database. Found by the PostgreSQL-restart chaos
+/// drill (scripts/chaos): with the server down, the ping waited out the pool's
+/// acquire timeout (10 s), longer than load balancers and Kubernetes wait for a
+/// probe (1 s by default), so the hub was taken for hung rather than not ready.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
-    state.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        ApiFailure::unavailable("database unreachable", None)
-    })?;
+    match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            return Err(ApiFailure::unavailable("database unreachable", None));
+        }
+        Err(_) => {
+            tracing::warn!("readiness check failed: no answer from the database in 2 s");
+            return Err(ApiFailure::unavailable("database unreachable", None));
+        }
+    }
     Ok(Json(Health {
         status: "ready".to_owned(),
     }))
