@@ -53,6 +53,8 @@ struct HubProc {
     db: Option<String>,
     log: PathBuf,
     starts: usize,
+    /// More `muster hub` flags (shorter certificates, heartbeats).
+    extra: Vec<String>,
 }
 
 impl HubProc {
@@ -65,6 +67,7 @@ impl HubProc {
             db,
             log: data.with_extension("log"),
             starts: 0,
+            extra: Vec::new(),
         }
     }
 
@@ -95,6 +98,7 @@ impl HubProc {
         if let Some(db) = &self.db {
             cmd.args(["--db", db]);
         }
+        cmd.args(&self.extra);
         let started = Instant::now();
         self.child = Some(cmd.spawn().unwrap());
         self.starts += 1;
@@ -1085,4 +1089,173 @@ async fn disk_full_sqlite() {
         i64::try_from(ledger.agents.len()).unwrap()
     );
     drop(fs);
+}
+
+/// libfaketime, as Debian's `faketime` package installs it (`scripts/chaos` does).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Drill 4: the wall clock of a running `muster agent` jumps forward six hours, back
+/// to true time, then three minutes behind (libfaketime reading its offset from a
+/// file at every call; the monotonic clock is left alone, as a real clock step
+/// leaves it). Certificates live 90 s, so a renewal is really due every 60 s. The
+/// session must stay up (or come back) through each jump, renewals must happen when
+/// due and must not storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chaos drill: needs libfaketime (Debian faketime); run by scripts/chaos"]
+async fn agent_clock_jumps() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} missing: apt-get install faketime"
+    );
+    const VALIDITY_S: f64 = 90.0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = HubProc::new(&dir.path().join("data"), None);
+    hub.extra = ["--cert-validity", "90s", "--heartbeat-interval", "2s"]
+        .map(str::to_owned)
+        .to_vec();
+    hub.start().await;
+    let admin = hub.admin();
+    let token = admin
+        .create_token(&CreateTokenRequest {
+            max_uses: Some(1),
+            ttl_s: Some(600),
+            pattern: None,
+            cidrs: Vec::new(),
+            labels: Default::default(),
+            allow_replace: false,
+            description: Some("chaos clock drill".to_owned()),
+        })
+        .await
+        .unwrap();
+    let config = dir.path().join("agent");
+    let clean_env = |c: &mut Command| {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MUSTER_") || k.starts_with("FAKETIME") {
+                c.env_remove(k);
+            }
+        }
+    };
+    let mut enroll = Command::new(BIN);
+    clean_env(&mut enroll);
+    enroll
+        .args(["enroll", "--hub", &hub.url(), "--token", &token.token])
+        .args(["--ca-hash", &hub.ca_hash().to_string(), "--name", "clock"])
+        .arg("--config-dir")
+        .arg(&config);
+    let out = enroll.output().unwrap();
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let agent_log = dir.path().join("agent.log");
+    let mut agent = Command::new(BIN);
+    clean_env(&mut agent);
+    let mut agent = agent
+        .arg("agent")
+        .arg("--config-dir")
+        .arg(&config)
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("MUSTER_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&agent_log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let t0 = Instant::now();
+    eprintln!(
+        "[clock] agent started at {} (true time)",
+        time::OffsetDateTime::now_utc()
+    );
+    // (offset, seconds held): true time, +6 h, true time again, 3 min behind.
+    let phases = [("+0", 25.0), ("+6h", 45.0), ("+0", 45.0), ("-3m", 45.0)];
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (off, hold) in phases {
+        std::fs::write(&offset, format!("{off}\n")).unwrap();
+        let start = Instant::now();
+        let gen_before = admin
+            .agent("clock")
+            .await
+            .map(|a| a.generation)
+            .unwrap_or(0);
+        let (mut live, mut polls, mut last) = (0, 0, String::new());
+        while start.elapsed().as_secs_f64() < hold {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(a) = admin.agent("clock").await {
+                polls += 1;
+                last = a.status.as_str().to_owned();
+                if matches!(a.status.as_str(), "online" | "degraded") {
+                    live += 1;
+                }
+            }
+        }
+        let gen_after = admin
+            .agent("clock")
+            .await
+            .map(|a| a.generation)
+            .unwrap_or(0);
+        let line = format!(
+            "{off}: session live {live}/{polls} s, at the end {last}, renewals {}",
+            gen_after - gen_before
+        );
+        eprintln!("[clock] {line}");
+        if !matches!(last.as_str(), "online" | "degraded") {
+            failures.push(format!("no session at the end of {off}"));
+        }
+        report.push(line);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let alive = agent.try_wait().unwrap().is_none();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let renewed = admin
+        .audit(&muster_client::AuditQuery {
+            action: Some("agent.renewed".to_owned()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let renewals = renewed.len();
+    let renewed_at: Vec<&str> = renewed.iter().map(|e| e.at.as_str()).collect();
+    hub.stop();
+    // Really due every 2/3 of 90 s; a few more are allowed for a jump that makes
+    // the certificate look expired (renewed at once on the next connection).
+    let due = (elapsed / (VALIDITY_S * 2.0 / 3.0)).floor() as usize;
+    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    // Kept for reading after the drill (the temp dir goes).
+    let kept = std::env::temp_dir().join("muster-chaos-agent-clock.log");
+    let _ = std::fs::write(&kept, &log);
+    eprintln!(
+        "[clock] renewals at {renewed_at:?} (hub time); agent log: {}",
+        kept.display()
+    );
+    let summary = format!(
+        "CHAOS-SUMMARY clock-jumps cert_validity=90s elapsed={elapsed:.0}s renewals={renewals} \
+         due_by_real_time={due} agent_alive={alive} phases={report:?}"
+    );
+    println!("{summary}");
+    assert!(alive, "the agent exited:\n{log}");
+    assert!(
+        renewals >= due.saturating_sub(1).max(1),
+        "renewal not done when due: {renewals} for {due} due\n{log}"
+    );
+    assert!(
+        renewals <= due + 4,
+        "renewal storm: {renewals} renewals for {due} due\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    assert!(
+        failures.is_empty(),
+        "{failures:?}\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
 }
