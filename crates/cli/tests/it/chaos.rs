@@ -1238,9 +1238,15 @@ async fn agent_clock_jumps() {
         "[clock] renewals at {renewed_at:?} (hub time); agent log: {}",
         kept.display()
     );
+    // Known, not fixed (docs/SECURITY-TESTING.md): with its clock ahead past the
+    // certificate's end the agent takes it for expired, the hub refuses the
+    // proof-of-key path, and the renewal waits (retried every 15 s) until the
+    // clock is right. Counted, not asserted.
+    let refused = log.matches("certificate renewal failed").count();
     let summary = format!(
         "CHAOS-SUMMARY clock-jumps cert_validity=90s elapsed={elapsed:.0}s renewals={renewals} \
-         due_by_real_time={due} agent_alive={alive} phases={report:?}"
+         due_by_real_time={due} renewal_attempts_refused={refused} agent_alive={alive} \
+         phases={report:?}"
     );
     println!("{summary}");
     assert!(alive, "the agent exited:\n{log}");
