@@ -129,7 +129,10 @@ pub(crate) fn hostname(file: Option<&Path>) -> String {
         .unwrap_or_else(|| UNKNOWN.to_owned())
 }
 
-fn first_line(text: &str) -> Option<String> {
+/// The first non-blank line, trimmed: a hostname file's name. Public for the fuzz
+/// harness.
+#[doc(hidden)]
+pub fn first_line(text: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
         .find(|line| !line.is_empty())
@@ -146,7 +149,9 @@ fn os_info(files: &[&Path]) -> String {
 }
 
 /// os-release is a shell-compatible assignment list; values may be quoted with `"` or `'`.
-fn pretty_name(os_release: &str) -> Option<String> {
+/// Public for the fuzz harness.
+#[doc(hidden)]
+pub fn pretty_name(os_release: &str) -> Option<String> {
     os_release
         .lines()
         .filter_map(|line| line.trim().strip_prefix("PRETTY_NAME="))
