@@ -90,3 +90,56 @@ pub fn agent_config(data: &[u8]) {
         let _ = muster_ca::key_public_sha256(&renewal.key_pem);
     }
 }
+
+/// One interface's dir under `/sys/class/net`, as the agent reads it. Input:
+/// fields separated by 0xFF: the name (cut to the kernel's 15 bytes; skipped when the
+/// kernel would refuse it: `/`, `:`, whitespace, `.`, `..`), the link-layer
+/// address's raw bytes (written as the kernel does, hex pairs joined by `:`),
+/// `flags`, `operstate`, `statistics/tx_bytes`. The interface read from it must pass
+/// the hub's checks of facts, or be left out when the hub would refuse its name.
+pub fn sys_net(data: &[u8]) {
+    let mut parts = data.split(|&b| b == 0xFF);
+    let mut next = || parts.next().unwrap_or_default();
+    let name = String::from_utf8_lossy(next()).into_owned();
+    let name = cut(&name, 15);
+    let kernel_refuses = |c: char| matches!(c, '/' | ':' | '\0') || c.is_ascii_whitespace();
+    if name.is_empty() || name == "." || name == ".." || name.chars().any(kernel_refuses) {
+        return;
+    }
+    let address: Vec<String> = next().iter().take(32).map(|b| format!("{b:02x}")).collect();
+    let base = tempfile::tempdir().expect("a temp dir");
+    let dir = base.path().join(name);
+    std::fs::create_dir_all(dir.join("statistics")).expect("the interface dir");
+    let write =
+        |file: &str, content: &[u8]| std::fs::write(dir.join(file), content).expect("writes");
+    write("address", format!("{}\n", address.join(":")).as_bytes());
+    write("flags", next());
+    write("operstate", next());
+    write("statistics/tx_bytes", next());
+    let interfaces = muster_agent::facts::read_sys_interfaces(base.path());
+    // An interface is left out only when the hub would refuse its name.
+    assert_eq!(
+        interfaces.len(),
+        usize::from(hub::check_text("interface name", name, false).is_ok() && name.len() <= 64),
+        "interface {name:?}"
+    );
+    let facts = muster_proto::HostFacts {
+        hostname: "fuzz".to_owned(),
+        interfaces,
+        ..Default::default()
+    };
+    assert!(
+        hub::hello_facts(String::new(), Vec::new(), facts.clone()).is_some(),
+        "the hub refuses an interface read from /sys: {:?}",
+        facts.interfaces
+    );
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

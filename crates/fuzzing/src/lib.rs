@@ -20,15 +20,18 @@ mod hub;
 mod release;
 mod wire;
 
-pub use agent::{agent_config, env_file, fact_files};
+pub use agent::{agent_config, env_file, fact_files, sys_net};
 pub use ca::{cert_proof, csr};
 pub use hub::{credentials, forwarded, globs_cidrs};
 pub use release::release_manifest;
 pub use wire::{agent_message, api_bodies, enroll_request, hub_message};
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the names of `fuzz/fuzz_targets/*.rs` and of the corpus
 /// and regression dirs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("enroll_request", enroll_request),
     ("api_bodies", api_bodies),
     ("agent_message", agent_message),
@@ -40,6 +43,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("forwarded", forwarded),
     ("env_file", env_file),
     ("fact_files", fact_files),
+    ("sys_net", sys_net),
     ("agent_config", agent_config),
     ("release_manifest", release_manifest),
 ];
