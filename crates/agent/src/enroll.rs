@@ -430,7 +430,9 @@ const TOKEN_PIN_CHARS: usize = 22;
 /// whole: a copy that lost its end would otherwise fail as an unknown token or, with
 /// a cut pin, as a CA mismatch, neither of which says what happened. A token without
 /// a pin (the secret alone) is whole; the hub is then verified by other means.
-fn check_token_shape(token: &str) -> Result<(), AgentError> {
+/// Public for the fuzz harness.
+#[doc(hidden)]
+pub fn check_token_shape(token: &str) -> Result<(), AgentError> {
     let Some(body) = token.strip_prefix(TOKEN_PREFIX) else {
         return Err(AgentError::Usage(format!(
             "that does not look like an enrollment token (they start with {TOKEN_PREFIX})"

@@ -43,14 +43,19 @@ impl EnvFile {
     /// Read FILE; a missing file is empty (it will be created).
     pub fn read(path: &Path) -> Result<Self, AgentError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(EnvFile {
-                lines: text.lines().map(str::to_owned).collect(),
-            }),
+            Ok(text) => Ok(EnvFile::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EnvFile::default()),
             Err(e) => Err(AgentError::Usage(format!(
                 "cannot read {}: {e}",
                 path.display()
             ))),
+        }
+    }
+
+    /// The file's text as lines (what [`read`](Self::read) does after reading).
+    pub fn parse(text: &str) -> Self {
+        EnvFile {
+            lines: text.lines().map(str::to_owned).collect(),
         }
     }
 

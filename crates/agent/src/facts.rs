@@ -129,11 +129,30 @@ pub(crate) fn hostname(file: Option<&Path>) -> String {
         .unwrap_or_else(|| UNKNOWN.to_owned())
 }
 
-fn first_line(text: &str) -> Option<String> {
-    text.lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .map(str::to_owned)
+/// The first non-blank line, trimmed: a hostname file's name. Public for the fuzz
+/// harness.
+#[doc(hidden)]
+pub fn first_line(text: &str) -> Option<String> {
+    text.lines().map(fact_text).find(|line| !line.is_empty())
+}
+
+/// A text fact in the form the hub accepts (SPEC §8): control characters turned
+/// into spaces, invisible ones (bidi overrides, zero-width) dropped, no surrounding
+/// space, at most `MAX_NAME_LEN` bytes. A host's files are not the agent's to vouch
+/// for, and one fact the hub refuses would stop the host enrolling at all (found by
+/// the `fact_files` fuzz target: a hostname file holding NUL bytes).
+fn fact_text(raw: &str) -> String {
+    let kept: String = raw
+        .chars()
+        .filter(|c| !muster_proto::is_invisible(*c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let kept = kept.trim();
+    let mut end = kept.len().min(muster_proto::MAX_NAME_LEN);
+    while !kept.is_char_boundary(end) {
+        end -= 1;
+    }
+    kept[..end].trim_end().to_owned()
 }
 
 /// `PRETTY_NAME` from the first file that has one, else the OS family.
@@ -146,11 +165,13 @@ fn os_info(files: &[&Path]) -> String {
 }
 
 /// os-release is a shell-compatible assignment list; values may be quoted with `"` or `'`.
-fn pretty_name(os_release: &str) -> Option<String> {
+/// Public for the fuzz harness.
+#[doc(hidden)]
+pub fn pretty_name(os_release: &str) -> Option<String> {
     os_release
         .lines()
         .filter_map(|line| line.trim().strip_prefix("PRETTY_NAME="))
-        .map(unquote)
+        .map(|value| fact_text(&unquote(value)))
         .find(|value| !value.is_empty())
 }
 
@@ -195,8 +216,9 @@ fn route_ip(hub_addr: &str) -> Option<IpAddr> {
 }
 
 /// Read `<base>/<ifname>/…` for every interface; an unreadable attribute reads as
-/// false/zero. Sorted by name so reports are stable.
-fn read_sys_interfaces(base: &Path) -> Vec<Interface> {
+/// false/zero. Sorted by name so reports are stable. Public for the fuzz harness.
+#[doc(hidden)]
+pub fn read_sys_interfaces(base: &Path) -> Vec<Interface> {
     let Ok(entries) = fs::read_dir(base) else {
         return Vec::new();
     };
@@ -204,7 +226,7 @@ fn read_sys_interfaces(base: &Path) -> Vec<Interface> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            Some(read_sys_interface(&entry.path(), name))
+            reportable_name(&name).then(|| read_sys_interface(&entry.path(), name))
         })
         .collect();
     interfaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -226,8 +248,9 @@ fn read_sys_interface(dir: &Path, name: String) -> Interface {
         Some("unknown") | None => flags & IFF_UP != 0,
         Some(_) => false,
     };
-    let mac = attr("address")
-        .filter(|mac| !mac.is_empty() && mac.chars().any(|c| c.is_ascii_hexdigit() && c != '0'));
+    let mac = attr("address").filter(|mac| {
+        is_hardware_address(mac) && mac.chars().any(|c| c.is_ascii_hexdigit() && c != '0')
+    });
     let counter = |file: &str| attr(file).and_then(|v| v.parse().ok()).unwrap_or(0);
     // Physical devices have a `device` link to their bus; virtual ones live under
     // /sys/devices/virtual, which is where the class entry's symlink points.
@@ -248,6 +271,32 @@ fn read_sys_interface(dir: &Path, name: String) -> Interface {
     }
 }
 
+/// Whether an interface name is one the hub takes: printable, no invisible
+/// characters, no surrounding space, at most 64 bytes. The kernel allows control
+/// characters in names; one such interface made the hub refuse the whole report
+/// and the host could not enroll (found by the `sys_net` fuzz target), so it is
+/// left out, as renaming it would report an interface that does not exist.
+fn reportable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.trim() == name
+        && !name
+            .chars()
+            .any(|c| c.is_control() || muster_proto::is_invisible(c))
+}
+
+/// Whether `mac` is a hardware address as the hub takes one: 6 to 20 hex pairs
+/// (Ethernet, EUI-64, InfiniBand). ipip, gre and sit tunnels show their 4-byte IPv4
+/// endpoint in `address`; reported as a MAC, the hub refused the whole report and
+/// the host could not enroll (found by the `sys_net` fuzz target).
+fn is_hardware_address(mac: &str) -> bool {
+    let pairs: Vec<&str> = mac.split(':').collect();
+    (6..=20).contains(&pairs.len())
+        && pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Attach each address to its interface. IPv4 alias labels (`eth0:1`) belong to their
 /// base interface. Interfaces unknown to /sys (non-Linux) are added with what
 /// `getifaddrs` knows.
@@ -255,6 +304,9 @@ fn merge_addresses(interfaces: &mut Vec<Interface>, addrs: &[if_addrs::Interface
     let mut extra: BTreeMap<String, Interface> = BTreeMap::new();
     for addr in addrs {
         let base = addr.name.split(':').next().unwrap_or(&addr.name);
+        if !reportable_name(base) {
+            continue;
+        }
         let ip = addr.ip().to_string();
         let iface = match interfaces.iter_mut().find(|i| i.name == base) {
             Some(iface) => iface,
@@ -334,6 +386,24 @@ mod tests {
         );
         assert_eq!(pretty_name("NAME=x\nPRETTY_NAME=\"\"\n"), None);
         assert_eq!(pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn facts_from_files_are_text_the_hub_accepts() {
+        assert_eq!(
+            pretty_name("PRETTY_NAME=' Debian\tGNU\u{202E}/Linux '").as_deref(),
+            Some("Debian GNU/Linux")
+        );
+        assert_eq!(first_line("\0\0\nweb-01\0x\n").as_deref(), Some("web-01 x"));
+        let long = format!("PRETTY_NAME={}", "é".repeat(200));
+        assert_eq!(pretty_name(&long).map(|p| p.len()), Some(252));
+        assert!(is_hardware_address("52:54:00:ab:cd:ef"));
+        assert!(
+            !is_hardware_address("c0:a8:01:01"),
+            "a gre tunnel's endpoint"
+        );
+        assert!(reportable_name("eth0") && reportable_name("wlp2s0"));
+        assert!(!reportable_name("eth\u{1}0") && !reportable_name("x\u{200B}"));
     }
 
     #[test]

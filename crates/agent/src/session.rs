@@ -518,9 +518,13 @@ async fn drive(
 }
 
 /// A problem line when our clock and the hub's differ by more than [`MAX_SKEW`].
-fn skew_problem(hub_time_ms: i64) -> Option<String> {
+/// Public for the fuzz harness.
+#[doc(hidden)]
+pub fn skew_problem(hub_time_ms: i64) -> Option<String> {
     let ours = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let diff = (ours as i64 - hub_time_ms).unsigned_abs() / 1000;
+    // `abs_diff`: the hub's clock is the peer's to send, and a subtraction overflowed
+    // (a panic in debug builds) on a value near i64::MIN.
+    let diff = (ours as i64).abs_diff(hub_time_ms) / 1000;
     (diff > MAX_SKEW.as_secs()).then(|| format!("clock skew of {diff} s against the hub"))
 }
 

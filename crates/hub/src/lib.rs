@@ -26,6 +26,10 @@ mod error;
 mod events;
 mod extract;
 mod forward;
+// Entry points for the fuzz harness (crates/fuzzing) into the parsers below; hidden
+// because nothing else should call them.
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod handshakes;
 mod history;

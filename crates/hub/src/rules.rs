@@ -21,12 +21,26 @@ pub fn hostname_matches(pattern: &str, hostname: &str) -> bool {
     parse_pattern(pattern).is_ok_and(|m| m.is_match(hostname))
 }
 
-/// A CIDR or a bare address (a /32 or /128), normalised.
+/// A CIDR or a bare address (a /32 or /128), normalised. An IPv4-mapped IPv6 network
+/// (`::ffff:10.0.0.0/104`) becomes the IPv4 one it names: sources are compared in
+/// their canonical form, where a mapped address is IPv4, so kept as IPv6 it matched
+/// nothing at all (found by the `globs_cidrs` fuzz target).
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
+    let net = s
+        .parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map(|n| n.trunc())
-        .map_err(|_| format!("invalid CIDR {s:?}: expected e.g. 10.0.0.0/8"))
+        .map_err(|_| format!("invalid CIDR {s:?}: expected e.g. 10.0.0.0/8"))?;
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map_err(|_| format!("invalid CIDR {s:?}"))?,
+            ),
+            None => net,
+        },
+        _ => net,
+    })
 }
 
 pub fn cidrs_contain(cidrs: &[String], source: IpAddr) -> bool {
@@ -165,6 +179,10 @@ mod tests {
         assert!(!cidrs_contain(&cidrs, "127.0.0.1".parse().unwrap()));
         assert!(cidrs_contain(&cidrs, "::ffff:10.0.0.1".parse().unwrap()));
         assert!(parse_cidr("10.0.0.0/33").is_err());
+        let mapped = vec![parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string()];
+        assert_eq!(mapped, ["10.0.0.0/8"]);
+        assert!(cidrs_contain(&mapped, "10.1.2.3".parse().unwrap()));
+        assert!(cidrs_contain(&mapped, "::ffff:10.1.2.3".parse().unwrap()));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use muster_proto::{AgentMessage, HubMessage, PROTOCOL_VERSION};
-use muster_store::AgentRecord;
+use muster_proto::{AgentMessage, HostFacts, HubMessage, PROTOCOL_VERSION, PackInfo};
+use muster_store::{AgentFacts, AgentRecord};
 use tokio::sync::mpsc;
 
 use crate::auth::flush_key_use;
@@ -111,41 +111,16 @@ async fn open(
     let running_version: String = agent_version.chars().take(64).collect();
     // Facts are refreshed at every session start (SPEC §8), when they changed.
     if let Some(f) = facts {
-        let fresh = muster_store::AgentFacts {
-            hostname: f.hostname,
-            ip: f.ip,
-            os_info: f.os_info,
-            arch: f.arch,
-            agent_version,
-            labels: agent.facts.labels.clone(),
-            packs: packs.into_iter().take(64).collect(),
-            interfaces: f.interfaces.into_iter().take(256).collect(),
-        };
-        // Facts that would not pass enrollment are not stored (the old ones stay);
-        // packs are names like any other.
-        let valid = check_text("hostname", &fresh.hostname, false).is_ok()
-            && fresh
-                .packs
-                .iter()
-                .all(|p| check_text("pack", p, false).is_ok())
-            && check_facts(
-                &[
-                    ("os_info", &fresh.os_info),
-                    ("arch", &fresh.arch),
-                    ("agent_version", &fresh.agent_version),
-                ],
-                &fresh.ip,
-                &fresh.interfaces,
-            )
-            .is_ok();
-        if !valid {
-            tracing::info!(agent_id = %agent.id, "refreshed facts refused: not printable or malformed");
-        }
-        if valid
-            && fresh != agent.facts
-            && let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await
-        {
-            tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
+        match refreshed_facts(&agent.facts, agent_version, packs, f) {
+            None => {
+                tracing::info!(agent_id = %agent.id, "refreshed facts refused: not printable or malformed");
+            }
+            Some(fresh) if fresh != agent.facts => {
+                if let Err(e) = state.store.update_facts(&agent.id, &fresh, now_ms()).await {
+                    tracing::warn!(agent_id = %agent.id, error = %e, "could not store refreshed facts");
+                }
+            }
+            Some(_) => {}
         }
     }
 
@@ -227,7 +202,7 @@ impl Open {
                     Some(Ok(Message::Text(t))) => match AgentMessage::from_json(t.as_str()) {
                         Ok(AgentMessage::Heartbeat { status, problems }) => {
                             deadline.as_mut().reset(tokio::time::Instant::now() + silence);
-                            let problems: Vec<String> = problems.into_iter().take(16).map(|p| p.chars().take(200).collect()).collect();
+                            let problems = heartbeat_problems(problems);
                             if state.sessions.heartbeat(&agent.id, registration.conn, status, problems.clone()) {
                                 crate::lease::health(state, &agent.id, history, status, problems);
                                 let mut note = AgentNote::new(agent, state.sessions.status_of(agent), Change::Status);
@@ -301,8 +276,65 @@ impl Open {
 /// Keep the packs an agent announced (SPEC §15), when they changed and pass the
 /// checks: at most 16 packs of 64 probes, names and texts bounded and printable.
 async fn store_catalog(state: &AppState, agent_id: &str, catalog: Vec<muster_proto::PackInfo>) {
+    let valid = catalog_acceptable(&catalog);
+    if !valid {
+        tracing::info!(%agent_id, "announced packs refused: too many, too long or not printable");
+        return;
+    }
+    match state.store.agent_catalog(agent_id).await {
+        Ok(stored) if stored == catalog => {}
+        _ => {
+            if let Err(e) = state.store.set_agent_catalog(agent_id, &catalog).await {
+                tracing::warn!(%agent_id, error = %e, "could not store the announced packs");
+            }
+        }
+    }
+}
+
+/// The facts a `hello` brings, as the hub would store them over `stored` (SPEC §8),
+/// or `None` when they would not pass enrollment: the stored ones then stay.
+/// Labels are the hub's own and kept; lists are cut to enrollment's bounds. Pure,
+/// so the fuzz harness runs the very check a session makes.
+pub(crate) fn refreshed_facts(
+    stored: &AgentFacts,
+    agent_version: String,
+    packs: Vec<String>,
+    f: HostFacts,
+) -> Option<AgentFacts> {
+    let fresh = AgentFacts {
+        hostname: f.hostname,
+        ip: f.ip,
+        os_info: f.os_info,
+        arch: f.arch,
+        agent_version,
+        labels: stored.labels.clone(),
+        packs: packs.into_iter().take(64).collect(),
+        interfaces: f.interfaces.into_iter().take(256).collect(),
+    };
+    // Packs are names like any other.
+    let valid = check_text("hostname", &fresh.hostname, false).is_ok()
+        && fresh
+            .packs
+            .iter()
+            .all(|p| check_text("pack", p, false).is_ok())
+        && check_facts(
+            &[
+                ("os_info", &fresh.os_info),
+                ("arch", &fresh.arch),
+                ("agent_version", &fresh.agent_version),
+            ],
+            &fresh.ip,
+            &fresh.interfaces,
+        )
+        .is_ok();
+    valid.then_some(fresh)
+}
+
+/// Whether the packs an agent announced may be kept (SPEC §15): at most 16 packs of
+/// 64 probes, names and texts bounded and printable.
+pub(crate) fn catalog_acceptable(catalog: &[PackInfo]) -> bool {
     let printable = |s: &str, max: usize| s.len() <= max && !s.chars().any(char::is_control);
-    let valid = catalog.len() <= 16
+    catalog.len() <= 16
         && catalog.iter().all(|p| {
             check_text("pack", &p.name, false).is_ok()
                 && printable(&p.version, 64)
@@ -320,19 +352,17 @@ async fn store_catalog(state: &AppState, agent_id: &str, catalog: Vec<muster_pro
                                 && a.default.as_deref().is_none_or(|d| printable(d, 200))
                         })
                 })
-        });
-    if !valid {
-        tracing::info!(%agent_id, "announced packs refused: too many, too long or not printable");
-        return;
-    }
-    match state.store.agent_catalog(agent_id).await {
-        Ok(stored) if stored == catalog => {}
-        _ => {
-            if let Err(e) = state.store.set_agent_catalog(agent_id, &catalog).await {
-                tracing::warn!(%agent_id, error = %e, "could not store the announced packs");
-            }
-        }
-    }
+        })
+}
+
+/// The problems of a heartbeat as the hub keeps them: at most 16, each cut to 200
+/// characters, so an agent cannot make the registry or the presence rows grow.
+pub(crate) fn heartbeat_problems(problems: Vec<String>) -> Vec<String> {
+    problems
+        .into_iter()
+        .take(16)
+        .map(|p| p.chars().take(200).collect())
+        .collect()
 }
 
 /// Session history rows kept per agent (the oldest beyond are deleted when a new

@@ -14,6 +14,8 @@ mod refused;
 mod token;
 mod trust_rule;
 
+pub(crate) use token::secret_part as token_secret;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -552,7 +554,7 @@ fn name_in_use(name: &str) -> ApiFailure {
 }
 
 /// Reject what no method could accept, before any lookup.
-fn validate(req: &EnrollRequest) -> ApiResult<()> {
+pub(crate) fn validate(req: &EnrollRequest) -> ApiResult<()> {
     if let Some(v) = req.protocol_version
         && v != muster_proto::PROTOCOL_VERSION
     {

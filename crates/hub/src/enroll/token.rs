@@ -20,7 +20,7 @@ impl TokenMethod {
     /// Find the token by the keyed hash of its secret part; the pin after the `.`
     /// is for the agent and is not part of the secret.
     pub async fn lookup(state: &AppState, value: &str) -> ApiResult<Self> {
-        let secret = value.split_once('.').map_or(value, |(s, _)| s);
+        let secret = secret_part(value);
         let hash = state.keys.hash_secret(secret);
         if let Some(token) = state.tokens.get(&hash) {
             return Ok(TokenMethod { token });
@@ -35,6 +35,12 @@ impl TokenMethod {
         state.tokens.put(hash, &token);
         Ok(TokenMethod { token })
     }
+}
+
+/// The secret of a token value `met_<secret>.<pin>`: what the hub hashes and looks
+/// up. The pin is the agent's business and is never part of the lookup.
+pub(crate) fn secret_part(value: &str) -> &str {
+    value.split_once('.').map_or(value, |(s, _)| s)
 }
 
 #[async_trait]
