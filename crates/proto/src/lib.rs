@@ -115,11 +115,13 @@ pub mod codes {
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: ErrorBody,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -138,6 +140,7 @@ impl ApiError {
 
 /// One network interface of a host (SPEC §8).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Interface {
     pub name: String,
     #[serde(default)]
@@ -163,6 +166,7 @@ pub struct Interface {
 
 /// What an agent reports about its host.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostFacts {
     pub hostname: String,
     pub os_info: String,
@@ -175,6 +179,7 @@ pub struct HostFacts {
 
 /// `POST /api/v1/enroll` (SPEC §5). The credential travels in `Authorization`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// Requested agent name; the hub uses the hostname when absent.
@@ -211,6 +216,7 @@ pub struct EnrollRequest {
 
 /// 201 (new agent) or 200 (re-enrollment) answer to `POST /api/v1/enroll`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub agent_id: String,
     pub name: String,
@@ -227,6 +233,7 @@ pub struct EnrollResponse {
 
 /// 202 answer to `POST /api/v1/enroll` when the request waits for approval (§7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingResponse {
     /// Always `pending`: the request waits.
     pub status: ApprovalStatus,
@@ -236,6 +243,7 @@ pub struct PendingResponse {
 
 /// `GET /api/v1/ca`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaResponse {
     pub ca_pem: String,
     /// `sha256:<hex of SHA-256 of the CA certificate DER>`.
@@ -244,6 +252,7 @@ pub struct CaResponse {
 
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// `None` means unlimited uses.
@@ -266,6 +275,7 @@ pub struct CreateTokenRequest {
 
 /// Answer to `POST /api/v1/tokens`: the only time the token value is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenResponse {
     pub id: String,
     pub token: String,
@@ -280,6 +290,7 @@ pub struct CreateTokenResponse {
 /// The one-liners that install and enroll an agent with a token, as the hub made
 /// them: each verifies the hub before anything it fetched runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstallCommands {
     /// Linux, macOS and the BSDs: POSIX sh, run as root.
     pub sh: String,
@@ -291,6 +302,7 @@ pub struct InstallCommands {
 
 /// Answer to `GET /api/v1/agent/latest?os=&arch=`: the agent binary to install.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatestRelease {
     pub version: String,
     /// Lowercase hex SHA-256 of the binary.
@@ -306,6 +318,7 @@ pub struct LatestRelease {
 /// Answer to `PUT /api/v1/releases/{version}/{os}/{arch}` and an entry of
 /// `GET /api/v1/releases`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseInfo {
     pub version: String,
     pub os: String,
@@ -317,12 +330,14 @@ pub struct ReleaseInfo {
 
 /// Answer to `GET /api/v1/releases`, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseList {
     pub releases: Vec<ReleaseInfo>,
 }
 
 /// A token as listed: never its value, only its display prefix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub prefix: String,
@@ -339,12 +354,14 @@ pub struct TokenInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
 /// An agent as the hub sees it (SPEC §6).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub id: String,
     pub name: String,
@@ -381,6 +398,7 @@ pub struct AgentInfo {
 
 /// Steps of a self-update, as the hub records them (`agent.update.<phase>`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdatePhase {
     /// An admin asked the agent to update (recorded by the hub, never sent by agents).
@@ -455,6 +473,7 @@ impl std::fmt::Display for UpdatePhase {
 
 /// An agent's last update step as the hub stored it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateInfo {
     pub phase: UpdatePhase,
     /// The version the update is about.
@@ -467,6 +486,7 @@ pub struct UpdateInfo {
 
 /// `POST /api/v1/agents/{id}/update`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// The release to install; the newest published for the agent's platform when absent.
@@ -482,6 +502,7 @@ pub struct UpdateRequest {
 /// `POST /api/v1/agent/update-status`: a step of an update the agent ran outside a
 /// session (`muster update` on the machine).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateReport {
     pub phase: UpdatePhase,
@@ -492,6 +513,7 @@ pub struct UpdateReport {
 
 /// Answer to `POST /api/v1/agents/{id}/update`: the order was sent to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateOrder {
     pub agent_id: String,
     pub name: String,
@@ -505,6 +527,7 @@ pub struct UpdateOrder {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneEventInfo {
     pub at: String,
     pub source: String,
@@ -515,6 +538,7 @@ pub struct CloneEventInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentList {
     pub agents: Vec<AgentInfo>,
     /// Cursor for the next page (`?after=`), absent on the last page.
@@ -524,6 +548,7 @@ pub struct AgentList {
 
 /// Agents counted by status (`GET /api/v1/agents/summary`, the live `agents` event).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusCounts {
     pub online: i64,
     pub offline: i64,
@@ -537,6 +562,7 @@ pub struct StatusCounts {
 /// `GET /api/v1/agents/summary`: the fleet by status; `total` counts agents (not
 /// removed), not the waiting requests.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetSummary {
     pub counts: StatusCounts,
     pub total: i64,
@@ -544,6 +570,7 @@ pub struct FleetSummary {
 
 /// One session of an agent (`GET /api/v1/agents/{id}/sessions`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub connected_at: String,
     /// Absent while the session lasts.
@@ -558,18 +585,21 @@ pub struct SessionInfo {
 
 /// `GET /api/v1/agents/{id}/sessions`: newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionHistory {
     pub sessions: Vec<SessionInfo>,
 }
 
 /// `GET /healthz`, `GET /readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
 
 /// `POST /api/v1/agent/renew`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
@@ -585,6 +615,7 @@ pub struct RenewRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewResponse {
     pub cert_pem: String,
     pub cert_expires_at: String,
@@ -593,6 +624,7 @@ pub struct RenewResponse {
 
 /// A request in the approval queue (SPEC §7), as admins see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalInfo {
     pub id: String,
     pub kind: ApprovalKind,
@@ -610,12 +642,14 @@ pub struct ApprovalInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalList {
     pub requests: Vec<ApprovalInfo>,
 }
 
 /// `POST /api/v1/approvals/{id}/approve|deny`, `POST /api/v1/approvals/approve`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     /// Approve every waiting request whose hostname matches (bulk form only).
@@ -627,6 +661,7 @@ pub struct DecideRequest {
 
 /// `POST /api/v1/trust-rules`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTrustRule {
     pub pattern: String,
@@ -640,6 +675,7 @@ pub struct CreateTrustRule {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRuleInfo {
     pub id: String,
     pub pattern: String,
@@ -650,12 +686,14 @@ pub struct TrustRuleInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRuleList {
     pub rules: Vec<TrustRuleInfo>,
 }
 
 /// One audit log entry (SPEC §11).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntryInfo {
     /// Position in the chain.
     pub seq: i64,
@@ -676,12 +714,14 @@ pub struct AuditEntryInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditList {
     pub entries: Vec<AuditEntryInfo>,
 }
 
 /// `GET /api/v1/audit/verify`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditVerifyResult {
     pub ok: bool,
     pub count: usize,
@@ -692,6 +732,7 @@ pub struct AuditVerifyResult {
 
 /// `POST /api/v1/keys` (SPEC §11).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
@@ -709,6 +750,7 @@ pub struct CreateKeyRequest {
 
 /// An API key as listed: never its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -724,18 +766,21 @@ pub struct KeyInfo {
 
 /// Answer to key creation and rotation: the only time the value is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     pub key: String,
     pub info: KeyInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
 /// `POST /api/v1/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub user: String,
@@ -744,6 +789,7 @@ pub struct LoginRequest {
 
 /// `POST /api/v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// A login name, or for single sign-on the person's email address.
@@ -755,6 +801,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     /// The role in force: for single sign-on, the highest of the user's own entry
@@ -782,6 +829,7 @@ pub struct UserInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
@@ -789,6 +837,7 @@ pub struct UserList {
 /// `POST /api/v1/agents/{id}/labels`: an admin's edit of an agent's labels, applied
 /// as one change. A key may be set or removed, not both.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeLabelsRequest {
     /// Labels to add or overwrite.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One parameter a probe takes (all are strings on the wire; the probe parses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeParam {
     pub name: String,
     pub description: String,
@@ -19,6 +20,7 @@ pub struct ProbeParam {
 
 /// One probe an agent offers, e.g. `system.disks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeInfo {
     /// `<pack>.<probe>`.
     pub name: String,
@@ -30,6 +32,7 @@ pub struct ProbeInfo {
 /// A pack as the agent sees it: `ready`, or `failed` with the reason (its
 /// self-check did not pass; the agent then reports itself degraded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PackHealth {
     Ready,
@@ -38,6 +41,7 @@ pub enum PackHealth {
 
 /// A group of probes an agent offers, announced in `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackInfo {
     pub name: String,
     pub version: String,
@@ -55,6 +59,7 @@ pub struct PackInfo {
 
 /// How one probe run on one agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeOutcome {
     Ok,
@@ -71,6 +76,7 @@ pub enum ProbeOutcome {
 
 /// `POST /api/v1/agents/{id}/probes/{probe}` and `POST /api/v1/probes/{probe}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunProbeRequest {
     #[serde(default)]
@@ -88,6 +94,7 @@ pub struct RunProbeRequest {
 
 /// What one agent answered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeRun {
     pub agent_id: String,
     pub agent: String,
@@ -104,6 +111,7 @@ pub struct ProbeRun {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeRunList {
     pub runs: Vec<ProbeRun>,
 }
@@ -111,6 +119,7 @@ pub struct ProbeRunList {
 /// `GET /api/v1/agents/{id}/probes`: what an agent offers, and each pack's state
 /// on the hub (`ready`, `failed`, `pending`, `denied`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentPacks {
     pub agent_id: String,
     pub agent: String,
@@ -118,6 +127,7 @@ pub struct AgentPacks {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentPack {
     #[serde(flatten)]
     pub pack: PackInfo,

@@ -13,7 +13,8 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub agent: Option<String>,
     pub actor: Option<String>,
@@ -27,6 +28,7 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", summary = "The audit log, newest first", params(AuditQuery), responses((status = 200, description = "a page of entries", body = muster_proto::AuditList), (status = 400, description = "invalid cursor, range or limit", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_audit(
     State(state): State<Arc<AppState>>,
     Query(q): Query<AuditQuery>,
@@ -123,6 +125,7 @@ impl Names {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", summary = "Verify the audit log's hash chain", responses((status = 200, description = "the verdict", body = muster_proto::AuditVerifyResult)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn verify_audit(
     State(state): State<Arc<AppState>>,
 ) -> ApiResult<Json<AuditVerifyResult>> {

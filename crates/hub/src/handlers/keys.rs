@@ -42,6 +42,7 @@ pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", operation_id = "create_key", summary = "Create an API key", request_body = muster_proto::CreateKeyRequest, responses((status = 201, description = "the key, shown this once", body = muster_proto::CreatedKey), (status = 400, description = "invalid name, scope or lifetime", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -88,6 +89,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", operation_id = "list_keys", summary = "API keys (never their values)", responses((status = 200, description = "the keys", body = muster_proto::KeyList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<KeyList>> {
     let now = now_ms();
     let keys = state.store.list_api_keys().await?;
@@ -103,6 +105,7 @@ fn not_found(id: &str) -> impl FnOnce(StoreError) -> ApiFailure + '_ {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/{id}/rotate", tag = "keys", operation_id = "rotate_key", summary = "Rotate an API key: a new value, the old one stops working", params(("id" = String, Path, description = "the key's id")), responses((status = 200, description = "the new value, shown this once", body = muster_proto::CreatedKey), (status = 404, description = "no such key", body = muster_proto::ApiError), (status = 409, description = "the key is revoked or expired", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -125,6 +128,7 @@ pub async fn rotate(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/{id}/revoke", tag = "keys", operation_id = "revoke_key", summary = "Revoke an API key", params(("id" = String, Path, description = "the key's id")), responses((status = 200, description = "the key, revoked", body = muster_proto::KeyInfo), (status = 404, description = "no such key", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,
