@@ -306,6 +306,7 @@ fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
         (admin, "/access", get(dashboard::access::page_handler)),
         (admin, "/audit", get(dashboard::audit::page_handler)),
         (admin, "/hub", get(dashboard::hub::page_handler)),
+        (member, "/api", get(dashboard::api_docs::page_handler)),
     ]
 }
 

@@ -178,7 +178,35 @@ fn build() -> Value {
         },
     });
     add_common_responses(&mut doc);
+    widen_unsigned(&mut doc);
     doc
+}
+
+/// utoipa writes `u32` as `int32` and `u64` as `int64` (both with `minimum: 0`),
+/// formats whose ranges are the signed ones: a tool generating "valid" data stops
+/// at 2^31 where the hub takes up to 2^32 − 1, and calls 2^63 invalid where the
+/// hub takes it. Each gets its real maximum instead (a `u32` with a larger lower
+/// bound, such as `max_uses`, too).
+fn widen_unsigned(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            // Ours only: no signed 32-bit field has a lower bound.
+            let minimum = map.get("minimum").and_then(Value::as_u64);
+            let unsigned = minimum == Some(0);
+            let max = match map.get("format").and_then(Value::as_str) {
+                Some("int32") if minimum.is_some() => Some((json!(u32::MAX), "int64")),
+                Some("int64") if unsigned => Some((json!(u64::MAX), "uint64")),
+                _ => None,
+            };
+            if let Some((max, format)) = max {
+                map.insert("maximum".to_owned(), max);
+                map.insert("format".to_owned(), json!(format));
+            }
+            map.values_mut().for_each(widen_unsigned);
+        }
+        Value::Array(items) => items.iter_mut().for_each(widen_unsigned),
+        _ => {}
+    }
 }
 
 /// The refusals every operation of a kind can get from the layers around its

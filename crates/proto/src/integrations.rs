@@ -18,8 +18,10 @@ pub const INTEGRATION_BODY_MAX: usize = 256 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct CreateIntegrationRequest {
     /// Lower-case letters, digits, `.`, `_`, `-`; at most 63 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
     /// `http`: a generic HTTPS API.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^http$"))]
     pub kind: String,
     /// The base URL: `https://` (`http://` only on a loopback address), no
     /// credentials, query or fragment. Every probe stays under it.

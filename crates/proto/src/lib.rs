@@ -66,6 +66,90 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// The one-line texts the hub takes (names, hostnames, globs) as a JSON Schema
+/// pattern for the published API: what the hub's `check_text` refuses — control,
+/// format and zero-width characters, surrounding whitespace — except its limit,
+/// which is in bytes ([`MAX_NAME_LEN`]) where a schema can only count characters.
+pub const TEXT_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff](?:[^\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff])?$";
+
+/// The schema of a one-line text the hub checks with `check_text`: 1 to
+/// [`MAX_NAME_LEN`] characters matching [`TEXT_PATTERN`].
+#[cfg(feature = "openapi")]
+pub fn text_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+/// [`text_schema`] or `null` (`Option<String>`).
+#[cfg(feature = "openapi")]
+pub fn nullable_text_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+/// [`text_schema`] that may also be empty or absent (`Option<String>`, `null`).
+#[cfg(feature = "openapi")]
+pub fn optional_text_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let inner = TEXT_PATTERN.trim_start_matches('^').trim_end_matches('$');
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(format!("^(?:{inner})?$")))
+        .build()
+}
+
+/// A list of [`text_schema`] texts.
+#[cfg(feature = "openapi")]
+pub fn text_list_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(text_schema())
+        .build()
+}
+
+/// Labels as the hub takes them (`check_label`): keys of 1 to 63 characters of
+/// `[A-Za-z0-9._/-]`, values one-line text or empty.
+#[cfg(feature = "openapi")]
+pub fn labels_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, Type};
+    let inner = TEXT_PATTERN.trim_start_matches('^').trim_end_matches('$');
+    let value = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(format!("^(?:{inner})?$")));
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(label_key_schema()))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.into())))
+        .build()
+}
+
+/// A label key: 1 to 63 characters of `[A-Za-z0-9._/-]`.
+#[cfg(feature = "openapi")]
+pub fn label_key_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some("^[A-Za-z0-9._/-]{1,63}$"))
+        .build()
+}
+
+/// Label keys to remove.
+#[cfg(feature = "openapi")]
+pub fn label_keys_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(label_key_schema())
+        .build()
+}
+
 /// Prefixes of the secrets of SPEC §2.
 pub const TOKEN_PREFIX: &str = "met_";
 pub const AGENT_KEY_PREFIX: &str = "mag_";
@@ -185,6 +269,7 @@ pub struct EnrollRequest {
     /// Requested agent name; the hub uses the hostname when absent.
     #[serde(default)]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub hostname: String,
     #[serde(default)]
     pub os_info: String,
@@ -199,6 +284,7 @@ pub struct EnrollRequest {
     #[serde(default)]
     pub packs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     pub csr_pem: String,
     /// Random id the agent keeps until enrollment completes, so a retry after a
@@ -257,15 +343,18 @@ pub struct CaResponse {
 pub struct CreateTokenRequest {
     /// `None` means unlimited uses.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_uses: Option<u32>,
     /// Lifetime in seconds; `None` means the token never expires.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
     pub ttl_s: Option<u64>,
     #[serde(default)]
     pub pattern: Option<String>,
     #[serde(default)]
     pub cidrs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub allow_replace: bool,
@@ -656,6 +745,7 @@ pub struct DecideRequest {
     #[serde(default)]
     pub pattern: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::optional_text_schema))]
     pub reason: Option<String>,
 }
 
@@ -664,13 +754,16 @@ pub struct DecideRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTrustRule {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub pattern: String,
     #[serde(default)]
     pub cidrs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     /// Default 100; beyond it matching machines wait in the approval queue.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_per_hour: Option<u32>,
 }
 
@@ -735,16 +828,20 @@ pub struct AuditVerifyResult {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
     /// Member keys: agent names this key may see (glob); default all.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::nullable_text_schema))]
     pub agents: Option<String>,
     /// Member keys: probes this key may run.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_list_schema))]
     pub probes: Vec<String>,
     /// Lifetime in seconds; `None` never expires.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
     pub expires_s: Option<u64>,
 }
 
@@ -783,6 +880,7 @@ pub struct KeyList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub user: String,
     pub password: String,
 }
@@ -793,6 +891,7 @@ pub struct LoginRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// A login name, or for single sign-on the person's email address.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
     /// Absent: the user signs in through single sign-on only (SPEC §14).
@@ -842,8 +941,10 @@ pub struct UserList {
 pub struct ChangeLabelsRequest {
     /// Labels to add or overwrite.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub set: BTreeMap<String, String>,
     /// Label keys to drop; absent keys are ignored.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::label_keys_schema))]
     pub remove: Vec<String>,
 }

@@ -74,12 +74,34 @@ pub enum ProbeOutcome {
     Pending,
 }
 
+/// A probe's parameters as the hub takes them: at most 16, names of 1 to 64
+/// letters, digits and `_`, values of at most 1,024 characters.
+#[cfg(feature = "openapi")]
+fn probe_params_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_]{1,64}$"))
+        .build();
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(1024))
+        .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(16))
+        .property_names(Some(name))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.into())))
+        .build()
+}
+
 /// `POST /api/v1/agents/{id}/probes/{probe}` and `POST /api/v1/probes/{probe}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunProbeRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = probe_params_schema))]
     pub params: BTreeMap<String, String>,
     /// Seconds to wait for each agent (default 10, at most 120).
     #[serde(default, skip_serializing_if = "Option::is_none")]

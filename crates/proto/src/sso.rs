@@ -67,8 +67,10 @@ pub struct SsoInfo {
 #[serde(deny_unknown_fields)]
 pub struct CreateSsoGroupRequest {
     /// The value in the groups claim (Entra: the group's object ID).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub id: String,
     /// A name for people.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
 }

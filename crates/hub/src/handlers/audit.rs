@@ -24,6 +24,7 @@ pub struct AuditQuery {
     pub until: Option<i64>,
     /// Keyset cursor: entries older than this `seq` (the last one of the page
     /// before), newest first.
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     pub limit: Option<i64>,
 }

@@ -20,6 +20,9 @@ use crate::secrets::{display_prefix, random_body};
 use crate::state::AppState;
 use crate::validate::{check_text, stored_role};
 
+/// Longest lifetime of an API key, as of an enrollment token.
+const MAX_EXPIRES_S: u64 = 10 * 365 * 24 * 3600;
+
 pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     let state = if k.revoked_at.is_some() {
         KeyState::Revoked
@@ -58,6 +61,13 @@ pub async fn create(
     }
     for p in &req.probes {
         check_text("probe", p, false)?;
+    }
+    // Bounded like a token's lifetime: a larger value overflowed the expiry time
+    // (milliseconds, i64) into the past, and the key was born expired.
+    if req.expires_s.is_some_and(|s| s == 0 || s > MAX_EXPIRES_S) {
+        return Err(ApiFailure::bad_request(
+            "expires_s must be between 1 second and 10 years (or use no expiry)",
+        ));
     }
     let now = now_ms();
     let value = format!("{API_KEY_PREFIX}{}", random_body());
