@@ -7,13 +7,14 @@ security (the scope names it), which the hub's tests tie to the route table
 """
 
 import os
+import zlib
 
 import schemathesis
 
 CALLER = os.environ.get("MUSTER_CONFORMANCE_ROLE", "none")
 # What each kind of caller may call: a member key the member routes, an admin key
-# the member and admin ones; no key only the public ones. None of them is an agent.
-ALLOWED = {"none": set(), "member": {"member"}, "admin": {"member", "admin"}}
+# the member and admin ones; an agent the agent ones; no key only the public ones.
+ALLOWED = {"none": set(), "member": {"member"}, "admin": {"member", "admin"}, "agent": {"agent"}}
 KEEP = {k for k in os.environ.get("MUSTER_CONFORMANCE_KEEP", "").split(",") if k}
 
 
@@ -56,3 +57,18 @@ def before_call(ctx, case, **kwargs):
     for name, value in (case.path_parameters or {}).items():
         if str(value) in KEEP:
             case.path_parameters[name] = UNKNOWN_ID
+
+
+AGENT = os.environ.get("MUSTER_CONFORMANCE_AGENT", "")
+
+
+@schemathesis.hook
+def map_path_parameters(ctx, path_parameters):
+    """Half of the calls naming an agent name the enrolled one, so they get past 404."""
+    operation = getattr(ctx, "operation", None)
+    if not (AGENT and path_parameters and operation is not None):
+        return path_parameters
+    if operation.path.startswith("/api/v1/agents/{id}") and "id" in path_parameters:
+        if zlib.crc32(repr(path_parameters).encode()) % 2 == 0:
+            path_parameters["id"] = AGENT
+    return path_parameters

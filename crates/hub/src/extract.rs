@@ -239,3 +239,51 @@ pub fn check_agent_cert(agent: &AgentRecord, der: &[u8]) -> ApiResult<()> {
         ))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod json_tests {
+    use super::*;
+
+    fn post(body: &'static str) -> Request {
+        Request::builder()
+            .method("POST")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_a_json_object_is_refused() {
+        for body in ["[null, null]", " [] ", "null", "5", "\"x\""] {
+            let got =
+                ApiJson::<muster_proto::CreateTokenRequest>::from_request(post(body), &()).await;
+            let err = got.err().unwrap();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        let ok = ApiJson::<muster_proto::CreateTokenRequest>::from_request(
+            post(r#" {"max_uses": 2.0, "ttl_s": 6e1}"#),
+            &(),
+        )
+        .await;
+        let ApiJson(req) = ok.map_err(|e| e.message).unwrap();
+        assert_eq!((req.max_uses, req.ttl_s), (Some(2), Some(60)));
+    }
+
+    #[test]
+    fn only_numbers_without_a_fraction_become_integers() {
+        let out = integral_numbers(Bytes::from_static(
+            br#"{"a":5.0,"b":[1e3,-2.0],"c":1.5,"d":"7.0","e":1e300}"#,
+        ));
+        assert_eq!(
+            &out[..],
+            br#"{"a":5,"b":[1000,-2],"c":1.5,"d":"7.0","e":1e+300}"#
+        );
+        let same = Bytes::from_static(b"{\"a\":5}");
+        assert_eq!(integral_numbers(same.clone()), same);
+        assert_eq!(
+            integral_numbers(Bytes::from_static(b"{")),
+            Bytes::from_static(b"{")
+        );
+    }
+}

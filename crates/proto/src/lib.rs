@@ -595,6 +595,7 @@ pub struct UpdateRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateReport {
     pub phase: UpdatePhase,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub version: String,
     #[serde(default)]
     pub message: String,

@@ -145,3 +145,31 @@ fn schema_name(schema: &Value, media: &str) -> String {
         _ => "any".to_owned(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_page_lists_every_operation_and_escapes_what_it_shows() {
+        let viewer = Viewer {
+            name: "<b>eve</b>".to_owned(),
+            admin: false,
+        };
+        let html = page_handler(Extension(viewer)).await.into_string();
+        assert!(html.contains("&lt;b&gt;eve&lt;/b&gt;") && !html.contains("<b>eve"));
+        let paths = document()["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            for method in METHODS.iter().filter(|m| item.get(**m).is_some()) {
+                let row = format!(
+                    "<td><code>{}</code></td><td><code>{path}</code></td>",
+                    method.to_uppercase()
+                );
+                assert!(html.contains(&row), "{method} {path} is not on the page");
+            }
+        }
+        assert!(html.contains("href=\"/api/v1/openapi.json\""));
+        assert!(html.contains("<td>admin</td>") && html.contains("<td>public</td>"));
+    }
+}

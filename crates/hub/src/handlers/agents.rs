@@ -241,7 +241,7 @@ pub async fn end_agent_as(
     Ok(Json(agent_info(&ended, state)))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", summary = "Revoke an agent's credentials", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, revoked", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", summary = "Revoke an agent's credentials", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, revoked", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent is already revoked or removed", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn revoke_agent(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -250,7 +250,7 @@ pub async fn revoke_agent(
     end_agent(&state, &caller, &id, AgentEnd::Revoke).await
 }
 
-#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Remove an agent from the fleet (revoking it)", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, removed", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Remove an agent from the fleet (revoking it)", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, removed", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent is already revoked or removed", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove_agent(
     State(state): State<Arc<AppState>>,
     caller: Caller,

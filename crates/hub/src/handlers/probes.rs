@@ -175,7 +175,7 @@ pub async fn run_many(
 
 /// `POST /api/v1/agents/{id}/packs/{pack}/approve` and `…/deny` (admins): the
 /// decision covers the needs the pack declares now.
-#[utoipa::path(post, path = "/api/v1/agents/{id}/packs/{pack}/{decision}", tag = "probes", summary = "Approve or deny a pack an agent offers", params(("id" = String, Path, description = "the agent's id (UUID) or name"), ("pack" = String, Path, description = "the pack's name"), ("decision" = String, Path, description = "approve or deny")), responses((status = 200, description = "the agent's packs after the decision", body = muster_proto::AgentPacks), (status = 404, description = "no such agent, pack or decision", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/packs/{pack}/{decision}", tag = "probes", summary = "Approve or deny a pack an agent offers", params(("id" = String, Path, description = "the agent's id (UUID) or name"), ("pack" = String, Path, description = "the pack's name"), ("decision" = String, Path, pattern = "^(approve|deny)$", description = "approve or deny")), responses((status = 200, description = "the agent's packs after the decision", body = muster_proto::AgentPacks), (status = 404, description = "no such agent, pack or decision", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn decide(
     State(state): State<Arc<AppState>>,
     caller: Caller,
