@@ -84,6 +84,14 @@ pub fn text_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// The version an agent reports: [`text_schema`] of at most 64 characters.
+#[cfg(feature = "openapi")]
+pub fn version_text_schema() -> utoipa::openapi::Object {
+    let mut schema = text_schema();
+    schema.max_length = Some(64);
+    schema
+}
+
 /// [`text_schema`] or `null` (`Option<String>`).
 #[cfg(feature = "openapi")]
 pub fn nullable_text_schema() -> utoipa::openapi::Object {
@@ -595,7 +603,7 @@ pub struct UpdateRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateReport {
     pub phase: UpdatePhase,
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::version_text_schema))]
     pub version: String,
     #[serde(default)]
     pub message: String,
