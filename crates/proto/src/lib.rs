@@ -92,6 +92,23 @@ pub fn version_text_schema() -> utoipa::openapi::Object {
     schema
 }
 
+/// The steps an agent may report: all but `requested`, which only the hub records.
+#[cfg(feature = "openapi")]
+pub fn reported_phase_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "A step of a self-update, as an agent reports it (`requested` is the hub's own).",
+        ))
+        .enum_values(Some(
+            UpdatePhase::ALL
+                .into_iter()
+                .filter(|p| *p != UpdatePhase::Requested)
+                .map(UpdatePhase::as_str),
+        ))
+        .build()
+}
+
 /// [`text_schema`] or `null` (`Option<String>`).
 #[cfg(feature = "openapi")]
 pub fn nullable_text_schema() -> utoipa::openapi::Object {
@@ -602,6 +619,7 @@ pub struct UpdateRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateReport {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::reported_phase_schema))]
     pub phase: UpdatePhase,
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::version_text_schema))]
     pub version: String,
