@@ -21,6 +21,7 @@ use crate::handlers::{
 };
 use crate::mcp;
 use crate::metrics::Metrics;
+use crate::openapi;
 use crate::principal::Role;
 use crate::state::AppState;
 
@@ -37,6 +38,7 @@ fn table() -> Vec<(Access, Method, &'static str, MethodRouter<Arc<AppState>>)> {
         (None, M::GET, "/readyz", get(system::readyz)),
         (None, M::GET, "/metrics", get(system::metrics)),
         (None, M::GET, "/api/v1/ca", get(system::ca)),
+        (None, M::GET, "/api/v1/openapi.json", get(openapi::serve)),
         (None, M::POST, "/api/v1/enroll", post(enroll::enroll)),
         (None, M::POST, "/api/v1/login", post(users::login)),
         (None, M::POST, "/api/v1/logout", post(users::logout)),
@@ -317,6 +319,7 @@ fn pages() -> Vec<(Access, &'static str, MethodRouter<Arc<AppState>>)> {
         (admin, "/access", get(dashboard::access::page_handler)),
         (admin, "/audit", get(dashboard::audit::page_handler)),
         (admin, "/hub", get(dashboard::hub::page_handler)),
+        (member, "/api", get(dashboard::api_docs::page_handler)),
     ]
 }
 
@@ -416,4 +419,84 @@ async fn count_requests(
 ) -> axum::response::Response {
     Metrics::inc(&state.metrics.http_requests);
     next.run(request).await
+}
+
+/// The published contract and the route table cannot drift apart: CI runs these.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod openapi_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = openapi::document();
+        let mut ops = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in openapi::METHODS {
+                if item.get(*method).is_some() {
+                    ops.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn every_route_is_documented_with_its_role_and_nothing_else_is() {
+        let doc = openapi::document();
+        let mut routes = BTreeSet::new();
+        for (access, method, path) in route_table() {
+            let op = &doc["paths"][path][method.as_str().to_lowercase()];
+            assert!(
+                op.is_object(),
+                "{method} {path} is in api::table() but not in the OpenAPI document: \
+                 annotate its handler with #[utoipa::path] and list it in openapi.rs"
+            );
+            let role = openapi::role_of(op).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_eq!(
+                role, access,
+                "{method} {path}: the document's security says {role:?}, the table {access:?}"
+            );
+            routes.insert((method.as_str().to_owned(), path.to_owned()));
+        }
+        let extra: Vec<_> = documented().difference(&routes).cloned().collect();
+        assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+    }
+
+    #[test]
+    fn every_operation_has_a_unique_id_a_summary_and_documented_errors() {
+        let doc = openapi::document();
+        let mut ids = BTreeSet::new();
+        for (method, path) in documented() {
+            let op = &doc["paths"][&path][method.to_lowercase()];
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+            assert!(op["summary"].is_string(), "{method} {path} has no summary");
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                let error = status.starts_with('4') || status.starts_with('5');
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert!(
+                    !error || schema == "#/components/schemas/ApiError",
+                    "{method} {path} {status}: an error must be documented as ApiError"
+                );
+            }
+        }
+    }
+
+    /// `docs/openapi.json` is the served document. Regenerate it with
+    /// `UPDATE_OPENAPI=1 cargo test -p muster-hub openapi`.
+    #[test]
+    fn docs_openapi_json_is_current() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&file, openapi::bytes()).unwrap();
+        }
+        let committed = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            committed == openapi::bytes(),
+            "docs/openapi.json is stale: regenerate it with \
+             `UPDATE_OPENAPI=1 cargo test -p muster-hub openapi` and commit it"
+        );
+    }
 }

@@ -40,6 +40,7 @@ mod live;
 mod mcp;
 mod metrics;
 mod oidc;
+mod openapi;
 mod outbound;
 mod presence;
 mod principal;

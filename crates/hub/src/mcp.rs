@@ -49,6 +49,7 @@ pub const PER_KEY: usize = 8;
 const MAX_LISTED: usize = 1000;
 
 /// `/mcp` (any method): one MCP exchange for an authenticated caller.
+#[utoipa::path(post, path = "/mcp", tag = "mcp", operation_id = "mcp", summary = "Model Context Protocol over Streamable HTTP (JSON-RPC)", request_body(content = Object, content_type = "application/json", description = "a JSON-RPC message"), responses((status = 200, description = "the JSON-RPC answer", body = Object), (status = 202, description = "a notification or response was accepted"), (status = 400, description = "not a valid MCP message", body = muster_proto::ApiError), (status = 406, description = "Accept must allow application/json and text/event-stream", body = muster_proto::ApiError), (status = 415, description = "the body must be application/json", body = muster_proto::ApiError), (status = 429, description = "too many MCP calls in flight for this caller", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn endpoint(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Whether a hub's sessions count (`GET /api/v1/hubs`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HubState {
     /// Renewing its lease.
@@ -27,6 +28,7 @@ impl HubState {
 
 /// One hub sharing the database (`GET /api/v1/hubs`, `muster hubs list`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HubInfo {
     pub id: String,
     /// The URL it advertises to agents and people.
@@ -48,6 +50,7 @@ pub struct HubInfo {
 
 /// `GET /api/v1/hubs`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HubList {
     pub hubs: Vec<HubInfo>,
 }

@@ -14,11 +14,14 @@ pub const INTEGRATION_BODY_MAX: usize = 256 * 1024;
 
 /// `POST /api/v1/integrations`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateIntegrationRequest {
     /// Lower-case letters, digits, `.`, `_`, `-`; at most 63 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
     /// `http`: a generic HTTPS API.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^http$"))]
     pub kind: String,
     /// The base URL: `https://` (`http://` only on a loopback address), no
     /// credentials, query or fragment. Every probe stays under it.
@@ -49,6 +52,7 @@ impl std::fmt::Debug for CreateIntegrationRequest {
 
 /// An integration as the hub shows it: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntegrationInfo {
     pub name: String,
     pub kind: String,
@@ -71,6 +75,7 @@ pub struct IntegrationInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntegrationList {
     pub integrations: Vec<IntegrationInfo>,
 }
@@ -78,6 +83,7 @@ pub struct IntegrationList {
 /// `POST /api/v1/integrations/{name}/test`: the outcome (also stored as the
 /// integration's status).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntegrationTestResult {
     /// `connected` or `error`.
     pub status: String,
@@ -94,6 +100,7 @@ pub struct IntegrationTestResult {
 /// `http.get` takes `path` (starting with `/`, under the integration's URL; a
 /// query string is allowed).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunIntegrationProbeRequest {
     #[serde(default)]
@@ -103,6 +110,7 @@ pub struct RunIntegrationProbeRequest {
 /// What a probe brought back. `status` is the API's answer (any status, 4xx
 /// included); `error` is set instead when there was none (refused, timed out).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntegrationProbeResult {
     pub integration: String,
     pub probe: String,

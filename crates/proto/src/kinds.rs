@@ -57,6 +57,22 @@ macro_rules! wire_enum {
             }
         }
 
+        // By hand: utoipa's derive does not see the `rename` this macro writes
+        // (the word arrives as a macro fragment), and would publish the variant names.
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!("The ", $what, ".")))
+                    .enum_values(Some(Self::WORDS.iter().copied()))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -179,6 +195,7 @@ wire_enum! {
 
 /// `GET /api/v1/whoami`: the caller as the hub authenticated it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     pub kind: PrincipalKind,
     /// The key's or agent's id; users are known by name.

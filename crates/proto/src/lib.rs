@@ -67,6 +67,115 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// The one-line texts the hub takes (names, hostnames, globs) as a JSON Schema
+/// pattern for the published API: what the hub's `check_text` refuses — control,
+/// format and zero-width characters, surrounding whitespace — except its limit,
+/// which is in bytes ([`MAX_NAME_LEN`]) where a schema can only count characters.
+pub const TEXT_PATTERN: &str = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff](?:[^\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff])?$";
+
+/// The schema of a one-line text the hub checks with `check_text`: 1 to
+/// [`MAX_NAME_LEN`] characters matching [`TEXT_PATTERN`].
+#[cfg(feature = "openapi")]
+pub fn text_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+/// The version an agent reports: [`text_schema`] of at most 64 characters.
+#[cfg(feature = "openapi")]
+pub fn version_text_schema() -> utoipa::openapi::Object {
+    let mut schema = text_schema();
+    schema.max_length = Some(64);
+    schema
+}
+
+/// The steps an agent may report: all but `requested`, which only the hub records.
+#[cfg(feature = "openapi")]
+pub fn reported_phase_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "A step of a self-update, as an agent reports it (`requested` is the hub's own).",
+        ))
+        .enum_values(Some(
+            UpdatePhase::ALL
+                .into_iter()
+                .filter(|p| *p != UpdatePhase::Requested)
+                .map(UpdatePhase::as_str),
+        ))
+        .build()
+}
+
+/// [`text_schema`] or `null` (`Option<String>`).
+#[cfg(feature = "openapi")]
+pub fn nullable_text_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+/// [`text_schema`] that may also be empty or absent (`Option<String>`, `null`).
+#[cfg(feature = "openapi")]
+pub fn optional_text_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let inner = TEXT_PATTERN.trim_start_matches('^').trim_end_matches('$');
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(format!("^(?:{inner})?$")))
+        .build()
+}
+
+/// A list of [`text_schema`] texts.
+#[cfg(feature = "openapi")]
+pub fn text_list_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(text_schema())
+        .build()
+}
+
+/// Labels as the hub takes them (`check_label`): keys of 1 to 63 characters of
+/// `[A-Za-z0-9._/-]`, values one-line text or empty.
+#[cfg(feature = "openapi")]
+pub fn labels_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, Type};
+    let inner = TEXT_PATTERN.trim_start_matches('^').trim_end_matches('$');
+    let value = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(format!("^(?:{inner})?$")));
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(label_key_schema()))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.into())))
+        .build()
+}
+
+/// A label key: 1 to 63 characters of `[A-Za-z0-9._/-]`.
+#[cfg(feature = "openapi")]
+pub fn label_key_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some("^[A-Za-z0-9._/-]{1,63}$"))
+        .build()
+}
+
+/// Label keys to remove.
+#[cfg(feature = "openapi")]
+pub fn label_keys_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(label_key_schema())
+        .build()
+}
+
 /// Prefixes of the secrets of SPEC §2.
 pub const TOKEN_PREFIX: &str = "met_";
 pub const AGENT_KEY_PREFIX: &str = "mag_";
@@ -116,11 +225,13 @@ pub mod codes {
 
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: ErrorBody,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -139,6 +250,7 @@ impl ApiError {
 
 /// One network interface of a host (SPEC §8).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Interface {
     pub name: String,
     #[serde(default)]
@@ -164,6 +276,7 @@ pub struct Interface {
 
 /// What an agent reports about its host.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostFacts {
     pub hostname: String,
     pub os_info: String,
@@ -176,11 +289,13 @@ pub struct HostFacts {
 
 /// `POST /api/v1/enroll` (SPEC §5). The credential travels in `Authorization`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// Requested agent name; the hub uses the hostname when absent.
     #[serde(default)]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub hostname: String,
     #[serde(default)]
     pub os_info: String,
@@ -195,6 +310,7 @@ pub struct EnrollRequest {
     #[serde(default)]
     pub packs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     pub csr_pem: String,
     /// Random id the agent keeps until enrollment completes, so a retry after a
@@ -212,6 +328,7 @@ pub struct EnrollRequest {
 
 /// 201 (new agent) or 200 (re-enrollment) answer to `POST /api/v1/enroll`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub agent_id: String,
     pub name: String,
@@ -228,6 +345,7 @@ pub struct EnrollResponse {
 
 /// 202 answer to `POST /api/v1/enroll` when the request waits for approval (§7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingResponse {
     /// Always `pending`: the request waits.
     pub status: ApprovalStatus,
@@ -237,6 +355,7 @@ pub struct PendingResponse {
 
 /// `GET /api/v1/ca`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaResponse {
     pub ca_pem: String,
     /// `sha256:<hex of SHA-256 of the CA certificate DER>`.
@@ -245,19 +364,23 @@ pub struct CaResponse {
 
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// `None` means unlimited uses.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_uses: Option<u32>,
     /// Lifetime in seconds; `None` means the token never expires.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
     pub ttl_s: Option<u64>,
     #[serde(default)]
     pub pattern: Option<String>,
     #[serde(default)]
     pub cidrs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub allow_replace: bool,
@@ -267,6 +390,7 @@ pub struct CreateTokenRequest {
 
 /// Answer to `POST /api/v1/tokens`: the only time the token value is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenResponse {
     pub id: String,
     pub token: String,
@@ -281,6 +405,7 @@ pub struct CreateTokenResponse {
 /// The one-liners that install and enroll an agent with a token, as the hub made
 /// them: each verifies the hub before anything it fetched runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstallCommands {
     /// Linux, macOS and the BSDs: POSIX sh, run as root.
     pub sh: String,
@@ -292,6 +417,7 @@ pub struct InstallCommands {
 
 /// Answer to `GET /api/v1/agent/latest?os=&arch=`: the agent binary to install.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatestRelease {
     pub version: String,
     /// Lowercase hex SHA-256 of the binary.
@@ -307,6 +433,7 @@ pub struct LatestRelease {
 /// Answer to `PUT /api/v1/releases/{version}/{os}/{arch}` and an entry of
 /// `GET /api/v1/releases`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseInfo {
     pub version: String,
     pub os: String,
@@ -318,12 +445,14 @@ pub struct ReleaseInfo {
 
 /// Answer to `GET /api/v1/releases`, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseList {
     pub releases: Vec<ReleaseInfo>,
 }
 
 /// A token as listed: never its value, only its display prefix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub prefix: String,
@@ -340,12 +469,14 @@ pub struct TokenInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
 /// An agent as the hub sees it (SPEC §6).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub id: String,
     pub name: String,
@@ -382,6 +513,7 @@ pub struct AgentInfo {
 
 /// Steps of a self-update, as the hub records them (`agent.update.<phase>`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdatePhase {
     /// An admin asked the agent to update (recorded by the hub, never sent by agents).
@@ -456,6 +588,7 @@ impl std::fmt::Display for UpdatePhase {
 
 /// An agent's last update step as the hub stored it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateInfo {
     pub phase: UpdatePhase,
     /// The version the update is about.
@@ -468,6 +601,7 @@ pub struct UpdateInfo {
 
 /// `POST /api/v1/agents/{id}/update`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// The release to install; the newest published for the agent's platform when absent.
@@ -483,9 +617,12 @@ pub struct UpdateRequest {
 /// `POST /api/v1/agent/update-status`: a step of an update the agent ran outside a
 /// session (`muster update` on the machine).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateReport {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::reported_phase_schema))]
     pub phase: UpdatePhase,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::version_text_schema))]
     pub version: String,
     #[serde(default)]
     pub message: String,
@@ -493,6 +630,7 @@ pub struct UpdateReport {
 
 /// Answer to `POST /api/v1/agents/{id}/update`: the order was sent to the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateOrder {
     pub agent_id: String,
     pub name: String,
@@ -506,6 +644,7 @@ pub struct UpdateOrder {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneEventInfo {
     pub at: String,
     pub source: String,
@@ -516,6 +655,7 @@ pub struct CloneEventInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentList {
     pub agents: Vec<AgentInfo>,
     /// Cursor for the next page (`?after=`), absent on the last page.
@@ -525,6 +665,7 @@ pub struct AgentList {
 
 /// Agents counted by status (`GET /api/v1/agents/summary`, the live `agents` event).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusCounts {
     pub online: i64,
     pub offline: i64,
@@ -538,6 +679,7 @@ pub struct StatusCounts {
 /// `GET /api/v1/agents/summary`: the fleet by status; `total` counts agents (not
 /// removed), not the waiting requests.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetSummary {
     pub counts: StatusCounts,
     pub total: i64,
@@ -545,6 +687,7 @@ pub struct FleetSummary {
 
 /// One session of an agent (`GET /api/v1/agents/{id}/sessions`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub connected_at: String,
     /// Absent while the session lasts.
@@ -559,18 +702,21 @@ pub struct SessionInfo {
 
 /// `GET /api/v1/agents/{id}/sessions`: newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionHistory {
     pub sessions: Vec<SessionInfo>,
 }
 
 /// `GET /healthz`, `GET /readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
 
 /// `POST /api/v1/agent/renew`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
@@ -586,6 +732,7 @@ pub struct RenewRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewResponse {
     pub cert_pem: String,
     pub cert_expires_at: String,
@@ -594,6 +741,7 @@ pub struct RenewResponse {
 
 /// A request in the approval queue (SPEC §7), as admins see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalInfo {
     pub id: String,
     pub kind: ApprovalKind,
@@ -611,36 +759,44 @@ pub struct ApprovalInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalList {
     pub requests: Vec<ApprovalInfo>,
 }
 
 /// `POST /api/v1/approvals/{id}/approve|deny`, `POST /api/v1/approvals/approve`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
     /// Approve every waiting request whose hostname matches (bulk form only).
     #[serde(default)]
     pub pattern: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::optional_text_schema))]
     pub reason: Option<String>,
 }
 
 /// `POST /api/v1/trust-rules`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTrustRule {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub pattern: String,
     #[serde(default)]
     pub cidrs: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub labels: BTreeMap<String, String>,
     /// Default 100; beyond it matching machines wait in the approval queue.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRuleInfo {
     pub id: String,
     pub pattern: String,
@@ -651,12 +807,14 @@ pub struct TrustRuleInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustRuleList {
     pub rules: Vec<TrustRuleInfo>,
 }
 
 /// One audit log entry (SPEC §11).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntryInfo {
     /// Position in the chain.
     pub seq: i64,
@@ -677,12 +835,14 @@ pub struct AuditEntryInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditList {
     pub entries: Vec<AuditEntryInfo>,
 }
 
 /// `GET /api/v1/audit/verify`, and `POST` with a checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditVerifyResult {
     pub ok: bool,
     pub count: usize,
@@ -697,6 +857,7 @@ pub struct AuditVerifyResult {
 /// A signed note of the audit chain's head (SPEC §11), written by a hub outside
 /// the database: `<data-dir>/audit-checkpoint.json`, syslog, a webhook. Whoever
 /// holds the latest can tell whether entries behind it were cut off since.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditCheckpoint {
@@ -713,6 +874,7 @@ pub struct AuditCheckpoint {
 }
 
 /// `POST /api/v1/audit/verify`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyAuditRequest {
@@ -722,23 +884,29 @@ pub struct VerifyAuditRequest {
 
 /// `POST /api/v1/keys` (SPEC §11).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
     /// Member keys: agent names this key may see (glob); default all.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::nullable_text_schema))]
     pub agents: Option<String>,
     /// Member keys: probes this key may run.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_list_schema))]
     pub probes: Vec<String>,
     /// Lifetime in seconds; `None` never expires.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
     pub expires_s: Option<u64>,
 }
 
 /// An API key as listed: never its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -754,29 +922,35 @@ pub struct KeyInfo {
 
 /// Answer to key creation and rotation: the only time the value is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     pub key: String,
     pub info: KeyInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
 /// `POST /api/v1/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub user: String,
     pub password: String,
 }
 
 /// `POST /api/v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// A login name, or for single sign-on the person's email address.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
     /// Absent: the user signs in through single sign-on only (SPEC §14).
@@ -785,6 +959,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     /// The role in force: for single sign-on, the highest of the user's own entry
@@ -812,6 +987,7 @@ pub struct UserInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
@@ -819,12 +995,15 @@ pub struct UserList {
 /// `POST /api/v1/agents/{id}/labels`: an admin's edit of an agent's labels, applied
 /// as one change. A key may be set or removed, not both.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeLabelsRequest {
     /// Labels to add or overwrite.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
     pub set: BTreeMap<String, String>,
     /// Label keys to drop; absent keys are ignored.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::label_keys_schema))]
     pub remove: Vec<String>,
 }

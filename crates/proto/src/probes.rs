@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One parameter a probe takes (all are strings on the wire; the probe parses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeParam {
     pub name: String,
     pub description: String,
@@ -19,6 +20,7 @@ pub struct ProbeParam {
 
 /// One probe an agent offers, e.g. `system.disks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeInfo {
     /// `<pack>.<probe>`.
     pub name: String,
@@ -30,6 +32,7 @@ pub struct ProbeInfo {
 /// A pack as the agent sees it: `ready`, or `failed` with the reason (its
 /// self-check did not pass; the agent then reports itself degraded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PackHealth {
     Ready,
@@ -38,6 +41,7 @@ pub enum PackHealth {
 
 /// A group of probes an agent offers, announced in `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackInfo {
     pub name: String,
     pub version: String,
@@ -55,6 +59,7 @@ pub struct PackInfo {
 
 /// How one probe run on one agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeOutcome {
     Ok,
@@ -69,11 +74,34 @@ pub enum ProbeOutcome {
     Pending,
 }
 
+/// A probe's parameters as the hub takes them: at most 16, names of 1 to 64
+/// letters, digits and `_`, values of at most 1,024 characters.
+#[cfg(feature = "openapi")]
+fn probe_params_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_]{1,64}$"))
+        .build();
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(1024))
+        .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(16))
+        .property_names(Some(name))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.into())))
+        .build()
+}
+
 /// `POST /api/v1/agents/{id}/probes/{probe}` and `POST /api/v1/probes/{probe}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunProbeRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = probe_params_schema))]
     pub params: BTreeMap<String, String>,
     /// Seconds to wait for each agent (default 10, at most 120).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +116,7 @@ pub struct RunProbeRequest {
 
 /// What one agent answered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeRun {
     pub agent_id: String,
     pub agent: String,
@@ -125,6 +154,7 @@ impl ProbeRun {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeRunList {
     pub runs: Vec<ProbeRun>,
 }
@@ -132,6 +162,7 @@ pub struct ProbeRunList {
 /// `GET /api/v1/agents/{id}/probes`: what an agent offers, and each pack's state
 /// on the hub (`ready`, `failed`, `pending`, `denied`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentPacks {
     pub agent_id: String,
     pub agent: String,
@@ -139,6 +170,7 @@ pub struct AgentPacks {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentPack {
     #[serde(flatten)]
     pub pack: PackInfo,
@@ -159,6 +191,7 @@ pub const PEER_PROBE_BATCH: usize = 1_000;
 /// to run a probe on them (SPEC §12 "one fleet", §15). The asking hub has checked
 /// the caller's scopes, names each run, and writes the audit entries; the holder
 /// only runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerProbeRequest {

@@ -8,6 +8,7 @@ use crate::Role;
 /// `PUT /api/v1/sso`: the OpenID Connect provider. `issuer` or `entra_tenant` (the
 /// Microsoft Entra preset, which makes the issuer) must be given.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetSsoRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +34,7 @@ pub struct SetSsoRequest {
 
 /// `GET /api/v1/sso`: what the hub signs in with, and where that came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SsoInfo {
     /// Whether single sign-on is configured at all.
     pub enabled: bool,
@@ -61,16 +63,20 @@ pub struct SsoInfo {
 
 /// `POST /api/v1/sso/groups`: members of this provider group may sign in with `role`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSsoGroupRequest {
     /// The value in the groups claim (Entra: the group's object ID).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub id: String,
     /// A name for people.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
     pub name: String,
     pub role: Role,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SsoGroupInfo {
     pub id: String,
     pub name: String,
@@ -79,6 +85,7 @@ pub struct SsoGroupInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SsoGroupList {
     pub groups: Vec<SsoGroupInfo>,
 }

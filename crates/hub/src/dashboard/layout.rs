@@ -15,6 +15,7 @@ pub enum Nav {
     Access,
     Audit,
     Hub,
+    Api,
 }
 
 /// (entry, link, label, admins only)
@@ -24,6 +25,7 @@ const ENTRIES: &[(Nav, &str, &str, bool)] = &[
     (Nav::Access, "/access", "Access", true),
     (Nav::Audit, "/audit", "Audit", true),
     (Nav::Hub, "/hub", "Hub", true),
+    (Nav::Api, "/api", "API", false),
 ];
 
 /// A full page around `body`. `live` marks pages the script keeps up to date from

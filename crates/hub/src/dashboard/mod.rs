@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod api_docs;
 pub mod assets;
 pub mod audit;
 pub mod enrollment;

@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 /// `GET /api/v1/agent/me`. When the agent presents its client certificate too, that
 /// certificate must be its current one: a replaced certificate is refused.
+#[utoipa::path(get, path = "/api/v1/agent/me", tag = "agent", summary = "The calling agent's record", responses((status = 200, description = "the agent as the hub sees it", body = muster_proto::AgentInfo), (status = 403, description = "the client certificate presented is not the agent's current one", body = muster_proto::ApiError)), security(("agent_key" = ["agent"])))]
 pub async fn agent_me(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,
@@ -28,6 +29,7 @@ pub async fn agent_me(
 
 /// `POST /api/v1/agent/unenroll`: an agent being uninstalled revokes itself, so it
 /// does not linger as a ghost (SPEC §6). Needs its certificate as well as its key.
+#[utoipa::path(post, path = "/api/v1/agent/unenroll", tag = "agent", summary = "Unenroll: the calling agent revokes itself", responses((status = 204, description = "revoked"), (status = 403, description = "the client certificate presented is not the agent's current one", body = muster_proto::ApiError)), security(("agent_key" = ["agent"], "agent_mtls" = [])))]
 pub async fn unenroll(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,

@@ -63,7 +63,8 @@ pub fn agent_info_with(
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     limit: Option<i64>,
     after: Option<String>,
@@ -71,6 +72,7 @@ pub struct PageQuery {
 
 /// The fleet, a page at a time (default 100, at most 1,000), in name order. The
 /// cursor is the last agent's name and id; a member's scope filters as it goes.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", summary = "The fleet, a page at a time", params(PageQuery), responses((status = 200, description = "a page of agents in name order", body = muster_proto::AgentList), (status = 400, description = "invalid cursor or limit", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn list_agents(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
@@ -151,6 +153,7 @@ pub async fn find_agent(state: &AppState, id_or_name: &str) -> ApiResult<AgentRe
     found.ok_or_else(|| ApiFailure::not_found(format!("no agent {id_or_name:?}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", summary = "One agent", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn show_agent(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
@@ -238,6 +241,7 @@ pub async fn end_agent_as(
     Ok(Json(agent_info(&ended, state)))
 }
 
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", summary = "Revoke an agent's credentials", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, revoked", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent is already revoked or removed", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn revoke_agent(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -246,6 +250,7 @@ pub async fn revoke_agent(
     end_agent(&state, &caller, &id, AgentEnd::Revoke).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Remove an agent from the fleet (revoking it)", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent, removed", body = muster_proto::AgentInfo), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent is already revoked or removed", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove_agent(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -256,6 +261,7 @@ pub async fn remove_agent(
 
 /// `POST /api/v1/agents/{id}/labels`: set and remove labels of a live agent in one
 /// audited change (SPEC §6 `muster agents label`); answers with the agent after it.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/labels", tag = "agents", summary = "Set and remove an agent's labels", params(("id" = String, Path, description = "the agent's id (UUID) or name")), request_body = muster_proto::ChangeLabelsRequest, responses((status = 200, description = "the agent after the change", body = muster_proto::AgentInfo), (status = 400, description = "invalid labels, or nothing to change", body = muster_proto::ApiError), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent is revoked or removed", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn change_labels(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -331,6 +337,7 @@ pub async fn change_labels(
 /// `GET /api/v1/agents/summary`: the fleet counted by status. A member key scoped
 /// to some agents counts only those (walking them; unscoped callers get one
 /// grouped query).
+#[utoipa::path(get, path = "/api/v1/agents/summary", tag = "agents", operation_id = "agents_summary", summary = "The fleet counted by status", responses((status = 200, description = "the counts", body = muster_proto::FleetSummary)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn summary(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
@@ -360,6 +367,7 @@ pub async fn summary(
 const SESSIONS_SHOWN: i64 = crate::sessions::HISTORY_PER_AGENT;
 
 /// `GET /api/v1/agents/{id}/sessions`: the agent's recorded sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/agents/{id}/sessions", tag = "agents", summary = "An agent's recent sessions", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "newest first", body = muster_proto::SessionHistory), (status = 404, description = "no such agent", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn agent_sessions(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,

@@ -37,6 +37,7 @@ fn approval_info(r: &PendingRecord, now: i64) -> ApprovalInfo {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", summary = "Requests waiting for approval", responses((status = 200, description = "the waiting requests", body = muster_proto::ApprovalList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_approvals(State(state): State<Arc<AppState>>) -> ApiResult<Json<ApprovalList>> {
     let now = now_ms();
     let pending = state.store.list_pending(now).await?;
@@ -80,6 +81,7 @@ async fn decide(
     Ok(approval_info(&decided, now))
 }
 
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals", summary = "Approve a waiting request", params(("id" = String, Path, description = "the request's id")), responses((status = 200, description = "the request, approved", body = muster_proto::ApprovalInfo), (status = 404, description = "no such waiting request", body = muster_proto::ApiError), (status = 409, description = "the request was already decided", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn approve_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -88,6 +90,7 @@ pub async fn approve_request(
     Ok(Json(decide(&state, &caller, &id, true, None).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/deny", tag = "approvals", summary = "Deny a waiting request", params(("id" = String, Path, description = "the request's id")), request_body = muster_proto::DecideRequest, responses((status = 200, description = "the request, denied", body = muster_proto::ApprovalInfo), (status = 404, description = "no such waiting request", body = muster_proto::ApiError), (status = 409, description = "the request was already decided", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn deny_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -102,6 +105,7 @@ pub async fn deny_request(
 /// Approve every waiting request whose hostname matches the pattern: all of them in
 /// one transaction, each with its audit entry, or none (an admin who approved
 /// `web-*` must not find half the web servers approved after an error).
+#[utoipa::path(post, path = "/api/v1/approvals/approve", tag = "approvals", summary = "Approve every waiting request whose hostname matches a pattern", request_body = muster_proto::DecideRequest, responses((status = 200, description = "the requests approved", body = muster_proto::ApprovalList), (status = 400, description = "no pattern, or an invalid one", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn approve_matching(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -150,6 +154,7 @@ fn rule_info(r: &TrustRuleRecord) -> TrustRuleInfo {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/trust-rules", tag = "approvals", summary = "Create a trust rule (machines it matches enroll without a token)", request_body = muster_proto::CreateTrustRule, responses((status = 201, description = "the rule", body = muster_proto::TrustRuleInfo), (status = 400, description = "invalid pattern, CIDR, labels or rate", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create_trust_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -181,6 +186,7 @@ pub async fn create_trust_rule(
     Ok((StatusCode::CREATED, Json(rule_info(&rule))))
 }
 
+#[utoipa::path(get, path = "/api/v1/trust-rules", tag = "approvals", summary = "Trust rules", responses((status = 200, description = "the rules", body = muster_proto::TrustRuleList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_trust_rules(
     State(state): State<Arc<AppState>>,
 ) -> ApiResult<Json<TrustRuleList>> {
@@ -190,6 +196,7 @@ pub async fn list_trust_rules(
     }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/trust-rules/{id}", tag = "approvals", summary = "Remove a trust rule", params(("id" = String, Path, description = "the rule's id")), responses((status = 204, description = "removed"), (status = 404, description = "no such trust rule", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove_trust_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,

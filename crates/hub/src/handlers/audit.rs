@@ -17,7 +17,8 @@ use crate::extract::ApiJson;
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub agent: Option<String>,
     pub actor: Option<String>,
@@ -27,10 +28,12 @@ pub struct AuditQuery {
     pub until: Option<i64>,
     /// Keyset cursor: entries older than this `seq` (the last one of the page
     /// before), newest first.
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", summary = "The audit log, newest first", params(AuditQuery), responses((status = 200, description = "a page of entries", body = muster_proto::AuditList), (status = 400, description = "invalid cursor, range or limit", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_audit(
     State(state): State<Arc<AppState>>,
     Query(q): Query<AuditQuery>,
@@ -128,12 +131,14 @@ impl Names {
 }
 
 /// `GET /api/v1/audit/verify`: walk the whole chain.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", summary = "Verify the audit log's hash chain", responses((status = 200, description = "the verdict", body = muster_proto::AuditVerifyResult)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn verify_audit(
     State(state): State<Arc<AppState>>,
 ) -> ApiResult<Json<AuditVerifyResult>> {
     verify(&state, None).await.map(Json)
 }
 
+#[utoipa::path(post, path = "/api/v1/audit/verify", tag = "audit", summary = "Verify the audit chain and that it still reaches a checkpoint", request_body = muster_proto::VerifyAuditRequest, responses((status = 200, description = "the verdict", body = muster_proto::AuditVerifyResult), (status = 400, description = "the checkpoint's signature does not verify", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 /// `POST /api/v1/audit/verify` with a checkpoint: walk the chain, and check that it
 /// still reaches the entry the checkpoint saw, unchanged (nothing cut off behind it).
 pub async fn verify_with_checkpoint(

@@ -21,6 +21,7 @@ use crate::state::AppState;
 
 /// Open a stream. The first frames are the fleet's counts now (`agents` with no
 /// agents, and `approvals`), so a page starts from fresh numbers; then changes.
+#[utoipa::path(get, path = "/api/v1/events", tag = "agents", summary = "The fleet's changes as server-sent events", responses((status = 200, description = "an endless event stream", body = String, content_type = "text/event-stream"), (status = 503, description = "too many streams are open; see Retry-After", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,

@@ -10,6 +10,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/v1/hubs", tag = "hubs", operation_id = "list_hubs", summary = "The hubs sharing the database", responses((status = 200, description = "the hubs, live first", body = muster_proto::HubList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<HubList>> {
     Ok(Json(hub_list(&state).await?))
 }

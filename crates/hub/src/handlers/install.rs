@@ -12,11 +12,15 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::install::{powershell_script, sh_script};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BootstrapQuery {
+    /// `windows` for the PowerShell script; any other supported OS, or none, for sh.
+    #[param(pattern = "^(linux|macos|freebsd|netbsd|openbsd|illumos|windows)$")]
     os: Option<String>,
 }
 
+#[utoipa::path(get, path = "/bootstrap", tag = "install", summary = "The installer script with this hub's URL and CA written in", params(BootstrapQuery), responses((status = 200, description = "the POSIX sh script, or the PowerShell script (text/plain) with os=windows", content((String = "text/x-shellscript"), (String = "text/plain"))), (status = 400, description = "unknown os", body = muster_proto::ApiError)))]
 pub async fn bootstrap(
     State(state): State<Arc<AppState>>,
     Query(q): Query<BootstrapQuery>,

@@ -76,6 +76,7 @@ fn credentials(state: &AppState, r: &IntegrationRecord) -> Result<Credentials, S
     )
 }
 
+#[utoipa::path(post, path = "/api/v1/integrations", tag = "integrations", operation_id = "create_integration", summary = "Add an integration (an outside system probes can query)", request_body = muster_proto::CreateIntegrationRequest, responses((status = 201, description = "the integration (never its secret)", body = muster_proto::IntegrationInfo), (status = 400, description = "invalid name, type, URL or credentials", body = muster_proto::ApiError), (status = 409, description = "an integration of that name exists", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -127,6 +128,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(info(&record))))
 }
 
+#[utoipa::path(get, path = "/api/v1/integrations", tag = "integrations", operation_id = "list_integrations", summary = "Integrations", responses((status = 200, description = "the integrations", body = muster_proto::IntegrationList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<IntegrationList>> {
     let all = state.store.list_integrations().await?;
     Ok(Json(IntegrationList {
@@ -134,6 +136,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Integrat
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/integrations/{name}", tag = "integrations", operation_id = "show_integration", summary = "One integration", params(("name" = String, Path, description = "the integration's name")), responses((status = 200, description = "the integration", body = muster_proto::IntegrationInfo), (status = 404, description = "no such integration", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -141,6 +144,7 @@ pub async fn show(
     Ok(Json(info(&find(&state, &name).await?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/integrations/{name}", tag = "integrations", operation_id = "remove_integration", summary = "Remove an integration", params(("name" = String, Path, description = "the integration's name")), responses((status = 200, description = "the removed integration", body = muster_proto::IntegrationInfo), (status = 404, description = "no such integration", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -162,6 +166,7 @@ pub async fn remove(
 
 /// `POST /api/v1/integrations/{name}/test`: "test connection", stored as the
 /// integration's status (see `integrations::test` for what counts as connected).
+#[utoipa::path(post, path = "/api/v1/integrations/{name}/test", tag = "integrations", operation_id = "test_integration", summary = "Check that the hub can reach an integration", params(("name" = String, Path, description = "the integration's name")), responses((status = 200, description = "the outcome of the check", body = muster_proto::IntegrationTestResult), (status = 404, description = "no such integration", body = muster_proto::ApiError), (status = 503, description = "too many outside calls in flight; see Retry-After", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn test(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -222,6 +227,7 @@ pub async fn test(
 /// `POST /api/v1/integrations/{name}/probes/{probe}`: run a probe (members may).
 /// A refused path is audited too (`denied`): it is how someone would look for a
 /// way out of the integration's URL.
+#[utoipa::path(post, path = "/api/v1/integrations/{name}/probes/{probe}", tag = "integrations", operation_id = "run_integration_probe", summary = "Run an integration probe", params(("name" = String, Path, description = "the integration's name"), ("probe" = String, Path, description = "the probe's name")), request_body = muster_proto::RunIntegrationProbeRequest, responses((status = 200, description = "the outcome", body = muster_proto::IntegrationProbeResult), (status = 400, description = "invalid parameters", body = muster_proto::ApiError), (status = 403, description = "this key's scope does not allow that probe", body = muster_proto::ApiError), (status = 404, description = "no such integration or probe", body = muster_proto::ApiError), (status = 409, description = "the integration cannot run that probe now", body = muster_proto::ApiError), (status = 503, description = "too many outside calls in flight; see Retry-After", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn run_probe(
     State(state): State<Arc<AppState>>,
     caller: Caller,

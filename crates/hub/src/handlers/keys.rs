@@ -20,6 +20,9 @@ use crate::secrets::{display_prefix, random_body};
 use crate::state::AppState;
 use crate::validate::{check_text, stored_role};
 
+/// Longest lifetime of an API key, as of an enrollment token.
+const MAX_EXPIRES_S: u64 = 10 * 365 * 24 * 3600;
+
 pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     let state = if k.revoked_at.is_some() {
         KeyState::Revoked
@@ -42,6 +45,7 @@ pub fn info(k: &ApiKeyRecord, now: i64) -> KeyInfo {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", operation_id = "create_key", summary = "Create an API key", request_body = muster_proto::CreateKeyRequest, responses((status = 201, description = "the key, shown this once", body = muster_proto::CreatedKey), (status = 400, description = "invalid name, scope or lifetime", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -57,6 +61,13 @@ pub async fn create(
     }
     for p in &req.probes {
         check_text("probe", p, false)?;
+    }
+    // Bounded like a token's lifetime: a larger value overflowed the expiry time
+    // (milliseconds, i64) into the past, and the key was born expired.
+    if req.expires_s.is_some_and(|s| s == 0 || s > MAX_EXPIRES_S) {
+        return Err(ApiFailure::bad_request(
+            "expires_s must be between 1 second and 10 years (or use no expiry)",
+        ));
     }
     let now = now_ms();
     let value = format!("{API_KEY_PREFIX}{}", random_body());
@@ -88,6 +99,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", operation_id = "list_keys", summary = "API keys (never their values)", responses((status = 200, description = "the keys", body = muster_proto::KeyList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<KeyList>> {
     let now = now_ms();
     let keys = state.store.list_api_keys().await?;
@@ -103,6 +115,7 @@ fn not_found(id: &str) -> impl FnOnce(StoreError) -> ApiFailure + '_ {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/{id}/rotate", tag = "keys", operation_id = "rotate_key", summary = "Rotate an API key: a new value, the old one stops working", params(("id" = String, Path, description = "the key's id")), responses((status = 200, description = "the new value, shown this once", body = muster_proto::CreatedKey), (status = 404, description = "no such key", body = muster_proto::ApiError), (status = 409, description = "the key is revoked or expired", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -125,6 +138,7 @@ pub async fn rotate(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/{id}/revoke", tag = "keys", operation_id = "revoke_key", summary = "Revoke an API key", params(("id" = String, Path, description = "the key's id")), responses((status = 200, description = "the key, revoked", body = muster_proto::KeyInfo), (status = 404, description = "no such key", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -49,6 +49,7 @@ async fn scoped_agent(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
 }
 
 /// `GET /api/v1/agents/{id}/probes`.
+#[utoipa::path(get, path = "/api/v1/agents/{id}/probes", tag = "probes", operation_id = "list_probes", summary = "The packs and probes an agent offers", params(("id" = String, Path, description = "the agent's id (UUID) or name")), responses((status = 200, description = "the agent's packs", body = muster_proto::AgentPacks), (status = 404, description = "no such agent", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -84,6 +85,7 @@ async fn refuse(state: &AppState, caller: &Caller, agent: &AgentRecord, probe: &
 }
 
 /// `POST /api/v1/agents/{id}/probes/{probe}`.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/probes/{probe}", tag = "probes", summary = "Run a probe on one agent", params(("id" = String, Path, description = "the agent's id (UUID) or name"), ("probe" = String, Path, pattern = "^[A-Za-z0-9_-]*\\.[A-Za-z0-9._-]*$", max_length = 100, description = "pack.probe, e.g. system.uptime")), request_body = muster_proto::RunProbeRequest, responses((status = 200, description = "the run, whatever its outcome", body = muster_proto::ProbeRun), (status = 400, description = "invalid probe name or parameters", body = muster_proto::ApiError), (status = 403, description = "this key's scope does not allow that probe", body = muster_proto::ApiError), (status = 404, description = "no such agent", body = muster_proto::ApiError), (status = 409, description = "the agent cannot run probes now", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn run_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -118,6 +120,7 @@ pub async fn run_one(
 
 /// `POST /api/v1/probes/{probe}`: every live agent matching `agents` (a name glob)
 /// and `label` (`key=value`) that the caller may run the probe on.
+#[utoipa::path(post, path = "/api/v1/probes/{probe}", tag = "probes", summary = "Run a probe on the agents matching a glob or label", params(("probe" = String, Path, pattern = "^[A-Za-z0-9_-]*\\.[A-Za-z0-9._-]*$", max_length = 100, description = "pack.probe, e.g. system.uptime")), request_body = muster_proto::RunProbeRequest, responses((status = 200, description = "one run per matching agent", body = muster_proto::ProbeRunList), (status = 400, description = "invalid probe name, parameters or selection", body = muster_proto::ApiError), (status = 403, description = "this key's scope does not allow that probe", body = muster_proto::ApiError)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn run_many(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -173,6 +176,7 @@ pub async fn run_many(
     Ok(Json(ProbeRunList { runs }))
 }
 
+#[utoipa::path(post, path = "/api/v1/hub/probes", tag = "probes", summary = "Another hub asks this one to run a probe on agents whose sessions it holds", request_body = muster_proto::PeerProbeRequest, responses((status = 200, description = "one run per agent", body = muster_proto::ProbeRunList), (status = 400, description = "invalid probe name, parameters or batch", body = muster_proto::ApiError)), security(("hub_token" = ["hub"])))]
 /// `POST /api/v1/hub/probes` (another hub of the fleet): run a probe on agents
 /// whose sessions this hub holds. The asking hub checked the caller's scopes and
 /// audits the runs; agents whose session is not here answer offline.
@@ -206,6 +210,7 @@ pub async fn run_for_hub(
 
 /// `POST /api/v1/agents/{id}/packs/{pack}/approve` and `…/deny` (admins): the
 /// decision covers the needs the pack declares now.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/packs/{pack}/{decision}", tag = "probes", summary = "Approve or deny a pack an agent offers", params(("id" = String, Path, description = "the agent's id (UUID) or name"), ("pack" = String, Path, description = "the pack's name"), ("decision" = String, Path, pattern = "^(approve|deny)$", description = "approve or deny")), responses((status = 200, description = "the agent's packs after the decision", body = muster_proto::AgentPacks), (status = 404, description = "no such agent, pack or decision", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn decide(
     State(state): State<Arc<AppState>>,
     caller: Caller,

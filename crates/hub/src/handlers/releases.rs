@@ -29,10 +29,18 @@ pub const MANIFEST_HEADER: &str = "muster-manifest";
 /// How long an upload may pause between two chunks.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LatestQuery {
+    #[param(
+        required = true,
+        pattern = "^(linux|macos|windows|freebsd|netbsd|openbsd|illumos)$"
+    )]
     os: Option<String>,
+    #[param(required = true, pattern = "^(x86_64|arm64|armv7|i686|riscv64)$")]
     arch: Option<String>,
+    /// A published version; the newest when absent.
+    #[param(pattern = "^v?(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$")]
     version: Option<String>,
 }
 
@@ -67,6 +75,7 @@ fn download_url(hub_url: &str, m: &Manifest) -> String {
 }
 
 /// `GET /api/v1/agent/latest?os=&arch=[&version=]`.
+#[utoipa::path(get, path = "/api/v1/agent/latest", tag = "releases", summary = "The agent binary to install for a platform", params(LatestQuery), responses((status = 200, description = "the release to install", body = muster_proto::LatestRelease), (status = 400, description = "os and arch missing or invalid", body = muster_proto::ApiError), (status = 404, description = "no release for that platform or version", body = muster_proto::ApiError)))]
 pub async fn latest(
     State(state): State<Arc<AppState>>,
     Query(q): Query<LatestQuery>,
@@ -99,6 +108,7 @@ pub async fn latest(
 
 /// `GET /api/v1/agent/download/{version}/{os}/{arch}`: the binary, streamed from
 /// disk. Public (binaries are not secrets), so limited per source and in all.
+#[utoipa::path(get, path = "/api/v1/agent/download/{version}/{os}/{arch}", tag = "releases", summary = "Download an agent binary", params(("version" = String, Path, pattern = "^v?(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$", description = "release version, e.g. 1.2.3"), ("os" = String, Path, pattern = "^(linux|macos|windows|freebsd|netbsd|openbsd|illumos)$", description = "e.g. linux"), ("arch" = String, Path, pattern = "^(x86_64|arm64|armv7|i686|riscv64)$", description = "e.g. x86_64")), responses((status = 200, description = "the binary", body = [u8], content_type = "application/octet-stream"), (status = 400, description = "invalid version or platform", body = muster_proto::ApiError), (status = 404, description = "no such release", body = muster_proto::ApiError), (status = 429, description = "too many downloads from this address; see Retry-After", body = muster_proto::ApiError), (status = 503, description = "too many downloads at once; see Retry-After", body = muster_proto::ApiError)))]
 pub async fn download(
     State(state): State<Arc<AppState>>,
     ClientSource(source): ClientSource,
@@ -147,6 +157,7 @@ pub async fn download(
 /// `PUT /api/v1/releases/{version}/{os}/{arch}` (admin): the body is the binary,
 /// the `muster-manifest` header its signed manifest. Reached only after
 /// authentication; the body is streamed to a file, never held.
+#[utoipa::path(put, path = "/api/v1/releases/{version}/{os}/{arch}", tag = "releases", summary = "Publish a signed agent binary (streamed body, manifest in the muster-manifest header)", params(("version" = String, Path, pattern = "^v?(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$", description = "release version, e.g. 1.2.3"), ("os" = String, Path, pattern = "^(linux|macos|windows|freebsd|netbsd|openbsd|illumos)$", description = "e.g. linux"), ("arch" = String, Path, pattern = "^(x86_64|arm64|armv7|i686|riscv64)$", description = "e.g. x86_64"), ("muster-manifest" = String, Header, description = "the signed release manifest (JSON)")), request_body(content = [u8], content_type = "application/octet-stream", description = "the binary"), responses((status = 201, description = "published", body = muster_proto::ReleaseInfo), (status = 400, description = "invalid version, platform, manifest or signature", body = muster_proto::ApiError), (status = 408, description = "the body did not arrive in time", body = muster_proto::ApiError), (status = 409, description = "another binary is published under that version", body = muster_proto::ApiError), (status = 413, description = "the binary is over the release size limit", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -279,6 +290,7 @@ async fn receive(
 }
 
 /// `GET /api/v1/releases` (member): what is published, newest first.
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases", operation_id = "list_releases", summary = "Published releases, newest first", responses((status = 200, description = "the releases", body = muster_proto::ReleaseList)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<ReleaseList>> {
     let releases = state.releases.clone();
     let list = tokio::task::spawn_blocking(move || releases.list())

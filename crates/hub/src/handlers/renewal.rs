@@ -81,6 +81,7 @@ fn check_expired_proof(
 }
 
 /// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
+#[utoipa::path(post, path = "/api/v1/agent/renew", tag = "agent", summary = "Renew the agent's certificate", request_body = muster_proto::RenewRequest, responses((status = 200, description = "the new certificate", body = muster_proto::RenewResponse), (status = 202, description = "past the grace window: the renewal waits for an admin", body = muster_proto::PendingResponse), (status = 400, description = "invalid CSR or proof", body = muster_proto::ApiError), (status = 403, description = "the certificate or generation does not match; the agent may be cloned", body = muster_proto::ApiError), (status = 409, description = "a renewal for this agent is already being decided", body = muster_proto::ApiError)), security(("agent_key" = ["agent"], "agent_mtls" = [])))]
 pub async fn renew(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,

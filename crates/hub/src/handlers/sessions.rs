@@ -18,6 +18,7 @@ use crate::state::AppState;
 /// heartbeat of about 80 bytes: 256 bytes hold one, and the rare large frame (a
 /// `hello` with many interfaces) grows it for as long as it needs (SPEC §12: 4 KiB
 /// here was a fifth of a session's memory).
+#[utoipa::path(get, path = "/api/v1/agent/session", tag = "agent", summary = "The agent's live session (WebSocket upgrade)", responses((status = 101, description = "switching to the WebSocket session"), (status = 400, description = "not a WebSocket upgrade request", body = muster_proto::ApiError), (status = 403, description = "the client certificate presented is not the agent's current one, or the agent is locked as cloned", body = muster_proto::ApiError), (status = 426, description = "the connection cannot be upgraded", body = muster_proto::ApiError)), security(("agent_key" = ["agent"], "agent_mtls" = [])))]
 pub async fn agent_session(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,

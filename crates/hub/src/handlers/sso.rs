@@ -51,6 +51,7 @@ async fn info(state: &AppState) -> ApiResult<SsoInfo> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/sso", tag = "sso", summary = "The single sign-on settings", responses((status = 200, description = "the settings (never the client secret)", body = muster_proto::SsoInfo), (status = 409, description = "single sign-on is not configured", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn get_sso(State(state): State<Arc<AppState>>) -> ApiResult<Json<SsoInfo>> {
     Ok(Json(info(&state).await?))
 }
@@ -65,6 +66,7 @@ fn from_environment() -> ApiFailure {
 
 /// `PUT /api/v1/sso`: set the provider. It is asked for its discovery document
 /// first, so a typo fails here and not at the next person's sign-in.
+#[utoipa::path(put, path = "/api/v1/sso", tag = "sso", summary = "Configure single sign-on", request_body = muster_proto::SetSsoRequest, responses((status = 200, description = "the settings in force", body = muster_proto::SsoInfo), (status = 400, description = "invalid issuer, client or scopes", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn set_sso(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -108,6 +110,7 @@ pub async fn set_sso(
 
 /// `DELETE /api/v1/sso`: no more single sign-on (set through the hub). Refused
 /// while passwords are off: it would lock people out.
+#[utoipa::path(delete, path = "/api/v1/sso", tag = "sso", summary = "Turn single sign-on off", responses((status = 200, description = "the settings that were removed", body = muster_proto::SsoInfo), (status = 409, description = "single sign-on is not configured", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn clear_sso(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -139,6 +142,7 @@ fn group_info(g: &SsoGroupRecord) -> SsoGroupInfo {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/sso/groups", tag = "sso", summary = "Groups whose members may sign in, with their role", responses((status = 200, description = "the groups", body = muster_proto::SsoGroupList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_groups(State(state): State<Arc<AppState>>) -> ApiResult<Json<SsoGroupList>> {
     let groups = state.store.list_sso_groups().await?;
     Ok(Json(SsoGroupList {
@@ -146,6 +150,7 @@ pub async fn list_groups(State(state): State<Arc<AppState>>) -> ApiResult<Json<S
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/sso/groups", tag = "sso", summary = "Admit a group", request_body = muster_proto::CreateSsoGroupRequest, responses((status = 201, description = "the group", body = muster_proto::SsoGroupInfo), (status = 400, description = "invalid group or role", body = muster_proto::ApiError), (status = 409, description = "the group is already admitted", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn add_group(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -173,6 +178,7 @@ pub async fn add_group(
     Ok((StatusCode::CREATED, Json(group_info(&group))))
 }
 
+#[utoipa::path(delete, path = "/api/v1/sso/groups/{id}", tag = "sso", summary = "Stop admitting a group", params(("id" = String, Path, description = "the group's id")), responses((status = 200, description = "the removed group", body = muster_proto::SsoGroupInfo), (status = 404, description = "no such group", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove_group(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -15,6 +15,7 @@ use crate::principal::Principal;
 use crate::state::AppState;
 use crate::validate::stored_role;
 
+#[utoipa::path(get, path = "/healthz", tag = "system", summary = "Liveness: the process answers", responses((status = 200, description = "alive", body = muster_proto::Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
@@ -27,6 +28,7 @@ pub async fn healthz() -> Json<Health> {
 /// probe (1 s by default), so the hub was taken for hung rather than not ready.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+#[utoipa::path(get, path = "/readyz", tag = "system", summary = "Readiness: the database answers", responses((status = 200, description = "ready", body = muster_proto::Health), (status = 503, description = "the database is unreachable", body = muster_proto::ApiError)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
     match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
         Ok(Ok(())) => {}
@@ -44,6 +46,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health
     }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics", responses((status = 200, description = "metrics in the Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // The fleet as every hub sharing the database sees it (a database failure
     // leaves the lines out rather than failing the scrape).
@@ -95,6 +98,7 @@ fn fleet_metrics(c: &muster_proto::StatusCounts) -> String {
     out
 }
 
+#[utoipa::path(get, path = "/api/v1/ca", tag = "system", summary = "The hub's CA certificate and its pin", responses((status = 200, description = "the CA certificate (PEM) and its SHA-256 pin", body = muster_proto::CaResponse)))]
 pub async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {
     Json(CaResponse {
         ca_pem: state.ca.cert_pem().to_owned(),
@@ -102,6 +106,7 @@ pub async fn ca(State(state): State<Arc<AppState>>) -> Json<CaResponse> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "system", summary = "Who the credential belongs to", responses((status = 200, description = "the caller", body = muster_proto::WhoAmI)), security(("api_key" = ["member"]), ("session" = ["member"])))]
 pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<WhoAmI> {
     Json(match principal {
         Principal::Admin(k) | Principal::Member(k) => WhoAmI {

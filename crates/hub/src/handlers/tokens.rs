@@ -46,6 +46,7 @@ fn token_info(t: &TokenRecord, now: i64) -> TokenInfo {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Create an enrollment token", request_body = muster_proto::CreateTokenRequest, responses((status = 201, description = "the token, shown this once", body = muster_proto::CreateTokenResponse), (status = 400, description = "invalid pattern, CIDR, labels or limits", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -120,6 +121,7 @@ pub async fn create_token(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", summary = "Enrollment tokens (never their values)", responses((status = 200, description = "the tokens", body = muster_proto::TokenList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list_tokens(State(state): State<Arc<AppState>>) -> ApiResult<Json<TokenList>> {
     let now = now_ms();
     let tokens = state.store.list_tokens().await?;
@@ -128,6 +130,7 @@ pub async fn list_tokens(State(state): State<Arc<AppState>>) -> ApiResult<Json<T
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens", summary = "Revoke an enrollment token", params(("id" = String, Path, description = "the token's id")), responses((status = 200, description = "the token, revoked", body = muster_proto::TokenInfo), (status = 404, description = "no such token", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn revoke_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -15,6 +15,7 @@ use crate::extract::{ApiJson, Caller, CallingAgent};
 use crate::handlers::agents::find_agent;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/api/v1/agents/{id}/update", tag = "agents", summary = "Ask a live agent to install a published release", params(("id" = String, Path, description = "the agent's id (UUID) or name")), request_body = muster_proto::UpdateRequest, responses((status = 200, description = "the order was sent", body = muster_proto::UpdateOrder), (status = 400, description = "invalid version", body = muster_proto::ApiError), (status = 404, description = "no such agent, or no release for its platform", body = muster_proto::ApiError), (status = 409, description = "the agent is offline, or the update would be a downgrade", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn update_agent(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -28,6 +29,7 @@ pub async fn update_agent(
     Ok(Json(order))
 }
 
+#[utoipa::path(post, path = "/api/v1/agent/update-status", tag = "agent", summary = "Report a step of a self-update", request_body = muster_proto::UpdateReport, responses((status = 204, description = "recorded"), (status = 400, description = "invalid report", body = muster_proto::ApiError)), security(("agent_key" = ["agent"])))]
 pub async fn agent_report(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,

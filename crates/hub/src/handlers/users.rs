@@ -29,6 +29,7 @@ use crate::validate::{check_text, stored_role};
 /// `POST /api/v1/login`. The attempt is reserved with the throttle before the
 /// password is checked, so concurrent guesses are counted, and the check runs in a
 /// bounded hashing slot, so concurrent logins cannot exhaust memory.
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", summary = "Log in with a password: sets the session cookie", request_body = muster_proto::LoginRequest, responses((status = 200, description = "logged in; Set-Cookie carries the session", body = muster_proto::UserInfo), (status = 400, description = "invalid request", body = muster_proto::ApiError), (status = 401, description = "invalid user name or password", body = muster_proto::ApiError), (status = 403, description = "password login is turned off on this hub", body = muster_proto::ApiError), (status = 429, description = "too many failed logins; see Retry-After", body = muster_proto::ApiError)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientSource(source): ClientSource,
@@ -113,6 +114,7 @@ async fn check_password(state: &AppState, req: &LoginRequest) -> ApiResult<Optio
     Ok(user.filter(|u| ok && !u.password_hash.is_empty() && u.disabled_at.is_none()))
 }
 
+#[utoipa::path(post, path = "/api/v1/logout", tag = "users", summary = "End the login session of the cookie sent", responses((status = 204, description = "logged out (also when there was no session)")))]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -141,6 +143,7 @@ pub fn info(u: &UserRecord) -> UserInfo {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", operation_id = "create_user", summary = "Create a dashboard user", request_body = muster_proto::CreateUserRequest, responses((status = 201, description = "the user", body = muster_proto::UserInfo), (status = 400, description = "invalid name, role or password", body = muster_proto::ApiError), (status = 409, description = "a user of that name exists", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -150,6 +153,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(info(&user))))
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", operation_id = "list_users", summary = "Dashboard users", responses((status = 200, description = "the users", body = muster_proto::UserList)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<UserList>> {
     Ok(Json(UserList {
         users: state.store.list_users().await?.iter().map(info).collect(),
@@ -179,6 +183,7 @@ async fn change(
     Ok(Json(info(&user)))
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users", operation_id = "disable_user", summary = "Disable a user (their sessions end)", params(("id" = String, Path, description = "the user's name")), responses((status = 200, description = "the user", body = muster_proto::UserInfo), (status = 404, description = "no such user", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -187,6 +192,7 @@ pub async fn disable(
     change(&state, &caller, &name, UserChange::Disable).await
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{id}/enable", tag = "users", operation_id = "enable_user", summary = "Enable a user", params(("id" = String, Path, description = "the user's name")), responses((status = 200, description = "the user", body = muster_proto::UserInfo), (status = 404, description = "no such user", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn enable(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -195,6 +201,7 @@ pub async fn enable(
     change(&state, &caller, &name, UserChange::Enable).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", operation_id = "remove_user", summary = "Remove a user", params(("id" = String, Path, description = "the user's name")), responses((status = 200, description = "the removed user", body = muster_proto::UserInfo), (status = 404, description = "no such user", body = muster_proto::ApiError)), security(("api_key" = ["admin"]), ("session" = ["admin"])))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
