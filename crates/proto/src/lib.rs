@@ -8,13 +8,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
+mod audit;
 mod hubs;
 mod integrations;
 mod kinds;
 mod probes;
 mod session;
 mod sso;
+mod trust;
 
+pub use access::{
+    CreateKeyRequest, CreateUserRequest, CreatedKey, KeyInfo, KeyList, LoginRequest, UserInfo,
+    UserList,
+};
+pub use audit::{
+    AuditCheckpoint, AuditEntryInfo, AuditList, AuditVerifyResult, VerifyAuditRequest,
+};
 pub use hubs::{HubInfo, HubList, HubState};
 pub use integrations::{
     CreateIntegrationRequest, HTTP_GET, INTEGRATION_BODY_MAX, IntegrationInfo, IntegrationList,
@@ -31,6 +41,7 @@ pub use probes::{
 };
 pub use session::{ACK_EVERY, AgentHealth, AgentMessage, HubMessage};
 pub use sso::{CreateSsoGroupRequest, SetSsoRequest, SsoGroupInfo, SsoGroupList, SsoInfo};
+pub use trust::{CreateTrustRule, TrustRuleInfo, TrustRuleList};
 
 /// Version of the agent–hub protocol. An agent announces it in `hello` and at
 /// enrollment; the hub refuses versions it does not speak with a clear message.
@@ -775,221 +786,6 @@ pub struct DecideRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::optional_text_schema))]
     pub reason: Option<String>,
-}
-
-/// `POST /api/v1/trust-rules`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CreateTrustRule {
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
-    pub pattern: String,
-    #[serde(default)]
-    pub cidrs: Vec<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::labels_schema))]
-    pub labels: BTreeMap<String, String>,
-    /// Default 100; beyond it matching machines wait in the approval queue.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
-    pub max_per_hour: Option<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TrustRuleInfo {
-    pub id: String,
-    pub pattern: String,
-    pub cidrs: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub max_per_hour: u32,
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TrustRuleList {
-    pub rules: Vec<TrustRuleInfo>,
-}
-
-/// One audit log entry (SPEC §11).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AuditEntryInfo {
-    /// Position in the chain.
-    pub seq: i64,
-    pub at: String,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub source: String,
-    pub outcome: String,
-    pub details: serde_json::Value,
-    /// The actor's current name, when the actor is an agent or an API key the hub
-    /// still knows (`agent:<id>` → its name, `key:<id>` → the key's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor_name: Option<String>,
-    /// The target's current name, as for `actor_name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AuditList {
-    pub entries: Vec<AuditEntryInfo>,
-}
-
-/// `GET /api/v1/audit/verify`, and `POST` with a checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AuditVerifyResult {
-    pub ok: bool,
-    pub count: usize,
-    /// The first entry that does not verify.
-    pub broken_seq: Option<i64>,
-    pub problem: Option<String>,
-    /// The entry the checkpoint given named, checked against the chain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_seq: Option<i64>,
-}
-
-/// A signed note of the audit chain's head (SPEC §11), written by a hub outside
-/// the database: `<data-dir>/audit-checkpoint.json`, syslog, a webhook. Whoever
-/// holds the latest can tell whether entries behind it were cut off since.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditCheckpoint {
-    /// Format version: 1.
-    pub v: u32,
-    /// The newest entry's position and chain hash when the checkpoint was made.
-    pub seq: i64,
-    pub hash: String,
-    /// When (RFC 3339) and by which hub (its id).
-    pub at: String,
-    pub hub: String,
-    /// HMAC-SHA256 over the fields above, under a key derived from the hub secret.
-    pub mac: String,
-}
-
-/// `POST /api/v1/audit/verify`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyAuditRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<AuditCheckpoint>,
-}
-
-/// `POST /api/v1/keys` (SPEC §11).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CreateKeyRequest {
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
-    pub name: String,
-    pub role: Role,
-    /// Member keys: agent names this key may see (glob); default all.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::nullable_text_schema))]
-    pub agents: Option<String>,
-    /// Member keys: probes this key may run.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_list_schema))]
-    pub probes: Vec<String>,
-    /// Lifetime in seconds; `None` never expires.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315360000))]
-    pub expires_s: Option<u64>,
-}
-
-/// An API key as listed: never its value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KeyInfo {
-    pub id: String,
-    pub name: String,
-    pub prefix: String,
-    pub role: Role,
-    pub agents: Option<String>,
-    pub probes: Vec<String>,
-    pub expires_at: Option<String>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub state: KeyState,
-}
-
-/// Answer to key creation and rotation: the only time the value is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CreatedKey {
-    pub key: String,
-    pub info: KeyInfo,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KeyList {
-    pub keys: Vec<KeyInfo>,
-}
-
-/// `POST /api/v1/login`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
-    pub user: String,
-    pub password: String,
-}
-
-/// `POST /api/v1/users`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CreateUserRequest {
-    /// A login name, or for single sign-on the person's email address.
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::text_schema))]
-    pub name: String,
-    pub role: Role,
-    /// Absent: the user signs in through single sign-on only (SPEC §14).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UserInfo {
-    pub name: String,
-    /// The role in force: for single sign-on, the highest of the user's own entry
-    /// and the groups that admitted them at their last login.
-    pub role: Role,
-    pub disabled: bool,
-    pub created_at: String,
-    /// The role an admin gave this user by name (`users add`); absent when only
-    /// groups admit them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub granted_role: Option<Role>,
-    /// Whether the user has a password (else single sign-on only).
-    #[serde(default)]
-    pub password: bool,
-    /// Recorded at the first single sign-on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// The authorized groups that matched at the last single sign-on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_login_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UserList {
-    pub users: Vec<UserInfo>,
 }
 
 /// `POST /api/v1/agents/{id}/labels`: an admin's edit of an agent's labels, applied
