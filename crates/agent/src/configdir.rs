@@ -469,13 +469,6 @@ impl ConfigDir {
         self.remove_file(UPDATE_TRIAL_FILE)
     }
 
-    /// When the current `cert.pem` was written: the start of its useful life here.
-    pub fn cert_written_at(&self) -> Option<std::time::SystemTime> {
-        fs::metadata(self.path.join(CERT_FILE))
-            .and_then(|m| m.modified())
-            .ok()
-    }
-
     fn load_json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,

@@ -12,22 +12,72 @@ use muster_proto::RenewRequest;
 use crate::AgentError;
 use crate::configdir::{ConfigDir, Credentials, PendingRenewal};
 
-/// How long from now until `creds` should be renewed (zero when overdue).
-pub fn due_in(dir: &ConfigDir, creds: &Credentials) -> Result<Duration, AgentError> {
+/// The hub's clock as this agent last heard it (`welcome` and `ack` carry it), as an
+/// offset from ours. The hub judges a certificate's validity on its own clock, so
+/// the agent judges expiry and renewal times on it too: an agent whose clock runs
+/// hours ahead would otherwise take a valid certificate for expired, or a fresh
+/// one for overdue, and renew in a loop. Before the agent has heard the hub, the
+/// offset is zero (its own clock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubClock {
+    offset_ms: i64,
+}
+
+/// The largest offset taken from the hub; the value is the peer's to send, and a
+/// clock off by more than this is not something to compute with.
+const MAX_OFFSET_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
+impl HubClock {
+    /// Learn the hub's time from a message that just arrived.
+    pub fn learn(&mut self, hub_time_ms: i64) {
+        let ours = ms_since_epoch(SystemTime::now());
+        self.offset_ms = hub_time_ms
+            .saturating_sub(ours)
+            .clamp(-MAX_OFFSET_MS, MAX_OFFSET_MS);
+    }
+
+    /// How far the hub's clock is ahead of ours (negative: behind).
+    pub fn offset(&self) -> Duration {
+        Duration::from_millis(self.offset_ms.unsigned_abs())
+    }
+
+    /// Now, on the hub's clock.
+    pub fn now(&self) -> SystemTime {
+        self.on_hub_clock(SystemTime::now())
+    }
+
+    /// A time read on our clock, moved to the hub's.
+    fn on_hub_clock(self, ours: SystemTime) -> SystemTime {
+        let by = Duration::from_millis(self.offset_ms.unsigned_abs());
+        let moved = if self.offset_ms >= 0 {
+            ours.checked_add(by)
+        } else {
+            ours.checked_sub(by)
+        };
+        moved.unwrap_or(ours)
+    }
+}
+
+fn ms_since_epoch(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// How long from now until `creds` should be renewed (zero when overdue), on the
+/// hub's clock.
+pub fn due_in(creds: &Credentials, clock: HubClock) -> Result<Duration, AgentError> {
     let info = muster_ca::cert_info(&creds.cert_pem)?;
     let not_after = to_system(info.not_after);
-    let not_before = to_system(info.not_before);
-    // The CA backdates `not_before` for clock skew; the useful life here starts
-    // when the certificate arrived (its file's time), within the validity window.
-    let start = dir
-        .cert_written_at()
-        .unwrap_or(not_before)
-        .clamp(not_before, not_after);
-    let life = not_after.duration_since(start).unwrap_or_default();
-    let renew_at = start + life.mul_f64(2.0 / 3.0);
-    Ok(renew_at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default())
+    // The useful life starts when the hub issued the certificate (the CA backdates
+    // `not_before` for skew), a time on the hub's clock like `not_after`. Not the
+    // file's time: that is our clock's, and wrong by whatever it was off when
+    // the file was written.
+    let issued = to_system(info.issued_at());
+    let life = not_after.duration_since(issued).unwrap_or_default();
+    let renew_at = issued + life.mul_f64(2.0 / 3.0);
+    Ok(renew_at.duration_since(clock.now()).unwrap_or_default())
 }
 
 fn to_system(t: time::OffsetDateTime) -> SystemTime {
@@ -39,10 +89,11 @@ fn to_system(t: time::OffsetDateTime) -> SystemTime {
     }
 }
 
-/// Whether the certificate has expired (it can no longer open a TLS session).
-pub fn expired(creds: &Credentials) -> Result<bool, AgentError> {
+/// Whether the certificate has expired on the hub's clock (it can no longer open a
+/// TLS session).
+pub fn expired(creds: &Credentials, clock: HubClock) -> Result<bool, AgentError> {
     let info = muster_ca::cert_info(&creds.cert_pem)?;
-    Ok(to_system(info.not_after) <= SystemTime::now())
+    Ok(to_system(info.not_after) <= clock.now())
 }
 
 /// Whether a renewal started earlier for these credentials still awaits its answer.
@@ -53,8 +104,13 @@ pub fn pending(dir: &ConfigDir, creds: &Credentials) -> Result<bool, AgentError>
 }
 
 /// Renew now; on success the config dir holds the new key, certificate and
-/// generation, and they are returned.
-pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, AgentError> {
+/// generation, and they are returned, and `clock` has learned the hub's time from
+/// the new certificate.
+pub async fn renew(
+    dir: &ConfigDir,
+    creds: &Credentials,
+    clock: &mut HubClock,
+) -> Result<Credentials, AgentError> {
     let key_pem = match dir.load_pending_renewal()? {
         Some(p) if p.generation == creds.config.generation => p.key_pem,
         _ => {
@@ -69,30 +125,24 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
     let csr_pem = muster_ca::csr_for_key(&key_pem, &creds.config.agent_id)?;
     // An expired certificate cannot be presented in TLS: prove possession of its
     // key in the request instead (the hub allows this within its grace window).
-    let (with_cert, expired_cert_pem, proof) = if expired(creds)? {
-        use base64::Engine as _;
-        let message = muster_ca::proof_message(&creds.config.agent_id, &csr_pem);
-        let signature = muster_ca::sign_proof(&creds.key_pem, &message)?;
-        let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
-        (false, Some(creds.cert_pem.clone()), Some(proof))
+    // When the hub's clock says the certificate is still valid (ours runs ahead
+    // and we have not heard the hub's yet), it says so, and TLS with it works.
+    let outcome = if expired(creds, *clock)? {
+        match ask(dir, creds, &csr_pem, true).await {
+            Err(AgentError::Client(e))
+                if e.code() == Some(muster_proto::codes::CERT_NOT_EXPIRED) =>
+            {
+                tracing::info!(
+                    "the hub's clock says the certificate is still valid; renewing over TLS with it"
+                );
+                ask(dir, creds, &csr_pem, false).await?
+            }
+            other => other?,
+        }
     } else {
-        (true, None, None)
+        ask(dir, creds, &csr_pem, false).await?
     };
-    // Any hub of the fleet can renew: the pending key makes a retry elsewhere safe.
-    let request = RenewRequest {
-        csr_pem,
-        generation: creds.config.generation,
-        expired_cert_pem,
-        proof,
-    };
-    let request = &request;
-    let resp = match crate::hubs::first_answer(
-        &creds.config.hubs(),
-        |url| creds.client(Some(dir), url, Duration::from_secs(30), with_cert),
-        |client| async move { client.renew(request).await },
-    )
-    .await?
-    {
+    let resp = match outcome {
         muster_client::RenewOutcome::Renewed(r) => r,
         muster_client::RenewOutcome::Pending(p) => {
             return Err(AgentError::Pending {
@@ -108,6 +158,9 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
             "the renewed certificate is not for this agent's new key".to_owned(),
         )));
     }
+    // The certificate was issued a moment ago: it carries the hub's clock, so a
+    // jump of ours since the last `ack` cannot make the new one look overdue.
+    clock.learn(ms_since_epoch(to_system(info.issued_at())));
     let mut renewed = creds.clone();
     renewed.key_pem = key_pem;
     renewed.cert_pem = resp.cert_pem;
@@ -116,4 +169,63 @@ pub async fn renew(dir: &ConfigDir, creds: &Credentials) -> Result<Credentials, 
     dir.clear_pending_renewal()?;
     tracing::info!(generation = resp.generation, expires = %resp.cert_expires_at, "certificate renewed");
     Ok(renewed)
+}
+
+/// One renewal request to the first hub that answers: over TLS with the current
+/// certificate, or (`with_proof`) with a proof of its key instead.
+async fn ask(
+    dir: &ConfigDir,
+    creds: &Credentials,
+    csr_pem: &str,
+    with_proof: bool,
+) -> Result<muster_client::RenewOutcome, AgentError> {
+    let (expired_cert_pem, proof) = if with_proof {
+        use base64::Engine as _;
+        let message = muster_ca::proof_message(&creds.config.agent_id, csr_pem);
+        let signature = muster_ca::sign_proof(&creds.key_pem, &message)?;
+        let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
+        (Some(creds.cert_pem.clone()), Some(proof))
+    } else {
+        (None, None)
+    };
+    // Any hub of the fleet can renew: the pending key makes a retry elsewhere safe.
+    let request = RenewRequest {
+        csr_pem: csr_pem.to_owned(),
+        generation: creds.config.generation,
+        expired_cert_pem,
+        proof,
+    };
+    let request = &request;
+    Ok(crate::hubs::first_answer(
+        &creds.config.hubs(),
+        |url| creds.client(Some(dir), url, Duration::from_secs(30), !with_proof),
+        |client| async move { client.renew(request).await },
+    )
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(t: SystemTime) -> i64 {
+        ms_since_epoch(t)
+    }
+
+    #[test]
+    fn the_hub_clock_moves_our_times_by_the_offset_heard() {
+        let mut clock = HubClock::default();
+        let now = SystemTime::now();
+        assert!(clock.on_hub_clock(now) == now);
+        clock.learn(ms(now) - 6 * 3600 * 1000);
+        let behind = ms(now) - ms(clock.on_hub_clock(now));
+        assert!((6 * 3600 * 1000 - 1000..=6 * 3600 * 1000 + 1000).contains(&behind));
+        assert!(clock.offset() >= Duration::from_secs(6 * 3600 - 1));
+        // A value no hub sends is clamped, not overflowed.
+        clock.learn(i64::MIN);
+        let _ = clock.now();
+        clock.learn(i64::MAX);
+        let _ = clock.now();
+        assert_eq!(clock.offset(), Duration::from_millis(MAX_OFFSET_MS as u64));
+    }
 }

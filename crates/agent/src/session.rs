@@ -18,6 +18,7 @@ use crate::AgentError;
 use crate::configdir::{ConfigDir, Credentials};
 use crate::facts::{FactSources, collect};
 use crate::probes::{InFlight, ProbeSources, SelfChecks};
+use crate::renew::HubClock;
 
 /// Clock difference with the hub beyond which the agent reports itself degraded.
 const MAX_SKEW: Duration = Duration::from_secs(60);
@@ -66,6 +67,14 @@ enum Ended {
     Lost(String),
     /// A new binary is installed: the session is closed for its trial run.
     Trial(crate::update::Trial),
+}
+
+/// What the agent carries from one session to the next.
+struct Carried {
+    probes: Probes,
+    updates: Updates,
+    /// The hub's clock as last heard: certificate expiry and renewal are judged on it.
+    clock: HubClock,
 }
 
 /// Self-updates in flight, and the reports that wait for a session: kept across
@@ -141,14 +150,17 @@ pub async fn run_probing(
     let mut backoff = Backoff::default();
     // The hub the last session was lost with: tried last in the next round.
     let mut avoid: Option<String> = None;
-    let mut updates = Updates::new();
-    let mut probes = Probes {
-        sources: probe_sources,
-        checks: SelfChecks::new(SELF_CHECK_EVERY),
-        chosen: None,
+    let mut carried = Carried {
+        probes: Probes {
+            sources: probe_sources,
+            checks: SelfChecks::new(SELF_CHECK_EVERY),
+            chosen: None,
+        },
+        updates: Updates::new(),
+        clock: HubClock::default(),
     };
     for r in crate::update::recover(dir) {
-        let _ = updates.tx.send(r);
+        let _ = carried.updates.tx.send(r);
     }
     loop {
         let mut creds = dir
@@ -157,8 +169,8 @@ pub async fn run_probing(
         // Finish a renewal whose answer was lost before saying hello (the hub has
         // already moved to the next generation), and renew a certificate that
         // expired while we were offline (it cannot open a session any more).
-        if crate::renew::pending(dir, &creds)? || crate::renew::expired(&creds)? {
-            match crate::renew::renew(dir, &creds).await {
+        if crate::renew::pending(dir, &creds)? || crate::renew::expired(&creds, carried.clock)? {
+            match crate::renew::renew(dir, &creds, &mut carried.clock).await {
                 Ok(renewed) => creds = renewed,
                 Err(AgentError::Client(e))
                     if matches!(e.code(), Some(c) if c == muster_proto::codes::RENEWAL_GRACE_EXPIRED
@@ -210,24 +222,14 @@ pub async fn run_probing(
                     }
                     creds.config.hub_url = url.clone();
                 }
-                match drive(
-                    session,
-                    &creds,
-                    dir,
-                    &sources,
-                    &mut probes,
-                    &mut updates,
-                    &mut shutdown,
-                )
-                .await
-                {
+                match drive(session, &creds, dir, &sources, &mut carried, &mut shutdown).await {
                     Ended::Stopped => return Ok(()),
                     Ended::Trial(trial) => {
                         // Returns only when the new binary failed its trial (or we
                         // are stopping): the previous binary is back either way.
                         match crate::update::run_trial(dir, &creds, trial, &mut shutdown).await {
                             crate::update::TrialEnd::RolledBack(report) => {
-                                let _ = updates.tx.send(*report);
+                                let _ = carried.updates.tx.send(*report);
                                 backoff.reset();
                                 continue;
                             }
@@ -356,10 +358,14 @@ async fn drive(
     start_creds: &Credentials,
     dir: &ConfigDir,
     sources: &FactSources,
-    probes: &mut Probes,
-    updates: &mut Updates,
+    carried: &mut Carried,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
+    let Carried {
+        probes,
+        updates,
+        clock,
+    } = carried;
     let mut creds = start_creds.clone();
     let hub_addr = crate::enroll::host_port(&creds.config.hub_url);
     let src = sources.clone();
@@ -394,7 +400,7 @@ async fn drive(
                 creds.config.agent_name,
                 creds.config.agent_id
             );
-            let _ = skew_problem(hub_time_ms);
+            clock.learn(hub_time_ms);
             Duration::from_secs(heartbeat_interval_s.max(1))
         }
         Ok(Ok(Some(HubMessage::Refused { code, message }))) => {
@@ -407,9 +413,9 @@ async fn drive(
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut skew: Option<String> = None;
     let mut renew_problem: Option<String> = None;
-    let first_due = crate::renew::due_in(dir, &creds).unwrap_or(RENEW_RETRY);
+    let mut skew = skew_line(*clock);
+    let first_due = crate::renew::due_in(&creds, *clock).unwrap_or(RENEW_RETRY);
     let renewal = tokio::time::sleep(first_due);
     tokio::pin!(renewal);
     // The hub writes at least every ACK_EVERY heartbeats; silence well past that
@@ -456,11 +462,11 @@ async fn drive(
             _ = &mut renewal => {
                 // The session carries on over its connection while the certificate
                 // is replaced; the hub accepts the previous one until it expires.
-                let next = match crate::renew::renew(dir, &creds).await {
+                let next = match crate::renew::renew(dir, &creds, clock).await {
                     Ok(renewed) => {
                         creds = renewed;
                         renew_problem = None;
-                        crate::renew::due_in(dir, &creds).unwrap_or(RENEW_RETRY)
+                        crate::renew::due_in(&creds, *clock).unwrap_or(RENEW_RETRY)
                     }
                     Err(AgentError::Client(e)) if e.code() == Some(muster_proto::codes::AGENT_CLONED) => {
                         return Ended::Refused(e.to_string());
@@ -488,7 +494,8 @@ async fn drive(
             frame = session.recv() => match frame {
                 Ok(Some(HubMessage::Ack { hub_time_ms })) => {
                     hub_silent.as_mut().reset(tokio::time::Instant::now() + silence);
-                    skew = skew_problem(hub_time_ms);
+                    clock.learn(hub_time_ms);
+                    skew = skew_line(*clock);
                 }
                 Ok(Some(HubMessage::Revoked { reason })) => return Ended::Revoked(reason),
                 Ok(Some(HubMessage::Refused { code, message })) => return Ended::Refused(format!("{message} ({code})")),
@@ -521,10 +528,13 @@ async fn drive(
 /// Public for the fuzz harness.
 #[doc(hidden)]
 pub fn skew_problem(hub_time_ms: i64) -> Option<String> {
-    let ours = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    // `abs_diff`: the hub's clock is the peer's to send, and a subtraction overflowed
-    // (a panic in debug builds) on a value near i64::MIN.
-    let diff = (ours as i64).abs_diff(hub_time_ms) / 1000;
+    let mut clock = HubClock::default();
+    clock.learn(hub_time_ms);
+    skew_line(clock)
+}
+
+fn skew_line(clock: HubClock) -> Option<String> {
+    let diff = clock.offset().as_secs();
     (diff > MAX_SKEW.as_secs()).then(|| format!("clock skew of {diff} s against the hub"))
 }
 

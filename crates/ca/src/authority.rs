@@ -25,8 +25,9 @@ use crate::{CaError, CaHash, csr, hex, pem, sha256};
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// How far into the past `not_before` is set, so an agent whose clock runs a little
-/// behind the hub's does not reject a certificate issued a moment ago.
-const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// behind the hub's does not reject a certificate issued a moment ago. Public: an
+/// agent reads the hub's clock at issue back from it ([`crate::CertInfo::issued_at`]).
+pub const NOT_BEFORE_BACKDATE: time::Duration = time::Duration::minutes(5);
 
 /// Upper bound on an agent id, so it fits the 64-character limit RFC 5280 puts on a CN.
 const MAX_AGENT_ID_LEN: usize = 64;
@@ -297,7 +298,7 @@ fn random_serial() -> (SerialNumber, [u8; 16]) {
     (SerialNumber::from_slice(&bytes), bytes)
 }
 
-/// `(now - CLOCK_SKEW, now + validity)`, both whole seconds because that is all X.509
+/// `(now - NOT_BEFORE_BACKDATE, now + validity)`, both whole seconds because that is all X.509
 /// time can say, so the `not_after` we report equals the one in the certificate.
 fn validity_window(validity: Duration) -> Result<(OffsetDateTime, OffsetDateTime), CaError> {
     if validity.is_zero() {
@@ -313,7 +314,7 @@ fn validity_window(validity: Duration) -> Result<(OffsetDateTime, OffsetDateTime
         .filter(|t| t.year() <= 9999)
         .ok_or_else(|| CaError::InvalidParameter("validity reaches past year 9999".into()))?;
     let not_before = now
-        .checked_sub(CLOCK_SKEW)
+        .checked_sub(NOT_BEFORE_BACKDATE)
         .ok_or_else(|| CaError::Internal("the clock is out of range".into()))?;
     Ok((not_before, not_after))
 }

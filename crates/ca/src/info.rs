@@ -26,6 +26,17 @@ pub struct CertInfo {
     pub uri_sans: Vec<String>,
 }
 
+impl CertInfo {
+    /// When a certificate of this crate's [`crate::Authority`] was issued, on the
+    /// issuing hub's clock (to the second): `not_before` plus the backdate, within
+    /// the validity window. An agent learns the hub's time from a fresh one.
+    pub fn issued_at(&self) -> OffsetDateTime {
+        self.not_before
+            .checked_add(crate::NOT_BEFORE_BACKDATE)
+            .map_or(self.not_before, |t| t.min(self.not_after))
+    }
+}
+
 /// Reads [`CertInfo`] from the first `CERTIFICATE` block in `cert_pem`.
 pub fn cert_info(cert_pem: &str) -> Result<CertInfo, CaError> {
     let der = pem::first_certificate(cert_pem)?;

@@ -21,7 +21,7 @@ mod pem;
 mod proof;
 
 pub use agent::{csr_for_key, key_public_sha256, new_key_and_csr};
-pub use authority::{Authority, IssuedCert};
+pub use authority::{Authority, IssuedCert, NOT_BEFORE_BACKDATE};
 pub use csr::csr_public_key_sha256;
 pub use hash::CaHash;
 pub use info::{CertInfo, cert_info, cert_info_der};

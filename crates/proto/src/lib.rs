@@ -217,6 +217,9 @@ pub mod codes {
     pub const REQUEST_EXPIRED: &str = "request_expired";
     /// The certificate expired longer ago than the hub's renewal grace window.
     pub const RENEWAL_GRACE_EXPIRED: &str = "renewal_grace_expired";
+    /// A renewal proved possession of an expired certificate that, on the hub's
+    /// clock, has not expired: the agent's clock runs ahead; renew over TLS with it.
+    pub const CERT_NOT_EXPIRED: &str = "cert_not_expired";
     pub const NOT_FOUND: &str = "not_found";
     pub const NAME_IN_USE: &str = "name_in_use";
     pub const CONFLICT: &str = "conflict";

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use muster_agent::renew::HubClock;
 use muster_client::{ClientIdentity, ClientOptions, HubClient, Trust};
 use muster_proto::RenewRequest;
-use muster_testkit::{TestAgent, TestHub};
+use muster_testkit::{Backend, TestAgent, TestHub};
 
 use crate::{each_backend, enrolled};
 
@@ -199,7 +200,7 @@ async fn an_agent_whose_certificate_expired_offline_renews_with_proof_of_its_key
         let (agent, id) = enrolled(&hub, "sleeper").await;
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let before = agent.dir.load().unwrap().unwrap();
-        assert!(muster_agent::renew::expired(&before).unwrap());
+        assert!(muster_agent::renew::expired(&before, HubClock::default()).unwrap());
         let running = agent.run();
         hub.wait_status(&id, "online", Duration::from_secs(5)).await;
         let after = agent.dir.load().unwrap().unwrap();
@@ -228,6 +229,78 @@ async fn an_agent_whose_certificate_expired_offline_renews_with_proof_of_its_key
         hub.stop().await;
     })
     .await;
+}
+
+/// An agent whose clock runs days ahead takes its valid certificate for expired.
+/// Until it has heard the hub's clock it asks with proof of its key; the hub, whose
+/// clock says the certificate is valid, refuses that with `cert_not_expired`, and
+/// the agent renews over TLS with the certificate instead. Once it knows the hub's
+/// clock, it judges expiry and the renewal time on it: the fresh certificate is
+/// neither expired nor overdue, so no renewal loop.
+#[tokio::test]
+async fn an_agent_whose_clock_runs_ahead_renews_on_the_hubs_clock() {
+    let hub = TestHub::start(&Backend::Sqlite).await;
+    let (agent, id) = enrolled(&hub, "fast-clock").await;
+    let before = agent.dir.load().unwrap().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let days = 24 * 3600 * 1000;
+    // The clock as the agent sees it before hearing the hub: its own, 400 days
+    // ahead (past any certificate's end); the hub's clock: the true one, i.e. 400
+    // days behind ours.
+    let mut ahead = HubClock::default();
+    ahead.learn(now_ms + 400 * days);
+    assert!(muster_agent::renew::expired(&before, ahead).unwrap());
+    let mut hubs_clock = HubClock::default();
+    hubs_clock.learn(now_ms);
+    assert!(!muster_agent::renew::expired(&before, hubs_clock).unwrap());
+
+    // The proof path alone is refused with the code the agent acts on.
+    let client = HubClient::new(&hub.url, Trust::CaPem(before.ca_pem.clone()))
+        .unwrap()
+        .with_bearer(before.config.agent_key.clone());
+    let (_, csr) = muster_ca::new_key_and_csr(&id).unwrap();
+    let proof =
+        muster_ca::sign_proof(&before.key_pem, &muster_ca::proof_message(&id, &csr)).unwrap();
+    use base64::Engine as _;
+    let err = client
+        .renew(&RenewRequest {
+            csr_pem: csr,
+            generation: before.config.generation,
+            expired_cert_pem: Some(before.cert_pem.clone()),
+            proof: Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(proof)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("cert_not_expired"), "{err}");
+
+    // The agent, still on its own clock, renews all the same.
+    let mut clock = ahead;
+    let after = muster_agent::renew::renew(&agent.dir, &before, &mut clock)
+        .await
+        .unwrap();
+    assert_eq!(after.config.generation, before.config.generation + 1);
+    assert_eq!(
+        hub.admin().agent(&id).await.unwrap().generation,
+        after.config.generation
+    );
+    // The renewal taught the agent the hub's clock (from the new certificate), and
+    // on it the new certificate is fresh: not due for most of its life.
+    assert!(
+        clock.offset() < Duration::from_secs(5),
+        "{:?}",
+        clock.offset()
+    );
+    let due = muster_agent::renew::due_in(&after, clock).unwrap();
+    assert!(due > Duration::from_secs(3600), "due in {due:?}");
+    let on_hubs = muster_agent::renew::due_in(&after, hubs_clock).unwrap();
+    assert!(
+        on_hubs.abs_diff(due) < Duration::from_secs(5),
+        "{on_hubs:?} vs {due:?}"
+    );
+    hub.stop().await;
 }
 
 #[tokio::test]

@@ -64,8 +64,9 @@ fn check_expired_proof(
     let expired_ms = (info.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
     let now = now_ms();
     if expired_ms > now {
-        return Err(ApiFailure::bad_request(
-            "the certificate has not expired: renew over TLS with it",
+        return Err(ApiFailure::conflict(
+            codes::CERT_NOT_EXPIRED,
+            "the certificate has not expired on the hub's clock: renew over TLS with it",
         ));
     }
     if now - expired_ms > state.renewal_grace.as_millis() as i64 {
@@ -81,7 +82,7 @@ fn check_expired_proof(
 }
 
 /// `POST /api/v1/agent/renew`: a fresh certificate for a new key pair.
-#[utoipa::path(post, path = "/api/v1/agent/renew", tag = "agent", summary = "Renew the agent's certificate", request_body = muster_proto::RenewRequest, responses((status = 200, description = "the new certificate", body = muster_proto::RenewResponse), (status = 202, description = "past the grace window: the renewal waits for an admin", body = muster_proto::PendingResponse), (status = 400, description = "invalid CSR or proof", body = muster_proto::ApiError), (status = 403, description = "the certificate or generation does not match; the agent may be cloned", body = muster_proto::ApiError), (status = 409, description = "a renewal for this agent is already being decided", body = muster_proto::ApiError)), security(("agent_key" = ["agent"], "agent_mtls" = [])))]
+#[utoipa::path(post, path = "/api/v1/agent/renew", tag = "agent", summary = "Renew the agent's certificate", request_body = muster_proto::RenewRequest, responses((status = 200, description = "the new certificate", body = muster_proto::RenewResponse), (status = 202, description = "past the grace window: the renewal waits for an admin", body = muster_proto::PendingResponse), (status = 400, description = "invalid CSR or proof", body = muster_proto::ApiError), (status = 403, description = "the certificate or generation does not match; the agent may be cloned", body = muster_proto::ApiError), (status = 409, description = "a renewal for this agent is already being decided, or the certificate offered as expired has not expired on the hub's clock", body = muster_proto::ApiError)), security(("agent_key" = ["agent"], "agent_mtls" = [])))]
 pub async fn renew(
     State(state): State<Arc<AppState>>,
     calling: CallingAgent,
