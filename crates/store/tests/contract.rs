@@ -2078,3 +2078,40 @@ async fn integrations_refuse_a_taken_name_record_tests_and_are_removed_once() {
         scratch.remove().await;
     }
 }
+
+/// Lookups by many ids run in chunks (one `IN` list per 500): every id across the
+/// chunk edges is found once, and an unknown one is skipped, not an error.
+#[tokio::test]
+async fn lookups_by_many_ids_find_each_across_chunks() {
+    for (store, scratch) in stores().await {
+        let mut ids: Vec<String> = Vec::new();
+        for i in 0..1001 {
+            let id = format!("agent-{i:04}");
+            store
+                .enroll(&write(&id, &format!("host-{i:04}"), EnrollMode::New, None, i))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        ids.insert(500, "no-such-agent".to_owned());
+        let mut found: Vec<String> = store
+            .get_agents(&ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        found.sort();
+        assert_eq!(found.len(), 1001);
+        assert_eq!(found.first().map(String::as_str), Some("agent-0000"));
+        assert_eq!(found.last().map(String::as_str), Some("agent-1000"));
+        found.dedup();
+        assert_eq!(found.len(), 1001);
+        let names = store.agent_names(&ids).await.unwrap();
+        assert_eq!(names.len(), 1001);
+        assert!(names.contains(&("agent-0777".to_owned(), "host-0777".to_owned())));
+        let (catalogs, decisions) = store.agents_packs(&ids).await.unwrap();
+        assert!(catalogs.is_empty() && decisions.is_empty(), "no agent said hello");
+        scratch.remove().await;
+    }
+}

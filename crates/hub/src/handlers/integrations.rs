@@ -238,23 +238,11 @@ pub async fn run_probe(
     // A scoped key treats an integration as a target like an agent: its glob must
     // match the integration's name and its probe list name the probe.
     if !crate::probes::may_run(&caller.principal, &name, &probe) {
-        let entry = caller
-            .audit("probe.denied", target(&name))
-            .outcome("denied")
-            .details(serde_json::json!({ "probe": probe, "integration": name }));
-        state
-            .refusals
-            .record(
-                &*state.store,
-                &state.metrics,
-                caller.source,
-                || async move { entry },
-            )
-            .await;
-        return Err(ApiFailure::forbidden(
-            codes::FORBIDDEN,
-            format!("this key may not run {probe} on integration {name}"),
-        ));
+        let details = serde_json::json!({ "probe": probe, "integration": name });
+        let what = format!("integration {name}");
+        return Err(
+            super::probes::refuse(&state, &caller, target(&name), details, &probe, &what).await,
+        );
     }
     if !integrations::probes(&record.kind).contains(&probe) {
         return Err(ApiFailure::not_found(format!(

@@ -63,12 +63,21 @@ pub async fn list(
     }))
 }
 
-/// A caller refused a probe by its scopes: 403, audited.
-async fn refuse(state: &AppState, caller: &Caller, agent: &AgentRecord, probe: &str) -> ApiFailure {
+/// A caller refused a probe by its scopes: audited as `probe.denied` on `target`
+/// (within the source's refusal budget), and 403 naming the probe and `what` it
+/// was asked of. Integrations share it: a scoped key treats them as targets too.
+pub(super) async fn refuse(
+    state: &AppState,
+    caller: &Caller,
+    target: String,
+    details: serde_json::Value,
+    probe: &str,
+    what: &str,
+) -> ApiFailure {
     let entry = caller
-        .audit("probe.denied", format!("agent:{}", agent.id))
+        .audit("probe.denied", target)
         .outcome("denied")
-        .details(serde_json::json!({ "probe": probe, "name": agent.name }));
+        .details(details);
     state
         .refusals
         .record(
@@ -80,7 +89,7 @@ async fn refuse(state: &AppState, caller: &Caller, agent: &AgentRecord, probe: &
         .await;
     ApiFailure::forbidden(
         codes::FORBIDDEN,
-        format!("this key may not run {probe} on {}", agent.name),
+        format!("this key may not run {probe} on {what}"),
     )
 }
 
@@ -101,7 +110,9 @@ pub async fn run_one(
     }
     let agent = scoped_agent(&state, &caller, &id).await?;
     if !may_run(&caller.principal, &agent.name, &probe) {
-        return Err(refuse(&state, &caller, &agent, &probe).await);
+        let details = serde_json::json!({ "probe": probe, "name": agent.name });
+        let target = format!("agent:{}", agent.id);
+        return Err(refuse(&state, &caller, target, details, &probe, &agent.name).await);
     }
     let mut runs = probes::fan_out(
         &state,

@@ -3,12 +3,12 @@
 //! to the group commit and the watch handed to the listener.
 
 use async_trait::async_trait;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use crate::model::*;
 use crate::sql::SqlStore;
 use crate::sql::enroll::complete_request_tx;
-use crate::sql::rows::{AGENT_COLUMNS, FromRow, decode_all, decode_one, json, uuid_like};
+use crate::sql::rows::{FromRow, decode_all, decode_one, fetch_in, json, uuid_like};
 use crate::{AgentStore, Result, StoreError};
 
 #[async_trait]
@@ -22,43 +22,16 @@ impl AgentStore for SqlStore {
     }
 
     async fn get_agents(&self, ids: &[String]) -> Result<Vec<AgentRecord>> {
-        const CHUNK: usize = 500;
-        let mut agents = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            // Only generated placeholders are spliced in; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            agents.extend(decode_all::<AgentRecord>(
-                &query.fetch_all(&self.db.pool).await?,
-            )?);
-        }
-        Ok(agents)
+        let rows = fetch_in(&self.db.pool, agent_select!("WHERE id IN ({in})"), ids).await?;
+        decode_all(&rows)
     }
 
     async fn agent_names(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
-        const CHUNK: usize = 500;
-        let mut names = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT id, name FROM agents WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            // Only generated placeholders are spliced in; every value is bound.
-            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            names.extend(query.fetch_all(&self.db.pool).await?);
-        }
-        Ok(names)
+        let sql = "SELECT id, name FROM agents WHERE id IN ({in})";
+        let rows = fetch_in(&self.db.pool, sql, ids).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
     }
 
     async fn find_agent_by_key_hash(&self, hash: &str) -> Result<Option<AgentRecord>> {

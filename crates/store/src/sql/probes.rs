@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::model::*;
 use crate::sql::SqlStore;
-use crate::sql::rows::{from_json, json};
+use crate::sql::rows::{fetch_in, from_json, json};
 use crate::{ProbeStore, Result};
 
 #[async_trait]
@@ -52,30 +52,21 @@ impl ProbeStore for SqlStore {
         Vec<(String, Vec<muster_proto::PackInfo>)>,
         Vec<PackDecisionRecord>,
     )> {
-        const CHUNK: usize = 500;
-        let (mut catalogs, mut decisions) = (Vec::new(), Vec::new());
-        for chunk in agent_ids.chunks(CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let list = placeholders.join(", ");
-            // Only generated placeholders are spliced in; every value is bound.
-            let sql =
-                format!("SELECT id, catalog FROM agents WHERE catalog <> '[]' AND id IN ({list})");
-            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            for (id, text) in query.fetch_all(&self.db.pool).await? {
-                catalogs.push((id, from_json("agents.catalog", &text)?));
-            }
-            let sql = format!("SELECT * FROM pack_decisions WHERE agent_id IN ({list})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            for row in query.fetch_all(&self.db.pool).await? {
-                decisions.push(decision_of(&row)?);
-            }
-        }
+        let sql = "SELECT id, catalog FROM agents WHERE catalog <> '[]' AND id IN ({in})";
+        let catalogs = fetch_in(&self.db.pool, sql, agent_ids)
+            .await?
+            .iter()
+            .map(|r| {
+                let text: String = r.try_get("catalog")?;
+                Ok((r.try_get("id")?, from_json("agents.catalog", &text)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sql = "SELECT * FROM pack_decisions WHERE agent_id IN ({in})";
+        let decisions = fetch_in(&self.db.pool, sql, agent_ids)
+            .await?
+            .iter()
+            .map(decision_of)
+            .collect::<Result<Vec<_>>>()?;
         Ok((catalogs, decisions))
     }
 

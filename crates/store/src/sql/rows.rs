@@ -50,6 +50,30 @@ pub(crate) fn decode_all<T: FromRow>(rows: &[AnyRow]) -> Result<Vec<T>> {
     rows.iter().map(T::from_row).collect()
 }
 
+/// Ids per `IN (…)` list: far below every backend's limit on bound values, and
+/// small enough that SQLite's lookup of each `$n` by name stays cheap.
+const IN_CHUNK: usize = 500;
+
+/// The rows of `sql` for every id of `ids`: run once per chunk of them, with `{in}`
+/// in `sql` replaced by the chunk's placeholder list. `sql` is the code's own
+/// (`'static`); only generated placeholders are spliced in, every id is bound.
+pub(crate) async fn fetch_in(
+    pool: &sqlx::AnyPool,
+    sql: &'static str,
+    ids: &[String],
+) -> Result<Vec<AnyRow>> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.replace("{in}", &list.join(", "))));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        rows.extend(query.fetch_all(pool).await?);
+    }
+    Ok(rows)
+}
+
 impl FromRow for TokenRecord {
     fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(TokenRecord {
