@@ -2088,7 +2088,13 @@ async fn lookups_by_many_ids_find_each_across_chunks() {
         for i in 0..1001 {
             let id = format!("agent-{i:04}");
             store
-                .enroll(&write(&id, &format!("host-{i:04}"), EnrollMode::New, None, i))
+                .enroll(&write(
+                    &id,
+                    &format!("host-{i:04}"),
+                    EnrollMode::New,
+                    None,
+                    i,
+                ))
                 .await
                 .unwrap();
             ids.push(id);
@@ -2111,7 +2117,10 @@ async fn lookups_by_many_ids_find_each_across_chunks() {
         assert_eq!(names.len(), 1001);
         assert!(names.contains(&("agent-0777".to_owned(), "host-0777".to_owned())));
         let (catalogs, decisions) = store.agents_packs(&ids).await.unwrap();
-        assert!(catalogs.is_empty() && decisions.is_empty(), "no agent said hello");
+        assert!(
+            catalogs.is_empty() && decisions.is_empty(),
+            "no agent said hello"
+        );
         scratch.remove().await;
     }
 }

@@ -533,6 +533,37 @@ async fn dashboard_in_a_real_browser() {
     .await;
     assert_eq!(chain, "broken");
 
+    // API: the published document for people, one row per operation, with the
+    // role each needs as the document says.
+    open(&page, &format!("{base}/api")).await;
+    let rows: u32 = eval(
+        &page,
+        "document.querySelectorAll('table.api tbody tr').length",
+    )
+    .await;
+    let served = get(&hub, "/api/v1/openapi.json", &[]).await;
+    let doc: serde_json::Value = serde_json::from_str(&served.text()).unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .count()
+        })
+        .sum();
+    assert_eq!(rows as usize, operations);
+    let renew_role: String = eval(
+        &page,
+        "[...document.querySelectorAll('table.api tbody tr')].find(r => r.cells[1].textContent === '/api/v1/agent/renew').cells[2].textContent",
+    )
+    .await;
+    assert_eq!(renew_role, "agent");
+    screenshot(&page, "api").await;
+
     // Live: with the fleet open, a machine enrolled by the real agent appears, comes
     // online and goes offline, and the counts follow, all without a reload (the
     // marker set on the window would be gone after one).
