@@ -36,7 +36,7 @@ impl HubClock {
             .clamp(-MAX_OFFSET_MS, MAX_OFFSET_MS);
     }
 
-    /// How far the hub's clock is ahead of ours (negative: behind).
+    /// How far the hub's clock is off ours, ahead or behind.
     pub fn offset(&self) -> Duration {
         Duration::from_millis(self.offset_ms.unsigned_abs())
     }
@@ -81,11 +81,11 @@ pub fn due_in(creds: &Credentials, clock: HubClock) -> Result<Duration, AgentErr
 }
 
 fn to_system(t: time::OffsetDateTime) -> SystemTime {
-    let nanos = t.unix_timestamp_nanos();
-    if nanos <= 0 {
-        SystemTime::UNIX_EPOCH
-    } else {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    // Seconds, not nanoseconds: a certificate may end in year 9999, past what a
+    // u64 of nanoseconds holds.
+    match u64::try_from(t.unix_timestamp()) {
+        Ok(secs) => SystemTime::UNIX_EPOCH + Duration::new(secs, t.nanosecond()),
+        Err(_) => SystemTime::UNIX_EPOCH,
     }
 }
 
@@ -227,5 +227,17 @@ mod tests {
         clock.learn(i64::MAX);
         let _ = clock.now();
         assert_eq!(clock.offset(), Duration::from_millis(MAX_OFFSET_MS as u64));
+    }
+
+    #[test]
+    fn certificate_times_up_to_year_9999_convert_without_wrapping() {
+        let end = time::OffsetDateTime::from_unix_timestamp(253_402_214_400).unwrap();
+        assert_eq!(end.year(), 9999);
+        let t = to_system(end);
+        assert!(t > SystemTime::now() + Duration::from_secs(7000 * 365 * 24 * 3600));
+        assert_eq!(
+            to_system(time::OffsetDateTime::UNIX_EPOCH),
+            SystemTime::UNIX_EPOCH
+        );
     }
 }
